@@ -1,0 +1,3 @@
+from keel.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Identity and access: projects, API keys, the bootstrap admin key."""

@@ -1,0 +1,1 @@
+"""Model servers Keel runs itself: supervised local llama.cpp processes."""

@@ -1,0 +1,87 @@
+"""Errors a client can cause or see, each mapped to an HTTP status and OpenAI error type.
+
+KeelError                 500 api_error (never raised on purpose for client input)
+├── InvalidRequest        400 invalid_request_error   (names the `param`)
+├── AuthenticationFailed  401 invalid_request_error   code=invalid_api_key
+├── PermissionDenied      403 permission_error
+├── NotFound              404 invalid_request_error   (e.g. code=model_not_found)
+├── PayloadTooLarge       413 invalid_request_error   code=request_too_large
+├── UpstreamError         502 upstream_error          (bad or failed upstream answer)
+├── ServiceUnavailable    503 service_unavailable     (model server starting or down)
+└── UpstreamTimeout       504 timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KeelError(Exception):
+    status = 500
+    type = "api_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(KeelError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(KeelError):
+    status = 401
+    type = "invalid_request_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="invalid_api_key")
+
+
+class PermissionDenied(KeelError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(KeelError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(KeelError):
+    status = 413
+    type = "invalid_request_error"
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"request body is larger than {limit} bytes; send less, or raise the "
+            "max_body_bytes setting (KEEL_MAX_BODY_BYTES)",
+            code="request_too_large",
+        )
+
+
+class UpstreamError(KeelError):
+    status = 502
+    type = "upstream_error"
+
+
+class ServiceUnavailable(KeelError):
+    status = 503
+    type = "service_unavailable"
+
+
+class UpstreamTimeout(KeelError):
+    status = 504
+    type = "timeout"

@@ -1,0 +1,149 @@
+"""The request path, read top to bottom: resolve the model, call the provider, answer.
+
+Authentication happens before (server dependency); later steps (limits, prompts, guards,
+cache, routing, tracing) slot in here as explicit calls, never as middleware.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from keel.auth.keys import Principal
+from keel.errors import KeelError
+from keel.providers.base import Operation, ProviderStream, Usage
+from keel.registry.catalog import ChatTarget, ModelCatalog
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRequest:
+    """One validated client request, as the wire JSON the client sent (model included)."""
+
+    op: Operation
+    body: dict[str, Any]
+    principal: Principal
+    trace_id: str
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    @property
+    def wants_usage(self) -> bool:
+        options = self.body.get("stream_options") or {}
+        return bool(options.get("include_usage"))
+
+
+def upstream_payload(target: ChatTarget, request: GatewayRequest, stream: bool) -> dict[str, Any]:
+    """The body sent upstream: the client's fields over the target's defaults, renamed."""
+    payload = {**target.defaults, **request.body}
+    payload["model"] = target.upstream_model
+    if payload.get("max_completion_tokens") is not None:
+        payload["max_tokens"] = payload["max_completion_tokens"]
+    payload.pop("max_completion_tokens", None)
+    payload.pop("stream_options", None)
+    if stream:
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+    else:
+        payload.pop("stream", None)
+    return {key: value for key, value in payload.items() if value is not None}
+
+
+def _chunk_text(op: Operation, chunk: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for choice in chunk.get("choices") or ():
+        if op == "chat/completions":
+            content = (choice.get("delta") or {}).get("content")
+        else:
+            content = choice.get("text")
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts)
+
+
+class Gateway:
+    def __init__(self, catalog: ModelCatalog):
+        self.catalog = catalog
+
+    async def complete(self, request: GatewayRequest) -> dict[str, Any]:
+        """A whole (non-streamed) completion, with the client's model name and usage."""
+        target = self.catalog.resolve_chat(request.model)
+        payload = upstream_payload(target, request, stream=False)
+        result = await target.provider.send(request.op, payload)
+        body = result.body
+        body["model"] = request.model
+        usage = result.usage
+        if usage is None:
+            text = "".join(
+                (c.get("message") or {}).get("content") or ""
+                if request.op == "chat/completions"
+                else c.get("text") or ""
+                for c in body.get("choices", [])
+            )
+            usage = await target.provider.count_usage(request.op, payload, text)
+        body["usage"] = usage.as_dict()
+        return body
+
+    async def open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
+        """Open the upstream stream now (so failures get a proper status), then relay it."""
+        target = self.catalog.resolve_chat(request.model)
+        payload = upstream_payload(target, request, stream=True)
+        upstream = await target.provider.open_stream(request.op, payload)
+        return self._relay(request, target, payload, upstream)
+
+    async def _relay(
+        self,
+        request: GatewayRequest,
+        target: ChatTarget,
+        payload: dict[str, Any],
+        upstream: ProviderStream,
+    ) -> AsyncIterator[bytes]:
+        text: list[str] = []
+        usage: Usage | None = None
+        chunk_id, created = "", int(time.time())
+        kind = "chat.completion.chunk" if request.op == "chat/completions" else "text_completion"
+        try:
+            async for chunk in upstream:
+                chunk_id = chunk.get("id", chunk_id)
+                created = chunk.get("created", created)
+                reported = chunk.get("usage")
+                if isinstance(reported, dict) and "completion_tokens" in reported:
+                    usage = Usage(reported["prompt_tokens"], reported["completion_tokens"])
+                if not chunk.get("choices"):
+                    continue  # a usage-only chunk: re-emitted below if the client asked
+                chunk.pop("usage", None)
+                chunk["model"] = request.model
+                text.append(_chunk_text(request.op, chunk))
+                yield sse(chunk)
+            if request.wants_usage:
+                if usage is None:
+                    usage = await target.provider.count_usage(request.op, payload, "".join(text))
+                yield sse(
+                    {
+                        "id": chunk_id,
+                        "object": kind,
+                        "created": created,
+                        "model": request.model,
+                        "choices": [],
+                        "usage": usage.as_dict(),
+                    }
+                )
+            yield _DONE
+        except KeelError as exc:
+            # Headers went out already: the error travels as a last event (as OpenAI does).
+            yield sse(exc.envelope())
+        finally:
+            with contextlib.suppress(Exception):
+                await upstream.aclose()

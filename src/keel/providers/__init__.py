@@ -1,0 +1,1 @@
+"""Where models run: the Provider protocol and one adapter per upstream API."""

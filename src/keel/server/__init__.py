@@ -1,0 +1,1 @@
+"""HTTP: the app factory and routers, translating requests into service calls."""

@@ -1,0 +1,57 @@
+"""create_app(settings): the ASGI application, with services started in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import keel
+from keel.server import errors, health
+from keel.server.middleware import RequestContext
+from keel.server.openai.router import router as openai_router
+from keel.server.services import (
+    AdminKeyNotice,
+    Progress,
+    Services,
+    log_admin_key,
+    start_services,
+    stop_services,
+)
+from keel.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    *,
+    on_admin_key: AdminKeyNotice = log_admin_key,
+    progress: Progress | None = None,
+    services: Services | None = None,
+) -> FastAPI:
+    """Build the app. Pass `services` to serve ones the caller started (tests do)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        started = await start_services(settings, on_admin_key=on_admin_key, progress=progress)
+        app.state.services = started
+        try:
+            yield
+        finally:
+            await stop_services(started)
+
+    app = FastAPI(
+        title="Keel",
+        version=keel.__version__,
+        summary="OpenAI-compatible LLM gateway with deployments, prompts, guardrails and tracing.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(openai_router)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    return app

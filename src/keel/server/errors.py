@@ -1,0 +1,93 @@
+"""Turn every failure into OpenAI's error envelope with the right status; never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from keel.errors import InvalidRequest, KeelError
+from keel.server.responses import json_response
+
+log = logging.getLogger("keel.server")
+
+_HTTP_TYPES = {
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+}
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    if not parts:
+        return None
+    text = parts[0]
+    for part in parts[1:]:
+        text += f"[{part}]" if part.isdigit() else f".{part}"
+    return text
+
+
+def validation_error(exc: RequestValidationError) -> KeelError:
+    errors = exc.errors()
+    first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return InvalidRequest(
+            f"request body is not valid JSON ({detail}); send a JSON object with "
+            "'Content-Type: application/json'"
+        )
+    param = _param(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        message = f"'{param}' is required" if param else "a JSON object body is required"
+    elif param is None:
+        message = f"request body must be a JSON object ({message})"
+    else:
+        message = f"invalid '{param}': {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return InvalidRequest(message, param=param)
+
+
+async def _keel_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeelError)
+    return json_response(exc.envelope(), exc.status)
+
+
+async def _validation(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    error = validation_error(exc)
+    return json_response(error.envelope(), error.status)
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = str(exc.detail)
+    if exc.status_code in (404, 405):
+        message = (
+            f"{message}: {request.method} {request.url.path}; "
+            "the API is described at /docs and /openapi.json"
+        )
+    error = KeelError(message)
+    error.status = exc.status_code
+    error.type = "invalid_request_error"
+    return json_response(error.envelope(), exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    trace_id = request.scope.get("state", {}).get("trace_id", "-")
+    log.exception("unhandled error on %s %s (trace %s)", request.method, request.url.path, trace_id)
+    error = KeelError(f"internal error; it was logged with trace id {trace_id}")
+    return json_response(error.envelope(), 500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(KeelError, _keel_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,1 @@
+"""The /v1 wire protocol: OpenAI-compatible schemas and handlers."""

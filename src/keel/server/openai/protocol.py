@@ -1,0 +1,192 @@
+"""Wire schemas of the OpenAI-compatible API: what clients may send and what they get back.
+
+Requests are strict (a string is not a number) but let unknown fields through, because
+clients put provider-specific options (top_k, min_p, …) there and upstreams honour them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Role = Field(description="Who wrote the message.")
+    content: str | list[dict[str, Any]] | None = Field(
+        None, description="Text, or a list of content parts ({type: text, text: …})."
+    )
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include_usage: bool = Field(
+        False, description="Send a last chunk with token usage before [DONE]."
+    )
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+def _check_stop(value: str | list[str] | None) -> str | list[str] | None:
+    if isinstance(value, list) and len(value) > 4:
+        raise ValueError("at most 4 stop sequences are allowed")
+    return value
+
+
+def _check_n(value: int | None) -> int | None:
+    if value is not None and value != 1:
+        raise ValueError("only n=1 is supported; send one request per completion you need")
+    return value
+
+
+class _SamplingFields(_Request):
+    model: str = Field(min_length=1, description="Model id, as listed by GET /v1/models.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 stop sequences.")
+    seed: int | None = None
+    n: int | None = Field(None, description="Number of choices; only 1 is supported.")
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    user: str | None = Field(None, max_length=256, description="End-user id, for tracing.")
+    stream: bool = Field(False, description="Answer as server-sent events.")
+    stream_options: StreamOptions | None = None
+
+    _stop = field_validator("stop")(_check_stop)
+    _n = field_validator("n")(_check_n)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="Newer name of max_tokens; wins when both are sent."
+    )
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[str] = Field(description="Text to continue (a list of one is accepted).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("send exactly one prompt per request (a string or a list of one)")
+        return value
+
+
+class EmbeddingRequest(_Request):
+    model: str = Field(min_length=1, description="Embedding model id.")
+    input: str | list[str] = Field(description="A text or a list of texts to embed.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of numbers; base64: little-endian float32 bytes."
+    )
+    dimensions: int | None = Field(None, ge=1, description="Must equal the model's dimension.")
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("input")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("input must hold at least one text")
+        if any(not text for text in texts):
+            raise ValueError("input texts must not be empty strings")
+        return value
+
+
+# Responses (documented in OpenAPI; handlers build them as plain JSON for speed).
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: dict[str, Any]
+    finish_reason: str | None
+    logprobs: Any = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: Any = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: dict[str, int]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,131 @@
+"""/v1 routes: chat and text completions, embeddings, models."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
+
+from keel.errors import InvalidRequest
+from keel.gateway.pipeline import GatewayRequest
+from keel.server.deps import PrincipalDep, ServicesDep, TraceIdDep
+from keel.server.openai.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+    ErrorResponse,
+    ModelList,
+)
+from keel.server.responses import json_response
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "Invalid request (the message names the param)",
+        401: "Missing or invalid API key",
+        404: "Unknown model",
+        413: "Body over max_body_bytes",
+        502: "Upstream failed",
+        503: "Upstream or model server unavailable",
+        504: "Upstream timed out",
+    }.items()
+}
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _answer(services: ServicesDep, request: GatewayRequest, stream: bool) -> Response:
+    if stream:
+        events = await services.gateway.open_stream(request)
+        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+    return json_response(await services.gateway.complete(request))
+
+
+@router.post(
+    "/chat/completions",
+    summary="Create a chat completion (streaming with stream: true)",
+    response_model=ChatCompletion,
+    responses=_ERRORS,
+)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    trace_id: TraceIdDep,
+) -> Response:
+    wire = body.model_dump(exclude_unset=True)
+    request = GatewayRequest("chat/completions", wire, principal, trace_id)
+    return await _answer(services, request, body.stream)
+
+
+@router.post(
+    "/completions",
+    summary="Create a text completion (legacy API)",
+    response_model=Completion,
+    responses=_ERRORS,
+)
+async def completions(
+    body: CompletionRequest,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    trace_id: TraceIdDep,
+) -> Response:
+    wire = body.model_dump(exclude_unset=True)
+    if isinstance(wire["prompt"], list):
+        wire["prompt"] = wire["prompt"][0]
+    request = GatewayRequest("completions", wire, principal, trace_id)
+    return await _answer(services, request, body.stream)
+
+
+@router.post(
+    "/embeddings",
+    summary="Embed texts",
+    response_model=EmbeddingList,
+    responses=_ERRORS,
+)
+async def embeddings(
+    body: EmbeddingRequest, services: ServicesDep, _principal: PrincipalDep
+) -> Response:
+    embedder = services.catalog.resolve_embedder(body.model)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    limit = services.settings.embedding_max_inputs
+    if len(texts) > limit:
+        raise InvalidRequest(
+            f"{len(texts)} inputs in one request; at most {limit} are accepted "
+            "(split the batch, or raise embedding_max_inputs)",
+            param="input",
+        )
+    if body.dimensions is not None and body.dimensions != embedder.dimension:
+        raise InvalidRequest(
+            f"model {embedder.name!r} returns {embedder.dimension} dimensions; "
+            f"omit 'dimensions' or set it to {embedder.dimension}",
+            param="dimensions",
+        )
+    result = await embedder.embed(texts)
+    data: list[dict[str, Any]] = []
+    for index, vector in enumerate(result.vectors):
+        encoded: Any = (
+            base64.b64encode(vector.astype("<f4").tobytes()).decode()
+            if body.encoding_format == "base64"
+            else vector.tolist()
+        )
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": embedder.name,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )
+
+
+@router.get("/models", summary="List the models clients may use", response_model=ModelList)
+async def list_models(services: ServicesDep, _principal: PrincipalDep) -> Response:
+    return json_response({"object": "list", "data": services.catalog.cards()})

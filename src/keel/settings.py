@@ -1,0 +1,252 @@
+"""Keel's one settings table and the loader that layers its sources.
+
+Precedence, lowest to highest: defaults < keel.yaml < KEEL_* environment < CLI flags.
+Every setting has a type, a default and a one-line help; `keel config show` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "KEEL_"
+SourceName = Literal["default", "file", "env", "cli"]
+
+
+class SettingsError(ValueError):
+    """A setting could not be read; the message names the setting and its source."""
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "keel"
+
+
+class UpstreamSettings(BaseModel):
+    """An OpenAI-compatible server whose models Keel serves under their own names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Provider name, shown in /v1/models as owned_by.")
+    base_url: str = Field(description="Base URL including /v1, e.g. http://127.0.0.1:8080/v1.")
+    api_key: str | None = Field(
+        default=None, description="Bearer key for the upstream; write {$env: NAME} to read it."
+    )
+    models: list[str] = Field(min_length=1, description="Model ids this upstream serves.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+
+class Settings(BaseModel):
+    """The effective configuration of one Keel process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port the gateway listens on.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where Keel keeps its database, admin key and spill files.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default is SQLite (WAL) at <data_dir>/keel.db.",
+        json_schema_extra={"secret": True},
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for shared limits and cache (scale-out).",
+        json_schema_extra={"secret": True},
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the gateway process."
+    )
+    local_model: bool = Field(
+        True, description="Serve the bundled SmolLM2 GGUF with a supervised llama.cpp server."
+    )
+    local_model_name: str = Field("smollm2", description="Model id of the bundled chat model.")
+    local_model_path: Path | None = Field(
+        None, description="GGUF file to serve instead of the bundled one."
+    )
+    local_model_ctx: int = Field(2048, ge=256, description="Context window of the local model.")
+    local_model_threads: int = Field(
+        0, ge=0, description="CPU threads for llama.cpp; 0 means one per core."
+    )
+    local_model_ready_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for the llama.cpp server to become ready."
+    )
+    embeddings: bool = Field(
+        True, description="Serve the bundled all-MiniLM-L6-v2 model on /v1/embeddings."
+    )
+    embedding_model_name: str = Field(
+        "all-minilm-l6-v2", description="Model id of the bundled embedding model."
+    )
+    embedding_max_inputs: int = Field(
+        2048, ge=1, description="Most inputs accepted in one /v1/embeddings request."
+    )
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="Extra OpenAI-compatible servers and their model ids."
+    )
+    upstream_connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to open a connection to an upstream."
+    )
+    upstream_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds an upstream may stay silent (before or between chunks).",
+    )
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'keel.db'}"
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, SourceName]
+    config_file: Path | None
+
+
+def _resolve_env_refs(value: Any, env: Mapping[str, str], where: str) -> Any:
+    """Replace {"$env": "NAME"} with the variable's value, so secrets stay out of files."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            name = value["$env"]
+            if name not in env:
+                raise SettingsError(f"{where}: environment variable {name!r} is not set")
+            return env[name]
+        return {k: _resolve_env_refs(v, env, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env_refs(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {path} must hold a mapping of setting: value")
+    resolved: dict[str, Any] = _resolve_env_refs(raw, env, str(path))
+    return resolved
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if field.annotation is not None and "list" in str(field.annotation):
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be JSON: {exc}") from exc
+        else:
+            values[name] = raw
+    return values
+
+
+def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if env.get("KEEL_CONFIG"):
+        return Path(env["KEEL_CONFIG"])
+    local = Path("keel.yaml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LoadedSettings:
+    """Layer defaults < file < env < CLI and validate once, remembering each value's source."""
+    env = os.environ if env is None else env
+    path = find_config_file(config_file, env)
+    layers: list[tuple[SourceName, dict[str, Any]]] = [
+        ("file", _read_file(path, env) if path else {}),
+        ("env", _read_env(env)),
+        ("cli", {k: v for k, v in (cli or {}).items() if v is not None}),
+    ]
+    merged: dict[str, Any] = {}
+    sources: dict[str, SourceName] = dict.fromkeys(Settings.model_fields, "default")
+    for source, values in layers:
+        unknown = set(values) - set(Settings.model_fields)
+        if unknown:
+            known = ", ".join(sorted(Settings.model_fields))
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(sorted(unknown))} in {source}; known: {known}"
+            )
+        for key, value in values.items():
+            merged[key] = value
+            sources[key] = source
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])} ({sources.get(str(err['loc'][0]), '?')}): "
+            f"{err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from exc
+    return LoadedSettings(settings=settings, sources=sources, config_file=path)
+
+
+def mask_secret(value: str) -> str:
+    """Hide the password of a URL, or all but the start of a bare secret."""
+    parts = urlsplit(value)
+    if parts.scheme and parts.password:
+        netloc = f"{parts.username}:****@{parts.hostname}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        return urlunsplit(parts._replace(netloc=netloc))
+    if parts.scheme:
+        return value
+    return value[:4] + "****" if len(value) > 4 else "****"
+
+
+def describe(loaded: LoadedSettings) -> list[tuple[str, str, str, str]]:
+    """Rows of (name, effective value, source, help) with secrets masked."""
+    rows: list[tuple[str, str, str, str]] = []
+    settings = loaded.settings
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if name == "upstreams":
+            shown = json.dumps(
+                [
+                    {**u.model_dump(mode="json"), "api_key": "****" if u.api_key else None}
+                    for u in settings.upstreams
+                ]
+            )
+        elif value is None:
+            shown = "-"
+        elif extra.get("secret"):
+            shown = mask_secret(str(value))
+        else:
+            shown = str(value)
+        if name == "database_url" and value is None:
+            shown = f"- ({settings.effective_database_url})"
+        rows.append((name, shown, loaded.sources[name], field.description or ""))
+    return rows

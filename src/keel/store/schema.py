@@ -1,0 +1,7 @@
+"""Every module's tables, gathered into one metadata for Alembic's autogenerate."""
+
+from keel.auth import tables as auth_tables
+from keel.store.base import Base
+
+metadata = Base.metadata
+MODULES = (auth_tables,)
