@@ -11,22 +11,15 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from keel.embeddings.base import EmbeddingResult
 from keel.errors import ServiceUnavailable
 
 log = logging.getLogger("keel.embeddings")
-
-
-@dataclass(frozen=True)
-class EmbeddingResult:
-    vectors: npt.NDArray[np.float32]
-    prompt_tokens: int
 
 
 class LocalEmbedder:
@@ -52,7 +45,7 @@ class LocalEmbedder:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         model = SentenceTransformer(str(self.model_dir), device="cpu")
         dimension = getattr(model, "get_embedding_dimension", None) or (
             model.get_sentence_embedding_dimension

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.embeddings.local import LocalEmbedder
+from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound
 from keel.providers.base import Provider
 
@@ -27,14 +27,14 @@ class ChatTarget:
 class ModelCatalog:
     def __init__(self) -> None:
         self._chat: dict[str, ChatTarget] = {}
-        self._embedders: dict[str, LocalEmbedder] = {}
+        self._embedders: dict[str, Embedder] = {}
         self._created = int(time.time())
 
     def add_chat(self, target: ChatTarget) -> None:
         self._check_free(target.model_id)
         self._chat[target.model_id] = target
 
-    def add_embedder(self, embedder: LocalEmbedder) -> None:
+    def add_embedder(self, embedder: Embedder) -> None:
         self._check_free(embedder.name)
         self._embedders[embedder.name] = embedder
 
@@ -65,7 +65,7 @@ class ModelCatalog:
             )
         raise self._unknown(model)
 
-    def resolve_embedder(self, model: str) -> LocalEmbedder:
+    def resolve_embedder(self, model: str) -> Embedder:
         embedder = self._embedders.get(model)
         if embedder is not None:
             return embedder
@@ -94,5 +94,5 @@ class ModelCatalog:
         return list(unique.values())
 
     @property
-    def embedders(self) -> list[LocalEmbedder]:
+    def embedders(self) -> list[Embedder]:
         return list(self._embedders.values())

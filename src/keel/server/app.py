@@ -34,7 +34,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
-            app.state.services = services
             yield
             return
         started = await start_services(settings, on_admin_key=on_admin_key, progress=progress)
@@ -54,4 +53,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(openai_router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    if services is not None:
+        app.state.services = services
     return app

@@ -22,8 +22,17 @@ _HTTP_TYPES = {
 }
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict"}
+
+
+def _is_field(part: object) -> bool:
+    # Union members appear in pydantic's loc as type names ('str', 'list[str]'): not fields.
+    text = str(part)
+    return text not in _TYPE_TAGS and not any(c in text for c in "[]-(")
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and _is_field(p)]
     if not parts:
         return None
     text = parts[0]
@@ -44,7 +53,11 @@ def validation_error(exc: RequestValidationError) -> KeelError:
     param = _param(tuple(first.get("loc", ())))
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "missing":
-        message = f"'{param}' is required" if param else "a JSON object body is required"
+        message = (
+            f"'{param}' is required; add it to the JSON body"
+            if param
+            else "a JSON object body is required"
+        )
     elif param is None:
         message = f"request body must be a JSON object ({message})"
     else:

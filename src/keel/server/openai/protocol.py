@@ -104,6 +104,16 @@ class EmbeddingRequest(_Request):
     dimensions: int | None = Field(None, ge=1, description="Must equal the model's dimension.")
     user: str | None = Field(None, max_length=256)
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(not isinstance(item, str) for item in value):
+            raise ValueError(
+                "input must be a string or a list of strings; token-id arrays are not "
+                "supported, send the text"
+            )
+        return value
+
     @field_validator("input")
     @classmethod
     def _non_empty(cls, value: str | list[str]) -> str | list[str]:

@@ -1,0 +1,30 @@
+"""The Embedder protocol: turns texts into unit vectors of a fixed dimension."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: npt.NDArray[np.float32]
+    prompt_tokens: int
+
+
+class Embedder(Protocol):
+    name: str
+    dimension: int
+    error: str | None
+
+    @property
+    def ready(self) -> bool: ...
+
+    def start_loading(self) -> None: ...
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult: ...
+
+    def close(self) -> None: ...
