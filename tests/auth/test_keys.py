@@ -23,7 +23,8 @@ def keys(database_url: str) -> KeyService:
 
 def test_first_start_creates_one_admin_key_saved_private(keys: KeyService, tmp_path: Path) -> None:
     token = keys.bootstrap_admin(tmp_path)
-    assert token is not None and token.startswith("keel_sk_")
+    assert token is not None
+    assert token.startswith("keel_sk_")
     path = tmp_path / "admin.key"
     assert read_admin_key(tmp_path) == token
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -46,7 +47,7 @@ async def test_keys_are_stored_hashed_and_verify(keys: KeyService, tmp_path: Pat
 
 async def test_wrong_secret_unknown_id_and_garbage_are_rejected(keys: KeyService) -> None:
     project = keys.ensure_project()
-    key_id, token = keys.create_key(project_id=project, role="app", name="svc")
+    _key_id, token = keys.create_key(project_id=project, role="app", name="svc")
     for bad in (token[:-1] + ("A" if token[-1] != "A" else "B"), f"keel_sk_nosuchid_{'x' * 40}",
                 "sk-openai-style", "keel_sk_", ""):  # fmt: skip
         with pytest.raises(AuthenticationFailed):

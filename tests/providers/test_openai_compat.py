@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from keel.deploy.llamacpp import free_port
+from keel.errors import ServiceUnavailable
 from keel.providers.openai_compat import OpenAICompatProvider
 from tests.support.upstream import FakeUpstream
 
@@ -71,7 +72,7 @@ async def test_stream_that_breaks_midway_ends_with_an_error_event(
 async def test_unreachable_upstream_is_503_naming_it() -> None:
     provider = OpenAICompatProvider("ghost", f"http://127.0.0.1:{free_port()}/v1")
     try:
-        with pytest.raises(Exception, match="'ghost' .* is not reachable") as info:
+        with pytest.raises(Exception, match=r"'ghost' .* is not reachable") as info:
             await provider.send("chat/completions", BODY)
         assert getattr(info.value, "status", None) == 503
     finally:

@@ -41,7 +41,8 @@ async def test_chat_answers_under_the_clients_model_name(
     assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
     sent = upstream.requests[-1]
     assert sent["model"] == "upstream-model"
-    assert sent["max_tokens"] == 9 and "max_completion_tokens" not in sent
+    assert sent["max_tokens"] == 9
+    assert "max_completion_tokens" not in sent
     assert sent["top_k"] == 3  # provider-specific options pass through
     assert response.headers["x-request-id"] == "req-123"
     assert len(response.headers["x-keel-trace-id"]) == 32
@@ -55,7 +56,8 @@ async def test_usage_is_filled_when_the_upstream_reports_none(
     body = {"model": "fake-model", "messages": MSG}
     response = await client.post("/v1/chat/completions", json=body, headers=auth(key))
     usage = response.json()["usage"]
-    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["prompt_tokens"] > 0
+    assert usage["completion_tokens"] > 0
     streamed = await client.post(
         "/v1/chat/completions",
         json={**body, "stream": True, "stream_options": {"include_usage": True}},
@@ -84,7 +86,8 @@ async def test_stream_relays_chunks_then_usage_then_done(
     assert text == upstream.reply
     assert all(c["model"] == "fake-model" for c in chunks)
     usage_chunk = stream[-2]
-    assert isinstance(usage_chunk, dict) and usage_chunk["choices"] == []
+    assert isinstance(usage_chunk, dict)
+    assert usage_chunk["choices"] == []
     assert usage_chunk["usage"]["completion_tokens"] == len(upstream.reply.split(" "))
     assert upstream.requests[-1]["stream_options"] == {"include_usage": True}
 
