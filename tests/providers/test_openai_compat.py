@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from keel.deploy.llamacpp import free_port
-from keel.errors import ServiceUnavailable
 from keel.providers.openai_compat import OpenAICompatProvider
 from tests.support.upstream import FakeUpstream
 
