@@ -1,0 +1,116 @@
+"""Liveness under load, restart of the model server, and a clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.keel_process import KeelProcess, start_keel
+
+pytestmark = pytest.mark.e2e
+
+
+def _generate(keel: KeelProcess, done: threading.Event) -> None:
+    try:
+        with httpx.stream(
+            "POST",
+            f"{keel.base_url}/v1/chat/completions",
+            json={
+                "model": "smollm2",
+                "stream": True,
+                "max_tokens": 200,
+                "temperature": 1.0,
+                "messages": [{"role": "user", "content": "Write a long story about ships."}],
+            },
+            headers={"Authorization": f"Bearer {keel.api_key}"},
+            timeout=120,
+        ) as response:
+            for _ in response.iter_lines():
+                pass
+    finally:
+        done.set()
+
+
+def test_healthz_answers_fast_while_a_long_generation_runs(keel: KeelProcess) -> None:
+    done = threading.Event()
+    worker = threading.Thread(target=_generate, args=(keel, done))
+    worker.start()
+    time.sleep(0.5)  # let generation get going
+    timings = []
+    with httpx.Client(base_url=keel.base_url) as client:
+        for _ in range(20):
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            timings.append(time.perf_counter() - started)
+            time.sleep(0.05)
+        still_generating = not done.is_set()
+        # Embeddings run on a worker thread of the gateway itself: the loop must stay free.
+        embed = client.post(
+            "/v1/embeddings",
+            json={"model": "all-minilm-l6-v2", "input": ["some text"] * 64},
+            headers={"Authorization": f"Bearer {keel.api_key}"},
+            timeout=60,
+        )
+    worker.join()
+    assert still_generating, "generation ended before the probes; make it longer"
+    assert embed.status_code == 200
+    assert statistics.median(timings) < 0.05, timings
+
+
+def test_killed_model_server_is_restarted_and_serving_resumes(keel: KeelProcess) -> None:
+    children = keel.children()
+    assert len(children) == 1, "expected exactly one llama.cpp child"
+    os.kill(children[0], signal.SIGKILL)
+    saw_not_ready = False
+    headers = {"Authorization": f"Bearer {keel.api_key}"}
+    with httpx.Client(base_url=keel.base_url, timeout=30) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = client.get("/readyz")
+            if ready.status_code == 503:
+                saw_not_ready = True
+                assert ready.json()["checks"]["model_server:smollm2"]["ready"] is False
+            elif saw_not_ready:
+                break
+            time.sleep(0.02)
+        assert saw_not_ready
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["model_server:smollm2"]["restarts"] == 1
+        answer = client.post(
+            "/v1/chat/completions",
+            json={"model": "smollm2", "max_tokens": 8,
+                  "messages": [{"role": "user", "content": "Say hi"}]},
+            headers=headers,
+        )  # fmt: skip
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["content"]
+    assert keel.children() != children
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_leaves_no_orphan_model_server(tmp_path: Path, sig: int) -> None:
+    keel = start_keel(tmp_path / "data", "--no-embeddings")
+    children = keel.children()
+    assert children
+    # uvicorn re-raises the signal after a graceful shutdown: -sig or 128+sig are clean too.
+    assert keel.stop(sig) in (0, -sig, 128 + sig)
+    assert "Application shutdown complete" in keel.log()
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists(), f"llama.cpp child {pid} outlived Keel"
+
+
+def test_sigkilled_gateway_takes_its_model_server_along(tmp_path: Path) -> None:
+    keel = start_keel(tmp_path / "data", "--no-embeddings")
+    children = keel.children()
+    keel.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in children):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() for p in children)
