@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -27,12 +28,10 @@ def alive(pid: int) -> bool:
         return False
 
 
-async def wait_for(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+async def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.05)
 
 
 async def completion(base_url: str) -> str:
@@ -66,7 +65,7 @@ async def test_restarts_after_the_child_is_killed(server: LlamaCppServer) -> Non
     first_pid = server.pid
     assert first_pid is not None
     os.kill(first_pid, signal.SIGKILL)
-    await wait_for(lambda: not server.ready, timeout=5)
+    await wait_for(lambda: not server.ready, seconds=5)
     assert server.state == "restarting"
     await wait_for(lambda: server.ready)
     assert server.pid != first_pid

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -17,12 +16,8 @@ def embedder() -> LocalEmbedder:
     return LocalEmbedder("all-minilm-l6-v2", minilm_dir())
 
 
-@pytest.fixture
-async def loaded(embedder: LocalEmbedder) -> AsyncIterator[LocalEmbedder]:
-    yield embedder
-
-
-async def test_paraphrase_ranks_above_an_unrelated_sentence(loaded: LocalEmbedder) -> None:
+async def test_paraphrase_ranks_above_an_unrelated_sentence(embedder: LocalEmbedder) -> None:
+    loaded = embedder
     result = await loaded.embed(
         [
             "How do I reset my password?",
@@ -39,7 +34,7 @@ async def test_paraphrase_ranks_above_an_unrelated_sentence(loaded: LocalEmbedde
     assert loaded.ready
 
 
-async def test_loading_does_not_block_the_event_loop(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_loading_does_not_block_the_event_loop() -> None:
     fresh = LocalEmbedder("all-minilm-l6-v2", minilm_dir())
     fresh.start_loading()
     ticks = 0
