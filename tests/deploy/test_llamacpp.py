@@ -30,7 +30,7 @@ def alive(pid: int) -> bool:
 
 async def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
     async with asyncio.timeout(seconds):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polling state the supervisor owns
             await asyncio.sleep(0.05)
 
 
