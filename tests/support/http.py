@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import queue
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -29,3 +31,32 @@ async def served(app: ASGIApp) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextmanager
+def served_in_thread(make_app: Callable[[], Awaitable[ASGIApp]]) -> Iterator[str]:
+    """Serve an app built by `make_app` (inside the server's own loop) from a thread."""
+    ready: queue.Queue[str | BaseException] = queue.Queue()
+    stop = threading.Event()
+
+    async def main() -> None:
+        try:
+            app = await make_app()
+            async with served(app) as base:
+                ready.put(base)
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+        except BaseException as exc:
+            ready.put(exc)
+            raise
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    result = ready.get(timeout=60)
+    if isinstance(result, BaseException):
+        raise result
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join(timeout=10)

@@ -12,7 +12,7 @@ from rich.console import Console
 from keel.auth.keys import read_admin_key
 from keel.settings import SettingsError, load_settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

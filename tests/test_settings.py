@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keel.settings import Settings, SettingsError, describe, load_settings
+
+
+def test_precedence_is_default_then_file_then_env_then_cli(tmp_path: Path) -> None:
+    config = tmp_path / "keel.yaml"
+    config.write_text("port: 9001\nhost: 0.0.0.0\nlog_level: debug\n")
+    loaded = load_settings(
+        config_file=config,
+        env={"KEEL_PORT": "9002", "KEEL_LOG_LEVEL": "warning"},
+        cli={"port": 9003, "host": None},
+    )
+    settings = loaded.settings
+    assert (settings.port, settings.host, settings.log_level) == (9003, "0.0.0.0", "warning")
+    assert loaded.sources["port"] == "cli"
+    assert loaded.sources["log_level"] == "env"
+    assert loaded.sources["host"] == "file"
+    assert loaded.sources["max_body_bytes"] == "default"
+
+
+def test_env_reference_keeps_secrets_out_of_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "keel.yaml"
+    config.write_text(
+        "upstreams:\n  - name: vllm\n    base_url: http://127.0.0.1:8001/v1\n"
+        "    api_key: {$env: VLLM_KEY}\n    models: [llama-3]\n"
+    )
+    loaded = load_settings(config_file=config, env={"VLLM_KEY": "s3cret-value"})
+    assert loaded.settings.upstreams[0].api_key == "s3cret-value"
+    shown = dict((row[0], row[1]) for row in describe(loaded))
+    assert "s3cret-value" not in shown["upstreams"]
+    with pytest.raises(SettingsError, match="VLLM_KEY"):
+        load_settings(config_file=config, env={})
+
+
+def test_database_password_is_masked_in_config_show() -> None:
+    loaded = load_settings(
+        env={"KEEL_DATABASE_URL": "postgresql://keel:hunter2@db.internal:5432/keel"}
+    )
+    shown = dict((row[0], row[1]) for row in describe(loaded))
+    assert "hunter2" not in shown["database_url"]
+    assert "db.internal" in shown["database_url"]
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"KEEL_PORT": "eighty"}, "port (env)"),
+        ({"KEEL_PORT": "70000"}, "port (env)"),
+        ({"KEEL_LOG_LEVEL": "loud"}, "log_level (env)"),
+        ({"KEEL_UPSTREAMS": "not json"}, "KEEL_UPSTREAMS must be JSON"),
+    ],
+)
+def test_bad_values_name_the_setting_and_source(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=rf"{fragment.replace('(', '[(]').replace(')', '[)]')}"):
+        load_settings(env=env)
+
+
+def test_unknown_settings_in_a_file_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "keel.yaml"
+    config.write_text("prot: 8000\n")
+    with pytest.raises(SettingsError, match="unknown setting.*prot"):
+        load_settings(config_file=config, env={})
+
+
+def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"data_dir": tmp_path})
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'keel.db'}"
+
+
+def test_every_setting_has_help() -> None:
+    missing = [name for name, field in Settings.model_fields.items() if not field.description]
+    assert missing == []
