@@ -75,3 +75,9 @@ def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
 def test_every_setting_has_help() -> None:
     missing = [name for name, field in Settings.model_fields.items() if not field.description]
     assert missing == []
+
+
+def test_every_setting_is_documented() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    undocumented = [name for name in Settings.model_fields if f"| `{name}` |" not in docs]
+    assert undocumented == []

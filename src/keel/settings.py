@@ -59,16 +59,11 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="TCP port the gateway listens on.")
     data_dir: Path = Field(
         default_factory=_default_data_dir,
-        description="Where Keel keeps its database, admin key and spill files.",
+        description="Where Keel keeps its database, admin key and logs.",
     )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL; default is SQLite (WAL) at <data_dir>/keel.db.",
-        json_schema_extra={"secret": True},
-    )
-    redis_url: str | None = Field(
-        None,
-        description="Redis URL for shared limits and cache (scale-out).",
         json_schema_extra={"secret": True},
     )
     max_body_bytes: int = Field(

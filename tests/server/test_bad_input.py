@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -111,3 +112,10 @@ async def test_unknown_route_and_method_name_the_request(
     assert "/v1/nothing" in missing.json()["error"]["message"]
     wrong = await client.get(CHAT, headers={"Authorization": f"Bearer {key}"})
     assert wrong.status_code == 405
+
+
+def test_docs_list_every_bad_input_case() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    rows = {line.split("|")[1].strip() for line in docs.splitlines() if line.startswith("| ")}
+    missing = [row[0] for row in BAD_INPUT if row[0] not in rows]
+    assert missing == []
