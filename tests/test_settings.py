@@ -63,7 +63,7 @@ def test_bad_values_name_the_setting_and_source(env: dict[str, str], fragment: s
 def test_unknown_settings_in_a_file_are_refused(tmp_path: Path) -> None:
     config = tmp_path / "keel.yaml"
     config.write_text("prot: 8000\n")
-    with pytest.raises(SettingsError, match="unknown setting.*prot"):
+    with pytest.raises(SettingsError, match=r"unknown setting.*prot"):
         load_settings(config_file=config, env={})
 
 

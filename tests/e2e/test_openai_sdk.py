@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import numpy as np
@@ -88,3 +89,16 @@ def test_unknown_model_is_a_404_listing_the_known_ones(client: OpenAI) -> None:
 
 def test_models_are_listed(client: OpenAI) -> None:
     assert {m.id for m in client.models.list()} == {"smollm2", "all-minilm-l6-v2"}
+
+
+def test_json_object_response_format_yields_json(client: OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Give me a JSON object with keys name and age "
+                   "for a person named Ann aged 30."}],
+        response_format={"type": "json_object"},
+        temperature=0,
+        max_tokens=200,
+    )  # fmt: skip
+    assert answer.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(answer.choices[0].message.content or ""), dict)

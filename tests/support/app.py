@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keel.auth.audit import AuditLog
 from keel.auth.keys import KeyService
 from keel.embeddings.base import EmbeddingResult
 from keel.gateway.pipeline import Gateway
@@ -56,4 +57,5 @@ def build_services(data_dir: Path, upstream_url: str, **overrides: object) -> tu
     provider = OpenAICompatProvider("fake", upstream_url, read_timeout=2.0)
     catalog.add_chat(ChatTarget("fake-model", provider, "upstream-model", owned_by="fake"))
     catalog.add_embedder(HashEmbedder())
-    return Services(settings, database, keys, catalog, Gateway(catalog)), admin_key
+    services = Services(settings, database, keys, catalog, Gateway(catalog), AuditLog(database))
+    return services, admin_key

@@ -44,7 +44,7 @@ def served_in_thread(make_app: Callable[[], Awaitable[ASGIApp]]) -> Iterator[str
             app = await make_app()
             async with served(app) as base:
                 ready.put(base)
-                while not stop.is_set():
+                while not stop.is_set():  # noqa: ASYNC110 - a threading.Event, set from outside
                     await asyncio.sleep(0.05)
         except BaseException as exc:
             ready.put(exc)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import keel
-from keel.server import errors, health
+from keel.server import admin, errors, health
 from keel.server.middleware import RequestContext
 from keel.server.openai.router import router as openai_router
 from keel.server.services import (
@@ -52,6 +52,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_router)
+    app.include_router(admin.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     if services is not None:
         app.state.services = services

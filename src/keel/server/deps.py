@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from keel.auth.keys import Principal
-from keel.errors import AuthenticationFailed
+from keel.auth.permissions import allowed
+from keel.errors import AuthenticationFailed, PermissionDenied
 from keel.server.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="A Keel API key: keel_sk_<id>_<secret>")
@@ -47,3 +48,27 @@ def trace_id(request: Request) -> str:
 
 
 TraceIdDep = Annotated[str, Depends(trace_id)]
+
+
+class Require:
+    """Dependency that authenticates and checks one permission; routes declare it so.
+
+    The permission is kept on the instance so tests can read every route's permission
+    from the app's route table.
+    """
+
+    def __init__(self, permission: str):
+        self.permission = permission
+
+    async def __call__(self, principal: PrincipalDep) -> Principal:
+        if not allowed(principal.role, self.permission):
+            raise PermissionDenied(
+                f"role '{principal.role}' may not {self.permission}; "
+                "ask an admin of the project for a key with a role that may"
+            )
+        return principal
+
+
+def require(permission: str) -> Any:
+    """`principal: Annotated[Principal, require("prompts:write")]` in an /api handler."""
+    return Depends(Require(permission))

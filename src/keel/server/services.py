@@ -8,11 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keel.auth.audit import AuditLog
 from keel.auth.keys import KeyService
 from keel.deploy.bundled import minilm_dir, smollm2_gguf
 from keel.deploy.llamacpp import LlamaCppServer, LlamaServerConfig
 from keel.deploy.tokens import GGUFTokenCounter
 from keel.embeddings.local import LocalEmbedder
+from keel.events import ChangeBus, LocalChangeBus
 from keel.gateway.pipeline import Gateway
 from keel.providers.openai_compat import OpenAICompatProvider
 from keel.registry.catalog import ChatTarget, ModelCatalog
@@ -40,6 +42,8 @@ class Services:
     keys: KeyService
     catalog: ModelCatalog
     gateway: Gateway
+    audit: AuditLog
+    events: ChangeBus = field(default_factory=LocalChangeBus)
     model_servers: list[LlamaCppServer] = field(default_factory=list)
 
     def readiness(self) -> dict[str, dict[str, object]]:
@@ -74,7 +78,7 @@ async def start_services(
     await asyncio.to_thread(keys.load_cache)
 
     catalog = ModelCatalog()
-    services = Services(settings, database, keys, catalog, Gateway(catalog))
+    services = Services(settings, database, keys, catalog, Gateway(catalog), AuditLog(database))
     try:
         if settings.local_model:
             await _start_local_model(services, progress)
