@@ -172,8 +172,9 @@ def children(log_dir: Path) -> Iterator[Children]:
         running.stop_all()
 
 
-def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM takes the same way out as Ctrl-C, through every cleanup block.
+    raise KeyboardInterrupt
 
 
 # -- starting stub and Keel --------------------------------------------------------------
@@ -399,7 +400,7 @@ def bench(options: Options) -> dict[str, Any]:
 
 def main() -> int:
     options = _parse_args()
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = bench(options)
     except BenchError as exc:

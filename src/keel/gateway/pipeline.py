@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,12 +28,17 @@ def sse(data: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class GatewayRequest:
-    """One validated client request, as the wire JSON the client sent (model included)."""
+    """One validated client request, as the wire JSON the client sent (model included).
+
+    Steps that change the request return a new one (dataclasses.replace); `headers` are
+    X-Keel-* response headers that steps add (prompt used, route and target chosen, …).
+    """
 
     op: Operation
     body: dict[str, Any]
     principal: Principal
     trace_id: str
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -73,12 +78,28 @@ def _chunk_text(op: Operation, chunk: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+class RequestStep(Protocol):
+    """A step that may rewrite the request before it is routed (e.g. prompt resolution)."""
+
+    async def __call__(self, request: GatewayRequest) -> GatewayRequest: ...
+
+
 class Gateway:
-    def __init__(self, catalog: ModelCatalog):
+    def __init__(self, catalog: ModelCatalog, prompts: RequestStep | None = None):
         self.catalog = catalog
+        self.prompts = prompts
+
+    async def prepare(self, request: GatewayRequest) -> GatewayRequest:
+        """Steps before routing: 3 resolve prompt (more join here: admit, guard input)."""
+        if self.prompts is not None:
+            request = await self.prompts(request)
+        return request
 
     async def complete(self, request: GatewayRequest) -> dict[str, Any]:
-        """A whole (non-streamed) completion, with the client's model name and usage."""
+        """A whole (non-streamed) completion, with the client's model name and usage.
+
+        `request` has been through prepare().
+        """
         target = self.catalog.resolve_chat(request.model)
         payload = upstream_payload(target, request, stream=False)
         result = await target.provider.send(request.op, payload)
@@ -97,7 +118,10 @@ class Gateway:
         return body
 
     async def open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
-        """Open the upstream stream now (so failures get a proper status), then relay it."""
+        """Open the upstream stream now (so failures get a proper status), then relay it.
+
+        `request` has been through prepare().
+        """
         target = self.catalog.resolve_chat(request.model)
         payload = upstream_payload(target, request, stream=True)
         upstream = await target.provider.open_stream(request.op, payload)

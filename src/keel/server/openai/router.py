@@ -41,10 +41,13 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _answer(services: ServicesDep, request: GatewayRequest, stream: bool) -> Response:
+    request = await services.gateway.prepare(request)
     if stream:
         events = await services.gateway.open_stream(request)
-        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
-    return json_response(await services.gateway.complete(request))
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={**_SSE_HEADERS, **request.headers}
+        )
+    return json_response(await services.gateway.complete(request), headers=request.headers)
 
 
 @router.post(
