@@ -20,11 +20,20 @@ class KeelError(Exception):
     status = 500
     type = "api_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        # Seconds the upstream asked us to wait (its Retry-After header), for retry policies.
+        self.retry_after = retry_after
 
     def envelope(self) -> dict[str, Any]:
         return {

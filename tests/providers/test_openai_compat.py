@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from keel.deploy.llamacpp import free_port
+from keel.errors import ServiceUnavailable
 from keel.providers.openai_compat import OpenAICompatProvider
 from tests.support.upstream import FakeUpstream
 
@@ -74,5 +75,17 @@ async def test_unreachable_upstream_is_503_naming_it() -> None:
         with pytest.raises(Exception, match=r"'ghost' .* is not reachable") as info:
             await provider.send("chat/completions", BODY)
         assert getattr(info.value, "status", None) == 503
+    finally:
+        await provider.close()
+
+
+async def test_429_with_retry_after_tells_how_long_to_wait(upstream: FakeUpstream) -> None:
+    upstream.behaviour = "status:429"
+    upstream.retry_after = "2"
+    provider = OpenAICompatProvider("busy", upstream.base_url)
+    try:
+        with pytest.raises(ServiceUnavailable, match="answered 429") as info:
+            await provider.send("chat/completions", BODY)
+        assert info.value.retry_after == 2.0
     finally:
         await provider.close()

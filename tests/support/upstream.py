@@ -22,9 +22,11 @@ class FakeUpstream:
     reply: str = "Hello from the fake upstream."
     chunk_delay: float = 0.0
     report_usage: bool = True
+    retry_after: str | None = None  # Retry-After header sent with injected status errors
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0
     port: int = 0
+    fixed_port: int = 0
     _runner: web.AppRunner | None = None
 
     @property
@@ -37,7 +39,7 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._chat)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
@@ -50,7 +52,10 @@ class FakeUpstream:
         chat = request.path.endswith("chat/completions")
         if self.behaviour.startswith("status:"):
             code = int(self.behaviour.split(":")[1])
-            return web.json_response({"error": {"message": f"injected {code}"}}, status=code)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.json_response(
+                {"error": {"message": f"injected {code}"}}, status=code, headers=headers
+            )
         if self.behaviour == "invalid_json":
             return web.Response(text="<html>oops</html>", content_type="text/html")
         if self.behaviour == "no_choices":

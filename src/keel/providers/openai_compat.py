@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -48,6 +51,24 @@ def _error_message(raw: bytes) -> str:
         if "detail" in body:
             return str(body["detail"])[:500]
     return str(body)[:500]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None  # unreadable: behave as if the upstream had said nothing
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # HTTP dates are GMT even when they fail to say so
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def estimate_tokens(text: str) -> int:
@@ -163,15 +184,18 @@ class OpenAICompatProvider:
         if response.status >= 400:
             raw = await response.read()
             response.release()
-            raise self._status_error(response.status, _error_message(raw))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise self._status_error(response.status, _error_message(raw), retry_after)
         return response
 
-    def _status_error(self, status: int, message: str) -> KeelError:
+    def _status_error(
+        self, status: int, message: str, retry_after: float | None = None
+    ) -> KeelError:
         text = f"upstream '{self.name}' answered {status}: {message}"
         if status in (400, 413, 422):
             return InvalidRequest(text)
         if status in (429, 503):
-            return ServiceUnavailable(text)
+            return ServiceUnavailable(text, retry_after=retry_after)
         return UpstreamError(text)
 
     async def send(self, op: Operation, payload: dict[str, Any]) -> ProviderResponse:
