@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, ValidationError
+
+from keel.prompts.spec import PROMPT_MODEL_PREFIX
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -74,14 +77,67 @@ class _SamplingFields(_Request):
     _n = field_validator("n")(_check_n)
 
 
+class PromptRef(BaseModel):
+    """Keel extension: render a stored prompt and put its messages before the client's."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=100, description="Prompt name in your project.")
+    label: str | None = Field(
+        None, min_length=1, max_length=64, description="Label to use; default production."
+    )
+    version: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Version number (instead of a label)."
+    )
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Values for the template's {{ variables }}."
+    )
+
+    @model_validator(mode="after")
+    def _label_or_version(self) -> PromptRef:
+        if self.label is not None and self.version is not None:
+            raise ValueError("send either prompt.label or prompt.version, not both")
+        return self
+
+
 class ChatCompletionRequest(_SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+    # Optional here because a stored prompt may name the model; checked below.
+    model: str | None = Field(  # type: ignore[assignment]
+        None,
+        min_length=1,
+        description="Model id, as listed by GET /v1/models; or prompt:NAME[@LABEL|@VERSION] "
+        "to use a stored prompt. Optional when 'prompt' is sent and its version names one.",
+    )
+    messages: list[ChatMessage] | None = Field(
+        None,
+        min_length=1,
+        description="The conversation so far; optional when a prompt supplies messages.",
+    )
+    prompt: PromptRef | None = Field(
+        None, description="Keel extension: a stored prompt whose messages come first."
+    )
+    prompt_variables: dict[str, Any] | None = Field(
+        None, description="Keel extension: variables for a prompt named in model (prompt:NAME)."
+    )
     max_completion_tokens: int | None = Field(
         None, ge=1, description="Newer name of max_tokens; wins when both are sent."
     )
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _model_and_messages(self) -> ChatCompletionRequest:
+        if self.prompt is not None or (self.model or "").startswith(PROMPT_MODEL_PREFIX):
+            return self
+        missing = [name for name in ("model", "messages") if getattr(self, name) is None]
+        if missing:
+            # Raised as field errors so the 400 names the param, as a plain required field would.
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [InitErrorDetails(type="missing", loc=(name,), input=None) for name in missing],
+            )
+        return self
 
 
 class CompletionRequest(_SamplingFields):
