@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -97,6 +98,10 @@ class BadAnswer(Exception):
     """The target answered, but not with a usable completion."""
 
 
+class NoAnswers(Exception):
+    """Not one request succeeded, so there is nothing to measure."""
+
+
 def percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile of already sorted values."""
     if not values:
@@ -169,6 +174,11 @@ async def run(spec: LoadSpec) -> LoadResult:
 
 
 def _summarise(spec: LoadSpec, samples: _Samples) -> LoadResult:
+    if not samples.latencies:
+        raise NoAnswers(
+            f"no request to {spec.url} succeeded in {spec.duration_s:g}s "
+            f"({samples.errors} failed; first: {samples.error_sample or 'none sent'})"
+        )
     latencies = sorted(samples.latencies)
     ttfbs = sorted(samples.ttfbs)
 
@@ -221,7 +231,10 @@ def _parse_args() -> LoadSpec:
 
 
 def main() -> None:
-    result = uvloop.run(run(_parse_args()))
+    try:
+        result = uvloop.run(run(_parse_args()))
+    except NoAnswers as exc:
+        sys.exit(f"load.py: {exc}")
     print(json.dumps(asdict(result)))
 
 

@@ -120,13 +120,11 @@ class Children:
         self._log_dir = log_dir
         self._running: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Path:
-        log_path = self._log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        with (self._log_dir / f"{name}.log").open("wb") as log:
             self._running[name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, **_child_kwargs()
             )
-        return log_path
 
     def check_alive(self, name: str) -> None:
         code = self._running[name].poll()
@@ -307,7 +305,24 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "revision": revision(),
     }
+
+
+def revision() -> str | None:
+    """The measured checkout as `git describe` names it ('-dirty' with local changes)."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
 
 
 def goal(found: list[Overhead]) -> dict[str, Any]:

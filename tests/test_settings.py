@@ -81,3 +81,11 @@ def test_every_setting_is_documented() -> None:
     docs = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
     undocumented = [name for name in Settings.model_fields if f"| `{name}` |" not in docs]
     assert undocumented == []
+
+
+@pytest.mark.parametrize("secret", ["correct:horse battery", "abcd", "fernet-key-0123456789"])
+def test_secret_keys_are_never_shown(secret: str) -> None:
+    loaded = load_settings(env={"KEEL_SECRET_KEY": secret})
+    shown = dict((row[0], row[1]) for row in describe(loaded))
+    assert secret[:4] not in shown["secret_key"]
+    assert shown["secret_key"] == "****"

@@ -66,6 +66,12 @@ class Settings(BaseModel):
         description="SQLAlchemy URL; default is SQLite (WAL) at <data_dir>/keel.db.",
         json_schema_extra={"secret": True},
     )
+    secret_key: str | None = Field(
+        None,
+        description="Key that encrypts provider secrets at rest; default a generated "
+        "<data_dir>/secret.key.",
+        json_schema_extra={"secret": True},
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
@@ -105,6 +111,13 @@ class Settings(BaseModel):
         600.0,
         gt=0,
         description="Seconds an upstream may stay silent (before or between chunks).",
+    )
+
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive failures that open a target's circuit breaker."
+    )
+    breaker_cooldown: float = Field(
+        10.0, gt=0, le=3600, description="Seconds an open breaker waits before a probe request."
     )
 
     @property
@@ -209,16 +222,16 @@ def load_settings(
 
 
 def mask_secret(value: str) -> str:
-    """Hide the password of a URL, or all but the start of a bare secret."""
-    parts = urlsplit(value)
-    if parts.scheme and parts.password:
-        netloc = f"{parts.username}:****@{parts.hostname}" + (
-            f":{parts.port}" if parts.port else ""
-        )
-        return urlunsplit(parts._replace(netloc=netloc))
-    if parts.scheme:
+    """Hide the password of a URL; hide any other secret whole."""
+    if "://" in value:
+        parts = urlsplit(value)
+        if parts.password:
+            netloc = f"{parts.username}:****@{parts.hostname}" + (
+                f":{parts.port}" if parts.port else ""
+            )
+            return urlunsplit(parts._replace(netloc=netloc))
         return value
-    return value[:4] + "****" if len(value) > 4 else "****"
+    return "****"
 
 
 def describe(loaded: LoadedSettings) -> list[tuple[str, str, str, str]]:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from tests.support.keel_process import KeelProcess
@@ -13,16 +9,8 @@ from tests.support.keel_process import KeelProcess
 pytestmark = pytest.mark.e2e
 
 
-def keel_cli(keel: KeelProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KEEL_DATA_DIR": str(keel.data_dir), "KEEL_URL": keel.base_url,
-           "KEEL_CONFIG": "/dev/null", "COLUMNS": "200"}  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "keel", *args], capture_output=True, text=True, env=env, timeout=120
-    )
-
-
 def test_chat_streams_an_answer_with_the_local_admin_key(keel: KeelProcess) -> None:
-    result = keel_cli(keel, "chat", "Say hi", "--max-tokens", "16")
+    result = keel.cli("chat", "Say hi", "--max-tokens", "16")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].strip()
@@ -30,13 +18,13 @@ def test_chat_streams_an_answer_with_the_local_admin_key(keel: KeelProcess) -> N
 
 
 def test_models_list_shows_the_bundled_models(keel: KeelProcess) -> None:
-    result = keel_cli(keel, "models", "list")
+    result = keel.cli("models", "list")
     assert result.returncode == 0, result.stderr
     assert "smollm2" in result.stdout
     assert "all-minilm-l6-v2" in result.stdout
 
 
 def test_chat_with_an_unknown_model_reports_the_servers_message(keel: KeelProcess) -> None:
-    result = keel_cli(keel, "chat", "hi", "-m", "nope")
+    result = keel.cli("chat", "hi", "-m", "nope")
     assert result.returncode == 1
     assert "unknown model 'nope'" in result.stderr

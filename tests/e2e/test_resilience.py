@@ -76,13 +76,13 @@ def test_killed_model_server_is_restarted_and_serving_resumes(keel: KeelProcess)
             ready = client.get("/readyz")
             if ready.status_code == 503:
                 saw_not_ready = True
-                assert ready.json()["checks"]["model_server:smollm2"]["ready"] is False
+                assert ready.json()["checks"]["deployment:smollm2@1"]["ready"] is False
             elif saw_not_ready:
                 break
             time.sleep(0.02)
         assert saw_not_ready
         assert ready.status_code == 200
-        assert ready.json()["checks"]["model_server:smollm2"]["restarts"] == 1
+        assert ready.json()["checks"]["deployment:smollm2@1"]["restarts"] == 1
         answer = client.post(
             "/v1/chat/completions",
             json={"model": "smollm2", "max_tokens": 8,

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keel.auth.audit import AuditLog
-from keel.auth.keys import KeyService
 from keel.embeddings.base import EmbeddingResult
-from keel.gateway.pipeline import Gateway
 from keel.providers.openai_compat import OpenAICompatProvider
-from keel.registry.catalog import ChatTarget, ModelCatalog
+from keel.routing.table import Target
+from keel.server import services as server_services
 from keel.server.services import Services
 from keel.settings import Settings
 from keel.store import migrate
@@ -49,13 +47,11 @@ def build_services(data_dir: Path, upstream_url: str, **overrides: object) -> tu
     )
     database = Database(settings.effective_database_url)
     migrate.upgrade(database)
-    keys = KeyService(database)
-    admin_key = keys.bootstrap_admin(data_dir)
+    services = server_services.build_services(settings, database)
+    admin_key = services.keys.bootstrap_admin(data_dir)
     assert admin_key is not None
-    keys.load_cache()
-    catalog = ModelCatalog()
+    services.keys.load_cache()
     provider = OpenAICompatProvider("fake", upstream_url, read_timeout=2.0)
-    catalog.add_chat(ChatTarget("fake-model", provider, "upstream-model", owned_by="fake"))
-    catalog.add_embedder(HashEmbedder())
-    services = Services(settings, database, keys, catalog, Gateway(catalog), AuditLog(database))
+    services.catalog.add_chat(Target("fake-model", provider, "upstream-model"))
+    services.catalog.add_embedder(HashEmbedder())
     return services, admin_key

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,6 +26,22 @@ class KeelProcess:
     @property
     def api_key(self) -> str:
         return (self.data_dir / "admin.key").read_text().strip()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `keel ARGS` against this Keel, with its local admin key."""
+        env = {**os.environ, "KEEL_DATA_DIR": str(self.data_dir), "KEEL_URL": self.base_url,
+               "KEEL_CONFIG": "/dev/null", "COLUMNS": "200"}  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "keel", *args], capture_output=True,
+                              text=True, env=env, timeout=180)  # fmt: skip
+
+    def api(self, method: str, path: str, body: object = None) -> Any:
+        """Call the admin API as the admin; fail the test on an error status."""
+        response = httpx.request(
+            method, f"{self.base_url}{path}", json=body,
+            headers={"Authorization": f"Bearer {self.api_key}"}, timeout=60,
+        )  # fmt: skip
+        assert response.status_code < 400, (method, path, response.status_code, response.text)
+        return response.json()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -47,11 +64,13 @@ class KeelProcess:
         return self.process.returncode
 
 
-def start_keel(data_dir: Path, *args: str, ready_timeout: float = 180) -> KeelProcess:
+def start_keel(
+    data_dir: Path, *args: str, ready_timeout: float = 180, env: dict[str, str] | None = None
+) -> KeelProcess:
     """Run `keel serve` on a free port; return once /readyz says ready."""
     port = free_port()
     log_path = data_dir.parent / f"{data_dir.name}-serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEEL_CONFIG": "/dev/null"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEEL_CONFIG": "/dev/null", **(env or {})}
     command = [sys.executable, "-m", "keel", "serve", "--port", str(port),
                "--data-dir", str(data_dir), *args]  # fmt: skip
     with log_path.open("wb") as log:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 import keel
-from keel.cli import config, models
+from keel.cli import config, deployments, models, prompts, providers, routes
+from keel.cli.apply import apply
 from keel.cli.chat import chat
+from keel.cli.export import export
 from keel.cli.serve import serve
 
 app = typer.Typer(
@@ -18,6 +20,14 @@ app = typer.Typer(
 app.command()(serve)
 app.command()(chat)
 app.add_typer(models.app, name="models")
+app.add_typer(providers.app, name="providers")
+app.add_typer(routes.app, name="routes")
+app.add_typer(deployments.app, name="deployments")
+app.command()(deployments.deploy)
+app.command()(deployments.undeploy)
+app.add_typer(prompts.app, name="prompts")
+app.command()(apply)
+app.command()(export)
 app.add_typer(config.app, name="config")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -47,3 +48,32 @@ def describe_http_error(response: httpx.Response) -> str:
 
 def connection_hint(base: str, exc: httpx.HTTPError) -> str:
     return f"cannot reach Keel at {base} ({exc.__class__.__name__}); is 'keel serve' running?"
+
+
+class Api:
+    """The admin API of a running Keel, for CLI commands: JSON in, JSON out, clear failures."""
+
+    def __init__(self, url: str | None, key: str | None, config: Path | None):
+        self.base, token = resolve_target(url, key, config)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def call(self, method: str, path: str, body: object = None, **params: str | None) -> Any:
+        try:
+            response = httpx.request(
+                method,
+                f"{self.base}{path}",
+                json=body,
+                params={k: v for k, v in params.items() if v is not None} or None,
+                headers=self._headers,
+                timeout=60,
+            )
+        except httpx.HTTPError as exc:
+            raise fail(connection_hint(self.base, exc)) from exc
+        if response.status_code >= 400:
+            raise fail(describe_http_error(response))
+        return response.json()
+
+
+UrlOption = Annotated[str | None, typer.Option(help="Keel base URL (default from settings).")]
+KeyOption = Annotated[str | None, typer.Option(help="API key (default: the local admin key).")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="keel.yaml.")]

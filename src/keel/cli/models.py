@@ -1,37 +1,81 @@
-"""`keel models`: what models a running Keel serves."""
+"""`keel models`: model versions in the registry, and the model ids clients can send."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from keel.cli.client import connection_hint, describe_http_error, fail, resolve_target
+from keel.cli.client import Api, ConfigOption, KeyOption, UrlOption, fail
 
-app = typer.Typer(help="Models served by Keel.", no_args_is_help=True)
+app = typer.Typer(help="Model versions (immutable) in the registry.", no_args_is_help=True)
+out = Console()
+
+
+def _json_option(value: str | None, what: str) -> dict[str, object]:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise fail(f"{what} must be a JSON object: {exc}", 2) from exc
+    if not isinstance(parsed, dict):
+        raise fail(f"{what} must be a JSON object", 2)
+    return parsed
 
 
 @app.command("list")
-def list_models(
-    url: Annotated[str | None, typer.Option(help="Keel base URL (default from settings).")] = None,
-    key: Annotated[str | None, typer.Option(help="API key (default: the local admin key).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="keel.yaml.")] = None,
+def list_models(url: UrlOption = None, key: KeyOption = None, config: ConfigOption = None) -> None:
+    """List model versions, and every model id clients can send to /v1."""
+    api = Api(url, key, config)
+    table = Table("version", "provider", "upstream model", "$/1M in", "$/1M out", "tags",
+                  title="Model versions")  # fmt: skip
+    for m in api.call("GET", "/api/models"):
+        table.add_row(m["ref"], m["provider"], m["upstream_model"], f"{m['input_price_per_m']:g}",
+                      f"{m['output_price_per_m']:g}", ", ".join(m["tags"]))  # fmt: skip
+    out.print(table)
+    served = Table("model id", "owned by", title="Served on /v1 (routes, versions, embeddings)")
+    for card in api.call("GET", "/v1/models")["data"]:
+        served.add_row(card["id"], card["owned_by"])
+    out.print(served)
+
+
+@app.command("add")
+def add_model(
+    name: Annotated[str, typer.Argument(help="Model name; the version number is assigned.")],
+    provider: Annotated[str, typer.Option(help="Provider that serves it.")],
+    upstream_model: Annotated[str, typer.Option(help="Model id at the provider.")],
+    params: Annotated[
+        str | None, typer.Option(help="Default params as JSON, e.g. '{\"temperature\": 0.2}'.")
+    ] = None,
+    context_window: Annotated[int | None, typer.Option(help="Context window in tokens.")] = None,
+    input_price: Annotated[float, typer.Option(help="Price per 1M input tokens.")] = 0.0,
+    output_price: Annotated[float, typer.Option(help="Price per 1M output tokens.")] = 0.0,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeatable).")] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    config: ConfigOption = None,
 ) -> None:
-    """List the model ids clients can send, and who serves each."""
-    base, token = resolve_target(url, key, config)
-    try:
-        response = httpx.get(
-            f"{base}/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
-    except httpx.HTTPError as exc:
-        raise fail(connection_hint(base, exc)) from exc
-    if response.status_code != 200:
-        raise fail(describe_http_error(response))
-    table = Table("model", "owned by")
-    for card in response.json()["data"]:
-        table.add_row(card["id"], card["owned_by"])
-    Console().print(table)
+    """Add a new immutable version of a model (name@N)."""
+    body = {
+        "name": name, "provider": provider, "upstream_model": upstream_model,
+        "params": _json_option(params, "--params"), "context_window": context_window,
+        "input_price_per_m": input_price, "output_price_per_m": output_price, "tags": tag or [],
+    }  # fmt: skip
+    result = Api(url, key, config).call("POST", "/api/models", body)
+    verb = "added" if result["changed"] else "unchanged (same as the newest version):"
+    out.print(f"{verb} [bold]{result['data']['ref']}[/]")
+
+
+@app.command("show")
+def show_model(
+    ref: Annotated[str, typer.Argument(help="Model version, e.g. smollm2@1.")],
+    url: UrlOption = None,
+    key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show one model version."""
+    out.print_json(data=Api(url, key, config).call("GET", f"/api/models/{ref}"))

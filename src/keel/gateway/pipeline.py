@@ -16,8 +16,10 @@ import orjson
 
 from keel.auth.keys import Principal
 from keel.errors import KeelError
-from keel.providers.base import Operation, ProviderStream, Usage
-from keel.registry.catalog import ChatTarget, ModelCatalog
+from keel.providers.base import Operation, ProviderResponse, ProviderStream, Usage
+from keel.registry.catalog import ModelCatalog
+from keel.routing.router import Router
+from keel.routing.table import Route, Target
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -50,7 +52,7 @@ class GatewayRequest:
         return bool(options.get("include_usage"))
 
 
-def upstream_payload(target: ChatTarget, request: GatewayRequest, stream: bool) -> dict[str, Any]:
+def upstream_payload(target: Target, request: GatewayRequest, stream: bool) -> dict[str, Any]:
     """The body sent upstream: the client's fields over the target's defaults, renamed."""
     payload = {**target.defaults, **request.body}
     payload["model"] = target.upstream_model
@@ -85,8 +87,9 @@ class RequestStep(Protocol):
 
 
 class Gateway:
-    def __init__(self, catalog: ModelCatalog, prompts: RequestStep | None = None):
+    def __init__(self, catalog: ModelCatalog, router: Router, prompts: RequestStep | None = None):
         self.catalog = catalog
+        self.router = router
         self.prompts = prompts
 
     async def prepare(self, request: GatewayRequest) -> GatewayRequest:
@@ -95,14 +98,25 @@ class Gateway:
             request = await self.prompts(request)
         return request
 
+    def _route(self, request: GatewayRequest) -> Route:
+        """Step 6: the model name to a route (a registry route, a version, or static)."""
+        self.catalog.reject_embedder_for_chat(request.model)
+        return self.router.resolve(request.principal.project_id, request.model)
+
     async def complete(self, request: GatewayRequest) -> dict[str, Any]:
         """A whole (non-streamed) completion, with the client's model name and usage.
 
         `request` has been through prepare().
         """
-        target = self.catalog.resolve_chat(request.model)
-        payload = upstream_payload(target, request, stream=False)
-        result = await target.provider.send(request.op, payload)
+        route = self._route(request)
+
+        async def call(target: Target) -> tuple[dict[str, Any], ProviderResponse]:
+            payload = upstream_payload(target, request, stream=False)
+            return payload, await target.provider.send(request.op, payload)
+
+        outcome = await self.router.run(route, request.principal, request.body.get("user"), call)
+        request.headers.update(outcome.headers())
+        payload, result = outcome.value
         body = result.body
         body["model"] = request.model
         usage = result.usage
@@ -113,24 +127,31 @@ class Gateway:
                 else c.get("text") or ""
                 for c in body.get("choices", [])
             )
-            usage = await target.provider.count_usage(request.op, payload, text)
+            usage = await outcome.target.provider.count_usage(request.op, payload, text)
         body["usage"] = usage.as_dict()
         return body
 
     async def open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
         """Open the upstream stream now (so failures get a proper status), then relay it.
 
+        Retries and fallbacks happen only here, before the first byte reaches the client.
         `request` has been through prepare().
         """
-        target = self.catalog.resolve_chat(request.model)
-        payload = upstream_payload(target, request, stream=True)
-        upstream = await target.provider.open_stream(request.op, payload)
-        return self._relay(request, target, payload, upstream)
+        route = self._route(request)
+
+        async def call(target: Target) -> tuple[dict[str, Any], ProviderStream]:
+            payload = upstream_payload(target, request, stream=True)
+            return payload, await target.provider.open_stream(request.op, payload)
+
+        outcome = await self.router.run(route, request.principal, request.body.get("user"), call)
+        request.headers.update(outcome.headers())
+        payload, upstream = outcome.value
+        return self._relay(request, outcome.target, payload, upstream)
 
     async def _relay(
         self,
         request: GatewayRequest,
-        target: ChatTarget,
+        target: Target,
         payload: dict[str, Any],
         upstream: ProviderStream,
     ) -> AsyncIterator[bytes]:

@@ -1,96 +1,74 @@
-"""The model catalog: model ids clients may send, and the provider behind each.
+"""Models that live outside the registry: embedders and static chat targets from settings.
 
-Built at start from settings (the bundled models and configured upstreams); the
-versioned registry with aliases and canaries replaces its source, not its interface.
+Chat models in the registry are found through the router; this catalog holds what is
+configured in settings (upstreams) and the embedding models served in-process.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound
-from keel.providers.base import Provider
-
-
-@dataclass(frozen=True)
-class ChatTarget:
-    model_id: str
-    provider: Provider
-    upstream_model: str
-    owned_by: str
-    defaults: dict[str, Any] = field(default_factory=dict)
+from keel.routing.table import Target
 
 
 class ModelCatalog:
     def __init__(self) -> None:
-        self._chat: dict[str, ChatTarget] = {}
+        self.static: dict[str, Target] = {}
         self._embedders: dict[str, Embedder] = {}
-        self._created = int(time.time())
+        self.created = int(time.time())
 
-    def add_chat(self, target: ChatTarget) -> None:
-        self._check_free(target.model_id)
-        self._chat[target.model_id] = target
+    def add_chat(self, target: Target) -> None:
+        self._check_free(target.ref)
+        self.static[target.ref] = target
 
     def add_embedder(self, embedder: Embedder) -> None:
         self._check_free(embedder.name)
         self._embedders[embedder.name] = embedder
 
     def _check_free(self, model_id: str) -> None:
-        if model_id in self._chat or model_id in self._embedders:
+        if model_id in self.static or model_id in self._embedders:
             raise ValueError(f"model id {model_id!r} is configured twice; give each a unique id")
 
-    @property
-    def known(self) -> list[str]:
-        return sorted([*self._chat, *self._embedders])
+    def is_embedder(self, model: str) -> bool:
+        return model in self._embedders
 
-    def _unknown(self, model: str) -> NotFound:
-        return NotFound(
-            f"unknown model {model!r} (known: {', '.join(self.known) or 'none'}); "
-            "list them with GET /v1/models or 'keel models list'",
-            param="model",
-            code="model_not_found",
-        )
-
-    def resolve_chat(self, model: str) -> ChatTarget:
-        target = self._chat.get(model)
-        if target is not None:
-            return target
+    def reject_embedder_for_chat(self, model: str) -> None:
         if model in self._embedders:
             raise InvalidRequest(
                 f"model {model!r} is an embedding model; send it to /v1/embeddings",
                 param="model",
             )
-        raise self._unknown(model)
 
-    def resolve_embedder(self, model: str) -> Embedder:
+    def resolve_embedder(self, model: str, chat_models: list[str]) -> Embedder:
         embedder = self._embedders.get(model)
         if embedder is not None:
             return embedder
-        if model in self._chat:
+        embedding_models = ", ".join(sorted(self._embedders)) or "none"
+        if model in chat_models:
             raise InvalidRequest(
                 f"model {model!r} is a chat model; it has no embeddings "
-                f"(embedding models: {', '.join(sorted(self._embedders)) or 'none'})",
+                f"(embedding models: {embedding_models})",
                 param="model",
             )
-        raise self._unknown(model)
+        raise NotFound(
+            f"unknown embedding model {model!r} (known: {embedding_models}); "
+            "list models with GET /v1/models",
+            param="model",
+            code="model_not_found",
+        )
 
-    def cards(self) -> list[dict[str, Any]]:
-        cards = [
-            {"id": t.model_id, "object": "model", "created": self._created, "owned_by": t.owned_by}
-            for t in self._chat.values()
+    def embedding_cards(self) -> list[dict[str, Any]]:
+        return [
+            {"id": name, "object": "model", "created": self.created, "owned_by": "keel"}
+            for name in sorted(self._embedders)
         ]
-        cards += [
-            {"id": name, "object": "model", "created": self._created, "owned_by": "keel"}
-            for name in self._embedders
-        ]
-        return sorted(cards, key=lambda card: card["id"])
 
     @property
-    def providers(self) -> list[Provider]:
-        unique: dict[int, Provider] = {id(t.provider): t.provider for t in self._chat.values()}
+    def providers(self) -> list[Any]:
+        unique = {id(t.provider): t.provider for t in self.static.values()}
         return list(unique.values())
 
     @property

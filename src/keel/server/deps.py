@@ -15,7 +15,9 @@ from keel.server.services import Services
 _bearer = HTTPBearer(auto_error=False, description="A Keel API key: keel_sk_<id>_<secret>")
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in a worker
+# thread, which costs a thread-pool hop per request (measured in docs/benchmarks.md).
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -42,7 +44,7 @@ async def authenticate(
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-def trace_id(request: Request) -> str:
+async def trace_id(request: Request) -> str:
     value: str = request.scope.get("state", {}).get("trace_id", "")
     return value
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from keel.errors import InvalidRequest, KeelError
@@ -67,6 +68,14 @@ def validation_error(exc: RequestValidationError) -> KeelError:
     return InvalidRequest(message, param=param)
 
 
+async def _pydantic(_request: Request, exc: Exception) -> Response:
+    # Specs validated inside handlers (e.g. a name taken from the path) fail the same way
+    # as request bodies do.
+    assert isinstance(exc, ValidationError)
+    error = validation_error(RequestValidationError(exc.errors()))
+    return json_response(error.envelope(), error.status)
+
+
 async def _keel_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeelError)
     return json_response(exc.envelope(), exc.status)
@@ -102,5 +111,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(KeelError, _keel_error)
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ValidationError, _pydantic)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

@@ -1,4 +1,5 @@
-"""Start and stop everything one gateway process runs: store, keys, model servers, catalog."""
+"""Start and stop everything one gateway process runs: store, keys, registry, router,
+local deployments, embeddings."""
 
 from __future__ import annotations
 
@@ -7,17 +8,24 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from keel.auth.audit import AuditLog
 from keel.auth.keys import KeyService
-from keel.deploy.bundled import minilm_dir, smollm2_gguf
-from keel.deploy.llamacpp import LlamaCppServer, LlamaServerConfig
-from keel.deploy.tokens import GGUFTokenCounter
-from keel.embeddings.local import LocalEmbedder
+from keel.auth.secrets import SecretBox
+from keel.deploy.bundled import minilm_dir
+from keel.deploy.manager import DeploymentManager, ServerOptions
 from keel.events import ChangeBus, LocalChangeBus
 from keel.gateway.pipeline import Gateway
+from keel.prompts.resolver import PromptResolver
+from keel.prompts.service import PromptService
 from keel.providers.openai_compat import OpenAICompatProvider
-from keel.registry.catalog import ChatTarget, ModelCatalog
+from keel.registry.catalog import ModelCatalog
+from keel.registry.seed import seed_bundled_model
+from keel.registry.service import RegistryService
+from keel.routing.router import Router
+from keel.routing.sync import RegistrySync
+from keel.routing.table import RoutingTable, Target
 from keel.settings import Settings
 from keel.store import migrate
 from keel.store.db import Database
@@ -26,9 +34,6 @@ log = logging.getLogger("keel.server")
 
 AdminKeyNotice = Callable[[str, Path], None]
 Progress = Callable[[str], None]
-
-# A 135M model rambles until the context is full; cap it unless the client says otherwise.
-LOCAL_DEFAULT_MAX_TOKENS = 512
 
 
 def log_admin_key(key: str, path: Path) -> None:
@@ -40,26 +45,90 @@ class Services:
     settings: Settings
     database: Database
     keys: KeyService
-    catalog: ModelCatalog
-    gateway: Gateway
     audit: AuditLog
-    events: ChangeBus = field(default_factory=LocalChangeBus)
-    model_servers: list[LlamaCppServer] = field(default_factory=list)
+    events: ChangeBus
+    catalog: ModelCatalog
+    registry: RegistryService
+    router: Router
+    deployments: DeploymentManager
+    sync: RegistrySync
+    gateway: Gateway
+    extras: dict[str, Any] = field(default_factory=dict)
+    prompts: PromptService | None = None
 
     def readiness(self) -> dict[str, dict[str, object]]:
-        checks: dict[str, dict[str, object]] = {}
-        for server in self.model_servers:
-            checks[f"model_server:{server.config.model_alias}"] = {
-                "ready": server.ready,
-                "state": server.state,
-                "restarts": server.restarts,
-            }
+        checks = self.deployments.readiness()
         for embedder in self.catalog.embedders:
             checks[f"embeddings:{embedder.name}"] = {
                 "ready": embedder.ready,
                 "state": "ready" if embedder.ready else ("failed" if embedder.error else "loading"),
             }
         return checks
+
+    def chat_model_cards(self, project_id: str) -> list[dict[str, Any]]:
+        created = self.catalog.created
+        return [
+            {"id": name, "object": "model", "created": created, "owned_by": "keel"}
+            for name in self.router.table.names(project_id)
+        ]
+
+
+def build_services(
+    settings: Settings, database: Database, *, progress: Progress | None = None
+) -> Services:
+    """Wire the services together (no I/O beyond reading the secret key file)."""
+    events = LocalChangeBus()
+    registry = RegistryService(
+        database, SecretBox.load(settings.data_dir, settings.secret_key), events
+    )
+    catalog = ModelCatalog()
+    for upstream in settings.upstreams:
+        provider = OpenAICompatProvider(
+            upstream.name,
+            upstream.base_url,
+            api_key=upstream.api_key,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_timeout,
+        )
+        for model in upstream.models:
+            catalog.add_chat(Target(model, provider, model))
+    router = Router(failure_threshold=settings.breaker_failures, cooldown=settings.breaker_cooldown)
+    router.table = RoutingTable(static=catalog.static)  # until the registry is read
+    deployments = DeploymentManager(
+        ServerOptions(
+            data_dir=settings.data_dir,
+            n_ctx=settings.local_model_ctx,
+            n_threads=settings.local_model_threads,
+            ready_timeout=settings.local_model_ready_timeout,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_timeout,
+        ),
+        progress=progress,
+    )
+    sync = RegistrySync(
+        registry,
+        router,
+        deployments,
+        catalog.static,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_timeout,
+    )
+    keys = KeyService(database)
+    prompts = PromptService(database, events)
+    return Services(
+        settings=settings,
+        database=database,
+        keys=keys,
+        audit=AuditLog(database),
+        events=events,
+        catalog=catalog,
+        registry=registry,
+        router=router,
+        deployments=deployments,
+        sync=sync,
+        gateway=Gateway(catalog, router, prompts=PromptResolver(prompts, events)),
+        prompts=prompts,
+    )
 
 
 async def start_services(
@@ -71,76 +140,34 @@ async def start_services(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.effective_database_url)
     await asyncio.to_thread(migrate.upgrade, database)
-    keys = KeyService(database)
-    new_key = await asyncio.to_thread(keys.bootstrap_admin, settings.data_dir)
+    services = build_services(settings, database, progress=progress)
+    new_key = await asyncio.to_thread(services.keys.bootstrap_admin, settings.data_dir)
     if new_key:
         on_admin_key(new_key, settings.data_dir / "admin.key")
-    await asyncio.to_thread(keys.load_cache)
-
-    catalog = ModelCatalog()
-    services = Services(settings, database, keys, catalog, Gateway(catalog), AuditLog(database))
+    await asyncio.to_thread(services.keys.load_cache)
     try:
         if settings.local_model:
-            await _start_local_model(services, progress)
-        for upstream in settings.upstreams:
-            provider = OpenAICompatProvider(
-                upstream.name,
-                upstream.base_url,
-                api_key=upstream.api_key,
-                connect_timeout=settings.upstream_connect_timeout,
-                read_timeout=settings.upstream_timeout,
-            )
-            for model in upstream.models:
-                catalog.add_chat(ChatTarget(model, provider, model, owned_by=upstream.name))
+            await asyncio.to_thread(seed_bundled_model, services.registry, settings)
         if settings.embeddings:
+            from keel.embeddings.local import LocalEmbedder  # numpy and torch only when used
+
             embedder = LocalEmbedder(settings.embedding_model_name, minilm_dir())
-            catalog.add_embedder(embedder)
+            services.catalog.add_embedder(embedder)
             embedder.start_loading()
+        services.sync.attach(services.events)
+        started = await services.sync.refresh()
+        await asyncio.gather(*started)
     except BaseException:
         await stop_services(services)
         raise
     return services
 
 
-async def _start_local_model(services: Services, progress: Progress | None) -> None:
-    settings = services.settings
-    model_path = settings.local_model_path or smollm2_gguf()
-    server = LlamaCppServer(
-        LlamaServerConfig(
-            model_path=model_path,
-            model_alias=settings.local_model_name,
-            log_path=settings.data_dir / "logs" / "llama-server.log",
-            n_ctx=settings.local_model_ctx,
-            n_threads=settings.local_model_threads,
-            ready_timeout=settings.local_model_ready_timeout,
-        ),
-        progress=progress,
-    )
-    services.model_servers.append(server)
-    await server.start()
-    provider = OpenAICompatProvider(
-        "local",
-        server.base_url,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_timeout,
-        token_counter=GGUFTokenCounter(model_path),
-    )
-    services.catalog.add_chat(
-        ChatTarget(
-            settings.local_model_name,
-            provider,
-            settings.local_model_name,
-            owned_by="keel-local",
-            defaults={"max_tokens": LOCAL_DEFAULT_MAX_TOKENS},
-        )
-    )
-
-
 async def stop_services(services: Services) -> None:
+    await services.sync.close()
     for provider in services.catalog.providers:
         await provider.close()
     for embedder in services.catalog.embedders:
         embedder.close()
-    for server in services.model_servers:
-        await server.stop()
+    await services.deployments.stop_all()
     services.database.dispose()

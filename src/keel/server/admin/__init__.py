@@ -2,7 +2,10 @@
 
 from fastapi import APIRouter
 
-from keel.server.admin import audit
+from keel.server.admin import audit, deployments, prompts, registry
 
 router = APIRouter(prefix="/api")
 router.include_router(audit.router)
+router.include_router(registry.router)
+router.include_router(deployments.router)
+router.include_router(prompts.router)

@@ -93,9 +93,10 @@ async def completions(
     responses=_ERRORS,
 )
 async def embeddings(
-    body: EmbeddingRequest, services: ServicesDep, _principal: PrincipalDep
+    body: EmbeddingRequest, services: ServicesDep, principal: PrincipalDep
 ) -> Response:
-    embedder = services.catalog.resolve_embedder(body.model)
+    chat_models = services.router.table.names(principal.project_id)
+    embedder = services.catalog.resolve_embedder(body.model, chat_models)
     texts = [body.input] if isinstance(body.input, str) else body.input
     limit = services.settings.embedding_max_inputs
     if len(texts) > limit:
@@ -130,5 +131,6 @@ async def embeddings(
 
 
 @router.get("/models", summary="List the models clients may use", response_model=ModelList)
-async def list_models(services: ServicesDep, _principal: PrincipalDep) -> Response:
-    return json_response({"object": "list", "data": services.catalog.cards()})
+async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
+    cards = services.chat_model_cards(principal.project_id) + services.catalog.embedding_cards()
+    return json_response({"object": "list", "data": sorted(cards, key=lambda c: c["id"])})

@@ -1,0 +1,162 @@
+"""Local deployments: keep N supervised llama.cpp replicas running per deployed model version.
+
+`reconcile()` makes the running set match the registry: it starts missing replicas (in
+the background, so routing tables swap at once), stops surplus ones and whole pools
+that were undeployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keel.deploy.bundled import smollm2_gguf
+from keel.deploy.llamacpp import LlamaCppServer, LlamaServerConfig, ModelServerFailed
+from keel.deploy.pool import Replica, ReplicaPool
+from keel.deploy.tokens import GGUFTokenCounter
+from keel.providers.openai_compat import OpenAICompatProvider
+
+log = logging.getLogger("keel.deploy")
+
+BUNDLED = {"bundled:smollm2": smollm2_gguf}
+
+
+def resolve_model_path(value: str) -> Path:
+    """A GGUF path, or `bundled:smollm2` for the model that ships with Keel."""
+    if value in BUNDLED:
+        return BUNDLED[value]()
+    return Path(value).expanduser()
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One deployment as the registry wants it."""
+
+    project_id: str
+    ref: str
+    model_path: Path
+    upstream_model: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    data_dir: Path
+    n_ctx: int = 2048
+    n_threads: int = 0
+    ready_timeout: float = 120.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+
+
+class DeploymentManager:
+    def __init__(self, options: ServerOptions, progress: Callable[[str], None] | None = None):
+        self.options = options
+        self._progress = progress
+        self._pools: dict[tuple[str, str], ReplicaPool] = {}
+        self._paths: dict[tuple[str, str], Path] = {}
+        self._starting: set[asyncio.Task[None]] = set()
+
+    def pool(self, project_id: str, ref: str) -> ReplicaPool | None:
+        return self._pools.get((project_id, ref))
+
+    def _new_replica(self, want: Wanted, index: int, counter: GGUFTokenCounter) -> Replica:
+        safe = want.ref.replace("@", "-")
+        server = LlamaCppServer(
+            LlamaServerConfig(
+                model_path=want.model_path,
+                model_alias=want.upstream_model,
+                log_path=self.options.data_dir / "logs" / f"llama-{safe}-{index}.log",
+                n_ctx=self.options.n_ctx,
+                n_threads=self.options.n_threads,
+                ready_timeout=self.options.ready_timeout,
+            ),
+            progress=self._progress,
+        )
+        client = OpenAICompatProvider(
+            f"{want.ref}#{index}",
+            server.base_url,
+            connect_timeout=self.options.connect_timeout,
+            read_timeout=self.options.read_timeout,
+            token_counter=counter,
+        )
+        return Replica(server, client)
+
+    async def _start(self, replica: Replica) -> None:
+        try:
+            await replica.server.start()
+        except ModelServerFailed as exc:
+            log.error("%s", exc)
+
+    def _spawn(self, replica: Replica) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._start(replica))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return task
+
+    async def reconcile(self, wanted: list[Wanted]) -> list[asyncio.Task[None]]:
+        """Match running replicas to `wanted`; returns the start-up tasks it began."""
+        started: list[asyncio.Task[None]] = []
+        keep = {(w.project_id, w.ref) for w in wanted}
+        for key in [k for k in self._pools if k not in keep]:
+            await self._stop_pool(key)
+        for want in wanted:
+            key = (want.project_id, want.ref)
+            if key in self._pools and self._paths[key] != want.model_path:
+                await self._stop_pool(key)
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = ReplicaPool(want.ref, [])
+                self._pools[key] = pool
+                self._paths[key] = want.model_path
+            counter = GGUFTokenCounter(want.model_path)
+            while len(pool.replicas) < want.replicas:
+                replica = self._new_replica(want, len(pool.replicas), counter)
+                pool.replicas.append(replica)
+                started.append(self._spawn(replica))
+            while len(pool.replicas) > want.replicas:
+                surplus = pool.replicas.pop()
+                await surplus.client.close()
+                await surplus.server.stop()
+        return started
+
+    async def _stop_pool(self, key: tuple[str, str]) -> None:
+        pool = self._pools.pop(key)
+        self._paths.pop(key, None)
+        await pool.close()
+        for replica in pool.replicas:
+            await replica.server.stop()
+
+    async def stop_all(self) -> None:
+        for task in list(self._starting):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for key in list(self._pools):
+            await self._stop_pool(key)
+
+    def status(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            {"project_id": project, "model": ref, "replicas": pool.status(),
+             "ready": sum(1 for r in pool.replicas if r.server.ready)}
+            for (project, ref), pool in sorted(self._pools.items())
+            if project_id is None or project == project_id
+        ]  # fmt: skip
+
+    def readiness(self) -> dict[str, dict[str, object]]:
+        checks: dict[str, dict[str, object]] = {}
+        for (_, ref), pool in sorted(self._pools.items()):
+            ready = sum(1 for r in pool.replicas if r.server.ready)
+            checks[f"deployment:{ref}"] = {
+                "ready": ready > 0,
+                "replicas_ready": ready,
+                "replicas": len(pool.replicas),
+                "states": [r.server.state for r in pool.replicas],
+                "restarts": sum(r.server.restarts for r in pool.replicas),
+            }
+        return checks

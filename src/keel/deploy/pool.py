@@ -1,0 +1,112 @@
+"""A deployment's replicas behind one Provider: least outstanding requests wins.
+
+Replicas that are starting or restarting get no traffic; a replica that fails to
+connect hands the request to the next one, so a crash costs no client request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from keel.deploy.llamacpp import LlamaCppServer
+from keel.errors import KeelError, ServiceUnavailable, UpstreamError
+from keel.providers.base import Operation, ProviderResponse, ProviderStream, Usage
+from keel.providers.openai_compat import OpenAICompatProvider
+
+
+@dataclass
+class Replica:
+    server: LlamaCppServer
+    client: OpenAICompatProvider
+    outstanding: int = 0
+    served: int = 0
+
+
+class _CountedStream:
+    """Releases the replica's outstanding slot when the stream is closed."""
+
+    def __init__(self, stream: ProviderStream, replica: Replica):
+        self._stream = stream
+        self._replica = replica
+        self._released = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        if not self._released:
+            self._released = True
+            self._replica.outstanding -= 1
+        await self._stream.aclose()
+
+
+class ReplicaPool:
+    def __init__(self, name: str, replicas: list[Replica]):
+        self.name = name
+        self.replicas = replicas
+
+    def _ordered(self) -> list[Replica]:
+        ready = [r for r in self.replicas if r.server.ready]
+        if not ready:
+            states = ", ".join(r.server.state for r in self.replicas) or "no replicas"
+            raise ServiceUnavailable(
+                f"no ready replica of {self.name} ({states}); it is starting or restarting, "
+                "retry shortly"
+            )
+        return sorted(ready, key=lambda r: r.outstanding)
+
+    async def send(self, op: Operation, payload: dict[str, Any]) -> ProviderResponse:
+        last: KeelError | None = None
+        for replica in self._ordered():
+            replica.outstanding += 1
+            try:
+                result = await replica.client.send(op, payload)
+                replica.served += 1
+                return result
+            except (ServiceUnavailable, UpstreamError) as error:
+                last = error  # this replica died under us; the next one takes the request
+            finally:
+                replica.outstanding -= 1
+        assert last is not None
+        raise last
+
+    async def open_stream(self, op: Operation, payload: dict[str, Any]) -> ProviderStream:
+        last: KeelError | None = None
+        for replica in self._ordered():
+            replica.outstanding += 1
+            try:
+                stream = await replica.client.open_stream(op, payload)
+            except (ServiceUnavailable, UpstreamError) as error:
+                replica.outstanding -= 1
+                last = error
+                continue
+            except BaseException:
+                replica.outstanding -= 1
+                raise
+            replica.served += 1
+            return _CountedStream(stream, replica)
+        assert last is not None
+        raise last
+
+    async def count_usage(self, op: Operation, payload: dict[str, Any], output_text: str) -> Usage:
+        return await self.replicas[0].client.count_usage(op, payload, output_text)
+
+    async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.client.close()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "port": r.server.port,
+                "pid": r.server.pid,
+                "state": r.server.state,
+                "ready": r.server.ready,
+                "restarts": r.server.restarts,
+                "outstanding": r.outstanding,
+                "served": r.served,
+            }
+            for r in self.replicas
+        ]

@@ -1,0 +1,442 @@
+"""The registry service: providers, model versions, routes (with history) and deployments.
+
+Synchronous (call it from worker threads). Every change writes its audit row in the
+same transaction and then publishes a change event, so routers refresh at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from keel.auth import audit
+from keel.auth.keys import Principal
+from keel.errors import InvalidRequest, NotFound
+from keel.events import Change, ChangeBus
+from keel.registry.specs import (
+    DeploymentSpec,
+    ModelVersionSpec,
+    ProviderSpec,
+    RouteSpec,
+    parse_version_ref,
+)
+from keel.registry.tables import (
+    DeploymentRow,
+    ModelVersionRow,
+    ProviderRow,
+    RouteRevisionRow,
+    RouteRow,
+)
+from keel.store.db import Database
+
+TOPIC = "registry"
+Actor = Principal | str
+
+
+class Encryptor(Protocol):
+    def encrypt(self, plaintext: str) -> str: ...
+
+    def decrypt(self, token: str) -> str: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def provider_view(row: ProviderRow) -> dict[str, Any]:
+    """What the API shows of a provider: never the key, only whether one is set."""
+    return {
+        "name": row.name,
+        "kind": row.kind,
+        "base_url": row.base_url,
+        "has_api_key": row.api_key_encrypted is not None,
+        "config": row.config,
+    }
+
+
+def model_view(row: ModelVersionRow) -> dict[str, Any]:
+    return {
+        "ref": f"{row.name}@{row.version}",
+        "name": row.name,
+        "version": row.version,
+        "provider": row.provider,
+        "upstream_model": row.upstream_model,
+        "params": row.params,
+        "context_window": row.context_window,
+        "input_price_per_m": row.input_price_per_m,
+        "output_price_per_m": row.output_price_per_m,
+        "tags": row.tags,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def route_view(row: RouteRow) -> dict[str, Any]:
+    return {**row.spec, "revision": row.revision, "updated_at": row.updated_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the router needs, read in one go."""
+
+    providers: list[ProviderRow]
+    models: list[ModelVersionRow]
+    routes: list[RouteRow]
+    deployments: list[DeploymentRow]
+
+
+class RegistryService:
+    def __init__(self, database: Database, secrets: Encryptor, events: ChangeBus):
+        self._db = database
+        self._secrets = secrets
+        self._events = events
+
+    def _changed(self, project_id: str, key: str) -> None:
+        self._events.publish(Change(TOPIC, key, project_id))
+
+    # -- providers -------------------------------------------------------------------
+
+    def put_provider(
+        self, project_id: str, spec: ProviderSpec, actor: Actor
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update a provider; returns (view, whether anything changed)."""
+        with self._db.session() as session:
+            row = session.scalar(
+                select(ProviderRow).where(
+                    ProviderRow.project_id == project_id, ProviderRow.name == spec.name
+                )
+            )
+            before = provider_view(row) if row else None
+            if row is None:
+                row = ProviderRow(project_id=project_id, name=spec.name, created_at=_now(),
+                                  config={}, api_key_encrypted=None)  # fmt: skip
+                session.add(row)
+            key_changed = spec.api_key is not None and (
+                row.api_key_encrypted is None
+                or self._secrets.decrypt(row.api_key_encrypted) != spec.api_key
+            )
+            same = (
+                before is not None
+                and (row.kind, row.base_url, row.config) == (spec.kind, spec.base_url, spec.config)
+                and not key_changed
+            )
+            if same:
+                return provider_view(row), False
+            row.kind, row.base_url, row.config = spec.kind, spec.base_url, spec.config
+            if key_changed and spec.api_key is not None:
+                row.api_key_encrypted = self._secrets.encrypt(spec.api_key)
+            row.updated_at = _now()
+            session.flush()
+            after = provider_view(row)
+            action = "provider.create" if before is None else "provider.update"
+            audit.record(session, actor, action, "provider", spec.name, before=before,
+                         after=after, project_id=project_id)  # fmt: skip
+        self._changed(project_id, spec.name)
+        return after, True
+
+    def list_providers(self, project_id: str) -> list[dict[str, Any]]:
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(ProviderRow)
+                .where(ProviderRow.project_id == project_id)
+                .order_by(ProviderRow.name)
+            )
+            return [provider_view(row) for row in rows]
+
+    def get_provider(self, project_id: str, name: str) -> dict[str, Any]:
+        with self._db.session() as session:
+            return provider_view(self._provider(session, project_id, name))
+
+    def _provider(self, session: Session, project_id: str, name: str) -> ProviderRow:
+        row = session.scalar(
+            select(ProviderRow).where(
+                ProviderRow.project_id == project_id, ProviderRow.name == name
+            )
+        )
+        if row is None:
+            known = session.scalars(
+                select(ProviderRow.name).where(ProviderRow.project_id == project_id)
+            ).all()
+            raise NotFound(
+                f"unknown provider {name!r} (known: {', '.join(known) or 'none'}); "
+                "add it with 'keel providers add' or keel apply",
+                param="provider",
+            )
+        return row
+
+    def api_key(self, row: ProviderRow) -> str | None:
+        return self._secrets.decrypt(row.api_key_encrypted) if row.api_key_encrypted else None
+
+    # -- model versions --------------------------------------------------------------
+
+    def add_model_version(
+        self, project_id: str, spec: ModelVersionSpec, actor: Actor
+    ) -> tuple[dict[str, Any], bool]:
+        """Add a version, or return the newest one unchanged when its content is the same."""
+        with self._db.session() as session:
+            self._provider(session, project_id, spec.provider)
+            latest = session.scalar(
+                select(ModelVersionRow)
+                .where(ModelVersionRow.project_id == project_id, ModelVersionRow.name == spec.name)
+                .order_by(ModelVersionRow.version.desc())
+                .limit(1)
+            )
+            if latest is not None and _model_spec(latest) == spec:
+                return model_view(latest), False
+            row = ModelVersionRow(
+                project_id=project_id,
+                version=(latest.version + 1) if latest else 1,
+                created_at=_now(),
+                **spec.model_dump(),
+            )
+            session.add(row)
+            session.flush()
+            view = model_view(row)
+            audit.record(session, actor, "model.create", "model", view["ref"], after=view,
+                         project_id=project_id)  # fmt: skip
+        self._changed(project_id, view["ref"])
+        return view, True
+
+    def list_models(self, project_id: str) -> list[dict[str, Any]]:
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(ModelVersionRow)
+                .where(ModelVersionRow.project_id == project_id)
+                .order_by(ModelVersionRow.name, ModelVersionRow.version)
+            )
+            return [model_view(row) for row in rows]
+
+    def get_model(self, project_id: str, ref: str) -> dict[str, Any]:
+        with self._db.session() as session:
+            return model_view(self._model(session, project_id, ref))
+
+    def _model(self, session: Session, project_id: str, ref: str) -> ModelVersionRow:
+        try:
+            name, version = parse_version_ref(ref)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="model") from exc
+        row = session.scalar(
+            select(ModelVersionRow).where(
+                ModelVersionRow.project_id == project_id,
+                ModelVersionRow.name == name,
+                ModelVersionRow.version == version,
+            )
+        )
+        if row is None:
+            raise NotFound(
+                f"unknown model version {ref!r}; list them with 'keel models list'", param="model"
+            )
+        return row
+
+    # -- routes ----------------------------------------------------------------------
+
+    def put_route(
+        self, project_id: str, spec: RouteSpec, actor: Actor
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or change a route; each change is a new revision (what rollback undoes)."""
+        with self._db.session() as session:
+            for ref in spec.refs():
+                self._model(session, project_id, ref)
+            row = self._route_row(session, project_id, spec.name, missing_ok=True)
+            wanted = spec.model_dump()
+            if row is not None and row.spec == wanted:
+                return route_view(row), False
+            before = route_view(row) if row else None
+            if row is None:
+                row = RouteRow(project_id=project_id, name=spec.name, spec=wanted, revision=0,
+                               updated_at=_now())  # fmt: skip
+                session.add(row)
+                session.flush()
+            revision = self._next_revision(session, row.id)
+            row.spec, row.revision, row.updated_at = wanted, revision, _now()
+            session.add(RouteRevisionRow(route_id=row.id, revision=revision, spec=wanted,
+                                         reverted=False, actor=_actor(actor),
+                                         created_at=_now()))  # fmt: skip
+            session.flush()
+            after = route_view(row)
+            action = "route.create" if before is None else "route.update"
+            audit.record(session, actor, action, "route", spec.name, before=before, after=after,
+                         project_id=project_id)  # fmt: skip
+        self._changed(project_id, spec.name)
+        return after, True
+
+    def set_split(
+        self, project_id: str, name: str, targets: dict[str, int], actor: Actor
+    ) -> tuple[dict[str, Any], bool]:
+        current = self.route_spec(project_id, name)
+        return self.put_route(project_id, current.model_copy(update={"targets": targets}), actor)
+
+    def promote(
+        self, project_id: str, name: str, ref: str, actor: Actor
+    ) -> tuple[dict[str, Any], bool]:
+        return self.set_split(project_id, name, {ref: 100}, actor)
+
+    def rollback(self, project_id: str, name: str, actor: Actor) -> dict[str, Any]:
+        """Restore the route's previous state (the latest revision not rolled back)."""
+        with self._db.session() as session:
+            row = self._route_row(session, project_id, name)
+            current = session.scalar(
+                select(RouteRevisionRow).where(
+                    RouteRevisionRow.route_id == row.id, RouteRevisionRow.revision == row.revision
+                )
+            )
+            previous = session.scalar(
+                select(RouteRevisionRow)
+                .where(
+                    RouteRevisionRow.route_id == row.id,
+                    RouteRevisionRow.revision < row.revision,
+                    RouteRevisionRow.reverted.is_(False),
+                )
+                .order_by(RouteRevisionRow.revision.desc())
+                .limit(1)
+            )
+            if previous is None or current is None:
+                raise InvalidRequest(
+                    f"route {name!r} has no earlier state to roll back to", param="route"
+                )
+            before = route_view(row)
+            current.reverted = True
+            row.spec, row.revision, row.updated_at = previous.spec, previous.revision, _now()
+            session.flush()
+            after = route_view(row)
+            audit.record(session, actor, "route.rollback", "route", name, before=before,
+                         after=after, project_id=project_id)  # fmt: skip
+        self._changed(project_id, name)
+        return after
+
+    def route_spec(self, project_id: str, name: str) -> RouteSpec:
+        with self._db.session() as session:
+            return RouteSpec.model_validate(self._route_row(session, project_id, name).spec)
+
+    def get_route(self, project_id: str, name: str) -> dict[str, Any]:
+        with self._db.session() as session:
+            row = self._route_row(session, project_id, name)
+            history = session.scalars(
+                select(RouteRevisionRow)
+                .where(RouteRevisionRow.route_id == row.id)
+                .order_by(RouteRevisionRow.revision)
+            )
+            return {
+                **route_view(row),
+                "history": [
+                    {
+                        "revision": h.revision,
+                        "targets": h.spec["targets"],
+                        "reverted": h.reverted,
+                        "actor": h.actor,
+                        "at": h.created_at.isoformat(),
+                    }
+                    for h in history
+                ],
+            }
+
+    def list_routes(self, project_id: str) -> list[dict[str, Any]]:
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(RouteRow).where(RouteRow.project_id == project_id).order_by(RouteRow.name)
+            )
+            return [route_view(row) for row in rows]
+
+    def _route_row(
+        self, session: Session, project_id: str, name: str, missing_ok: bool = False
+    ) -> Any:
+        row = session.scalar(
+            select(RouteRow).where(RouteRow.project_id == project_id, RouteRow.name == name)
+        )
+        if row is None and not missing_ok:
+            raise NotFound(f"unknown route {name!r}; list them with 'keel routes list'",
+                           param="route")  # fmt: skip
+        return row
+
+    def _next_revision(self, session: Session, route_id: int) -> int:
+        highest = session.scalar(
+            select(func.max(RouteRevisionRow.revision)).where(RouteRevisionRow.route_id == route_id)
+        )
+        return int(highest or 0) + 1
+
+    # -- deployments -----------------------------------------------------------------
+
+    def put_deployment(
+        self, project_id: str, spec: DeploymentSpec, actor: Actor
+    ) -> tuple[dict[str, Any], bool]:
+        with self._db.session() as session:
+            model = self._model(session, project_id, spec.model)
+            provider = self._provider(session, project_id, model.provider)
+            if provider.kind != "local":
+                raise InvalidRequest(
+                    f"{spec.model} runs on provider {provider.name!r} of kind {provider.kind}; "
+                    "only models of a local provider can be deployed by Keel",
+                    param="model",
+                )
+            row = session.scalar(
+                select(DeploymentRow).where(
+                    DeploymentRow.project_id == project_id, DeploymentRow.model == spec.model
+                )
+            )
+            before = {"model": row.model, "replicas": row.replicas} if row else None
+            if row is not None and row.replicas == spec.replicas:
+                return before or {}, False
+            if row is None:
+                row = DeploymentRow(project_id=project_id, model=spec.model, replicas=0,
+                                    updated_at=_now())  # fmt: skip
+                session.add(row)
+            row.replicas, row.updated_at = spec.replicas, _now()
+            after = {"model": spec.model, "replicas": spec.replicas}
+            audit.record(session, actor, "deployment.set", "deployment", spec.model,
+                         before=before, after=after, project_id=project_id)  # fmt: skip
+        self._changed(project_id, spec.model)
+        return after, True
+
+    def delete_deployment(self, project_id: str, model: str, actor: Actor) -> None:
+        with self._db.session() as session:
+            row = session.scalar(
+                select(DeploymentRow).where(
+                    DeploymentRow.project_id == project_id, DeploymentRow.model == model
+                )
+            )
+            if row is None:
+                raise NotFound(f"{model} is not deployed; see 'keel deployments list'",
+                               param="model")  # fmt: skip
+            before = {"model": row.model, "replicas": row.replicas}
+            session.delete(row)
+            audit.record(session, actor, "deployment.delete", "deployment", model,
+                         before=before, project_id=project_id)  # fmt: skip
+        self._changed(project_id, model)
+
+    def list_deployments(self, project_id: str) -> list[dict[str, Any]]:
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(DeploymentRow).where(DeploymentRow.project_id == project_id)
+            )
+            return [{"model": row.model, "replicas": row.replicas} for row in rows]
+
+    # -- the router's view -------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        with self._db.session() as session:
+            return Snapshot(
+                providers=list(session.scalars(select(ProviderRow))),
+                models=list(session.scalars(select(ModelVersionRow))),
+                routes=list(session.scalars(select(RouteRow))),
+                deployments=list(session.scalars(select(DeploymentRow))),
+            )
+
+
+def _model_spec(row: ModelVersionRow) -> ModelVersionSpec:
+    return ModelVersionSpec(
+        name=row.name,
+        provider=row.provider,
+        upstream_model=row.upstream_model,
+        params=row.params,
+        context_window=row.context_window,
+        input_price_per_m=row.input_price_per_m,
+        output_price_per_m=row.output_price_per_m,
+        tags=row.tags,
+    )
+
+
+def _actor(actor: Actor) -> str:
+    return f"key:{actor.key_id}" if isinstance(actor, Principal) else actor

@@ -1,0 +1,138 @@
+"""What a provider, model version, route and deployment look like, as written by people.
+
+The same schemas validate API bodies and the sections of keel.yaml that `keel apply`
+reads, so a file and an API call are checked by one set of rules.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+VERSION_REF = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99})@([0-9]{1,9})$")
+ProviderKind = Literal["openai_compat", "anthropic", "local"]
+
+
+def _check_name(value: str) -> str:
+    if not NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def parse_version_ref(ref: str) -> tuple[str, int]:
+    """'smollm2@2' → ('smollm2', 2); ValueError naming the expected form otherwise."""
+    match = VERSION_REF.match(ref)
+    if not match:
+        raise ValueError(f"{ref!r} is not a model version; write it as name@number, e.g. smollm2@1")
+    return match.group(1), int(match.group(2))
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderBody(_Spec):
+    """A provider without its name (the API takes the name from the path)."""
+
+    kind: ProviderKind = Field(description="openai_compat, anthropic or local.")
+    base_url: str | None = Field(
+        None,
+        description="API base URL (openai_compat: …/v1; anthropic: https://api.anthropic.com).",
+    )
+    api_key: str | None = Field(
+        None, description="Upstream key; stored encrypted, never returned.", repr=False
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Kind-specific settings; local: {model_path: <gguf path> | 'bundled:smollm2'}.",
+    )
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> ProviderBody:
+        if self.kind in ("openai_compat", "anthropic"):
+            if not self.base_url or not self.base_url.startswith(("http://", "https://")):
+                raise ValueError(f"a {self.kind} provider needs base_url (http:// or https://)")
+        elif "model_path" not in self.config:
+            raise ValueError("a local provider needs config.model_path (a .gguf file)")
+        return self
+
+
+class ProviderSpec(ProviderBody):
+    name: str = Field(description="Unique name within the project.")
+
+    _name = field_validator("name")(_check_name)
+
+
+class ModelVersionSpec(_Spec):
+    name: str = Field(description="Model name; versions are numbered per name.")
+    provider: str = Field(description="Provider that serves it.")
+    upstream_model: str = Field(min_length=1, description="Model id the provider knows it by.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Default request params (temperature, max_tokens, …)."
+    )
+    context_window: int | None = Field(None, ge=1, le=10_000_000)
+    input_price_per_m: float = Field(0.0, ge=0, description="Price per 1M input tokens.")
+    output_price_per_m: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
+    tags: list[str] = Field(default_factory=list)
+
+    _name = field_validator("name")(_check_name)
+
+
+class RouteBody(_Spec):
+    """A route without its name (the API takes the name from the path)."""
+
+    targets: dict[str, int] = Field(
+        min_length=1, description="Model version → weight, e.g. {smollm2@1: 90, smollm2@2: 10}."
+    )
+    sticky: Literal["key", "user"] | None = Field(
+        None, description="Keep each API key, or each `user`, on one target."
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Model versions tried, in order, when targets fail."
+    )
+    timeout: float | None = Field(None, gt=0, le=3600, description="Seconds per attempt.")
+    retries: int = Field(2, ge=0, le=10, description="Extra attempts after the first.")
+
+    @field_validator("targets")
+    @classmethod
+    def _weights(cls, value: dict[str, int]) -> dict[str, int]:
+        for ref, weight in value.items():
+            parse_version_ref(ref)
+            if weight < 0 or weight > 1_000_000:
+                raise ValueError(f"weight of {ref} must be between 0 and 1000000")
+        if sum(value.values()) <= 0:
+            raise ValueError("at least one target needs a weight above 0")
+        return value
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _refs(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            parse_version_ref(ref)
+        return value
+
+    def refs(self) -> list[str]:
+        return [*self.targets, *(f for f in self.fallbacks if f not in self.targets)]
+
+
+class RouteSpec(RouteBody):
+    name: str = Field(description="What clients send as `model`.")
+
+    _name = field_validator("name")(_check_name)
+
+
+class DeploymentSpec(_Spec):
+    model: str = Field(description="Model version to serve locally, e.g. smollm2@1.")
+    replicas: int = Field(1, ge=1, le=16, description="llama.cpp server processes.")
+
+    @field_validator("model")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parse_version_ref(value)
+        return value

@@ -1,0 +1,115 @@
+"""Target choice, attempt order and failover, with scripted providers (no network)."""
+
+from __future__ import annotations
+
+import collections
+import random
+from typing import Any
+
+import pytest
+
+from keel.auth.keys import Principal
+from keel.errors import InvalidRequest, NotFound, ServiceUnavailable, UpstreamError
+from keel.providers.base import ProviderResponse
+from keel.routing.router import Router, attempt_order, choose
+from keel.routing.table import Route, RoutingTable, Target
+
+PRINCIPAL = Principal(key_id="k1", project_id="default", role="app")
+
+
+class Scripted:
+    """A provider whose answers are a script: an exception to raise, or 'ok'."""
+
+    def __init__(self, name: str, script: list[Any] | None = None):
+        self.name = name
+        self.script = script or []
+        self.calls = 0
+
+    async def send(self, op: str, payload: dict[str, Any]) -> ProviderResponse:
+        self.calls += 1
+        step = self.script.pop(0) if self.script else "ok"
+        if isinstance(step, Exception):
+            raise step
+        return ProviderResponse({"choices": [], "served_by": self.name}, None)
+
+
+def target(ref: str, provider: Scripted | None = None) -> Target:
+    return Target(ref, provider or Scripted(ref), "upstream")  # type: ignore[arg-type]
+
+
+async def call_send(t: Target) -> ProviderResponse:
+    return await t.provider.send("chat/completions", {})
+
+
+def test_weights_decide_the_primary_target() -> None:
+    route = Route("r", ((target("a@1"), 75), (target("b@1"), 25)))
+    rng = random.Random(7)
+    picks = collections.Counter(choose(route, PRINCIPAL, None, rng).ref for _ in range(4000))
+    assert abs(picks["a@1"] / 4000 - 0.75) < 0.03
+
+
+def test_zero_weight_targets_get_no_primary_traffic() -> None:
+    route = Route("r", ((target("a@1"), 100), (target("b@1"), 0)))
+    rng = random.Random(1)
+    assert {choose(route, PRINCIPAL, None, rng).ref for _ in range(500)} == {"a@1"}
+
+
+def test_sticky_by_user_and_by_key() -> None:
+    route = Route("r", ((target("a@1"), 50), (target("b@1"), 50)), sticky="user")
+    rng = random.Random()
+    for user in ("u1", "u2", "u3"):
+        assert len({choose(route, PRINCIPAL, user, rng).ref for _ in range(50)}) == 1
+    by_key = Route("r", route.weighted, sticky="key")
+    assert len({choose(by_key, PRINCIPAL, None, rng).ref for _ in range(50)}) == 1
+
+
+def test_attempt_order_is_primary_then_others_by_weight_then_fallbacks() -> None:
+    a, b, c, f = target("a@1"), target("b@1"), target("c@1"), target("f@1")
+    route = Route("r", ((a, 10), (b, 60), (c, 30)), fallbacks=(f, b))
+    assert [t.ref for t in attempt_order(route, a)] == ["a@1", "b@1", "c@1", "f@1"]
+    assert [t.ref for t in attempt_order(route, c)] == ["c@1", "b@1", "a@1", "f@1"]
+
+
+async def test_a_failing_target_hands_over_to_the_next() -> None:
+    dead = Scripted("a", [ServiceUnavailable("down")] * 10)
+    route = Route("r", ((target("a@1", dead), 100),), fallbacks=(target("b@1"),))
+    outcome = await Router(rng=random.Random(0)).run(route, PRINCIPAL, None, call_send)
+    assert outcome.target.ref == "b@1"
+    assert outcome.attempts == 2
+    assert outcome.headers()["X-Keel-Attempts"] == "2"
+
+
+async def test_bad_requests_are_not_retried() -> None:
+    picky = Scripted("a", [InvalidRequest("context too long")])
+    backup = Scripted("b")
+    route = Route("r", ((target("a@1", picky), 100),), fallbacks=(target("b@1", backup),))
+    with pytest.raises(InvalidRequest):
+        await Router().run(route, PRINCIPAL, None, call_send)
+    assert backup.calls == 0
+
+
+async def test_breaker_opens_and_keeps_traffic_off_a_dead_target() -> None:
+    dead = Scripted("a", [UpstreamError("boom")] * 100)
+    router = Router(failure_threshold=3, cooldown=60, rng=random.Random(0))
+    route = Route("r", ((target("a@1", dead), 100),), fallbacks=(target("b@1"),), retries=0)
+    for _ in range(10):
+        outcome = await router.run(route, PRINCIPAL, None, call_send)
+        assert outcome.target.ref == "b@1"
+    assert dead.calls == 3  # after three failures the breaker stopped sending to it
+    assert router.breaker_states()["a@1"] == "open"
+
+
+async def test_when_everything_fails_the_last_error_is_raised() -> None:
+    route = Route(
+        "r", ((target("a@1", Scripted("a", [UpstreamError("a broke")] * 9)), 1),), retries=1
+    )
+    with pytest.raises(UpstreamError, match="a broke"):
+        await Router(rng=random.Random(0)).run(route, PRINCIPAL, None, call_send)
+
+
+def test_unknown_model_lists_what_is_known() -> None:
+    router = Router()
+    router.table = RoutingTable(static={"fake": target("fake")})
+    with pytest.raises(NotFound, match=r"known: fake"):
+        router.resolve("default", "gpt-5")
+    assert router.resolve("default", "fake").weighted[0][0].ref == "fake"
