@@ -94,11 +94,19 @@ async def test_inline_keys_and_unknown_versions_are_refused(api: KeelAPI, tmp_pa
     assert await api.call("GET", "/api/providers") == []
 
 
-async def test_editing_an_existing_version_in_place_is_refused(api: KeelAPI, canary: Path) -> None:
+@pytest.fixture
+def edited(tmp_path: Path, canary: Path) -> Path:
+    """The canary file with version 2's params edited in place."""
+    path = tmp_path / "edited.yaml"
+    path.write_text(canary.read_text().replace("{temperature: 0.2}", "{temperature: 0.9}"))
+    return path
+
+
+async def test_editing_an_existing_version_in_place_is_refused(
+    api: KeelAPI, canary: Path, edited: Path
+) -> None:
     await apply_paths([canary], api)
     models = await api.call("GET", "/api/models")
     assert [m["ref"] for m in models] == ["chat@1", "chat@2"]
-    changed_version = canary.read_text().replace("{temperature: 0.2}", "{temperature: 0.9}")
-    canary.write_text(changed_version)
     with pytest.raises(ApplyError, match="immutable"):
-        await apply_paths([canary], api)
+        await apply_paths([edited], api)
