@@ -5,7 +5,6 @@ Translates messages, sampling options and function tools both ways, so clients k
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,13 +14,12 @@ import orjson
 
 from keel.errors import (
     InvalidRequest,
-    KeelError,
-    ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
 )
 from keel.providers.base import Operation, ProviderResponse, Usage
-from keel.providers.openai_compat import estimate_tokens, parse_retry_after
+from keel.providers.http import UpstreamHTTP
+from keel.providers.openai_compat import estimate_tokens
 
 # Anthropic requires max_tokens; OpenAI clients usually leave it out.
 DEFAULT_MAX_TOKENS = 1024
@@ -439,19 +437,19 @@ class AnthropicProvider:
     ):
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self._headers = {"content-type": "application/json", "anthropic-version": anthropic_version}
+        headers = {"content-type": "application/json", "anthropic-version": anthropic_version}
         if api_key:
-            self._headers["x-api-key"] = api_key
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            headers["x-api-key"] = api_key
+        self._http = UpstreamHTTP(
+            name,
+            base_url,
+            headers,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            error_message=_error_message,
+            unreachable_hint="check its base_url",
+            overloaded=(429, 503, 529),  # 529 is Anthropic's "overloaded"
         )
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
 
     def _check_op(self, op: Operation) -> None:
         if op != "chat/completions":
@@ -461,56 +459,10 @@ class AnthropicProvider:
                 param="model",
             )
 
-    async def _post(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        url = f"{self.base_url}/v1/messages"
-        try:
-            response = await self._client().post(
-                url, data=orjson.dumps(body), headers=self._headers
-            )
-        except aiohttp.ClientConnectorError as exc:
-            raise ServiceUnavailable(
-                f"upstream '{self.name}' at {self.base_url} is not reachable "
-                f"({exc.os_error.strerror or exc.__class__.__name__}); check its base_url"
-            ) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream '{self.name}' did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"upstream '{self.name}' failed: {exc.__class__.__name__}: {exc}"
-            ) from exc
-        if response.status >= 400:
-            raw = await response.read()
-            response.release()
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise self._status_error(response.status, _error_message(raw), retry_after)
-        return response
-
-    def _status_error(self, status: int, message: str, retry_after: float | None) -> KeelError:
-        text = f"upstream '{self.name}' answered {status}: {message}"
-        if status in (400, 413, 422):
-            return InvalidRequest(text)
-        if status in (401, 403):
-            return UpstreamError(f"{text}; check the api_key configured for '{self.name}'")
-        # 529 is Anthropic's "overloaded": temporary, like 429 and 503.
-        if status in (429, 503, 529):
-            return ServiceUnavailable(text, retry_after=retry_after)
-        return UpstreamError(text)
-
     async def send(self, op: Operation, payload: dict[str, Any]) -> ProviderResponse:
         self._check_op(op)
-        response = await self._post(to_messages_request(payload, stream=False))
-        try:
-            raw = await response.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream '{self.name}' did not finish in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream '{self.name}' broke off its answer") from exc
-        finally:
-            response.release()
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"upstream '{self.name}' answered with invalid JSON") from exc
+        response = await self._http.post("v1/messages", to_messages_request(payload, stream=False))
+        answer = await self._http.read_json(response)
         if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
             raise UpstreamError(f"upstream '{self.name}' answered without 'content'")
         body = to_chat_completion(answer)
@@ -518,7 +470,7 @@ class AnthropicProvider:
 
     async def open_stream(self, op: Operation, payload: dict[str, Any]) -> _MessagesStream:
         self._check_op(op)
-        response = await self._post(to_messages_request(payload, stream=True))
+        response = await self._http.post("v1/messages", to_messages_request(payload, stream=True))
         return _MessagesStream(self.name, response)
 
     async def count_usage(self, op: Operation, payload: dict[str, Any], output_text: str) -> Usage:
@@ -526,7 +478,4 @@ class AnthropicProvider:
         return Usage(estimate_tokens(_prompt_text(payload)), estimate_tokens(output_text))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            # Let aiohttp finish closing transports before the loop goes away.
-            await asyncio.sleep(0)
+        await self._http.close()

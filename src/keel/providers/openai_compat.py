@@ -1,30 +1,22 @@
 """Adapter for any OpenAI-compatible server: llama.cpp, vLLM, Ollama, TGI, OpenAI itself.
 
-aiohttp rather than httpx on this path: its client adds several times less overhead per
-request, and the gateway's added latency is a feature (see docs/benchmarks.md).
+Bodies pass through as OpenAI wire JSON; streams are parsed SSE events.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
-from keel.errors import (
-    InvalidRequest,
-    KeelError,
-    ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from keel.errors import UpstreamError, UpstreamTimeout
 from keel.providers.base import Operation, ProviderResponse, TokenCounter, Usage
+from keel.providers.http import UpstreamHTTP, parse_retry_after
+
+__all__ = ["OpenAICompatProvider", "estimate_tokens", "parse_retry_after"]
 
 
 def _usage_from(body: dict[str, Any]) -> Usage | None:
@@ -51,24 +43,6 @@ def _error_message(raw: bytes) -> str:
         if "detail" in body:
             return str(body["detail"])[:500]
     return str(body)[:500]
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if absent."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None  # unreadable: behave as if the upstream had said nothing
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)  # HTTP dates are GMT even when they fail to say so
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def estimate_tokens(text: str) -> int:
@@ -147,78 +121,27 @@ class OpenAICompatProvider:
     ):
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"}
         if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = UpstreamHTTP(
+            name,
+            base_url,
+            headers,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            error_message=_error_message,
         )
         self._token_counter = token_counter
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, json_serialize=lambda o: o
-            )
-        return self._session
-
-    async def _post(self, op: Operation, payload: dict[str, Any]) -> aiohttp.ClientResponse:
-        url = f"{self.base_url}/{op}"
-        try:
-            response = await self._client().post(
-                url, data=orjson.dumps(payload), headers=self._headers
-            )
-        except aiohttp.ClientConnectorError as exc:
-            raise ServiceUnavailable(
-                f"upstream '{self.name}' at {self.base_url} is not reachable "
-                f"({exc.os_error.strerror or exc.__class__.__name__}); is it running?"
-            ) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream '{self.name}' did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"upstream '{self.name}' failed: {exc.__class__.__name__}: {exc}"
-            ) from exc
-        if response.status >= 400:
-            raw = await response.read()
-            response.release()
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise self._status_error(response.status, _error_message(raw), retry_after)
-        return response
-
-    def _status_error(
-        self, status: int, message: str, retry_after: float | None = None
-    ) -> KeelError:
-        text = f"upstream '{self.name}' answered {status}: {message}"
-        if status in (400, 413, 422):
-            return InvalidRequest(text)
-        if status in (429, 503):
-            return ServiceUnavailable(text, retry_after=retry_after)
-        return UpstreamError(text)
 
     async def send(self, op: Operation, payload: dict[str, Any]) -> ProviderResponse:
-        response = await self._post(op, payload)
-        try:
-            raw = await response.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream '{self.name}' did not finish in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream '{self.name}' broke off its answer") from exc
-        finally:
-            response.release()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"upstream '{self.name}' answered with invalid JSON") from exc
+        body = await self._http.read_json(await self._http.post(op, payload))
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise UpstreamError(f"upstream '{self.name}' answered without 'choices'")
         return ProviderResponse(body=body, usage=_usage_from(body))
 
     async def open_stream(self, op: Operation, payload: dict[str, Any]) -> _SSEStream:
-        response = await self._post(op, payload)
-        return _SSEStream(self.name, response)
+        return _SSEStream(self.name, await self._http.post(op, payload))
 
     async def count_usage(self, op: Operation, payload: dict[str, Any], output_text: str) -> Usage:
         if self._token_counter is not None:
@@ -226,7 +149,4 @@ class OpenAICompatProvider:
         return Usage(estimate_tokens(_prompt_text(op, payload)), estimate_tokens(output_text))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            # Let aiohttp finish closing transports before the loop goes away.
-            await asyncio.sleep(0)
+        await self._http.close()

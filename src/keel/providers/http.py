@@ -1,0 +1,135 @@
+"""HTTP plumbing every provider adapter shares: one pooled aiohttp session per upstream,
+and the mapping of transport failures and error statuses to Keel's errors.
+
+aiohttp rather than httpx on this path: its client adds several times less overhead per
+request, and the gateway's added latency is a feature (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Collection
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from keel.errors import (
+    InvalidRequest,
+    KeelError,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None  # unreadable: behave as if the upstream had said nothing
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # HTTP dates are GMT even when they fail to say so
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class UpstreamHTTP:
+    """POSTs JSON to one upstream and turns every failure into a KeelError that says why."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        error_message: Callable[[bytes], str],
+        unreachable_hint: str = "is it running?",
+        overloaded: Collection[int] = (429, 503),
+    ):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._error_message = error_message
+        self._hint = unreachable_hint
+        self._overloaded = overloaded
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """The open response (status < 400); the caller reads or streams, then releases it."""
+        try:
+            response = await self._client().post(
+                f"{self.base_url}/{path}", data=orjson.dumps(body), headers=self._headers
+            )
+        except aiohttp.ClientConnectorError as exc:
+            raise ServiceUnavailable(
+                f"upstream '{self.name}' at {self.base_url} is not reachable "
+                f"({exc.os_error.strerror or exc.__class__.__name__}); {self._hint}"
+            ) from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"upstream '{self.name}' did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream '{self.name}' failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        if response.status >= 400:
+            raw = await response.read()
+            response.release()
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise self.status_error(response.status, self._error_message(raw), retry_after)
+        return response
+
+    async def read_json(self, response: aiohttp.ClientResponse) -> Any:
+        """Read a whole answer and parse it, mapping a broken or garbled body to a 502/504."""
+        try:
+            raw = await response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"upstream '{self.name}' did not finish in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream '{self.name}' broke off its answer") from exc
+        finally:
+            response.release()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"upstream '{self.name}' answered with invalid JSON") from exc
+
+    def status_error(
+        self, status: int, message: str, retry_after: float | None = None
+    ) -> KeelError:
+        text = f"upstream '{self.name}' answered {status}: {message}"
+        if status in (400, 413, 422):
+            return InvalidRequest(text)
+        if status in (401, 403):
+            return UpstreamError(f"{text}; check the api_key configured for '{self.name}'")
+        if status in self._overloaded:
+            return ServiceUnavailable(text, retry_after=retry_after)
+        return UpstreamError(text)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            # Let aiohttp finish closing transports before the loop goes away.
+            await asyncio.sleep(0)
