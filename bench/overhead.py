@@ -34,7 +34,8 @@ _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
-Target = Literal["direct", "keel"]
+Target = Literal["direct", "keel", "keel-untraced"]
+Tracing = Literal["on", "off", "both"]
 Mode = Literal["non-streaming", "streaming"]
 MODES: tuple[Mode, ...] = ("non-streaming", "streaming")
 
@@ -51,6 +52,7 @@ class Options:
     modes: tuple[Mode, ...]
     stub_delay_ms: float
     json_out: Path | None
+    tracing: Tracing = "on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +63,14 @@ class Row:
     mode: Mode
     concurrency: int
     result: LoadResult
+    cpu_ms_per_request: float | None = None  # Keel's process CPU time, all threads
 
     def as_json(self) -> dict[str, Any]:
         measured = asdict(self.result)
         for key in ("url", "concurrency", "stream"):
             measured.pop(key)
-        return {"target": self.target, "mode": self.mode, "concurrency": self.concurrency} | (
-            measured
-        )
+        head = {"target": self.target, "mode": self.mode, "concurrency": self.concurrency}
+        return head | measured | {"cpu_ms_per_request": self.cpu_ms_per_request}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,9 @@ class Children:
             self._running[name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, **_child_kwargs()
             )
+
+    def pid(self, name: str) -> int:
+        return self._running[name].pid
 
     def check_alive(self, name: str) -> None:
         code = self._running[name].poll()
@@ -224,19 +229,27 @@ def _keel_executable() -> Path:
     return keel
 
 
-def start_keel(running: Children, data_dir: Path, stub_url: str) -> tuple[str, str]:
+def start_keel(
+    running: Children, data_dir: Path, stub_url: str, *, tracing: bool = True
+) -> tuple[str, str]:
     """Start Keel in front of the stub; return its base URL and the admin key."""
+    name = "keel" if tracing else "keel-untraced"
+    data_dir = data_dir / name
+    data_dir.mkdir()
     config = data_dir / "keel.yaml"
-    config.write_text(f"upstreams:\n  - name: stub\n    base_url: {stub_url}\n    models: [stub]\n")
+    config.write_text(
+        f"upstreams:\n  - name: stub\n    base_url: {stub_url}\n    models: [stub]\n"
+        f"tracing: {'true' if tracing else 'false'}\n"
+    )
     port = free_port()
     argv = [str(_keel_executable()), "serve", "--no-local-model", "--no-embeddings"]
     argv += ["--port", str(port), "--data-dir", str(data_dir), "--config", str(config)]
     argv += ["--log-level", "warning"]
     # Only the flags and keel.yaml above may configure this Keel, not the caller's KEEL_*.
     env = {key: value for key, value in os.environ.items() if not key.startswith("KEEL_")}
-    running.start("keel", argv, env)
+    running.start(name, argv, env)
     key_file = data_dir / "admin.key"
-    wait_until_ready(running, "keel", f"http://127.0.0.1:{port}/healthz", also=key_file)
+    wait_until_ready(running, name, f"http://127.0.0.1:{port}/healthz", also=key_file)
     return f"http://127.0.0.1:{port}/v1", key_file.read_text().strip()
 
 
@@ -267,20 +280,37 @@ def measure(
     return LoadResult.from_json(done.stdout)
 
 
-def run_all(options: Options, direct_url: str, keel_url: str, api_key: str) -> list[Row]:
-    targets: tuple[tuple[Target, str, str | None], ...] = (
-        ("direct", direct_url, None),
-        ("keel", keel_url, api_key),
-    )
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_all(
+    options: Options,
+    direct_url: str,
+    keels: list[tuple[Target, str, str]],
+    pids: dict[str, int] | None = None,
+) -> list[Row]:
+    targets: list[tuple[Target, str, str | None]] = [("direct", direct_url, None), *keels]
+    pids = pids or {}
     rows: list[Row] = []
     # Direct and Keel back to back for each case, so both see the same machine state.
     for concurrency in options.concurrency:
         for mode in options.modes:
             for target, url, key in targets:
+                pid = pids.get(target)
+                before = cpu_seconds(pid) if pid else 0.0
                 result = measure(url, concurrency, mode, options, key)
-                rows.append(Row(target, mode, concurrency, result))
+                cpu = None
+                if pid and result.requests:
+                    # The load ran warm-up + duration; `requests` counts the measured part.
+                    served = result.requests * (options.warmup_s + options.duration_s)
+                    served /= options.duration_s
+                    cpu = round((cpu_seconds(pid) - before) * 1000 / served, 4)
+                rows.append(Row(target, mode, concurrency, result, cpu))
                 _progress(
-                    f"{target:6} {mode:13} c={concurrency:<3} {result.rps:8.1f} req/s  "
+                    f"{target:13} {mode:13} c={concurrency:<3} {result.rps:8.1f} req/s  "
                     f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
                     f"errors {result.errors}"
                 )
@@ -289,11 +319,36 @@ def run_all(options: Options, direct_url: str, keel_url: str, api_key: str) -> l
     return rows
 
 
-def overheads(rows: list[Row]) -> list[Overhead]:
+def overheads(rows: list[Row], target: Target = "keel") -> list[Overhead]:
     direct = {(r.mode, r.concurrency): r for r in rows if r.target == "direct"}
     return [
-        Overhead.between(direct[(r.mode, r.concurrency)], r) for r in rows if r.target == "keel"
+        Overhead.between(direct[(r.mode, r.concurrency)], r) for r in rows if r.target == target
     ]
+
+
+def tracing_cost(rows: list[Row]) -> list[dict[str, Any]]:
+    """What tracing adds to Keel's own overhead: Keel traced against Keel untraced."""
+    traced = {(o.mode, o.concurrency): o for o in overheads(rows, "keel")}
+    cpu = {(r.target, r.mode, r.concurrency): r.cpu_ms_per_request for r in rows}
+    found = []
+    for off in overheads(rows, "keel-untraced"):
+        on = traced.get((off.mode, off.concurrency))
+        if on is None:
+            continue
+        found.append({
+            "mode": off.mode, "concurrency": off.concurrency,
+            "added_p50_ms_untraced": off.added_p50_ms, "added_p50_ms_traced": on.added_p50_ms,
+            "tracing_p50_ms": round(on.added_p50_ms - off.added_p50_ms, 3),
+            "tracing_share_of_overhead": round(
+                (on.added_p50_ms - off.added_p50_ms) / off.added_p50_ms, 3
+            ) if off.added_p50_ms > 0 else None,
+            "cpu_ms_per_request_untraced": cpu.get(("keel-untraced", off.mode, off.concurrency)),
+            "cpu_ms_per_request_traced": cpu.get(("keel", off.mode, off.concurrency)),
+            "throughput_traced_over_untraced": round(
+                on.throughput_ratio / off.throughput_ratio, 3
+            ) if off.throughput_ratio else None,
+        })  # fmt: skip
+    return found
 
 
 # -- reporting ---------------------------------------------------------------------------
@@ -344,11 +399,12 @@ def report(options: Options, rows: list[Row], found: list[Overhead]) -> dict[str
         "results": [row.as_json() for row in rows],
         "overhead": [asdict(o) for o in found],
         "goal": goal(found),
+        "tracing": tracing_cost(rows),
     }
 
 
-def markdown(rows: list[Row], found: list[Overhead]) -> str:
-    keel = {(r.mode, r.concurrency): r.result for r in rows if r.target == "keel"}
+def markdown(rows: list[Row], found: list[Overhead], target: Target = "keel") -> str:
+    keel = {(r.mode, r.concurrency): r.result for r in rows if r.target == target}
     direct = {(r.mode, r.concurrency): r.result for r in rows if r.target == "direct"}
     lines = [
         "| mode | c | direct req/s | Keel req/s | ratio | direct p50 | Keel p50 | added p50 "
@@ -383,6 +439,12 @@ def _parse_args() -> Options:
     )
     parser.add_argument("--stub-delay-ms", type=float, default=0.0, help="Stub answer delay.")
     parser.add_argument("--json-out", type=Path, default=None, help="Also write the JSON here.")
+    parser.add_argument(
+        "--tracing",
+        choices=["on", "off", "both"],
+        default="on",
+        help="Keel with tracing on (default), off, or both back to back.",
+    )
     args = parser.parse_args()
     try:
         concurrency = tuple(int(c) for c in args.concurrency.split(","))
@@ -399,6 +461,7 @@ def _parse_args() -> Options:
         modes=modes,
         stub_delay_ms=args.stub_delay_ms,
         json_out=args.json_out,
+        tracing=args.tracing,
     )
 
 
@@ -406,10 +469,28 @@ def bench(options: Options) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp, children(Path(tmp)) as running:
         _progress("starting stub and Keel ...")
         stub_url = start_stub(running, options.stub_delay_ms)
-        keel_url, api_key = start_keel(running, Path(tmp), stub_url)
-        rows = run_all(options, stub_url, keel_url, api_key)
-    found = overheads(rows)
-    _progress("\n" + markdown(rows, found))
+        keels: list[tuple[Target, str, str]] = []
+        if options.tracing in ("on", "both"):
+            keels.append(("keel", *start_keel(running, Path(tmp), stub_url)))
+        if options.tracing in ("off", "both"):
+            url, key = start_keel(running, Path(tmp), stub_url, tracing=False)
+            keels.append(("keel-untraced", url, key))
+        pids = {name: running.pid(name) for name, _, _ in keels}
+        rows = run_all(options, stub_url, keels, pids)
+    primary: Target = "keel-untraced" if options.tracing == "off" else "keel"
+    found = overheads(rows, primary)
+    _progress("\n" + markdown(rows, found, primary))
+    if options.tracing == "both":
+        _progress("untraced Keel:\n" + markdown(rows, overheads(rows, "keel-untraced"),
+                                                 "keel-untraced"))  # fmt: skip
+        for cost in tracing_cost(rows):
+            _progress(
+                f"tracing, {cost['mode']} c={cost['concurrency']}: added p50 "
+                f"{cost['added_p50_ms_untraced']:.3f} -> {cost['added_p50_ms_traced']:.3f} ms "
+                f"({cost['tracing_share_of_overhead']:+.1%} of Keel's overhead), throughput "
+                f"x{cost['throughput_traced_over_untraced']}, Keel CPU per request "
+                f"{cost['cpu_ms_per_request_untraced']} -> {cost['cpu_ms_per_request_traced']} ms"
+            )
     return report(options, rows, found)
 
 

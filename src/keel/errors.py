@@ -6,6 +6,8 @@ KeelError                 500 api_error (never raised on purpose for client inpu
 ├── PermissionDenied      403 permission_error
 ├── NotFound              404 invalid_request_error   (e.g. code=model_not_found)
 ├── PayloadTooLarge       413 invalid_request_error   code=request_too_large
+├── RateLimited           429 rate_limit_exceeded     (x-ratelimit-* and retry-after headers)
+│   └── BudgetExceeded    429 budget_exceeded
 ├── UpstreamError         502 upstream_error          (bad or failed upstream answer)
 ├── ServiceUnavailable    503 service_unavailable     (model server starting or down)
 └── UpstreamTimeout       504 timeout
@@ -27,6 +29,7 @@ class KeelError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -34,6 +37,8 @@ class KeelError(Exception):
         self.code = code
         # Seconds the upstream asked us to wait (its Retry-After header), for retry policies.
         self.retry_after = retry_after
+        # Response headers that go with the error (rate-limit state, Retry-After).
+        self.headers = headers
 
     def envelope(self) -> dict[str, Any]:
         return {
@@ -79,6 +84,15 @@ class PayloadTooLarge(KeelError):
             "max_body_bytes setting (KEEL_MAX_BODY_BYTES)",
             code="request_too_large",
         )
+
+
+class RateLimited(KeelError):
+    status = 429
+    type = "rate_limit_exceeded"
+
+
+class BudgetExceeded(RateLimited):
+    type = "budget_exceeded"
 
 
 class UpstreamError(KeelError):

@@ -120,6 +120,43 @@ class Settings(BaseModel):
         10.0, gt=0, le=3600, description="Seconds an open breaker waits before a probe request."
     )
 
+    # Shared state across replicas (docs/security.md)
+    redis_url: str | None = Field(
+        None,
+        description="Redis for limits, budgets and change events shared by every replica; "
+        "default in-process.",
+        json_schema_extra={"secret": True},
+    )
+    redis_prefix: str = Field(
+        "keel",
+        min_length=1,
+        max_length=100,
+        description="Prefix of every Redis key and channel Keel uses (one per deployment).",
+    )
+
+    # Observability (docs/observability.md)
+    tracing: bool = Field(
+        True, description="Record a trace, spans and request metrics for every gateway request."
+    )
+    trace_content: bool = Field(
+        True, description="Store request and response content in traces; off keeps sizes + SHA-256."
+    )
+    trace_queue_size: int = Field(
+        20_000, ge=100, le=10_000_000, description="Trace records held in memory before spilling."
+    )
+    trace_batch_size: int = Field(
+        500, ge=1, le=10_000, description="Trace records written to the store in one batch."
+    )
+    trace_flush_interval: float = Field(
+        0.2, gt=0, le=60, description="Seconds a trace record waits at most before a batch write."
+    )
+    trace_spill_max_bytes: int = Field(
+        1024**3, ge=0, description="Size cap of <data_dir>/spill; records past it are dropped."
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint to export spans to, e.g. http://127.0.0.1:4318."
+    )
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'keel.db'}"

@@ -28,13 +28,21 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         await upstream.start()
         services, key = build_services(data_dir, upstream.base_url, max_body_bytes=64 * 1024)
         KEY["value"] = key
+        KEY["viewer"] = services.keys.create_key(project_id="default", role="viewer",
+                                                 name="fuzz viewer")[1]  # fmt: skip
         return create_app(services.settings, services=services)
 
     with served_in_thread(make_app) as base:
         yield schemathesis.openapi.from_url(f"{base}/openapi.json")
 
 
-def _fuzz(schema: Any, examples: int, headers: dict[str, str], public_ok: bool) -> int:
+def _fuzz(
+    schema: Any,
+    examples: int,
+    headers: dict[str, str],
+    public_ok: bool,
+    read_only: bool = False,
+) -> int:
     # Driven through hypothesis directly: schemathesis' pytest plugin lags behind pytest.
     calls = 0
     for result in schema.get_all_operations():
@@ -52,6 +60,8 @@ def _fuzz(schema: Any, examples: int, headers: dict[str, str], public_ok: bool) 
                 assert "error" in response.json(), where
             if not public_ok and case.path not in ("/healthz", "/readyz"):
                 assert response.status_code in (400, 401, 404, 405, 413), where
+            if read_only and case.method.upper() not in ("GET", "HEAD", "OPTIONS"):
+                assert response.status_code >= 400, f"a read-only key wrote: {where}"
 
         run()
     return calls
@@ -60,6 +70,11 @@ def _fuzz(schema: Any, examples: int, headers: dict[str, str], public_ok: bool) 
 def test_no_request_produces_a_server_error(api_schema: Any) -> None:
     calls = _fuzz(api_schema, 60, {"Authorization": f"Bearer {KEY['value']}"}, public_ok=True)
     assert calls >= 6 * 20  # every operation was exercised
+
+
+def test_a_viewer_key_never_changes_anything(api_schema: Any) -> None:
+    headers = {"Authorization": f"Bearer {KEY['viewer']}"}
+    assert _fuzz(api_schema, 15, headers, public_ok=True, read_only=True) > 0
 
 
 def test_unauthenticated_requests_are_refused(api_schema: Any) -> None:

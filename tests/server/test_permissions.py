@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import httpx
@@ -57,6 +58,23 @@ def test_the_check_catches_a_route_without_a_permission() -> None:
     assert declared_permission(route) is None
 
 
+def test_removing_the_permission_of_a_real_route_is_caught(tmp_path: Path) -> None:
+    routes = api_routes(make_app(tmp_path))
+    checked = []
+    for path, methods, route in routes:
+        if path == "/api/keys/{key_id}" and methods == {"DELETE"}:
+            # A copy of the revoke route as it would be without its require("keys:write").
+            route = copy.copy(route)
+            route.dependant = copy.copy(route.dependant)
+            route.dependant.dependencies = [
+                d for d in route.dependant.dependencies if not isinstance(d.call, Require)
+            ]
+        checked.append((path, methods, route))
+    undeclared = [f"{sorted(m)} {p}" for p, m, r in checked if not declared_permission(r)]
+    assert undeclared == ["['DELETE'] /api/keys/{key_id}"]
+    assert all(declared_permission(r) for _, _, r in api_routes(make_app(tmp_path / "again")))
+
+
 @pytest.mark.parametrize(
     ("role", "permission", "expected"),
     [
@@ -68,7 +86,21 @@ def test_the_check_catches_a_route_without_a_permission() -> None:
         ("viewer", "prompts:write", False),
         ("app", "inference", True),
         ("app", "prompts:read", False),
+        ("admin", "keys:write", True),
+        ("admin", "users:write", True),
+        ("developer", "keys:write", False),
+        ("developer", "users:write", False),
+        ("developer", "projects:write", False),
+        ("viewer", "keys:read", True),
+        ("viewer", "keys:write", False),
+        ("app", "keys:read", False),
+        ("app", "users:read", False),
         ("nobody", "inference", False),
+        ("developer", "traces:write", True),
+        ("viewer", "traces:read", True),
+        ("viewer", "traces:write", False),
+        ("app", "traces:read", False),
+        ("app", "metrics:read", False),
     ],
 )
 def test_role_table(role: str, permission: str, expected: bool) -> None:

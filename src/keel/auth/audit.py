@@ -29,6 +29,7 @@ class AuditEntry:
     target_id: str
     before: Any
     after: Any
+    ip: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class AuditEntry:
             "target_id": self.target_id,
             "before": self.before,
             "after": self.after,
+            "ip": self.ip,
         }
 
 
@@ -56,8 +58,12 @@ def record(
     project_id: str | None = None,
 ) -> None:
     """Add an audit row to the caller's transaction (it commits with the change)."""
+    ip = None
     if isinstance(actor, Principal):
         actor_name, project = f"key:{actor.key_id}", project_id or actor.project_id
+        if actor.user_id:
+            actor_name = f"user:{actor.user_id} ({actor_name})"
+        ip = actor.ip
     else:
         actor_name, project = actor, project_id or "default"
     session.add(
@@ -70,6 +76,7 @@ def record(
             target_id=target_id,
             before=before,
             after=after,
+            ip=ip,
         )
     )
 
@@ -86,10 +93,16 @@ class AuditLog:
         target_id: str | None = None,
         action: str | None = None,
         before_id: int | None = None,
+        after_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]:
-        """Newest first; pass the last id seen as `before_id` for the next page."""
+        """Newest first; pass the last id seen as `before_id` for the next page.
+
+        `after_id` asks for what came after a record seen earlier (`keel audit tail`).
+        """
         query = select(AuditEvent).where(AuditEvent.project_id == project_id)
+        if after_id is not None:
+            query = query.where(AuditEvent.id > after_id)
         if target_type:
             query = query.where(AuditEvent.target_type == target_type)
         if target_id:
@@ -111,6 +124,7 @@ class AuditLog:
                     row.target_id,
                     row.before,
                     row.after,
+                    row.ip,
                 )
                 for row in session.scalars(query)
             ]

@@ -17,6 +17,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "models:write",
             "deployments:write",
             "datasets:write",
+            "traces:write",
         }
     ),
     "viewer": frozenset({"*:read"}),

@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 import keel
-from keel.cli import config, deployments, models, prompts, providers, routes
+from keel.cli import (
+    audit,
+    config,
+    deployments,
+    keys,
+    models,
+    projects,
+    prompts,
+    providers,
+    routes,
+    traces,
+    users,
+)
 from keel.cli.apply import apply
 from keel.cli.chat import chat
 from keel.cli.export import export
@@ -25,10 +37,16 @@ app.add_typer(routes.app, name="routes")
 app.add_typer(deployments.app, name="deployments")
 app.command()(deployments.deploy)
 app.command()(deployments.undeploy)
+app.add_typer(traces.app, name="traces")
+app.command()(traces.stats)
 app.add_typer(prompts.app, name="prompts")
 app.command()(apply)
 app.command()(export)
 app.add_typer(config.app, name="config")
+app.add_typer(projects.app, name="projects")
+app.add_typer(users.app, name="users")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,12 +21,26 @@ from keel.providers.base import Operation, ProviderResponse, ProviderStream, Usa
 from keel.registry.catalog import ModelCatalog
 from keel.routing.router import Router
 from keel.routing.table import Route, Target
+from keel.tracing.model import ClientDisconnected, RequestTrace, run_step, traced_attempts
 
 _DONE = b"data: [DONE]\n\n"
 
 
 def sse(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+class Settlement(Protocol):
+    """Step 11, handed over by step 2 (admit): count what the request used, free its slots.
+
+    Called once per admitted request, with `usage` None when there is no answer to count.
+    """
+
+    async def settle(self, target: Target | None, usage: Usage | None) -> None: ...
+
+    def abandon(self) -> None:
+        """Settle without usage, soon; for a stream the client never started reading."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +56,8 @@ class GatewayRequest:
     principal: Principal
     trace_id: str
     headers: dict[str, str] = field(default_factory=dict)
+    settlement: Settlement | None = None
+    trace: RequestTrace | None = None  # step 10: what this request did, for the recorder
 
     @property
     def model(self) -> str:
@@ -87,15 +104,28 @@ class RequestStep(Protocol):
 
 
 class Gateway:
-    def __init__(self, catalog: ModelCatalog, router: Router, prompts: RequestStep | None = None):
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        router: Router,
+        prompts: RequestStep | None = None,
+        admission: RequestStep | None = None,
+    ):
         self.catalog = catalog
         self.router = router
         self.prompts = prompts
+        self.admission = admission
 
     async def prepare(self, request: GatewayRequest) -> GatewayRequest:
-        """Steps before routing: 3 resolve prompt (more join here: admit, guard input)."""
+        """Steps before routing: 3 resolve prompt, then 2 admit (more join here: guard input).
+
+        Admission runs after the prompt is resolved, because a prompt may pick the model
+        and max_tokens that scopes and limits are checked against.
+        """
         if self.prompts is not None:
-            request = await self.prompts(request)
+            request = await run_step(request.trace, "prompt", self.prompts, request)
+        if self.admission is not None:
+            request = await run_step(request.trace, "admit", self.admission, request)
         return request
 
     def _route(self, request: GatewayRequest) -> Route:
@@ -108,16 +138,30 @@ class Gateway:
 
         `request` has been through prepare().
         """
+        try:
+            return await self._complete(request)
+        except BaseException:
+            if request.settlement is not None:
+                await request.settlement.settle(None, None)  # step 11: nothing to count
+            raise
+
+    async def _complete(self, request: GatewayRequest) -> dict[str, Any]:
+        trace = request.trace
+        route_step = trace.begin("route") if trace is not None else None
         route = self._route(request)
 
         async def call(target: Target) -> tuple[dict[str, Any], ProviderResponse]:
             payload = upstream_payload(target, request, stream=False)
             return payload, await target.provider.send(request.op, payload)
 
-        outcome = await self.router.run(route, request.principal, request.body.get("user"), call)
+        attempt = traced_attempts(trace, call)
+        outcome = await self.router.run(route, request.principal, request.body.get("user"), attempt)
+        if trace is not None and route_step is not None:
+            trace.routed(route_step, outcome)
         request.headers.update(outcome.headers())
         payload, result = outcome.value
         body = result.body
+        response_model = body.get("model")
         body["model"] = request.model
         usage = result.usage
         if usage is None:
@@ -129,6 +173,10 @@ class Gateway:
             )
             usage = await outcome.target.provider.count_usage(request.op, payload, text)
         body["usage"] = usage.as_dict()
+        if trace is not None:
+            trace.answered(usage, response_model, body.get("choices"))
+        if request.settlement is not None:
+            await request.settlement.settle(outcome.target, usage)  # step 11
         return body
 
     async def open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
@@ -137,13 +185,32 @@ class Gateway:
         Retries and fallbacks happen only here, before the first byte reaches the client.
         `request` has been through prepare().
         """
+        try:
+            events = await self._open_stream(request)
+        except BaseException:
+            if request.settlement is not None:
+                await request.settlement.settle(None, None)
+            raise
+        if request.settlement is not None:
+            # A stream that is never iterated never runs its `finally`: settle on collection.
+            weakref.finalize(events, request.settlement.abandon)
+        if request.trace is not None:  # the same for its trace (a no-op once it finished)
+            weakref.finalize(events, request.trace.finish, ClientDisconnected())
+        return events
+
+    async def _open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
+        trace = request.trace
+        route_step = trace.begin("route") if trace is not None else None
         route = self._route(request)
 
         async def call(target: Target) -> tuple[dict[str, Any], ProviderStream]:
             payload = upstream_payload(target, request, stream=True)
             return payload, await target.provider.open_stream(request.op, payload)
 
-        outcome = await self.router.run(route, request.principal, request.body.get("user"), call)
+        attempt = traced_attempts(trace, call, keep_open=True)
+        outcome = await self.router.run(route, request.principal, request.body.get("user"), attempt)
+        if trace is not None and route_step is not None:
+            trace.routed(route_step, outcome)
         request.headers.update(outcome.headers())
         payload, upstream = outcome.value
         return self._relay(request, outcome.target, payload, upstream)
@@ -159,6 +226,7 @@ class Gateway:
         usage: Usage | None = None
         chunk_id, created = "", int(time.time())
         kind = "chat.completion.chunk" if request.op == "chat/completions" else "text_completion"
+        trace, failure, done = request.trace, None, False
         try:
             async for chunk in upstream:
                 chunk_id = chunk.get("id", chunk_id)
@@ -169,12 +237,14 @@ class Gateway:
                 if not chunk.get("choices"):
                     continue  # a usage-only chunk: re-emitted below if the client asked
                 chunk.pop("usage", None)
+                if trace is not None:
+                    trace.chunk(chunk)
                 chunk["model"] = request.model
                 text.append(_chunk_text(request.op, chunk))
                 yield sse(chunk)
-            if request.wants_usage:
-                if usage is None:
-                    usage = await target.provider.count_usage(request.op, payload, "".join(text))
+            if usage is None and (request.wants_usage or request.settlement or trace):
+                usage = await target.provider.count_usage(request.op, payload, "".join(text))
+            if request.wants_usage and usage is not None:
                 yield sse(
                     {
                         "id": chunk_id,
@@ -186,9 +256,20 @@ class Gateway:
                     }
                 )
             yield _DONE
+            done = True
         except KeelError as exc:
+            failure = exc
             # Headers went out already: the error travels as a last event (as OpenAI does).
             yield sse(exc.envelope())
         finally:
             with contextlib.suppress(Exception):
                 await upstream.aclose()
+            if trace is not None:
+                trace.streamed(text, usage, None if done else failure or ClientDisconnected())
+            if request.settlement is not None:
+                if usage is None and text:  # cut short (error or disconnect): count what went out
+                    with contextlib.suppress(Exception):
+                        usage = await target.provider.count_usage(
+                            request.op, payload, "".join(text)
+                        )
+                await request.settlement.settle(target, usage)  # step 11

@@ -137,7 +137,8 @@ class PromptResolver:
         key = (change.project_id, change.key)
         with self._lock:
             self._generation += 1
-            self._pointers.drop(lambda k: k == key)
+            # "*": changes may have been missed (a lost Redis connection); forget them all.
+            self._pointers.drop(lambda k: change.key == "*" or k == key)
 
     async def __call__(self, request: GatewayRequest) -> GatewayRequest:
         if request.op != "chat/completions":

@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import keel
-from keel.server import admin, errors, health
+from keel.server import admin, errors, health, metrics
 from keel.server.middleware import RequestContext
+from keel.server.openai.feedback import router as feedback_router
 from keel.server.openai.router import router as openai_router
 from keel.server.services import (
     AdminKeyNotice,
@@ -56,7 +57,9 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_router)
+    app.include_router(feedback_router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     if services is not None:
         app.state.services = services

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -35,9 +37,17 @@ async def authenticate(
             "missing API key; send 'Authorization: Bearer keel_sk_…' (the first admin key "
             "is printed at first start and saved in the data dir as admin.key)"
         )
-    principal = services.keys.verify_cached(credentials.credentials)
-    if principal is None:
-        principal = await services.keys.verify(credentials.credentials)
+    started_ns = time.time_ns()
+    try:
+        principal = services.keys.verify_cached(credentials.credentials)
+        if principal is None:
+            principal = await services.keys.verify(credentials.credentials)
+    except AuthenticationFailed:
+        # Summarised into one audit record per interval, by source address.
+        services.access.usage.rejected(request.client.host if request.client else "unknown")
+        raise
+    services.access.usage.touch(principal.key_id)  # written in batches, in the background
+    request.scope.setdefault("state", {})["auth_ns"] = (started_ns, time.time_ns())  # a span
     return principal
 
 
@@ -62,13 +72,14 @@ class Require:
     def __init__(self, permission: str):
         self.permission = permission
 
-    async def __call__(self, principal: PrincipalDep) -> Principal:
+    async def __call__(self, request: Request, principal: PrincipalDep) -> Principal:
         if not allowed(principal.role, self.permission):
             raise PermissionDenied(
                 f"role '{principal.role}' may not {self.permission}; "
                 "ask an admin of the project for a key with a role that may"
             )
-        return principal
+        # Control-plane calls carry the caller's address into the audit log.
+        return dataclasses.replace(principal, ip=request.client.host if request.client else None)
 
 
 def require(permission: str) -> Any:

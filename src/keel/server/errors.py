@@ -78,7 +78,7 @@ async def _pydantic(_request: Request, exc: Exception) -> Response:
 
 async def _keel_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeelError)
-    return json_response(exc.envelope(), exc.status)
+    return json_response(exc.envelope(), exc.status, headers=exc.headers)
 
 
 async def _validation(_request: Request, exc: Exception) -> Response:

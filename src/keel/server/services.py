@@ -15,7 +15,7 @@ from keel.auth.keys import KeyService
 from keel.auth.secrets import SecretBox
 from keel.deploy.bundled import minilm_dir
 from keel.deploy.manager import DeploymentManager, ServerOptions
-from keel.events import ChangeBus, LocalChangeBus
+from keel.events import ChangeBus
 from keel.gateway.pipeline import Gateway
 from keel.prompts.resolver import PromptResolver
 from keel.prompts.service import PromptService
@@ -26,9 +26,18 @@ from keel.registry.service import RegistryService
 from keel.routing.router import Router
 from keel.routing.sync import RegistrySync
 from keel.routing.table import RoutingTable, Target
+from keel.server.access import (
+    Access,
+    build_access,
+    register_metrics,
+    start_access,
+    stop_access,
+)
+from keel.server.access import readiness as access_readiness
 from keel.settings import Settings
 from keel.store import migrate
 from keel.store.db import Database
+from keel.tracing.service import Tracing
 
 log = logging.getLogger("keel.server")
 
@@ -53,6 +62,8 @@ class Services:
     deployments: DeploymentManager
     sync: RegistrySync
     gateway: Gateway
+    tracing: Tracing
+    access: Access
     extras: dict[str, Any] = field(default_factory=dict)
     prompts: PromptService | None = None
 
@@ -63,6 +74,7 @@ class Services:
                 "ready": embedder.ready,
                 "state": "ready" if embedder.ready else ("failed" if embedder.error else "loading"),
             }
+        checks.update(access_readiness(self.access))
         return checks
 
     def chat_model_cards(self, project_id: str) -> list[dict[str, Any]]:
@@ -77,7 +89,8 @@ def build_services(
     settings: Settings, database: Database, *, progress: Progress | None = None
 ) -> Services:
     """Wire the services together (no I/O beyond reading the secret key file)."""
-    events = LocalChangeBus()
+    access = build_access(settings, database)
+    events = access.events
     registry = RegistryService(
         database, SecretBox.load(settings.data_dir, settings.secret_key), events
     )
@@ -113,7 +126,7 @@ def build_services(
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_timeout,
     )
-    keys = KeyService(database)
+    keys = access.keys
     prompts = PromptService(database, events)
     return Services(
         settings=settings,
@@ -126,7 +139,11 @@ def build_services(
         router=router,
         deployments=deployments,
         sync=sync,
-        gateway=Gateway(catalog, router, prompts=PromptResolver(prompts, events)),
+        gateway=Gateway(
+            catalog, router, prompts=PromptResolver(prompts, events), admission=access.admission
+        ),
+        tracing=Tracing(settings, database, router.breaker_states),
+        access=access,
         prompts=prompts,
     )
 
@@ -146,6 +163,8 @@ async def start_services(
         on_admin_key(new_key, settings.data_dir / "admin.key")
     await asyncio.to_thread(services.keys.load_cache)
     try:
+        await start_access(services.access)
+        register_metrics(services.access, services.tracing.metrics.registry)
         if settings.local_model:
             await asyncio.to_thread(seed_bundled_model, services.registry, settings)
         if settings.embeddings:
@@ -155,6 +174,7 @@ async def start_services(
             services.catalog.add_embedder(embedder)
             embedder.start_loading()
         services.sync.attach(services.events)
+        services.tracing.start_writer()  # also replays spill files left by an earlier run
         started = await services.sync.refresh()
         await asyncio.gather(*started)
     except BaseException:
@@ -164,7 +184,9 @@ async def start_services(
 
 
 async def stop_services(services: Services) -> None:
+    await services.tracing.close()  # flush queued traces to the store, else to the spill file
     await services.sync.close()
+    await stop_access(services.access)
     for provider in services.catalog.providers:
         await provider.close()
     for embedder in services.catalog.embedders:

@@ -2,10 +2,13 @@
 
 from fastapi import APIRouter
 
-from keel.server.admin import audit, deployments, prompts, registry
+from keel.server.admin import audit, deployments, identity, keys, prompts, registry, traces
 
 router = APIRouter(prefix="/api")
 router.include_router(audit.router)
 router.include_router(registry.router)
 router.include_router(deployments.router)
 router.include_router(prompts.router)
+router.include_router(identity.router)
+router.include_router(keys.router)
+router.include_router(traces.router)

@@ -26,6 +26,7 @@ class AuditRecord(BaseModel):
     target_id: str
     before: object
     after: object
+    ip: str | None = None
 
 
 class AuditPage(BaseModel):
@@ -43,6 +44,9 @@ async def list_audit(
     cursor: Annotated[
         int | None, Query(ge=0, le=2**62, description="next_cursor of the last page")
     ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**62, description="only records newer than this id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     entries = await asyncio.to_thread(
@@ -52,6 +56,7 @@ async def list_audit(
         target_id=target_id,
         action=action,
         before_id=cursor,
+        after_id=after,
         limit=limit,
     )
     next_cursor = entries[-1].id if len(entries) == limit else None

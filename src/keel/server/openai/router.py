@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from keel.auth.keys import Principal
 from keel.errors import InvalidRequest
 from keel.gateway.pipeline import GatewayRequest
+from keel.providers.base import Usage
 from keel.server.deps import PrincipalDep, ServicesDep, TraceIdDep
 from keel.server.openai.protocol import (
     ChatCompletion,
@@ -22,6 +24,8 @@ from keel.server.openai.protocol import (
     ModelList,
 )
 from keel.server.responses import json_response
+from keel.server.services import Services
+from keel.tracing.model import RequestTrace
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -30,8 +34,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "Invalid request (the message names the param)",
         401: "Missing or invalid API key",
+        403: "The key's role or scopes do not allow this",
         404: "Unknown model",
         413: "Body over max_body_bytes",
+        429: "A rate limit or budget is used up (see retry-after)",
         502: "Upstream failed",
         503: "Upstream or model server unavailable",
         504: "Upstream timed out",
@@ -41,13 +47,24 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _answer(services: ServicesDep, request: GatewayRequest, stream: bool) -> Response:
-    request = await services.gateway.prepare(request)
-    if stream:
-        events = await services.gateway.open_stream(request)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={**_SSE_HEADERS, **request.headers}
-        )
-    return json_response(await services.gateway.complete(request), headers=request.headers)
+    trace = request.trace
+    try:
+        request = await services.gateway.prepare(request)
+        if trace is not None:
+            trace.prepared(request.body, request.headers)
+        if stream:
+            events = await services.gateway.open_stream(request)  # the relay finishes the trace
+            return StreamingResponse(
+                events, media_type="text/event-stream", headers={**_SSE_HEADERS, **request.headers}
+            )
+        body = await services.gateway.complete(request)
+    except BaseException as exc:
+        if trace is not None:
+            trace.finish(exc)
+        raise
+    if trace is not None:
+        trace.finish()
+    return json_response(body, headers=request.headers)
 
 
 @router.post(
@@ -61,9 +78,11 @@ async def chat_completions(
     services: ServicesDep,
     principal: PrincipalDep,
     trace_id: TraceIdDep,
+    http: Request,
 ) -> Response:
     wire = body.model_dump(exclude_unset=True)
-    request = GatewayRequest("chat/completions", wire, principal, trace_id)
+    trace = services.tracing.start(http.scope, "chat/completions", principal, wire)
+    request = GatewayRequest("chat/completions", wire, principal, trace_id, trace=trace)
     return await _answer(services, request, body.stream)
 
 
@@ -78,11 +97,13 @@ async def completions(
     services: ServicesDep,
     principal: PrincipalDep,
     trace_id: TraceIdDep,
+    http: Request,
 ) -> Response:
     wire = body.model_dump(exclude_unset=True)
     if isinstance(wire["prompt"], list):
         wire["prompt"] = wire["prompt"][0]
-    request = GatewayRequest("completions", wire, principal, trace_id)
+    trace = services.tracing.start(http.scope, "completions", principal, wire)
+    request = GatewayRequest("completions", wire, principal, trace_id, trace=trace)
     return await _answer(services, request, body.stream)
 
 
@@ -93,8 +114,25 @@ async def completions(
     responses=_ERRORS,
 )
 async def embeddings(
-    body: EmbeddingRequest, services: ServicesDep, principal: PrincipalDep
+    body: EmbeddingRequest, services: ServicesDep, principal: PrincipalDep, http: Request
 ) -> Response:
+    wire = {"model": body.model, "input": body.input}
+    trace = services.tracing.start(http.scope, "embeddings", principal, wire)
+    try:
+        response = await _embeddings(body, services, principal, trace)
+    except BaseException as exc:
+        if trace is not None:
+            trace.finish(exc)
+        raise
+    if trace is not None:
+        trace.finish()
+    return response
+
+
+async def _embeddings(
+    body: EmbeddingRequest, services: Services, principal: Principal, trace: RequestTrace | None
+) -> Response:
+    await services.access.admission.admit_embeddings(principal, body.model)
     chat_models = services.router.table.names(principal.project_id)
     embedder = services.catalog.resolve_embedder(body.model, chat_models)
     texts = [body.input] if isinstance(body.input, str) else body.input
@@ -111,7 +149,12 @@ async def embeddings(
             f"omit 'dimensions' or set it to {embedder.dimension}",
             param="dimensions",
         )
+    step = trace.begin("embed") if trace is not None else None
     result = await embedder.embed(texts)
+    if trace is not None and step is not None:
+        trace.end(step)
+        trace.route, trace.attempts, trace.embedding_model = body.model, 1, embedder.name
+        trace.usage = Usage(result.prompt_tokens, 0)
     data: list[dict[str, Any]] = []
     for index, vector in enumerate(result.vectors):
         encoded: Any = (
@@ -133,4 +176,7 @@ async def embeddings(
 @router.get("/models", summary="List the models clients may use", response_model=ModelList)
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
     cards = services.chat_model_cards(principal.project_id) + services.catalog.embedding_cards()
+    allowed = principal.scopes.routes
+    if allowed is not None:  # a scoped key sees only what it may call
+        cards = [card for card in cards if card["id"] in allowed]
     return json_response({"object": "list", "data": sorted(cards, key=lambda c: c["id"])})

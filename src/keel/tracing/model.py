@@ -1,0 +1,257 @@
+"""What the request path records: a `RequestTrace` of timestamps and references.
+
+Kept deliberately cheap: no attribute dicts, no JSON, no hashing happen here; the
+recorder's worker thread turns a finished trace into rows (see `convert.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from keel.auth.keys import Principal
+from keel.errors import KeelError
+from keel.providers.base import Usage
+from keel.routing.router import Outcome
+from keel.routing.table import Target
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# gen_ai.operation.name per gateway operation (OpenTelemetry GenAI semantic conventions).
+OPERATIONS = {
+    "chat/completions": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+}
+SESSION_HEADER = b"x-keel-session-id"
+METADATA_PREFIX = b"x-keel-metadata-"
+MAX_METADATA = 32
+MAX_HEADER_VALUE = 256
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was complete."""
+
+
+def error_type(error: BaseException) -> str:
+    """A low-cardinality name for an error (OpenTelemetry's `error.type`)."""
+    if isinstance(error, KeelError):
+        return error.type
+    if isinstance(error, GeneratorExit | ClientDisconnected):
+        return "client_disconnected"
+    return type(error).__name__
+
+
+def http_status(error: BaseException | None) -> int:
+    if error is None:
+        return 200
+    if isinstance(error, KeelError):
+        return error.status
+    if isinstance(error, GeneratorExit | ClientDisconnected) or (
+        type(error).__name__ == "CancelledError"
+    ):
+        return 499  # the client went away (nginx's convention)
+    return 500
+
+
+@dataclass(slots=True)
+class Step:
+    """One timed step of a request; becomes one span. `end_ns == 0` while it runs."""
+
+    name: str
+    start_ns: int
+    end_ns: int = 0
+    parent: str = "request"  # the name of the parent step
+    error: str | None = None
+    target: Target | None = None  # for provider attempts
+
+
+def header_context(scope: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]:
+    """The session id and custom metadata a client sent as X-Keel-* headers."""
+    session: str | None = None
+    metadata: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        if not name.startswith(b"x-keel-"):
+            continue
+        if name == SESSION_HEADER:
+            session = value[:MAX_HEADER_VALUE].decode("latin-1")
+        elif name.startswith(METADATA_PREFIX) and len(metadata) < MAX_METADATA:
+            key = name[len(METADATA_PREFIX) :].decode("latin-1")[:64]
+            if key:
+                metadata[key] = value[:MAX_HEADER_VALUE].decode("latin-1")
+    return session, metadata
+
+
+class RequestTrace:
+    """The record of one gateway request, filled in by the steps as they run.
+
+    `finish()` hands it to the sink (the recorder) exactly once; nothing here waits.
+    """
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "cost",
+        "embedding_model",
+        "end_ns",
+        "error",
+        "finished",
+        "first_token_ns",
+        "last_chunk",
+        "metadata",
+        "op",
+        "output",
+        "principal",
+        "prompt",
+        "response_model",
+        "route",
+        "session_id",
+        "sink",
+        "start_ns",
+        "steps",
+        "target",
+        "trace_id",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        sink: Callable[[RequestTrace], None],
+        trace_id: str,
+        op: str,
+        principal: Principal,
+        body: dict[str, Any],
+        *,
+        start_ns: int,
+        auth: tuple[int, int] | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ):
+        self.sink = sink
+        self.trace_id = trace_id
+        self.op = op
+        self.principal = principal
+        self.body = body
+        self.start_ns = start_ns
+        self.session_id = session_id
+        self.metadata = metadata or {}
+        self.steps: list[Step] = []
+        if auth is not None:
+            self.steps.append(Step("auth", auth[0], auth[1]))
+        self.end_ns = 0
+        self.first_token_ns: int | None = None
+        self.route: str | None = None
+        self.target: Target | None = None
+        self.attempts = 0
+        self.prompt: tuple[str, int] | None = None
+        self.usage: Usage | None = None
+        self.cost: float | None = None
+        self.response_model: str | None = None
+        self.output: Any = None  # the answer: text, or the response body's choices
+        self.last_chunk: dict[str, Any] | None = None  # a stream's last chunk with choices
+        self.embedding_model: str | None = None
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def begin(self, name: str, parent: str = "request", target: Target | None = None) -> Step:
+        step = Step(name, time.time_ns(), parent=parent, target=target)
+        self.steps.append(step)
+        return step
+
+    @staticmethod
+    def end(step: Step, error: BaseException | None = None) -> None:
+        step.end_ns = time.time_ns()
+        if error is not None:
+            step.error = error_type(error)
+
+    def prepared(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Steps before routing are done: keep the final body and the prompt used."""
+        self.body = body
+        name = headers.get("X-Keel-Prompt")
+        version = headers.get("X-Keel-Prompt-Version", "")
+        if name is not None and version.isdigit():
+            self.prompt = (name, int(version))
+
+    def routed(self, step: Step, outcome: Outcome[Any]) -> None:
+        """Step 6 is over: the router found a target that answered."""
+        self.end(step)
+        self.route = outcome.route
+        self.target = outcome.target
+        self.attempts = outcome.attempts
+
+    def answered(self, usage: Usage, response_model: Any, output: Any) -> None:
+        """A whole answer: its usage, the upstream's model name and its choices."""
+        self.usage = usage
+        self.response_model = response_model if isinstance(response_model, str) else None
+        self.output = output
+
+    def chunk(self, chunk: dict[str, Any]) -> None:
+        """A streamed chunk with choices is about to go to the client."""
+        if self.first_token_ns is None:
+            self.first_token_ns = time.time_ns()
+            model = chunk.get("model")
+            self.response_model = model if isinstance(model, str) else None
+        self.last_chunk = chunk
+
+    def streamed(self, text: list[str], usage: Usage | None, error: BaseException | None) -> None:
+        """The stream ended (`error` None only when it ran to [DONE]): finish the trace."""
+        self.output = text
+        self.usage = usage
+        self.finish(error)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the request (and any step still open) and hand the trace to the recorder."""
+        if self.finished:
+            return
+        self.finished = True
+        self.end_ns = time.time_ns()
+        self.error = error
+        for step in self.steps:
+            if step.end_ns == 0:
+                step.end_ns = self.end_ns
+                if error is not None and step.error is None:
+                    step.error = error_type(error)
+        self.sink(self)
+
+
+def traced_attempts(
+    trace: RequestTrace | None,
+    call: Callable[[Target], Awaitable[T]],
+    *,
+    keep_open: bool = False,
+) -> Callable[[Target], Awaitable[T]]:
+    """Wrap the router's per-target call so each provider attempt becomes a span.
+
+    With `keep_open` (streams) the successful attempt's span lasts until the request
+    finishes, so it covers the whole generation.
+    """
+    if trace is None:
+        return call
+
+    async def attempt(target: Target) -> T:
+        step = trace.begin("attempt", parent="route", target=target)
+        try:
+            value = await call(target)
+        except BaseException as exc:
+            trace.end(step, exc)
+            raise
+        if not keep_open:
+            trace.end(step)
+        return value
+
+    return attempt
+
+
+async def run_step(
+    trace: RequestTrace | None, name: str, step: Callable[[R], Awaitable[R]], request: R
+) -> R:
+    """Run one request step (prompt, admit, …) as a span of the trace."""
+    if trace is None:
+        return await step(request)
+    span = trace.begin(name)
+    result = await step(request)
+    trace.end(span)
+    return result

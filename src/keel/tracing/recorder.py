@@ -1,0 +1,250 @@
+"""The write path of traces: a bounded queue, a batch writer, a spill file, counted drops.
+
+`submit()` is all the request path does: an append to a bounded deque. A writer task
+takes batches (when one is full, or every flush interval) and converts and writes them
+in a worker thread. While the store is down, batches go to the spill file, which is
+replayed once a write succeeds again; while a write is merely slow, the queue is kept
+under its high-water mark by spilling too. Records are dropped, and counted in
+`keel_trace_records_dropped_total`, only when both the queue and the spill are full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from keel.tracing.convert import Converted
+from keel.tracing.metrics import GatewayMetrics
+from keel.tracing.model import RequestTrace
+from keel.tracing.spill import SpillFile
+
+log = logging.getLogger("keel.tracing")
+
+Write = Callable[[list[Converted]], None]
+Convert = Callable[[RequestTrace], Converted]
+CONVERT_SLICE = 16  # records converted between two turns of the event loop
+Export = Callable[[list[Converted]], None]
+RECENT_IDS = 50_000
+
+
+class TraceRecorder:
+    def __init__(
+        self,
+        write: Write,
+        convert: Convert,
+        spill: SpillFile,
+        metrics: GatewayMetrics,
+        *,
+        queue_size: int = 20_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        retry_interval: float = 1.0,
+        export: Export | None = None,
+    ):
+        self._write = write
+        self._convert_one = convert
+        self.spill = spill
+        self._metrics = metrics
+        self._export = export
+        self._queue: deque[RequestTrace] = deque()
+        self._queue_size = queue_size
+        self._high_water = max(batch_size, queue_size // 2)
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._retry_interval = retry_interval
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._down_until = 0.0  # monotonic time before which the store is not tried again
+        self.store_down = False
+        self.written = 0
+        self.dropped = 0
+
+    # -- the request path ---------------------------------------------------------------
+
+    def submit(self, trace: RequestTrace) -> None:
+        """Queue a finished trace; never blocks, never raises."""
+        recent = self._recent
+        recent[trace.trace_id] = trace.principal.project_id
+        if len(recent) > RECENT_IDS:
+            recent.popitem(last=False)
+        if len(self._queue) >= self._queue_size or self._closing:
+            self._drop(1, "queue_full")
+            return
+        self._queue.append(trace)
+        if self._task is None:
+            self.start()
+        elif len(self._queue) >= self._batch_size and self._wakeup is not None:
+            self._wakeup.set()
+
+    def recent(self, trace_id: str) -> str | None:
+        """The project of a trace submitted lately (it may not be in the store yet)."""
+        return self._recent.get(trace_id)
+
+    def depth(self) -> int:
+        return len(self._queue)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer on the running loop (also replays spill files left earlier)."""
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="trace-writer")
+
+    async def flush(self) -> None:
+        """Write (or spill) everything queued so far; for tests and shutdown."""
+        while self._queue:
+            await self._process(self._take())
+
+    async def close(self, deadline: float = 30.0) -> None:
+        """Flush everything, to the store if it answers, else to the spill file."""
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            assert self._wakeup is not None
+            self._wakeup.set()
+            try:
+                async with asyncio.timeout(deadline):
+                    await task
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Whatever is left (a timed-out write, a cancelled writer) goes to the spill file.
+        left = list(self._queue)
+        self._queue.clear()
+        if left:
+            await asyncio.to_thread(self._spill_records, await self._convert(left))
+        await asyncio.to_thread(self.spill.close)
+
+    # -- the writer ---------------------------------------------------------------------
+
+    def _take(self) -> list[RequestTrace]:
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        while True:
+            if len(self._queue) < self._batch_size and not self._closing:
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval):
+                        await wakeup.wait()
+            try:
+                if self._queue:
+                    await self._process(self._take())
+                elif self._closing:
+                    await asyncio.to_thread(self._replay)  # one last try; else the next start
+                    return
+                elif time.monotonic() >= self._down_until:
+                    await asyncio.to_thread(self._replay)
+            except Exception:
+                # A bug, not an outage (outages are handled in the thread): keep writing.
+                log.exception("trace writer failed; continuing")
+                await asyncio.sleep(self._interval)
+
+    async def _convert(self, batch: list[RequestTrace]) -> list[Converted]:
+        """Rows for a batch, made on the loop in slices between requests.
+
+        On the loop rather than in the thread: a thread doing Python work takes the GIL
+        from the loop for whole switch intervals; slices of the loop's own time do not.
+        """
+        records = []
+        for index, trace in enumerate(batch, 1):
+            try:
+                record = self._convert_one(trace)
+            except Exception:
+                log.exception("could not convert trace %s; dropped", trace.trace_id)
+                self._drop(1, "invalid")
+                continue
+            self._metrics.observe(record)
+            records.append(record)
+            if index % CONVERT_SLICE == 0:
+                await asyncio.sleep(0)
+        return records
+
+    async def _process(self, batch: list[RequestTrace]) -> None:
+        records = await self._convert(batch)
+        write = asyncio.ensure_future(asyncio.to_thread(self._write_batch, records))
+        while True:
+            done, _ = await asyncio.wait({write}, timeout=self._interval)
+            if done:
+                break
+            # The store is slow: keep memory bounded by spilling what waits beyond half.
+            while len(self._queue) >= self._high_water:
+                spilled = await self._convert(self._take())
+                await asyncio.to_thread(self._spill_records, spilled)
+        write.result()
+
+    # -- in the worker thread -----------------------------------------------------------
+
+    def _write_batch(self, records: list[Converted]) -> None:
+        if self._export is not None and records:
+            self._export(records)
+        if not records:
+            return
+        if time.monotonic() < self._down_until:
+            self._spill_records(records)
+            return
+        try:
+            self._write(records)
+        except Exception as exc:
+            self._store_failed(exc)
+            self._spill_records(records)
+            return
+        self._store_ok(len(records))
+        if self.spill.pending():
+            self._replay()
+
+    def _replay(self) -> None:
+        if not self.spill.pending():
+            return
+        unreadable = self.spill.unreadable
+        try:
+            replayed = self.spill.replay(self._write, self._batch_size)
+        except Exception as exc:
+            self._store_failed(exc)
+            return
+        if self.spill.unreadable > unreadable:
+            self._drop(self.spill.unreadable - unreadable, "unreadable")
+        if replayed:
+            log.info("replayed %d trace records from spill files", replayed)
+            self._metrics.replayed.inc(replayed)
+            self._store_ok(replayed)
+
+    def _store_failed(self, exc: Exception) -> None:
+        if not self.store_down:
+            log.warning("trace store unavailable (%s); spilling to %s", exc, self.spill.directory)
+        self.store_down = True
+        self._down_until = time.monotonic() + self._retry_interval
+
+    def _store_ok(self, count: int) -> None:
+        if self.store_down:
+            log.info("trace store is back")
+        self.store_down = False
+        self._down_until = 0.0
+        self.written += count
+        self._metrics.traces_written.inc(count)
+
+    def _spill_records(self, records: list[Converted]) -> None:
+        try:
+            kept = self.spill.append(records)
+        except OSError:
+            log.exception("cannot write the trace spill file")
+            kept = 0
+        if kept:
+            self._metrics.spilled.inc(kept)
+        if kept < len(records):
+            self._drop(len(records) - kept, "spill_full")
+
+    def _drop(self, count: int, reason: str) -> None:
+        self.dropped += count
+        self._metrics.dropped.labels(reason).inc(count)

@@ -1,0 +1,81 @@
+"""The tracing service the server wires in: starts request traces, owns the recorder,
+the store queries, the Prometheus metrics and the optional OTLP export."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from keel.auth.keys import Principal
+from keel.settings import Settings
+from keel.store.db import Database
+from keel.tracing.convert import Converted, convert
+from keel.tracing.metrics import GatewayMetrics
+from keel.tracing.model import RequestTrace, header_context
+from keel.tracing.otlp import OtlpExporter
+from keel.tracing.recorder import TraceRecorder
+from keel.tracing.spill import SpillFile
+from keel.tracing.store import TraceStore
+
+
+class Tracing:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        breakers: Callable[[], dict[str, str]],
+        *,
+        write: Callable[[list[Converted]], None] | None = None,
+    ):
+        """`write` replaces the store's batch insert (tests inject faults through it)."""
+        self.enabled = settings.tracing
+        self.store = TraceStore(database)
+        spill = SpillFile(settings.data_dir / "spill", settings.trace_spill_max_bytes)
+        self.metrics = GatewayMetrics(breakers, self._depth, lambda: spill.size)
+        self.exporter = OtlpExporter(settings.otlp_endpoint) if settings.otlp_endpoint else None
+        self.recorder = TraceRecorder(
+            write or self.store.write,
+            functools.partial(convert, keep_content=settings.trace_content),
+            spill,
+            self.metrics,
+            queue_size=settings.trace_queue_size,
+            batch_size=settings.trace_batch_size,
+            flush_interval=settings.trace_flush_interval,
+            export=self.exporter,
+        )
+
+    def _depth(self) -> int:
+        return self.recorder.depth()
+
+    def start(
+        self, scope: Mapping[str, Any], op: str, principal: Principal, body: dict[str, Any]
+    ) -> RequestTrace | None:
+        """A trace for one gateway request, or None when tracing is off."""
+        if not self.enabled:
+            return None
+        state = scope.get("state") or {}
+        session_id, metadata = header_context(scope)
+        return RequestTrace(
+            self.recorder.submit,
+            state.get("trace_id") or os.urandom(16).hex(),
+            op,
+            principal,
+            body,
+            start_ns=state.get("started_ns") or time.time_ns(),
+            auth=state.get("auth_ns"),
+            session_id=session_id,
+            metadata=metadata,
+        )
+
+    def start_writer(self) -> None:
+        if self.enabled:
+            self.recorder.start()
+
+    async def close(self) -> None:
+        await self.recorder.close()
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.close)

@@ -1,0 +1,124 @@
+"""Time-bucketed request aggregates over the traces table, computed in SQL.
+
+PostgreSQL has `percentile_cont`; SQLite has none, so there the same interpolated
+percentile is picked by rank with window functions. Both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import text
+
+from keel.store.db import Database
+
+GroupBy = Literal["none", "route", "model", "key", "prompt"]
+GROUPS: dict[str, str] = {
+    "none": "'all'",
+    "route": "route",
+    "model": "target",
+    "key": "key_id",
+    "prompt": "prompt_name || '@' || CAST(prompt_version AS VARCHAR(12))",
+}
+PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+_WHERE = "project_id = :project AND start_us >= :since AND start_us < :until"
+_SUMS = (
+    "COUNT(*) AS requests, SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
+    "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost) AS cost"
+)
+
+
+def _postgres_sql(group: str) -> str:
+    percentiles = ", ".join(
+        f"percentile_cont({p}) WITHIN GROUP (ORDER BY {column}) AS {prefix}_{name}"
+        for prefix, column in (("latency", "duration_ms"), ("ttft", "ttft_ms"))
+        for name, p in PERCENTILES
+    )
+    return (
+        "SELECT (start_us - CAST(:origin AS BIGINT)) / CAST(:bucket AS BIGINT) "
+        "* CAST(:bucket AS BIGINT) + CAST(:origin AS BIGINT) AS bucket, "
+        f"{group} AS grp, {_SUMS}, {percentiles} FROM traces WHERE {_WHERE} "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+
+
+def _ranked_percentile(p: float) -> str:
+    """percentile_cont(p) over the ranked rows of one group (rn 1..n), as SQL."""
+    position = f"{p} * (n - 1)"
+    low = f"CAST({position} AS INTEGER) + 1"
+    at_low = f"MAX(CASE WHEN rn = {low} THEN v END)"
+    at_high = f"COALESCE(MAX(CASE WHEN rn = {low} + 1 THEN v END), {at_low})"
+    fraction = f"(MAX({position}) - MAX(CAST({position} AS INTEGER)))"
+    return f"{at_low} + {fraction} * ({at_high} - {at_low})"
+
+
+def _sqlite_sql(group: str) -> str:
+    def ranked(column: str, prefix: str) -> str:
+        picks = ", ".join(f"{_ranked_percentile(p)} AS {prefix}_{name}" for name, p in PERCENTILES)
+        return (
+            f"{prefix}_ranked AS (SELECT bucket, grp, {column} AS v, "
+            f"ROW_NUMBER() OVER (PARTITION BY bucket, grp ORDER BY {column}) AS rn, "
+            f"COUNT(*) OVER (PARTITION BY bucket, grp) AS n "
+            f"FROM base WHERE {column} IS NOT NULL), "
+            f"{prefix}_p AS (SELECT bucket, grp, {picks} FROM {prefix}_ranked GROUP BY bucket, grp)"
+        )
+
+    columns = ", ".join(
+        f"{prefix}_p.{prefix}_{name}" for prefix in ("latency", "ttft") for name, _ in PERCENTILES
+    )
+    return (
+        "WITH base AS (SELECT (start_us - :origin) / :bucket * :bucket + :origin AS bucket, "
+        f"{group} AS grp, status, duration_ms, ttft_ms, input_tokens, output_tokens, cost "
+        f"FROM traces WHERE {_WHERE}), "
+        f"agg AS (SELECT bucket, grp, {_SUMS} FROM base GROUP BY bucket, grp), "
+        f"{ranked('duration_ms', 'latency')}, {ranked('ttft_ms', 'ttft')} "
+        f"SELECT agg.*, {columns} FROM agg "
+        "LEFT JOIN latency_p ON latency_p.bucket = agg.bucket AND latency_p.grp IS agg.grp "
+        "LEFT JOIN ttft_p ON ttft_p.bucket = agg.bucket AND ttft_p.grp IS agg.grp "
+        "ORDER BY agg.bucket, agg.grp"
+    )
+
+
+def stats(
+    database: Database,
+    project_id: str,
+    *,
+    since_us: int,
+    until_us: int,
+    bucket_s: int,
+    group_by: GroupBy = "none",
+) -> list[dict[str, Any]]:
+    """One row per (time bucket, group): counts, error rate, percentiles, tokens, cost.
+
+    Buckets start at multiples of `bucket_s` since the epoch (whole hours, days, …);
+    `bucket_s=0` makes the whole range one bucket, starting at `since_us`.
+    """
+    group = GROUPS[group_by]
+    sql = _postgres_sql(group) if database.backend == "postgresql" else _sqlite_sql(group)
+    bucket_us, origin = bucket_s * 1_000_000, 0
+    if bucket_s == 0:
+        bucket_us, origin = max(1, until_us - since_us), since_us
+    params = {"project": project_id, "since": since_us, "until": until_us,
+              "bucket": bucket_us, "origin": origin}  # fmt: skip
+    with database.engine.connect() as connection:
+        rows = connection.execute(text(sql), params).mappings().all()
+    result = []
+    for row in rows:
+        requests = int(row["requests"])
+        errors = int(row["errors"] or 0)
+        item: dict[str, Any] = {
+            "bucket_start_us": int(row["bucket"]),
+            "group": row["grp"],
+            "requests": requests,
+            "errors": errors,
+            "error_rate": errors / requests if requests else 0.0,
+            "input_tokens": int(row["input_tokens"] or 0),
+            "output_tokens": int(row["output_tokens"] or 0),
+            "cost": float(row["cost"] or 0.0),
+        }
+        for prefix in ("latency", "ttft"):
+            for name, _ in PERCENTILES:
+                value = row[f"{prefix}_{name}"]
+                item[f"{prefix}_{name}_ms"] = None if value is None else float(value)
+        result.append(item)
+    return result

@@ -1,0 +1,304 @@
+"""Reads and writes of the trace tables: batch inserts for the recorder, queries for /api.
+
+All methods are synchronous and run in worker threads. Inserts ignore rows that exist
+already, so a batch may be written twice (a retry, a replayed spill file) harmlessly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, or_, select, tuple_
+
+from keel.errors import InvalidRequest
+from keel.store.db import Database
+from keel.tracing.convert import Converted
+from keel.tracing.tables import ScoreRow, SpansRow, TraceRow
+
+PREVIEW_CHARS = 300
+_LIST_COLUMNS = [
+    c for c in TraceRow.__table__.c if c.key not in ("input", "output")
+]  # content comes back as previews on list pages
+
+
+TRACE_COLUMNS = tuple(str(c.name) for c in TraceRow.__table__.c)
+SPAN_COLUMNS = tuple(str(c.name) for c in SpansRow.__table__.c)
+
+
+# Parameters per statement: below SQLite's limit (32766) and PostgreSQL's (65535).
+MAX_PARAMETERS = 30_000
+
+
+class _MultiRowInsert:
+    """INSERT of many rows in one statement, skipping rows whose key exists.
+
+    One statement per chunk rather than executemany: the SQLite driver gives the GIL up
+    and takes it back around every row it steps, and each take-back waits on the event
+    loop; one statement does the whole chunk in C with the GIL released once.
+    """
+
+    def __init__(self, table: str, columns: tuple[str, ...], dialect: str):
+        self.width = len(columns)
+        self.rows_per_statement = MAX_PARAMETERS // self.width
+        names = ", ".join(f'"{c}"' for c in columns)
+        mark = "%s" if dialect == "postgresql" else "?"
+        self._one = "(" + ", ".join([mark] * self.width) + ")"
+        if dialect == "postgresql":
+            self._head, self._tail = (
+                f"INSERT INTO {table} ({names}) VALUES ",
+                " ON CONFLICT DO NOTHING",
+            )
+        else:
+            self._head, self._tail = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ", ""
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows: int) -> str:
+        text = self._sql.get(rows)
+        if text is None:
+            text = self._sql[rows] = self._head + ", ".join([self._one] * rows) + self._tail
+        return text
+
+    def run(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+        step = self.rows_per_statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            cursor.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
+
+
+def encode_cursor(start_us: int, trace_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{start_us}:{trace_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The position a cursor names; a cursor Keel did not hand out is a 400."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        start, trace_id = raw.split(":", 1)
+        position = int(start)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest(
+            "invalid cursor; pass the next_cursor of the previous page unchanged", param="cursor"
+        ) from None
+    if not 0 <= position < 2**62 or len(trace_id) > 32:
+        raise InvalidRequest("invalid cursor", param="cursor")
+    return position, trace_id
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    since_us: int | None = None
+    until_us: int | None = None
+    model: str | None = None  # the requested model, the route or the target
+    key_id: str | None = None
+    user: str | None = None
+    session_id: str | None = None
+    prompt: str | None = None  # NAME or NAME@VERSION
+    status: str | None = None
+    min_latency_ms: float | None = None
+    min_cost: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    text: str | None = None
+
+
+def _conditions(project_id: str, f: TraceFilter) -> list[Any]:
+    t = TraceRow
+    where: list[Any] = [t.project_id == project_id]
+    if f.since_us is not None:
+        where.append(t.start_us >= f.since_us)
+    if f.until_us is not None:
+        where.append(t.start_us < f.until_us)
+    if f.model:
+        where.append(or_(t.model == f.model, t.route == f.model, t.target == f.model))
+    if f.key_id:
+        where.append(t.key_id == f.key_id)
+    if f.user:
+        where.append(t.user == f.user)
+    if f.session_id:
+        where.append(t.session_id == f.session_id)
+    if f.prompt:
+        name, _, version = f.prompt.partition("@")
+        where.append(t.prompt_name == name)
+        if version:
+            if not version.isdigit() or len(version) > 9:
+                raise InvalidRequest("prompt must be NAME or NAME@VERSION", param="prompt")
+            where.append(t.prompt_version == int(version))
+    if f.status:
+        where.append(t.status == f.status)
+    if f.min_latency_ms is not None:
+        where.append(t.duration_ms >= f.min_latency_ms)
+    if f.min_cost is not None:
+        where.append(t.cost >= f.min_cost)
+    for key, value in f.metadata.items():
+        where.append(t.meta[key].as_string() == value)
+    if f.text:
+        escaped = f.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        where.append(or_(t.input.like(pattern, escape="\\"), t.output.like(pattern, escape="\\")))
+    return where
+
+
+def _preview(text: str | None) -> str | None:
+    if text is None or len(text) <= PREVIEW_CHARS:
+        return text
+    return text[:PREVIEW_CHARS] + "…"
+
+
+def _summary(row: Any, input_text: str | None, output_text: str | None) -> dict[str, Any]:
+    data = {str(c.key): getattr(row, c.key) for c in _LIST_COLUMNS}
+    data["start_time"] = _iso(data["start_us"])
+    data["input_preview"] = _preview(input_text)
+    data["output_preview"] = _preview(output_text)
+    return data
+
+
+def _iso(us: int) -> str:
+    seconds, micro = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro:06d}Z"
+
+
+def _score(row: Any) -> dict[str, Any]:
+    value: Any = row.number
+    if row.kind == "categorical":
+        value = row.label
+    elif row.kind == "boolean":
+        value = row.flag
+    return {
+        "id": row.id, "name": row.name, "kind": row.kind, "value": value,
+        "comment": row.comment, "source": row.source, "author": row.author,
+        "created_time": _iso(row.created_us),
+    }  # fmt: skip
+
+
+class TraceStore:
+    def __init__(self, database: Database):
+        self._db = database
+        dialect = database.backend
+        self._insert_traces = _MultiRowInsert("traces", TRACE_COLUMNS, dialect)
+        self._insert_spans = _MultiRowInsert("trace_spans", SPAN_COLUMNS, dialect)
+
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    def write(self, batch: Iterable[Converted]) -> None:
+        """Insert traces and their spans in one transaction; existing ids are skipped.
+
+        Straight through the driver: this runs for every request, and SQLAlchemy's
+        per-row parameter processing would cost more than the insert itself.
+        """
+        traces: list[tuple[Any, ...]] = []
+        spans: list[tuple[Any, ...]] = []
+        dumps = orjson.dumps
+        for item in batch:
+            row = item.trace
+            traces.append(tuple(
+                dumps(row[c]).decode() if c == "metadata" else row[c] for c in TRACE_COLUMNS
+            ))  # fmt: skip
+            spans.append((row["trace_id"], item.spans))
+        if not traces:
+            return
+        with self._db.engine.begin() as connection:
+            cursor = connection.connection.cursor()
+            try:
+                self._insert_traces.run(cursor, traces)
+                self._insert_spans.run(cursor, spans)
+            finally:
+                cursor.close()
+
+    def count(self, project_id: str | None = None) -> int:
+        query = select(func.count()).select_from(TraceRow)
+        if project_id is not None:
+            query = query.where(TraceRow.project_id == project_id)
+        with self._db.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def exists(self, project_id: str, trace_id: str) -> bool:
+        query = select(TraceRow.trace_id).where(
+            TraceRow.trace_id == trace_id, TraceRow.project_id == project_id
+        )
+        with self._db.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def list(
+        self, project_id: str, f: TraceFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; returns the page and the cursor of the next one (None at the end)."""
+        t = TraceRow
+        where = _conditions(project_id, f)
+        if cursor is not None:
+            start, trace_id = decode_cursor(cursor)
+            where.append(tuple_(t.start_us, t.trace_id) < tuple_(start, trace_id))
+        query = (
+            select(*_LIST_COLUMNS, t.input, t.output)
+            .where(and_(*where))
+            .order_by(t.start_us.desc(), t.trace_id.desc())
+            .limit(limit + 1)
+        )
+        with self._db.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        page = [_summary(row, row.input, row.output) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(last.start_us, last.trace_id)
+        return page, next_cursor
+
+    def get(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
+        """The trace with its spans as a tree and its scores; None outside the project."""
+        with self._db.engine.connect() as connection:
+            row = connection.execute(
+                select(*TraceRow.__table__.c).where(
+                    TraceRow.trace_id == trace_id, TraceRow.project_id == project_id
+                )
+            ).first()
+            if row is None:
+                return None
+            spans = connection.execute(
+                select(SpansRow.spans).where(SpansRow.trace_id == trace_id)
+            ).scalar()
+            scores = connection.execute(
+                select(*ScoreRow.__table__.c)
+                .where(ScoreRow.trace_id == trace_id, ScoreRow.project_id == project_id)
+                .order_by(ScoreRow.id)
+            ).all()
+        # Keys as plain str: a quoted column name (`user`) is a str subclass orjson refuses.
+        data = {str(k): v for k, v in row._mapping.items()}
+        data["start_time"] = _iso(data["start_us"])
+        data["spans"] = span_tree(orjson.loads(spans) if spans else [])
+        data["scores"] = [_score(s) for s in scores]
+        return data
+
+    def add_score(self, project_id: str, trace_id: str, score: dict[str, Any]) -> dict[str, Any]:
+        with self._db.session() as session:
+            row = ScoreRow(project_id=project_id, trace_id=trace_id,
+                           created_us=time.time_ns() // 1000, **score)  # fmt: skip
+            session.add(row)
+            session.flush()
+            return _score(row)
+
+
+def span_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spans nested under their parents (`children`), roots first, each ordered by start."""
+    nodes: dict[str, dict[str, Any]] = {}
+    order: list[dict[str, Any]] = []
+    for span in sorted(spans, key=lambda s: int(s["start_ns"])):
+        start_us, end_us = span["start_ns"] // 1000, span["end_ns"] // 1000
+        node = {
+            "span_id": span["span_id"], "parent_id": span["parent_id"], "name": span["name"],
+            "kind": span["kind"], "start_us": start_us, "end_us": end_us,
+            "duration_ms": (span["end_ns"] - span["start_ns"]) / 1e6, "status": span["status"],
+            "attributes": span["attributes"], "children": [],
+        }  # fmt: skip
+        nodes[node["span_id"]] = node
+        order.append(node)
+    roots: list[dict[str, Any]] = []
+    for node in order:
+        parent = nodes.get(node["parent_id"]) if node["parent_id"] else None
+        (parent["children"] if parent is not None else roots).append(node)
+    return roots

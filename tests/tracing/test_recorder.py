@@ -1,0 +1,137 @@
+"""The batch writer: a slow or dead store never blocks submit(); drops only past the spill cap."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from keel.auth.keys import Principal
+from keel.tracing.convert import Converted, convert
+from keel.tracing.metrics import GatewayMetrics
+from keel.tracing.model import RequestTrace
+from keel.tracing.recorder import TraceRecorder
+from keel.tracing.spill import SpillFile
+
+PRINCIPAL = Principal("key1", "default", "app")
+
+
+class FlakyStore:
+    """A store that can be down (raises) or stuck (blocks) until told otherwise."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Converted] = {}
+        self.down = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def write(self, batch: list[Converted]) -> None:
+        self.gate.wait(30)
+        if self.down:
+            raise ConnectionError("store down")
+        for record in batch:
+            self.rows.setdefault(record.trace["trace_id"], record)
+
+
+def recorder_for(store: FlakyStore, spill_dir: Path, **options: int) -> TraceRecorder:
+    metrics = GatewayMetrics(dict, lambda: 0, lambda: 0)
+    spill = SpillFile(spill_dir, options.pop("spill_bytes", 10**9))
+    return TraceRecorder(store.write, lambda t: convert(t, True), spill, metrics,
+                         flush_interval=0.01, retry_interval=0.0, **options)  # fmt: skip
+
+
+def submit(recorder: TraceRecorder, count: int, start: int = 0) -> None:
+    for number in range(start, start + count):
+        trace = RequestTrace(recorder.submit, f"{number:032x}", "chat/completions", PRINCIPAL,
+                             {"model": "m", "messages": []}, start_ns=1)  # fmt: skip
+        trace.finish()
+
+
+def recorder_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("traces-*.jsonl"))
+
+
+def dropped_metric(recorder: TraceRecorder) -> float:
+    value = recorder._metrics.registry.get_sample_value(
+        "keel_trace_records_dropped_total", {"reason": "spill_full"}
+    )
+    return value or 0.0
+
+
+async def test_records_spilled_while_the_store_is_down_arrive_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore()
+    recorder = recorder_for(store, tmp_path)
+    store.down = True
+    submit(recorder, 300)
+    await recorder.flush()
+    assert recorder.spill.spilled == 300
+    assert not store.rows
+    store.down = False
+    submit(recorder, 10, start=300)
+    await recorder.close()
+    assert len(store.rows) == 310
+    assert recorder.dropped == 0
+
+
+async def test_a_stuck_store_does_not_hold_memory_it_spills_instead(tmp_path: Path) -> None:
+    store = FlakyStore()
+    recorder = recorder_for(store, tmp_path, queue_size=200, batch_size=50)
+    store.gate.clear()  # every write blocks
+    submit(recorder, 50)
+    recorder.start()
+    for round_number in range(8):  # more than the queue holds while the first write is stuck
+        submit(recorder, 50, start=50 + round_number * 50)
+        while recorder.depth() >= 100:  # noqa: ASYNC110 - the writer spills down to half
+            await asyncio.sleep(0.01)
+    assert recorder.spill.spilled > 0
+    store.gate.set()
+    await recorder.close()
+    assert len(store.rows) == 450
+    assert recorder.dropped == 0
+
+
+async def test_past_the_spill_cap_records_are_dropped_and_counted(tmp_path: Path) -> None:
+    store = FlakyStore()
+    recorder = recorder_for(store, tmp_path, spill_bytes=20_000)
+    store.down = True
+    submit(recorder, 200)
+    await recorder.close()
+    assert 0 < recorder.spill.spilled < 200
+    assert recorder.dropped == 200 - recorder.spill.spilled
+    assert dropped_metric(recorder) == recorder.dropped
+
+
+async def test_spill_files_left_by_an_earlier_process_are_replayed_at_start(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore()
+    first = recorder_for(store, tmp_path)
+    store.down = True
+    submit(first, 25)
+    await first.close()  # shut down while the store is away: all 25 are in the spill file
+    assert recorder_files(tmp_path)
+    store.down = False
+    second = recorder_for(store, tmp_path)
+    second.start()
+    await second.close()
+    assert len(store.rows) == 25
+    assert not recorder_files(tmp_path)
+
+
+async def test_an_unreadable_spill_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    store = FlakyStore()
+    first = recorder_for(store, tmp_path)
+    store.down = True
+    submit(first, 3)
+    await first.close()
+    (segment,) = recorder_files(tmp_path)
+    with segment.open("ab") as handle:
+        handle.write(b"not json\n")
+    store.down = False
+    second = recorder_for(store, tmp_path)
+    second.start()
+    await second.close()
+    assert len(store.rows) == 3
+    assert second.dropped == 1
