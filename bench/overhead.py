@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +34,10 @@ _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
-Target = Literal["direct", "keel", "keel-untraced"]
+Target = Literal["direct", "keel", "keel-untraced", "keel-limits", "keel-limits-redis"]
+# Limits high enough never to refuse: what is measured is the cost of checking them.
+BENCH_LIMITS = {"rpm": 2**31, "tpm": 2**31, "concurrency": 2**20,
+                "budget": {"amount": 1e12, "period": "month"}}  # fmt: skip
 Tracing = Literal["on", "off", "both"]
 Mode = Literal["non-streaming", "streaming"]
 MODES: tuple[Mode, ...] = ("non-streaming", "streaming")
@@ -53,6 +56,7 @@ class Options:
     stub_delay_ms: float
     json_out: Path | None
     tracing: Tracing = "on"
+    limits: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,7 @@ class Children:
     def __init__(self, log_dir: Path):
         self._log_dir = log_dir
         self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self.cleanups: list[Callable[[], None]] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with (self._log_dir / f"{name}.log").open("wb") as log:
@@ -150,6 +155,9 @@ class Children:
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
         self._running.clear()
+        for cleanup in self.cleanups:
+            cleanup()
+        self.cleanups.clear()
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -230,16 +238,22 @@ def _keel_executable() -> Path:
 
 
 def start_keel(
-    running: Children, data_dir: Path, stub_url: str, *, tracing: bool = True
+    running: Children,
+    data_dir: Path,
+    stub_url: str,
+    *,
+    tracing: bool = True,
+    name: str | None = None,
+    extra_config: str = "",
 ) -> tuple[str, str]:
     """Start Keel in front of the stub; return its base URL and the admin key."""
-    name = "keel" if tracing else "keel-untraced"
+    name = name or ("keel" if tracing else "keel-untraced")
     data_dir = data_dir / name
     data_dir.mkdir()
     config = data_dir / "keel.yaml"
     config.write_text(
         f"upstreams:\n  - name: stub\n    base_url: {stub_url}\n    models: [stub]\n"
-        f"tracing: {'true' if tracing else 'false'}\n"
+        f"tracing: {'true' if tracing else 'false'}\n{extra_config}"
     )
     port = free_port()
     argv = [str(_keel_executable()), "serve", "--no-local-model", "--no-embeddings"]
@@ -251,6 +265,27 @@ def start_keel(
     key_file = data_dir / "admin.key"
     wait_until_ready(running, name, f"http://127.0.0.1:{port}/healthz", also=key_file)
     return f"http://127.0.0.1:{port}/v1", key_file.read_text().strip()
+
+
+def _drop_redis_prefix(prefix: str) -> None:
+    import redis  # only when the Redis variant ran
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+def limited_key(base_url: str, admin_key: str) -> str:
+    """An app key with rate limits and a budget, so every request is admitted and settled."""
+    body = json.dumps({"name": "bench", "role": "app", "limits": BENCH_LIMITS}).encode()
+    request = urllib.request.Request(
+        base_url.removesuffix("/v1") + "/api/keys",
+        data=body,
+        headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        key: str = json.loads(response.read())["key"]
+        return key
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -400,6 +435,11 @@ def report(options: Options, rows: list[Row], found: list[Overhead]) -> dict[str
         "overhead": [asdict(o) for o in found],
         "goal": goal(found),
         "tracing": tracing_cost(rows),
+        "limits": {
+            variant: [asdict(o) for o in overheads(rows, variant)]
+            for variant in ("keel-limits", "keel-limits-redis")
+            if any(r.target == variant for r in rows)
+        },
     }
 
 
@@ -440,6 +480,13 @@ def _parse_args() -> Options:
     parser.add_argument("--stub-delay-ms", type=float, default=0.0, help="Stub answer delay.")
     parser.add_argument("--json-out", type=Path, default=None, help="Also write the JSON here.")
     parser.add_argument(
+        "--limits",
+        choices=["off", "memory", "redis", "all"],
+        default="off",
+        help="Also measure Keel with a key that has rate limits and a budget: in-process, "
+        "with the Redis backend (127.0.0.1:6379), or both.",
+    )
+    parser.add_argument(
         "--tracing",
         choices=["on", "off", "both"],
         default="on",
@@ -462,6 +509,7 @@ def _parse_args() -> Options:
         stub_delay_ms=args.stub_delay_ms,
         json_out=args.json_out,
         tracing=args.tracing,
+        limits=args.limits,
     )
 
 
@@ -475,6 +523,16 @@ def bench(options: Options) -> dict[str, Any]:
         if options.tracing in ("off", "both"):
             url, key = start_keel(running, Path(tmp), stub_url, tracing=False)
             keels.append(("keel-untraced", url, key))
+        if options.limits in ("memory", "all"):
+            url, admin = start_keel(running, Path(tmp), stub_url, name="keel-limits")
+            keels.append(("keel-limits", url, limited_key(url, admin)))
+        if options.limits in ("redis", "all"):
+            prefix = f"keel-bench-{os.getpid()}:"
+            redis = f"redis_url: redis://127.0.0.1:6379/0\nredis_prefix: '{prefix}'\n"
+            url, admin = start_keel(running, Path(tmp), stub_url, name="keel-limits-redis",
+                                    extra_config=redis)  # fmt: skip
+            keels.append(("keel-limits-redis", url, limited_key(url, admin)))
+            running.cleanups.append(lambda: _drop_redis_prefix(prefix))
         pids = {name: running.pid(name) for name, _, _ in keels}
         rows = run_all(options, stub_url, keels, pids)
     primary: Target = "keel-untraced" if options.tracing == "off" else "keel"
@@ -491,6 +549,9 @@ def bench(options: Options) -> dict[str, Any]:
                 f"x{cost['throughput_traced_over_untraced']}, Keel CPU per request "
                 f"{cost['cpu_ms_per_request_untraced']} -> {cost['cpu_ms_per_request_traced']} ms"
             )
+    for variant in ("keel-limits", "keel-limits-redis"):
+        if any(r.target == variant for r in rows):
+            _progress(f"{variant}:\n" + markdown(rows, overheads(rows, variant), variant))  # type: ignore[arg-type]
     return report(options, rows, found)
 
 
