@@ -1,0 +1,138 @@
+"""The injection classifier's weights: a versioned artifact with its model card.
+
+Two logistic-regression heads share the n-gram idf table: `full` reads n-grams, scanner
+signals and the MiniLM embedding; `fast` reads only the first two and decides alone when
+it is sure a text is benign (see `InjectionScanner`). The card (JSON beside the weights)
+records the data hashes, features, threshold and measured accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from keel.guard.features import CHAR_FEATURES, EXTRA_NAMES
+
+DEFAULT_VERSION = "injection-v1"
+EMBEDDING_DIM = 384
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class ModelArtifactError(RuntimeError):
+    """The weights or card are missing or do not match this code."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinearHead:
+    """Logistic regression over [n-grams | extra signals | embedding (full head only)]."""
+
+    w_char: FloatArray
+    w_extra: FloatArray
+    bias: float
+    w_emb: FloatArray | None = None
+
+    def logits(self, char_rows: Any, extra: FloatArray) -> FloatArray:
+        """One logit per view: `char_rows` is a sparse (views x CHAR_FEATURES) tf-idf
+        matrix and `extra` has one row per view."""
+        base = np.asarray(char_rows @ self.w_char, dtype=np.float32).ravel()
+        return (base + extra @ self.w_extra + np.float32(self.bias)).astype(np.float32)
+
+    def logits_windows(
+        self, char_rows: Any, extra: FloatArray, emb: FloatArray, emb_view: list[int]
+    ) -> FloatArray:
+        """One logit per embedding window; `emb_view[i]` is the view window i came from."""
+        if self.w_emb is None:
+            raise ModelArtifactError("this head has no embedding weights")
+        base = self.logits(char_rows, extra)
+        out: FloatArray = (base[np.asarray(emb_view)] + emb @ self.w_emb).astype(np.float32)
+        return out
+
+
+def sigmoid(x: FloatArray) -> FloatArray:
+    out: FloatArray = (1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))).astype(np.float32)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionModel:
+    version: str
+    idf: FloatArray
+    full: LinearHead
+    fast: LinearHead
+    threshold: float
+    fast_skip_below: float
+    embedding: dict[str, Any]
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None = None, version: str = DEFAULT_VERSION) -> InjectionModel:
+        """Load `<version>.npz` and `<version>.json` from `path` (default: shipped)."""
+        if path is None:
+            folder = resources.files("keel.guard") / "models"
+            weights_file: Any = folder / f"{version}.npz"
+            card_file: Any = folder / f"{version}.json"
+        else:
+            weights_file = path / f"{version}.npz"
+            card_file = path / f"{version}.json"
+        if not weights_file.is_file() or not card_file.is_file():
+            raise ModelArtifactError(
+                f"injection model {version!r} not found at {weights_file}; "
+                "train it with: python -m keel.guard.train"
+            )
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+        with weights_file.open("rb") as fh, np.load(fh) as data:
+            arrays = {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
+        if arrays["idf"].shape != (CHAR_FEATURES,) or tuple(card["features"]["extra"]) != (
+            EXTRA_NAMES
+        ):
+            raise ModelArtifactError(
+                f"injection model {version!r} was trained with other features than this "
+                "code builds; retrain it with: python -m keel.guard.train"
+            )
+        return cls(
+            version=version,
+            idf=arrays["idf"],
+            full=LinearHead(
+                w_char=arrays["full_char"],
+                w_extra=arrays["full_extra"],
+                bias=float(arrays["full_bias"][0]),
+                w_emb=arrays["full_emb"],
+            ),
+            fast=LinearHead(
+                w_char=arrays["fast_char"],
+                w_extra=arrays["fast_extra"],
+                bias=float(arrays["fast_bias"][0]),
+            ),
+            threshold=float(card["threshold"]),
+            fast_skip_below=float(card["fast_path"]["skip_embedding_below"]),
+            embedding=dict(card["features"]["embedding"]),
+            card=card,
+        )
+
+    def save(self, folder: Path) -> tuple[Path, Path]:
+        """Write `<version>.npz` (float16 n-gram tables, compressed) and `<version>.json`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = folder / f"{self.version}.npz"
+        assert self.full.w_emb is not None
+        # float16 keeps the artifact small; the n-gram weights need no more precision.
+        np.savez_compressed(
+            weights,
+            idf=self.idf.astype(np.float16),
+            full_char=self.full.w_char.astype(np.float16),
+            full_extra=self.full.w_extra,
+            full_emb=self.full.w_emb,
+            full_bias=np.asarray([self.full.bias], dtype=np.float32),
+            fast_char=self.fast.w_char.astype(np.float16),
+            fast_extra=self.fast.w_extra,
+            fast_bias=np.asarray([self.fast.bias], dtype=np.float32),
+        )
+        card = folder / f"{self.version}.json"
+        card.write_text(json.dumps(self.card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        return weights, card

@@ -1,0 +1,399 @@
+"""Personal data in text: recognizers with checksums, and a scanner that blocks or hides it.
+
+Recognizers are patterns plus validation (Luhn for cards, mod-97 for IBANs, address
+parsing for IPs, issuing rules for SSNs and NINOs). Names and street addresses come from
+context cues and address shapes, not a language model: recall there is partial (see
+docs/guardrails.md for the measured numbers).
+"""
+
+# ruff: noqa: RUF001  (look-alike letters and other scripts are this module's data)
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from keel.guard.anonymize import Anonymizer, Vault
+from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
+
+ENTITIES = (
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "IBAN",
+    "IP_ADDRESS",
+    "US_SSN",
+    "UK_NINO",
+    "PERSON",
+    "STREET_ADDRESS",
+)
+PiiMode = Literal["block", "mask", "anonymize", "flag"]
+
+
+@dataclass(frozen=True, slots=True)
+class PiiMatch:
+    entity: str
+    start: int
+    end: int
+    score: float
+    value: str
+
+
+# --- validators -------------------------------------------------------------------------
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
+    "BH": 22, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28,
+    "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24,
+    "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31,
+    "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
+    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_valid(raw: str) -> bool:
+    iban = re.sub(r"\s", "", raw).upper()
+    if len(iban) != _IBAN_LENGTHS.get(iban[:2], -1):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    number = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(number) % 97 == 1
+
+
+def ssn_valid(area: str, group: str, serial: str) -> bool:
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+# --- recognizers ------------------------------------------------------------------------
+
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
+)
+_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){11,18}\d(?![\d-])")
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6(?:011|5|4[4-9]|2)|50|5[6-9]|6)")
+_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,4})?\b")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_SSN = re.compile(r"(?<![\d-])(\d{3})([- ]?)(\d{2})\2(\d{4})(?![\d-])")
+_NINO = re.compile(
+    r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+    re.IGNORECASE,
+)
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(0\)\s?)?|\(\d{2,4}\)\s?|0\d{0,3}[\s.-]?)?"
+    r"\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])"
+    r"|(?<![\w+])\+\d{8,14}(?!\w)"
+)
+_PHONE_CUE = re.compile(
+    r"(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|number|contact|reach me|"
+    r"telefon|handy|nummer)\W{0,4}(?:\w+\W+){0,3}$",
+    re.IGNORECASE,
+)
+_DATE_LIKE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:$|[ T]\d)")
+
+
+def _emails(text: str) -> Iterable[PiiMatch]:
+    for m in _EMAIL.finditer(text):
+        yield PiiMatch("EMAIL", m.start(), m.end(), 1.0, m.group(0))
+
+
+def _cards(text: str) -> Iterable[PiiMatch]:
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if 12 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_valid(digits):
+            score = 1.0 if _CARD_PREFIX.match(digits) else 0.7
+            yield PiiMatch("CREDIT_CARD", m.start(), m.end(), score, m.group(0))
+
+
+def _ibans(text: str) -> Iterable[PiiMatch]:
+    for m in _IBAN.finditer(text):
+        if iban_valid(m.group(0)):
+            yield PiiMatch("IBAN", m.start(), m.end(), 1.0, m.group(0))
+
+
+def _ips(text: str) -> Iterable[PiiMatch]:
+    for m in _IPV4.finditer(text):
+        try:
+            ipaddress.IPv4Address(m.group(0))
+        except ValueError:
+            continue
+        yield PiiMatch("IP_ADDRESS", m.start(), m.end(), 0.9, m.group(0))
+    for m in _IPV6.finditer(text):
+        value = m.group(0)
+        if value.count(":") < 2 or len(value) < 6:
+            continue
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        yield PiiMatch("IP_ADDRESS", m.start(), m.end(), 0.9, value)
+
+
+def _ssns(text: str) -> Iterable[PiiMatch]:
+    for m in _SSN.finditer(text):
+        if ssn_valid(m.group(1), m.group(3), m.group(4)):
+            # Nine bare digits are often something else; separators make it an SSN.
+            yield PiiMatch("US_SSN", m.start(), m.end(), 0.9 if m.group(2) else 0.4, m.group(0))
+
+
+def _ninos(text: str) -> Iterable[PiiMatch]:
+    for m in _NINO.finditer(text):
+        yield PiiMatch("UK_NINO", m.start(), m.end(), 0.9, m.group(0))
+
+
+def _phones(text: str) -> Iterable[PiiMatch]:
+    for m in _PHONE.finditer(text):
+        value = m.group(0).strip()
+        digits = re.sub(r"\D", "", value)
+        if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(value):
+            continue
+        start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
+        cue = bool(_PHONE_CUE.search(text[max(0, start - 40) : start]))
+        # Bare 7-8 digit groups are as often house numbers or codes: they need a cue.
+        score = 0.45
+        if value.startswith("+") or value.startswith("("):
+            score = 0.9
+        elif cue:
+            score = 0.85
+        elif len(digits) >= 9 and re.search(r"[\s.-]", value):
+            score = 0.6
+        yield PiiMatch("PHONE", start, start + len(value), score, value)
+
+
+# Names: capitalised words after a cue, or a title, or as a "Firstname Lastname" pair.
+_NAME_TOKEN = r"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][a-zà-öø-ÿā-ž'’-]+|[A-Z]\.)"
+_NAME = rf"{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{0,3}}"
+_PERSON_CUE = re.compile(
+    r"(?i:\bmy name is|\bname is|\bname\s*:|\bnamed|\bcall me|\bi am|\bi'm|\bthis is|"
+    r"\bdear|\bhi|\bhello|\bsincerely,?|\bregards,?|\bsigned,?|\bthanks,?|"
+    r"\bcontact|\bask for|\bspeak to|\bspoke (?:to|with)|\bunder|\bdirected by|\bstarring|"
+    r"\bproducer|\bdirector|\bauthor|\buser:|\bkid|\bson|\bdaughter|\bwife|\bhusband|"
+    r"\bfriend|\bcolleague|\bpatient|\bclient|\bcustomer|\bbeneficiary|\bfounders?:|"
+    r"\bfollow up with|\bmeet(?:ing)? with|\blast name(?: is)?\??|\bfirst name(?: is)?\??)\s+"
+    rf"({_NAME})",
+)
+_PERSON_CUE_LOWER = re.compile(
+    r"(?i:\bmy name is|\bname\s*:|\bname on the account is)\s+([a-zà-öø-ÿ]+(?: [a-zà-öø-ÿ]+)?)\b"
+)
+_SPEAKER = re.compile(rf"(?m)^\s*({_NAME_TOKEN}(?: {_NAME_TOKEN})?):\s+\S")
+_TITLE = re.compile(
+    rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Herr|Frau|Mme|Mlle|Sr|Sra)\.?\s+({_NAME})"
+)
+_PAIR = re.compile(rf"(?<![\w.])({_NAME_TOKEN}[ \t]+(?:{_NAME_TOKEN}[ \t]+)?{_NAME_TOKEN})")
+_NOT_NAMES_TEXT = """The A An And Or But If When Where What Who Why How This That These Those
+    There Here
+    It Its I We You He She They My Your His Her Our Their Me Us Them Please Thanks Thank
+    Hello Hi Dear Yes No Not Can Could Would Should Will May Might Must Do Does Did Is Are
+    Was Were Be Been Have Has Had Get Got Let Make New Old Good Great Best First Last Next
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April
+    June July August September October November December Street Road Avenue Lane Drive
+    Bank Card Account Credit Debit Phone Email Address Name User Bot Customer Service
+    Support Team Inc Ltd Company University College School Hospital City State Country
+    North South East West United Kingdom States America Europe Asia Africa Australia
+    Mr Mrs Ms Dr Prof Sir Suite Apt Apartment Unit Floor Box Street Billing Shipping
+    Personal Info Website Phone Fax Mobile Order Invoice Date Time Today Tomorrow
+    Yesterday Also Just Only Very Some Any All Every Each Both Many Much More Most Other
+    TV Music Film Movie Song Album Book Chapter Part Section Page Table Figure"""
+_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+
+
+def _name_ok(name: str) -> bool:
+    words = [w.strip(".") for w in name.split()]
+    return bool(words) and not all(w in _NOT_NAMES for w in words) and words[0] not in _NOT_NAMES
+
+
+def _trim_name(name: str) -> str:
+    words = name.split()
+    while words and words[-1].strip(".") in _NOT_NAMES:
+        words.pop()
+    return " ".join(words)
+
+
+def _persons(text: str) -> Iterable[PiiMatch]:
+    for pattern, score in ((_TITLE, 0.9), (_PERSON_CUE, 0.75)):
+        for m in pattern.finditer(text):
+            name = _trim_name(m.group(1))
+            if name and _name_ok(name):
+                yield PiiMatch("PERSON", m.start(1), m.start(1) + len(name), score, name)
+    for m in _SPEAKER.finditer(text):
+        name = m.group(1)
+        if _name_ok(name):
+            yield PiiMatch("PERSON", m.start(1), m.end(1), 0.6, name)
+    for m in _PERSON_CUE_LOWER.finditer(text):
+        yield PiiMatch("PERSON", m.start(1), m.end(1), 0.7, m.group(1))
+    for m in _PAIR.finditer(text):
+        name = _trim_name(m.group(1))
+        words = name.split()
+        if len(words) >= 2 and _name_ok(name) and all(w not in _NOT_NAMES for w in words):
+            # A capitalised pair at the start of a sentence is weaker evidence.
+            at_start = m.start(1) == 0 or text[max(0, m.start(1) - 2) : m.start(1)].strip() in (
+                ".",
+                "!",
+                "?",
+            )
+            score = 0.5 if at_start else 0.55
+            yield PiiMatch("PERSON", m.start(1), m.start(1) + len(name), score, name)
+
+
+_STREET_WORDS = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|"
+    r"Square|Sq|Terrace|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Trail|Crescent|Close|Row|Walk|"
+    r"Alley|Plaza|Grove|Gardens)"
+)
+_STREET_SUFFIX = (
+    r"(?:stra(?:ß|ss)e|str\.|gasse|weg|platz|allee|ring|damm|katu|tie|kuja|vej|veien|vegen|"
+    r"gata|gatan|vägen|gade|laan|straat|plein|ulica|utca|cesta|iela|gatve)"
+)
+_ADDRESS = re.compile(
+    rf"\b\d{{1,5}}[A-Za-z]?,?\s+(?:[A-Z][\w'’.-]*\s+){{1,3}}{_STREET_WORDS}\b"
+    rf"|\b(?:[A-ZÀ-Þ][\wà-ÿ'’-]*\s+)?[A-ZÀ-Þ]?[\wà-ÿ'’-]*{_STREET_SUFFIX}\s+\d{{1,5}}[a-z]?\b"
+    r"|\b(?:rue|avenue|boulevard|chemin|place|via|viale|piazza|corso|calle|avenida|carrer|"
+    r"rua|travessa|plaza|paseo)\s+(?:(?:de|du|des|la|le|del|della|dei|degli|do|da|dos)\s+)?"
+    r"[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?,?\s+\d{1,5}\b"
+    r"|\b\d{1,5},?\s+(?:rue|avenue|boulevard|chemin|place|via|calle)\s+(?:(?:de|du|des|la|le|"
+    r"del|della)\s+)?[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?"
+    r"|\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|P\.?\s?O\.?\s?Box)\.?\s*#?\d{1,5}[A-Za-z]?\b"
+    r"|\bPSC \d{3,5}, Box \d{3,5}\s+APO A[AEP] \d{5}\b",
+    re.IGNORECASE,
+)
+
+
+def _addresses(text: str) -> Iterable[PiiMatch]:
+    for m in _ADDRESS.finditer(text):
+        yield PiiMatch("STREET_ADDRESS", m.start(), m.end(), 0.7, m.group(0))
+
+
+RECOGNIZERS: dict[str, Callable[[str], Iterable[PiiMatch]]] = {
+    "EMAIL": _emails,
+    "PHONE": _phones,
+    "CREDIT_CARD": _cards,
+    "IBAN": _ibans,
+    "IP_ADDRESS": _ips,
+    "US_SSN": _ssns,
+    "UK_NINO": _ninos,
+    "PERSON": _persons,
+    "STREET_ADDRESS": _addresses,
+}
+# When spans overlap, the more specific entity wins (a card number is not a phone number).
+_PRIORITY = {
+    e: i
+    for i, e in enumerate(
+        (
+            "EMAIL",
+            "CREDIT_CARD",
+            "IBAN",
+            "US_SSN",
+            "UK_NINO",
+            "IP_ADDRESS",
+            "PHONE",
+            "STREET_ADDRESS",
+            "PERSON",
+        )
+    )
+}
+
+
+def detect(text: str, entities: Sequence[str] = ENTITIES, min_score: float = 0.5) -> list[PiiMatch]:
+    """Non-overlapping PII spans in `text`, in order."""
+    found: list[PiiMatch] = []
+    for entity in entities:
+        found.extend(m for m in RECOGNIZERS[entity](text) if m.score >= min_score)
+    found.sort(key=lambda m: (_PRIORITY[m.entity], -m.score, -(m.end - m.start)))
+    kept: list[PiiMatch] = []
+    for match in found:
+        if all(match.end <= k.start or match.start >= k.end for k in kept):
+            kept.append(match)
+    return sorted(kept, key=lambda m: m.start)
+
+
+def mask(text: str, matches: Sequence[PiiMatch]) -> str:
+    """Replace each match with `<ENTITY>`."""
+    out: list[str] = []
+    at = 0
+    for m in matches:
+        out.append(text[at : m.start])
+        out.append(f"<{m.entity}>")
+        at = m.end
+    out.append(text[at:])
+    return "".join(out)
+
+
+class PiiScanner:
+    """Finds personal data; blocks, masks (`<EMAIL>`) or anonymizes (`<EMAIL_1>`) it.
+
+    In `anonymize` mode the placeholders and their values go to `context.vault`, shared
+    by every message of the request, so the answer can be restored (`Deanonymizer`).
+    """
+
+    name = "pii"
+
+    def __init__(
+        self,
+        entities: Sequence[str] = ENTITIES,
+        mode: PiiMode = "anonymize",
+        min_score: float = 0.5,
+    ) -> None:
+        unknown = sorted(set(entities) - set(ENTITIES))
+        if unknown:
+            raise ValueError(f"unknown PII entities {unknown} (known: {', '.join(ENTITIES)})")
+        self.entities = tuple(entities)
+        self.mode = mode
+        self.min_score = min_score
+
+    def scan(self, text: str, context: ScanContext) -> Verdict:
+        watch = Stopwatch()
+        matches = detect(text, self.entities, self.min_score)
+        findings = [
+            Finding(
+                kind=f"pii.{m.entity}",
+                start=m.start,
+                end=m.end,
+                detail=m.entity,
+                value_hash=text_hash(m.value),
+                score=m.score,
+            )
+            for m in matches
+        ]
+        score = max((m.score for m in matches), default=0.0)
+        action: Action = "allow"
+        redacted: str | None = None
+        if matches:
+            if self.mode == "block":
+                action = "block"
+            elif self.mode == "flag":
+                action = "flag"
+            elif self.mode == "mask":
+                action, redacted = "redact", mask(text, matches)
+            else:
+                vault = context.vault if context.vault is not None else Vault()
+                action = "redact"
+                redacted = Anonymizer(vault).anonymize(text, matches)
+        return Verdict(
+            scanner=self.name,
+            score=score,
+            action=action,
+            findings=findings,
+            redacted=redacted,
+            latency_ms=watch.ms(),
+        )
