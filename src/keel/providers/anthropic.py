@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -15,10 +16,9 @@ import orjson
 from keel.errors import (
     InvalidRequest,
     UpstreamError,
-    UpstreamTimeout,
 )
 from keel.providers.base import Operation, ProviderResponse, Usage
-from keel.providers.http import UpstreamHTTP
+from keel.providers.http import ResponseStream, UpstreamHTTP
 from keel.providers.openai_compat import estimate_tokens
 
 # Anthropic requires max_tokens; OpenAI clients usually leave it out.
@@ -294,12 +294,11 @@ def _error_message(raw: bytes) -> str:
     return _describe_error(body)
 
 
-class _MessagesStream:
+class _MessagesStream(ResponseStream):
     """Anthropic stream events, relayed as OpenAI `chat.completion.chunk` dicts."""
 
     def __init__(self, provider: str, response: aiohttp.ClientResponse):
-        self._provider = provider
-        self._response = response
+        super().__init__(provider, response)
         self._id = ""
         self._model = ""
         self._created = int(time.time())
@@ -376,17 +375,8 @@ class _MessagesStream:
         return None  # ping, content_block_stop and event types added later
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        try:
-            async for raw_line in self._response.content:
-                line = raw_line.strip()
-                if not line.startswith(b"data:"):
-                    continue  # "event:" lines repeat the type that the data carries
-                try:
-                    event = orjson.loads(line[5:])
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError(
-                        f"upstream '{self._provider}' sent a stream event that is not JSON"
-                    ) from exc
+        async with aclosing(self._data()) as events:
+            async for event in events:
                 if not isinstance(event, dict):
                     continue
                 if event.get("type") == "message_stop":
@@ -395,20 +385,7 @@ class _MessagesStream:
                 chunk = self._translate(event)
                 if chunk is not None:
                     yield chunk
-            raise UpstreamError(f"upstream '{self._provider}' ended the stream before message_stop")
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream '{self._provider}' stopped sending") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"upstream '{self._provider}' broke off the stream: {exc.__class__.__name__}"
-            ) from exc
-        finally:
-            self._response.release()
-
-    async def aclose(self) -> None:
-        # close(), not release(): an unfinished stream must tell the upstream to stop.
-        if not self._response.closed:
-            self._response.close()
+        raise UpstreamError(f"upstream '{self._provider}' ended the stream before message_stop")
 
 
 def _prompt_text(payload: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncGenerator, Callable, Collection
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -133,3 +133,43 @@ class UpstreamHTTP:
             await self._session.close()
             # Let aiohttp finish closing transports before the loop goes away.
             await asyncio.sleep(0)
+
+
+class ResponseStream:
+    """An open streamed upstream response; closing it drops the connection."""
+
+    def __init__(self, provider: str, response: aiohttp.ClientResponse):
+        self._provider = provider
+        self._response = response
+
+    async def _data(self) -> AsyncGenerator[Any, None]:
+        """The JSON of each SSE `data:` line until `[DONE]` or the end; transport failures
+        become Keel errors, and the response is released when the events end."""
+        try:
+            async for raw_line in self._response.content:
+                line = raw_line.strip()
+                if not line.startswith(b"data:"):
+                    continue  # "event:" and comment lines carry nothing the data lacks
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                try:
+                    event = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise UpstreamError(
+                        f"upstream '{self._provider}' sent a stream event that is not JSON"
+                    ) from exc
+                yield event
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"upstream '{self._provider}' stopped sending") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream '{self._provider}' broke off the stream: {exc.__class__.__name__}"
+            ) from exc
+        finally:
+            self._response.release()
+
+    async def aclose(self) -> None:
+        # close(), not release(): an unfinished stream must tell the upstream to stop.
+        if not self._response.closed:
+            self._response.close()

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-import aiohttp
 import orjson
 
-from keel.errors import UpstreamError, UpstreamTimeout
+from keel.errors import UpstreamError
 from keel.providers.base import Operation, ProviderResponse, TokenCounter, Usage
-from keel.providers.http import UpstreamHTTP, parse_retry_after
+from keel.providers.http import ResponseStream, UpstreamHTTP, parse_retry_after
 
 __all__ = ["OpenAICompatProvider", "estimate_tokens", "parse_retry_after"]
 
@@ -64,46 +64,18 @@ def _prompt_text(op: Operation, payload: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-class _SSEStream:
+class _SSEStream(ResponseStream):
     """Parsed `data:` events of one upstream response; closing it drops the connection."""
 
-    def __init__(self, provider: str, response: aiohttp.ClientResponse):
-        self._provider = provider
-        self._response = response
-
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        try:
-            async for raw_line in self._response.content:
-                line = raw_line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    return
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError(
-                        f"upstream '{self._provider}' sent a stream event that is not JSON"
-                    ) from exc
+        async with aclosing(self._data()) as events:
+            async for chunk in events:
                 if isinstance(chunk, dict) and "error" in chunk:
                     raise UpstreamError(
-                        f"upstream '{self._provider}' failed mid-stream: {_error_message(data)}"
+                        f"upstream '{self._provider}' failed mid-stream: "
+                        f"{_error_message(orjson.dumps(chunk))}"
                     )
                 yield chunk
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream '{self._provider}' stopped sending") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"upstream '{self._provider}' broke off the stream: {exc.__class__.__name__}"
-            ) from exc
-        finally:
-            self._response.release()
-
-    async def aclose(self) -> None:
-        # close(), not release(): an unfinished stream must tell the upstream to stop.
-        if not self._response.closed:
-            self._response.close()
 
 
 class OpenAICompatProvider:
