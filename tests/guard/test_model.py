@@ -6,6 +6,7 @@ from importlib import resources
 
 import pytest
 
+from keel.guard.features import NGRAM_FEATURES, WORD_FEATURES
 from keel.guard.model import DEFAULT_VERSION, InjectionModel
 
 TARGET_F1 = 0.90
@@ -34,17 +35,18 @@ def test_the_card_names_its_data_and_selection(model: InjectionModel) -> None:
     assert model.card["selection"]["threshold_rule"].startswith("best out-of-fold F1")
 
 
+def test_the_card_describes_the_features_the_code_builds(model: InjectionModel) -> None:
+    features = model.card["features"]
+    assert features["word_ngrams"]["n_features"] == WORD_FEATURES
+    assert model.idf.shape == (NGRAM_FEATURES,)
+    assert model.full.w_ngram.shape == model.fast.w_ngram.shape == (NGRAM_FEATURES,)
+
+
 def test_validation_false_positive_rate_meets_the_target(model: InjectionModel) -> None:
     validation = model.card["metrics"]["validation"]
     assert validation["fpr"] <= TARGET_FPR
-    assert model.card["metrics"]["validation_notinject_fpr"] <= 0.15
+    assert model.card["metrics"]["validation_notinject_fpr"] <= 0.05
 
 
 def test_validation_f1_meets_the_target(model: InjectionModel) -> None:
-    validation = model.card["metrics"]["validation"]
-    if validation["f1"] < TARGET_F1:
-        pytest.xfail(
-            f"validation F1 {validation['f1']} is below the {TARGET_F1} target "
-            "(see docs/guardrails.md, known limits)"
-        )
-    assert validation["f1"] >= TARGET_F1
+    assert model.card["metrics"]["validation"]["f1"] >= TARGET_F1

@@ -50,9 +50,11 @@ class WindowEncoder:
             try:
                 import torch
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
 
                 from keel.deploy.bundled import minilm_dir
 
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                 folder = self._model_dir or minilm_dir()
                 st = SentenceTransformer(str(folder), device="cpu")
             except (ImportError, OSError, RuntimeError) as exc:

@@ -577,6 +577,316 @@ _DE: list[tuple[str, dict[str, list[str]]]] = [
     ),
 ]
 
+# Longer, mixed requests: several sentences, e-mails, role prompts and questions about AI
+# safety, where the trigger words sit in ordinary context.
+_MORE: list[tuple[str, dict[str, list[str]]]] = [
+    (
+        "Hi {name}, please disregard my previous email about {topic}; {fix}. {close}",
+        {
+            "name": ["Anna", "team", "all", "Mr. Patel", "Sophie", "everyone"],
+            "topic": [
+                "the budget review",
+                "Friday's meeting",
+                "the invoice",
+                "the new office keys",
+                "the training schedule",
+            ],
+            "fix": [
+                "the date was wrong",
+                "I attached the wrong file",
+                "the room has changed to 3B",
+                "the numbers have been updated since",
+                "it went to the wrong list",
+            ],
+            "close": ["Thanks!", "Sorry for the noise.", "Best regards, Tom", "Cheers"],
+        },
+    ),
+    (
+        "Don't forget to {task} before {when}, and {then}.",
+        {
+            "task": [
+                "water the plants",
+                "back up your laptop",
+                "renew the passport",
+                "submit the expense report",
+                "update the system packages",
+                "change the default password on the router",
+            ],
+            "when": ["the weekend", "you leave", "Monday", "the trip", "the end of the month"],
+            "then": [
+                "let me know when it's done",
+                "add it to the shared calendar",
+                "send me a short summary",
+                "remind the others too",
+            ],
+        },
+    ),
+    (
+        'I want you to act as a {role}. {ask} My first request is "{first}"',
+        {
+            "role": [
+                "travel guide",
+                "math tutor",
+                "personal trainer",
+                "career coach",
+                "proofreader",
+                "chef",
+                "interviewer for a junior developer position",
+                "museum guide",
+            ],
+            "ask": [
+                "Give clear, friendly answers and keep them short.",
+                "Ask me one question at a time.",
+                "Explain your reasoning step by step.",
+                "Only reply with suggestions, no long explanations.",
+            ],
+            "first": [
+                "I am in Rome for two days.",
+                "help me understand fractions.",
+                "I want to run 5 km by June.",
+                "review my cover letter.",
+                "plan a vegetarian dinner for six.",
+            ],
+        },
+    ),
+    (
+        "{q} about prompt injection {tail}",
+        {
+            "q": [
+                "Can you write a blog post",
+                "I'm giving a talk",
+                "Explain the main research findings",
+                "What should a product manager know",
+                "Give me a short quiz",
+            ],
+            "tail": [
+                "for non-technical readers?",
+                "and how companies defend against it.",
+                "with examples of what attackers try and how filters stop them.",
+            ],
+        },
+    ),
+    (
+        "What are the {thing} of {game}? {tail}",
+        {
+            "thing": ["rules", "basic rules", "official rules", "house rules", "instructions"],
+            "game": ["chess", "Monopoly", "cricket", "poker", "Go", "bridge", "Settlers of Catan"],
+            "tail": [
+                "Explain them to a beginner.",
+                "Which ones do people usually ignore?",
+                "Which can be skipped for a quick game?",
+                "",
+            ],
+        },
+    ),
+    (
+        "How do I {verb} {what} in {tool}?",
+        {
+            "verb": ["reveal", "show", "unhide", "display", "print", "expose"],
+            "what": [
+                "hidden files",
+                "the developer tools",
+                "hidden columns",
+                "the system tray icons",
+                "all environment variables",
+                "the full file path",
+                "the secret menu",
+            ],
+            "tool": ["macOS Finder", "Excel", "Windows Explorer", "Chrome", "my Android phone"],
+        },
+    ),
+    (
+        "{act} {mode} on my {device}{tail}",
+        {
+            "act": [
+                "How do I turn on",
+                "What is",
+                "Should I enable",
+                "Why can't I switch off",
+                "Is it safe to use",
+            ],
+            "mode": [
+                "developer mode",
+                "god mode",
+                "admin mode",
+                "kiosk mode",
+                "debug mode",
+            ],
+            "device": ["Android phone", "Chromebook", "Windows PC", "game console", "Kindle"],
+            "tail": ["?", " for USB debugging?", " without losing my data?", " for school?"],
+        },
+    ),
+    (
+        "Where can I buy {adj} {thing}{tail}",
+        {
+            "adj": ["unfiltered", "uncensored", "raw", "unrestricted", "unlocked"],
+            "thing": [
+                "apple juice",
+                "honey",
+                "olive oil",
+                "film footage",
+                "phones",
+                "coffee",
+                "beer",
+            ],
+            "tail": ["?", " near me?", " online?", " in bulk?"],
+        },
+    ),
+    (
+        "My {who} keeps {verb} my {what}. {q}",
+        {
+            "who": ["boss", "roommate", "teenager", "colleague", "cat", "partner"],
+            "verb": ["ignoring", "overriding", "forgetting", "bypassing", "disregarding"],
+            "what": [
+                "instructions",
+                "messages",
+                "rules",
+                "requests",
+                "settings",
+                "suggestions",
+            ],
+            "q": [
+                "How should I talk to them about it?",
+                "Any advice?",
+                "What would you do?",
+                "How can I make my point clearer?",
+            ],
+        },
+    ),
+    (
+        "Write a {form} for {who} that explains {what}.",
+        {
+            "form": ["short guide", "checklist", "one-page memo", "FAQ", "training slide"],
+            "who": ["new employees", "parents", "students", "volunteers", "our IT team"],
+            "what": [
+                "why they must never share their password",
+                "how to spot phishing emails that ask them to ignore security policies",
+                "which safety instructions they can never override",
+                "how to reset a forgotten password",
+                "what to do when a system alert appears",
+                "how to report someone bypassing the access rules",
+            ],
+        },
+    ),
+    (
+        "In {lang}, how do I {verb}?",
+        {
+            "lang": ["Python", "JavaScript", "regex", "SQL", "Java", "Rust"],
+            "verb": [
+                "ignore case when comparing strings",
+                "skip the first line of a file",
+                "override a method of the parent class",
+                "print the system path",
+                "execute a shell command safely",
+                "forget a cached value",
+                "drop duplicate rows",
+                "reveal the type of a variable",
+                "bypass the cache for one request",
+            ],
+        },
+    ),
+    (
+        "{intro} {body} {ask}",
+        {
+            "intro": [
+                "I'm writing a thriller novel.",
+                "For my criminology class,",
+                "I'm preparing a security awareness workshop.",
+                "My grandfather was a codebreaker.",
+            ],
+            "body": [
+                "A character has to talk his way past a night guard.",
+                "we are studying how scams persuade people to ignore warning signs.",
+                "People keep asking what a jailbreak is.",
+                "He told stories about secret messages in the war.",
+            ],
+            "ask": [
+                "Can you suggest a tense but realistic scene?",
+                "What are the common warning signs?",
+                "How would you explain it simply?",
+                "Can you recommend some books on the topic?",
+            ],
+        },
+    ),
+    (
+        'Give me feedback on this system prompt for my {bot}: "{prompt}"',
+        {
+            "bot": ["recipe bot", "library assistant", "homework helper", "support chatbot"],
+            "prompt": [
+                "You are a friendly assistant. Answer questions about our opening hours.",
+                "You help students with algebra. Keep answers short and encouraging.",
+                "Answer only questions about cooking; politely decline anything else.",
+                "You are a helpful librarian. Recommend books based on the user's interests.",
+            ],
+        },
+    ),
+    (
+        "Please {verb} {what}: {content}",
+        {
+            "verb": ["summarize", "proofread", "translate to French", "shorten", "rephrase"],
+            "what": ["this note", "the following paragraph", "my message", "this text"],
+            "content": [
+                '"The new policy overrides the old travel rules. Ignore the March memo."',
+                '"System maintenance is planned for Sunday; all users will be logged out."',
+                '"Forget the old login page, the new portal is live and works on phones."',
+                '"Admins can bypass the approval step only in an emergency."',
+                '"Reveal party: we finally learned it\'s a girl!"',
+            ],
+        },
+    ),
+]
+
+_DE_MORE: list[tuple[str, dict[str, list[str]]]] = [
+    (
+        "Vergiss nicht, {was} {wann}.",
+        {
+            "was": [
+                "die Pflanzen zu gießen",
+                "das Passwort zu ändern",
+                "die Rechnung zu bezahlen",
+                "den Termin beim Zahnarzt abzusagen",
+                "die Sicherung zu machen",
+            ],
+            "wann": ["bis Freitag", "vor dem Urlaub", "heute Abend", "morgen früh"],
+        },
+    ),
+    (
+        "Bitte ignoriere meine letzte E-Mail zu {thema}; {grund}.",
+        {
+            "thema": ["dem Budget", "der Besprechung", "der Rechnung", "dem Dienstplan"],
+            "grund": [
+                "das Datum war falsch",
+                "der Anhang fehlte",
+                "es hat sich erledigt",
+                "die Zahlen sind inzwischen aktualisiert",
+            ],
+        },
+    ),
+    (
+        "Welche Regeln gelten {wo}, und welche {frage}?",
+        {
+            "wo": ["beim Schach", "im Straßenverkehr in Italien", "beim Fußball", "im Büro"],
+            "frage": [
+                "werden oft ignoriert",
+                "kann man als Anfänger vergessen",
+                "sind am wichtigsten",
+            ],
+        },
+    ),
+    (
+        "Ich möchte, dass du als {rolle} agierst. {bitte}",
+        {
+            "rolle": ["Reiseführer", "Mathe-Nachhilfelehrer", "Koch", "Karriereberater"],
+            "bitte": [
+                "Meine erste Frage: Was kann man in Wien an einem Tag sehen?",
+                "Erkläre mir Bruchrechnung.",
+                "Schlag mir ein Rezept für heute Abend vor.",
+                "Wie bereite ich mich auf ein Vorstellungsgespräch vor?",
+            ],
+        },
+    ),
+]
+
 # Everyday requests in scripts the labelled data only shows in attacks.
 _OTHER_SCRIPTS = [
     "请帮我写一封感谢信给我的老师。",
@@ -627,7 +937,7 @@ def generate(per_template: int = 14, seed: int = 13) -> list[str]:
     rng = random.Random(seed)
     out: list[str] = []
     seen: set[str] = set()
-    for template, slots in [*_EN, *_DE]:
+    for template, slots in [*_EN, *_DE, *_MORE, *_DE_MORE]:
         tries = 0
         made = 0
         while made < per_template and tries < per_template * 20:

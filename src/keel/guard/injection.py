@@ -1,10 +1,10 @@
 """The prompt-injection scanner: normalisation, rules, and a trained classifier.
 
 Layers, cheapest first: undo obfuscation (`normalize`), match hand-written rules
-(`heuristics`), score hashed n-grams with a linear model, and, unless that fast model is
-sure the text is benign and nothing looked odd, add the MiniLM embedding of every window
-of every decoded view. The score is the highest over views and windows, and never lower
-than the weight of a strong rule that matched.
+(`heuristics`), score hashed character and word n-grams with a linear model, and, unless
+that fast model is sure the text is benign and nothing looked odd, add the MiniLM
+embedding of every window of every decoded view. The score is the highest over views and
+windows, and never lower than the weight of a strong rule that matched.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from keel.guard.base import Action, Decision, Finding, ScanContext, Stopwatch, Verdict
 from keel.guard.embedding import WindowEncoder
-from keel.guard.features import extra_features, hasher, ngram_counts, tfidf
+from keel.guard.features import NgramHasher, extra_features, ngram_counts, tfidf
 from keel.guard.heuristics import Hit, scan_document_rules, scan_rules
 from keel.guard.model import InjectionModel, sigmoid
 from keel.guard.normalize import Normalized, View, normalize
@@ -55,7 +55,7 @@ class InjectionScanner:
         self.fast_path = fast_path
         self.max_chars = max_chars
         self.max_views = max_views
-        self._hasher = hasher()
+        self._hasher = NgramHasher()
 
     def warm_up(self) -> None:
         """Load the embedding model now rather than on the first suspicious text."""
@@ -83,8 +83,8 @@ class InjectionScanner:
         # only raise the score, below.
         extra = extra_features(norm, [h for _, h in hits])
         extra_rows = np.repeat(extra.reshape(1, -1), len(views), axis=0)
-        chars = tfidf(ngram_counts([v.text for v in views], self._hasher), self.model.idf)
-        fast = float(sigmoid(self.model.fast.logits(chars, extra_rows)).max())
+        ngrams = tfidf(ngram_counts([v.text for v in views], self._hasher), self.model.idf)
+        fast = float(sigmoid(self.model.fast.logits(ngrams, extra_rows)).max())
         suspicious = bool(hits or document_hits) or bool(norm.invisible or norm.hidden_text)
         suspicious = suspicious or norm.homoglyphs > 0 or norm.leet_tokens > 0
         suspicious = suspicious or len(views) > 1
@@ -98,7 +98,7 @@ class InjectionScanner:
                     windows.append(window)
                     owner.append(i)
             emb = self.encoder.encode_windows(windows)
-            logits = self.model.full.logits_windows(chars, extra_rows, emb, owner)
+            logits = self.model.full.logits_windows(ngrams, extra_rows, emb, owner)
             score = float(sigmoid(logits).max())
         else:
             score = fast

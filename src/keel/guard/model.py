@@ -1,6 +1,7 @@
 """The injection classifier's weights: a versioned artifact with its model card.
 
-Two logistic-regression heads share the n-gram idf table: `full` reads n-grams, scanner
+Two logistic-regression heads share the n-gram idf table (character and word n-grams):
+`full` reads n-grams, scanner
 signals and the MiniLM embedding; `fast` reads only the first two and decides alone when
 it is sure a text is benign (see `InjectionScanner`). The card (JSON beside the weights)
 records the data hashes, features, threshold and measured accuracy.
@@ -17,9 +18,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from keel.guard.features import CHAR_FEATURES, EXTRA_NAMES
+from keel.guard.features import EXTRA_NAMES, NGRAM_FEATURES
 
-DEFAULT_VERSION = "injection-v1"
+DEFAULT_VERSION = "injection-v2"
 EMBEDDING_DIM = 384
 
 FloatArray = npt.NDArray[np.float32]
@@ -33,24 +34,24 @@ class ModelArtifactError(RuntimeError):
 class LinearHead:
     """Logistic regression over [n-grams | extra signals | embedding (full head only)]."""
 
-    w_char: FloatArray
+    w_ngram: FloatArray
     w_extra: FloatArray
     bias: float
     w_emb: FloatArray | None = None
 
-    def logits(self, char_rows: Any, extra: FloatArray) -> FloatArray:
-        """One logit per view: `char_rows` is a sparse (views x CHAR_FEATURES) tf-idf
+    def logits(self, ngram_rows: Any, extra: FloatArray) -> FloatArray:
+        """One logit per view: `ngram_rows` is a sparse (views x NGRAM_FEATURES) tf-idf
         matrix and `extra` has one row per view."""
-        base = np.asarray(char_rows @ self.w_char, dtype=np.float32).ravel()
+        base = np.asarray(ngram_rows @ self.w_ngram, dtype=np.float32).ravel()
         return (base + extra @ self.w_extra + np.float32(self.bias)).astype(np.float32)
 
     def logits_windows(
-        self, char_rows: Any, extra: FloatArray, emb: FloatArray, emb_view: list[int]
+        self, ngram_rows: Any, extra: FloatArray, emb: FloatArray, emb_view: list[int]
     ) -> FloatArray:
         """One logit per embedding window; `emb_view[i]` is the view window i came from."""
         if self.w_emb is None:
             raise ModelArtifactError("this head has no embedding weights")
-        base = self.logits(char_rows, extra)
+        base = self.logits(ngram_rows, extra)
         out: FloatArray = (base[np.asarray(emb_view)] + emb @ self.w_emb).astype(np.float32)
         return out
 
@@ -89,7 +90,7 @@ class InjectionModel:
         card = json.loads(card_file.read_text(encoding="utf-8"))
         with weights_file.open("rb") as fh, np.load(fh) as data:
             arrays = {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
-        if arrays["idf"].shape != (CHAR_FEATURES,) or tuple(card["features"]["extra"]) != (
+        if arrays["idf"].shape != (NGRAM_FEATURES,) or tuple(card["features"]["extra"]) != (
             EXTRA_NAMES
         ):
             raise ModelArtifactError(
@@ -100,13 +101,13 @@ class InjectionModel:
             version=version,
             idf=arrays["idf"],
             full=LinearHead(
-                w_char=arrays["full_char"],
+                w_ngram=arrays["full_ngram"],
                 w_extra=arrays["full_extra"],
                 bias=float(arrays["full_bias"][0]),
                 w_emb=arrays["full_emb"],
             ),
             fast=LinearHead(
-                w_char=arrays["fast_char"],
+                w_ngram=arrays["fast_ngram"],
                 w_extra=arrays["fast_extra"],
                 bias=float(arrays["fast_bias"][0]),
             ),
@@ -125,11 +126,11 @@ class InjectionModel:
         np.savez_compressed(
             weights,
             idf=self.idf.astype(np.float16),
-            full_char=self.full.w_char.astype(np.float16),
+            full_ngram=self.full.w_ngram.astype(np.float16),
             full_extra=self.full.w_extra,
             full_emb=self.full.w_emb,
             full_bias=np.asarray([self.full.bias], dtype=np.float32),
-            fast_char=self.fast.w_char.astype(np.float16),
+            fast_ngram=self.fast.w_ngram.astype(np.float16),
             fast_extra=self.fast.w_extra,
             fast_bias=np.asarray([self.fast.bias], dtype=np.float32),
         )
