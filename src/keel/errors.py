@@ -2,6 +2,7 @@
 
 KeelError                 500 api_error (never raised on purpose for client input)
 ├── InvalidRequest        400 invalid_request_error   (names the `param`)
+│   └── GuardrailViolation 400 guardrail_violation   code=<scanner> (a guard policy blocked)
 ├── AuthenticationFailed  401 invalid_request_error   code=invalid_api_key
 ├── PermissionDenied      403 permission_error
 ├── NotFound              404 invalid_request_error   (e.g. code=model_not_found)
@@ -54,6 +55,15 @@ class KeelError(Exception):
 class InvalidRequest(KeelError):
     status = 400
     type = "invalid_request_error"
+
+
+class GuardrailViolation(InvalidRequest):
+    """A guard policy blocked the request or the answer; `code` names the scanner.
+
+    The message says which scanner and policy decided, never the text that was found.
+    """
+
+    type = "guardrail_violation"
 
 
 class AuthenticationFailed(KeelError):

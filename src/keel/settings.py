@@ -15,7 +15,16 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from keel.cache.config import DEFAULT_THRESHOLD
 
 ENV_PREFIX = "KEEL_"
 SourceName = Literal["default", "file", "env", "cli"]
@@ -120,6 +129,19 @@ class Settings(BaseModel):
         10.0, gt=0, le=3600, description="Seconds an open breaker waits before a probe request."
     )
 
+    # Guardrails (docs/guardrails.md)
+    guard_policy: str = Field(
+        "",
+        max_length=100,
+        description="Guard policy for requests no project, route or key attachment covers: "
+        "default, strict, a name from guard_policies, or empty for none.",
+    )
+    guard_policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Guard policies every project may use, by name (the policy spec of "
+        "docs/guardrails.md).",
+    )
+
     # Shared state across replicas (docs/security.md)
     redis_url: str | None = Field(
         None,
@@ -132,6 +154,37 @@ class Settings(BaseModel):
         min_length=1,
         max_length=100,
         description="Prefix of every Redis key and channel Keel uses (one per deployment).",
+    )
+
+    # Response cache (docs/cache.md)
+    cache: bool = Field(
+        True, description="Reuse answers of deterministic requests (temperature 0 or a seed)."
+    )
+    cache_backend: Literal["memory", "redis"] = Field(
+        "memory", description="Where cached answers live: in-process, or redis_url (shared)."
+    )
+    cache_mode: Literal["exact", "semantic", "both"] = Field(
+        "exact", description="Cache lookups of routes that set none: exact, semantic or both."
+    )
+    cache_ttl: float = Field(
+        3600.0, gt=0, le=366 * 86400, description="Seconds a cached answer is served."
+    )
+    cache_max_entries: int = Field(
+        100_000, ge=0, description="Most answers cached; least recently used go first."
+    )
+    cache_max_bytes: int = Field(
+        512 * 1024**2, ge=0, description="Most bytes of cached answers and vectors (LRU)."
+    )
+    cache_semantic_threshold: float = Field(
+        DEFAULT_THRESHOLD, ge=0, le=1, description="Least cosine similarity of a semantic hit."
+    )
+    cache_verify: bool = Field(
+        True, description="Semantic hits must also match numbers, names and negations."
+    )
+    cache_routes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-route cache policy over the defaults above, by route name: enabled, "
+        "mode, ttl_s, threshold, verify, cacheable (deterministic|always|never).",
     )
 
     # Observability (docs/observability.md)
@@ -156,6 +209,27 @@ class Settings(BaseModel):
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint to export spans to, e.g. http://127.0.0.1:4318."
     )
+
+    @field_validator("cache_routes")
+    @classmethod
+    def _known_cache_fields(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        known = {"enabled", "mode", "ttl_s", "threshold", "verify", "cacheable"}
+        for route, fields in value.items():
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise ValueError(
+                    f"route {route!r}: unknown cache fields {unknown}; known: {sorted(known)}"
+                )
+        return value
+
+    @field_validator("cache_backend")
+    @classmethod
+    def _redis_for_shared_cache(cls, value: str, info: ValidationInfo) -> str:
+        if value == "redis" and not info.data.get("redis_url"):
+            raise ValueError(
+                "the redis cache backend needs redis_url, e.g. redis://127.0.0.1:6379/0"
+            )
+        return value
 
     @property
     def effective_database_url(self) -> str:

@@ -36,7 +36,9 @@ def test_a_streamed_answer_is_traced_with_ttft_and_the_exact_token_counts(
                        timeout=120).json()  # fmt: skip
     # No include_usage: the client does not ask for usage, and llama.cpp reports none in
     # streams, so the trace's counts are Keel's own, with the model's tokenizer.
-    with httpx.stream("POST", f"{keel.base_url}/v1/chat/completions", headers=headers,
+    # The same request again would be a cache hit (no tokens used): go to the model.
+    fresh = {**headers, "X-Keel-Cache": "refresh"}
+    with httpx.stream("POST", f"{keel.base_url}/v1/chat/completions", headers=fresh,
                       json={**body, "stream": True}, timeout=120) as response:  # fmt: skip
         assert response.status_code == 200
         trace_id = response.headers["x-keel-trace-id"]

@@ -101,6 +101,10 @@ def test_removing_the_permission_of_a_real_route_is_caught(tmp_path: Path) -> No
         ("viewer", "traces:write", False),
         ("app", "traces:read", False),
         ("app", "metrics:read", False),
+        ("developer", "cache:write", True),
+        ("viewer", "cache:read", True),
+        ("viewer", "cache:write", False),
+        ("app", "cache:read", False),
     ],
 )
 def test_role_table(role: str, permission: str, expected: bool) -> None:

@@ -23,6 +23,7 @@ class FakeUpstream:
     chunk_delay: float = 0.0
     report_usage: bool = True
     retry_after: str | None = None  # Retry-After header sent with injected status errors
+    echo: bool = False  # answer with the last message's text instead of `reply`
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0
     port: int = 0
@@ -62,13 +63,14 @@ class FakeUpstream:
             return web.json_response({"id": "x"})
         if self.behaviour == "slow":
             await asyncio.sleep(5)
+        reply = self._reply(body)
         if body.get("stream"):
-            return await self._stream(request, body, chat)
+            return await self._stream(request, body, chat, reply)
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
         if chat:
-            choice["message"] = {"role": "assistant", "content": self.reply}
+            choice["message"] = {"role": "assistant", "content": reply}
         else:
-            choice["text"] = self.reply
+            choice["text"] = reply
         answer: dict[str, Any] = {
             "id": "cmpl-fake",
             "object": "chat.completion" if chat else "text_completion",
@@ -80,12 +82,20 @@ class FakeUpstream:
             answer["usage"] = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
         return web.json_response(answer)
 
+    def _reply(self, body: dict[str, Any]) -> str:
+        if not self.echo:
+            return self.reply
+        if "messages" in body:
+            content = body["messages"][-1].get("content")
+            return content if isinstance(content, str) else self.reply
+        return str(body.get("prompt", self.reply))
+
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], chat: bool
+        self, request: web.Request, body: dict[str, Any], chat: bool, reply: str
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        words = self.reply.split(" ")
+        words = reply.split(" ")
         try:
             for index, word in enumerate(words):
                 if self.behaviour == "stream_break" and index == 2:
@@ -97,6 +107,10 @@ class FakeUpstream:
                          "choices": [{"index": 0, **delta, "finish_reason": None}]}  # fmt: skip
                 await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                 await asyncio.sleep(self.chunk_delay)
+            delta = {"delta": {}} if chat else {"text": ""}
+            chunk = {"id": "c1", "created": 1, "model": body.get("model"),
+                     "choices": [{"index": 0, **delta, "finish_reason": "stop"}]}  # fmt: skip
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if self.report_usage and (body.get("stream_options") or {}).get("include_usage"):
                 usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 0}
                 chunk = {"id": "c1", "created": 1, "choices": [], "usage": usage}

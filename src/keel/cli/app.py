@@ -7,8 +7,10 @@ import typer
 import keel
 from keel.cli import (
     audit,
+    cache,
     config,
     deployments,
+    guard,
     keys,
     models,
     projects,
@@ -47,6 +49,8 @@ app.add_typer(projects.app, name="projects")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(cache.app, name="cache")
+app.add_typer(guard.app, name="guard")
 
 
 @app.command()

@@ -9,19 +9,27 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from keel.auth.keys import Principal
+from keel.cache.sse import CompletionAssembler, replay_sse
 from keel.errors import KeelError
+from keel.gateway.cost import cost
 from keel.providers.base import Operation, ProviderResponse, ProviderStream, Usage
 from keel.registry.catalog import ModelCatalog
 from keel.routing.router import Router
 from keel.routing.table import Route, Target
 from keel.tracing.model import ClientDisconnected, RequestTrace, run_step, traced_attempts
+
+if TYPE_CHECKING:
+    from keel.cache.config import CacheScope
+    from keel.cache.service import CacheHit
+    from keel.gateway.cache import CacheStep
+    from keel.gateway.guard import RequestGuard, StreamGuard
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -48,7 +56,8 @@ class GatewayRequest:
     """One validated client request, as the wire JSON the client sent (model included).
 
     Steps that change the request return a new one (dataclasses.replace); `headers` are
-    X-Keel-* response headers that steps add (prompt used, route and target chosen, …).
+    X-Keel-* response headers that steps add (prompt used, route and target chosen, …);
+    `client_headers` are the request's own (lower-case names), for steps that read them.
     """
 
     op: Operation
@@ -58,6 +67,8 @@ class GatewayRequest:
     headers: dict[str, str] = field(default_factory=dict)
     settlement: Settlement | None = None
     trace: RequestTrace | None = None  # step 10: what this request did, for the recorder
+    client_headers: Mapping[str, str] = field(default_factory=dict)
+    guard: RequestGuard | None = None  # set by step 4 (input guard) for step 8 (output guard)
 
     @property
     def model(self) -> str:
@@ -97,6 +108,45 @@ def _chunk_text(op: Operation, chunk: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _guard_chunk(guard: StreamGuard, op: Operation, chunk: dict[str, Any]) -> bool:
+    """Put each choice's text through the stream's output guard; False: nothing to send.
+
+    A choice that ends (finish_reason) releases the rest of its text with it.
+    """
+    kept = []
+    for choice in chunk["choices"]:
+        index = int(choice.get("index") or 0)
+        delta = choice.get("delta") if op == "chat/completions" else None
+        piece = (delta or {}).get("content") if op == "chat/completions" else choice.get("text")
+        released = guard.feed(index, piece) if isinstance(piece, str) and piece else ""
+        if choice.get("finish_reason") is not None:
+            released += guard.finish(index)
+        if op == "chat/completions":
+            if delta is not None and (released or "content" in delta):
+                delta["content"] = released
+            other = delta is not None and any(k != "content" for k in delta)
+            if released or other or choice.get("finish_reason") is not None:
+                kept.append(choice)
+        else:
+            choice["text"] = released
+            if released or choice.get("finish_reason") is not None:
+                kept.append(choice)
+    chunk["choices"] = kept
+    return bool(kept)
+
+
+def _text_chunk(
+    request: GatewayRequest, kind: str, chunk_id: str, created: int, index: int, text: str
+) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": index, "finish_reason": None}
+    if request.op == "chat/completions":
+        choice["delta"] = {"content": text}
+    else:
+        choice["text"] = text
+    return {"id": chunk_id, "object": kind, "created": created, "model": request.model,
+            "choices": [choice]}  # fmt: skip
+
+
 class RequestStep(Protocol):
     """A step that may rewrite the request before it is routed (e.g. prompt resolution)."""
 
@@ -110,22 +160,34 @@ class Gateway:
         router: Router,
         prompts: RequestStep | None = None,
         admission: RequestStep | None = None,
+        guard: RequestStep | None = None,
+        cache: CacheStep | None = None,
     ):
         self.catalog = catalog
         self.router = router
         self.prompts = prompts
         self.admission = admission
+        self.guard = guard
+        self.cache = cache
 
     async def prepare(self, request: GatewayRequest) -> GatewayRequest:
-        """Steps before routing: 3 resolve prompt, then 2 admit (more join here: guard input).
+        """Steps before routing: 3 resolve prompt, 2 admit, then 4 guard the input.
 
         Admission runs after the prompt is resolved, because a prompt may pick the model
-        and max_tokens that scopes and limits are checked against.
+        and max_tokens that scopes and limits are checked against; the guard runs after
+        admission, so rate limits shield the scanners as well as the models.
         """
         if self.prompts is not None:
             request = await run_step(request.trace, "prompt", self.prompts, request)
         if self.admission is not None:
             request = await run_step(request.trace, "admit", self.admission, request)
+        if self.guard is not None:
+            try:
+                request = await self.guard(request)
+            except BaseException:
+                if request.settlement is not None:
+                    await request.settlement.settle(None, None)  # step 11: nothing to count
+                raise
         return request
 
     def _route(self, request: GatewayRequest) -> Route:
@@ -147,8 +209,14 @@ class Gateway:
 
     async def _complete(self, request: GatewayRequest) -> dict[str, Any]:
         trace = request.trace
-        route_step = trace.begin("route") if trace is not None else None
+        started = time.perf_counter()
         route = self._route(request)
+        scope = self.cache.scope(request, route) if self.cache is not None else None
+        if scope is not None and self.cache is not None:
+            hit = await self.cache.lookup(request, scope)  # step 5
+            if hit is not None:
+                return await self._cached(request, route, hit)
+        route_step = trace.begin("route") if trace is not None else None
 
         async def call(target: Target) -> tuple[dict[str, Any], ProviderResponse]:
             payload = upstream_payload(target, request, stream=False)
@@ -173,10 +241,53 @@ class Gateway:
             )
             usage = await outcome.target.provider.count_usage(request.op, payload, text)
         body["usage"] = usage.as_dict()
+        recorded = body.get("choices")
+        if request.guard is not None and isinstance(recorded, list):
+            try:  # step 8: the output guard (the trace keeps the answer before restoration)
+                recorded = await request.guard.answer(request.op, recorded)
+            except KeelError:
+                if trace is not None:
+                    trace.answered(usage, response_model, None)
+                if request.settlement is not None:  # tokens were used: count them (once)
+                    await request.settlement.settle(outcome.target, usage)
+                raise
         if trace is not None:
-            trace.answered(usage, response_model, body.get("choices"))
+            trace.answered(usage, response_model, recorded)
+        if scope is not None and self.cache is not None:  # step 9
+            latency_ms = (time.perf_counter() - started) * 1000
+            stored = {**body, "model": response_model, "choices": recorded}
+            self.cache.store_later(scope, request, stored, cost(outcome.target, usage), latency_ms)
         if request.settlement is not None:
             await request.settlement.settle(outcome.target, usage)  # step 11
+        return body
+
+    async def _answer_from(
+        self, request: GatewayRequest, route: Route, hit: CacheHit
+    ) -> tuple[dict[str, Any], Any]:
+        """A cache hit, through the output guard: (body for the client, choices to record).
+
+        A hit costs no tokens: it settles with nothing to count.
+        """
+        body = hit.response
+        recorded = body.get("choices")
+        trace = request.trace
+        request.headers["X-Keel-Route"] = route.name
+        try:
+            if request.guard is not None and isinstance(recorded, list):
+                recorded = await request.guard.answer(request.op, recorded)
+        finally:
+            if request.settlement is not None:
+                await request.settlement.settle(None, None)
+        if trace is not None:
+            trace.route = route.name
+            trace.output = recorded
+            model = body.get("model")
+            trace.response_model = model if isinstance(model, str) else None
+        body["model"] = request.model
+        return body, recorded
+
+    async def _cached(self, request: GatewayRequest, route: Route, hit: CacheHit) -> dict[str, Any]:
+        body, _ = await self._answer_from(request, route, hit)
         return body
 
     async def open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
@@ -200,8 +311,14 @@ class Gateway:
 
     async def _open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
         trace = request.trace
-        route_step = trace.begin("route") if trace is not None else None
         route = self._route(request)
+        scope = self.cache.scope(request, route) if self.cache is not None else None
+        if scope is not None and self.cache is not None:
+            hit = await self.cache.lookup(request, scope)  # step 5
+            if hit is not None:
+                body, recorded = await self._answer_from(request, route, hit)
+                return self._replay(request, body, recorded)
+        route_step = trace.begin("route") if trace is not None else None
 
         async def call(target: Target) -> tuple[dict[str, Any], ProviderStream]:
             payload = upstream_payload(target, request, stream=True)
@@ -213,7 +330,23 @@ class Gateway:
             trace.routed(route_step, outcome)
         request.headers.update(outcome.headers())
         payload, upstream = outcome.value
-        return self._relay(request, outcome.target, payload, upstream)
+        return self._relay(request, outcome.target, payload, upstream, scope)
+
+    async def _replay(
+        self, request: GatewayRequest, body: dict[str, Any], recorded: Any
+    ) -> AsyncIterator[bytes]:
+        """A cached answer as the stream the client asked for (already guarded)."""
+        trace, done = request.trace, False
+        try:
+            async for event in replay_sse(body, request.model, request.wants_usage):
+                if trace is not None and trace.first_token_ns is None:
+                    trace.first_token_ns = time.time_ns()
+                yield event
+            done = True
+        finally:
+            if trace is not None:
+                trace.output = recorded
+                trace.finish(None if done else ClientDisconnected())
 
     async def _relay(
         self,
@@ -221,12 +354,16 @@ class Gateway:
         target: Target,
         payload: dict[str, Any],
         upstream: ProviderStream,
+        scope: CacheScope | None = None,
     ) -> AsyncIterator[bytes]:
+        started = time.perf_counter()
+        assembler = CompletionAssembler() if scope is not None else None
         text: list[str] = []
         usage: Usage | None = None
         chunk_id, created = "", int(time.time())
         kind = "chat.completion.chunk" if request.op == "chat/completions" else "text_completion"
         trace, failure, done = request.trace, None, False
+        guard = request.guard.stream() if request.guard is not None else None
         try:
             async for chunk in upstream:
                 chunk_id = chunk.get("id", chunk_id)
@@ -234,14 +371,25 @@ class Gateway:
                 reported = chunk.get("usage")
                 if isinstance(reported, dict) and "completion_tokens" in reported:
                     usage = Usage(reported["prompt_tokens"], reported["completion_tokens"])
+                if assembler is not None:
+                    assembler.add(chunk)  # what the upstream said, for step 9
                 if not chunk.get("choices"):
                     continue  # a usage-only chunk: re-emitted below if the client asked
                 chunk.pop("usage", None)
-                if trace is not None:
-                    trace.chunk(chunk)
-                chunk["model"] = request.model
                 text.append(_chunk_text(request.op, chunk))
+                if guard is not None and not _guard_chunk(guard, request.op, chunk):
+                    continue  # step 8 holds this text back until it has been scanned
+                if trace is not None:
+                    trace.chunk(chunk)  # before the rename: it keeps the upstream's model
+                chunk["model"] = request.model
                 yield sse(chunk)
+            if guard is not None:
+                for index, rest in guard.finish_all().items():
+                    if rest:
+                        chunk = _text_chunk(request, kind, chunk_id, created, index, rest)
+                        if trace is not None:
+                            trace.chunk(chunk)
+                        yield sse(chunk)
             if usage is None and (request.wants_usage or request.settlement or trace):
                 usage = await target.provider.count_usage(request.op, payload, "".join(text))
             if request.wants_usage and usage is not None:
@@ -257,6 +405,14 @@ class Gateway:
                 )
             yield _DONE
             done = True
+            if assembler is not None and scope is not None and self.cache is not None:
+                stored = assembler.completion()  # None when a choice never finished
+                if stored is not None:
+                    if usage is not None:
+                        stored["usage"] = usage.as_dict()
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    spent = cost(target, usage) if usage is not None else None
+                    self.cache.store_later(scope, request, stored, spent, latency_ms)
         except KeelError as exc:
             failure = exc
             # Headers went out already: the error travels as a last event (as OpenAI does).
@@ -264,8 +420,11 @@ class Gateway:
         finally:
             with contextlib.suppress(Exception):
                 await upstream.aclose()
+            if guard is not None:
+                guard.close()
             if trace is not None:
-                trace.streamed(text, usage, None if done else failure or ClientDisconnected())
+                recorded = guard.recorded if guard is not None else text
+                trace.streamed(recorded, usage, None if done else failure or ClientDisconnected())
             if request.settlement is not None:
                 if usage is None and text:  # cut short (error or disconnect): count what went out
                     with contextlib.suppress(Exception):

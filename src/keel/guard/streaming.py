@@ -23,6 +23,7 @@ class StreamStep:
     text: str
     blocked: bool = False
     verdicts: list[Verdict] = field(default_factory=list)
+    raw: str = ""  # the released text before placeholders are restored (for records)
 
 
 class StreamingOutputGuard:
@@ -97,6 +98,7 @@ class StreamingOutputGuard:
         text = segment
         if segment and any(v.action == "redact" for v in verdicts):
             text, _, _ = self.policy.scan_output_text(segment, self.state)
+        raw = text
         if self._restorer is not None:
             text = self._restorer.feed(text)
-        return StreamStep(text, verdicts=verdicts)
+        return StreamStep(text, verdicts=verdicts, raw=raw)

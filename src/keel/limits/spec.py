@@ -84,10 +84,22 @@ class Scopes(BaseModel):
     max_tokens: Count | None = Field(
         None, description="Largest max_tokens per request; also the default when none is sent."
     )
+    guard_policies: list[Name] | None = Field(
+        None,
+        max_length=100,
+        description="Guard policies the key may pick per request with X-Keel-Guard-Policy "
+        "('*': any, 'none' turns the guard off). Unlike the other scopes, unset means none "
+        "for app and viewer keys; admin and developer keys may pick any.",
+    )
 
     @property
     def empty(self) -> bool:
-        return self.routes is None and self.prompts is None and self.max_tokens is None
+        return (
+            self.routes is None
+            and self.prompts is None
+            and self.max_tokens is None
+            and self.guard_policies is None
+        )
 
 
 NO_LIMITS = Limits()

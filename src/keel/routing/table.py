@@ -35,6 +35,8 @@ class Route:
     # Derived once per table build, so a request pays O(log n) to choose, not O(n²).
     cumulative: tuple[int, ...] = field(init=False, repr=False)
     failover: tuple[Target, ...] = field(init=False, repr=False)
+    # What answers this route: changes with any target, weight or fallback (cache keys).
+    identity: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         running, cumulative = 0, []
@@ -50,6 +52,9 @@ class Route:
                 seen.add(target.ref)
                 failover.append(target)
         object.__setattr__(self, "failover", tuple(failover))
+        weighted = ",".join(f"{target.ref}:{weight}" for target, weight in self.weighted)
+        fallbacks = ",".join(target.ref for target in self.fallbacks)
+        object.__setattr__(self, "identity", f"{self.name}|{weighted}|{fallbacks}")
 
     @property
     def total_weight(self) -> int:

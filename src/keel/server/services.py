@@ -13,10 +13,15 @@ from typing import Any
 from keel.auth.audit import AuditLog
 from keel.auth.keys import KeyService
 from keel.auth.secrets import SecretBox
+from keel.cache.metrics import CacheMetrics
+from keel.cache.service import ResponseCache, build_response_cache
 from keel.deploy.bundled import minilm_dir
 from keel.deploy.manager import DeploymentManager, ServerOptions
 from keel.events import ChangeBus
+from keel.gateway.cache import CacheStep
+from keel.gateway.guard import GuardStep
 from keel.gateway.pipeline import Gateway
+from keel.guard.service import GuardService
 from keel.prompts.resolver import PromptResolver
 from keel.prompts.service import PromptService
 from keel.providers.openai_compat import OpenAICompatProvider
@@ -64,8 +69,10 @@ class Services:
     gateway: Gateway
     tracing: Tracing
     access: Access
+    cache: ResponseCache
     extras: dict[str, Any] = field(default_factory=dict)
     prompts: PromptService | None = None
+    guard: GuardService | None = None
 
     def readiness(self) -> dict[str, dict[str, object]]:
         checks = self.deployments.readiness()
@@ -75,6 +82,7 @@ class Services:
                 "state": "ready" if embedder.ready else ("failed" if embedder.error else "loading"),
             }
         checks.update(access_readiness(self.access))
+        checks["cache"] = {"ready": True, **self.cache.status()}  # a broken cache is a miss
         return checks
 
     def chat_model_cards(self, project_id: str) -> list[dict[str, Any]]:
@@ -128,6 +136,11 @@ def build_services(
     )
     keys = access.keys
     prompts = PromptService(database, events)
+    # Semantic lookups use the first embedder served (the bundled MiniLM unless disabled).
+    cache = build_response_cache(settings, lambda: next(iter(catalog.embedders), None))
+    guard = GuardService(
+        database, events, default_policy=settings.guard_policy, declared=settings.guard_policies
+    )
     return Services(
         settings=settings,
         database=database,
@@ -140,11 +153,18 @@ def build_services(
         deployments=deployments,
         sync=sync,
         gateway=Gateway(
-            catalog, router, prompts=PromptResolver(prompts, events), admission=access.admission
+            catalog,
+            router,
+            prompts=PromptResolver(prompts, events),
+            admission=access.admission,
+            guard=GuardStep(guard),
+            cache=CacheStep(cache, settings.cache_routes),
         ),
         tracing=Tracing(settings, database, router.breaker_states),
         access=access,
+        cache=cache,
         prompts=prompts,
+        guard=guard,
     )
 
 
@@ -165,6 +185,7 @@ async def start_services(
     try:
         await start_access(services.access)
         register_metrics(services.access, services.tracing.metrics.registry)
+        services.tracing.metrics.registry.register(CacheMetrics(services.cache))
         if settings.local_model:
             await asyncio.to_thread(seed_bundled_model, services.registry, settings)
         if settings.embeddings:
@@ -174,6 +195,10 @@ async def start_services(
             services.catalog.add_embedder(embedder)
             embedder.start_loading()
         services.sync.attach(services.events)
+        if services.guard is not None:  # policies in use are built (and their models loaded)
+            await asyncio.to_thread(services.guard.check_declared)
+            await asyncio.to_thread(services.guard.reload)
+            await asyncio.to_thread(services.guard.warm_up)
         services.tracing.start_writer()  # also replays spill files left by an earlier run
         started = await services.sync.refresh()
         await asyncio.gather(*started)
@@ -187,6 +212,7 @@ async def stop_services(services: Services) -> None:
     await services.tracing.close()  # flush queued traces to the store, else to the spill file
     await services.sync.close()
     await stop_access(services.access)
+    await services.cache.close()
     for provider in services.catalog.providers:
         await provider.close()
     for embedder in services.catalog.embedders:

@@ -1,6 +1,7 @@
 """Every module's tables, gathered into one metadata for Alembic's autogenerate."""
 
 from keel.auth import tables as auth_tables
+from keel.guard import tables as guard_tables
 from keel.limits import tables as limit_tables
 from keel.prompts import tables as prompt_tables
 from keel.registry import tables as registry_tables
@@ -8,4 +9,4 @@ from keel.store.base import Base
 from keel.tracing import tables as tracing_tables
 
 metadata = Base.metadata
-MODULES = (auth_tables, limit_tables, prompt_tables, registry_tables, tracing_tables)
+MODULES = (auth_tables, guard_tables, limit_tables, prompt_tables, registry_tables, tracing_tables)

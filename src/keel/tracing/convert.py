@@ -146,9 +146,26 @@ def _step_attributes(trace: RequestTrace, step: Step, number: int) -> dict[str, 
         attributes["keel.attempts"] = trace.attempts
     elif step.name == "prompt" and trace.prompt is not None:
         attributes["keel.prompt.name"], attributes["keel.prompt.version"] = trace.prompt
+    elif step.verdicts is not None:
+        attributes["keel.guard.policy"] = trace.guard_policy
+        attributes["keel.guard.verdicts"] = [_verdict(v) for v in step.verdicts]
     if step.error is not None:
         attributes["error.type"] = step.error
     return attributes
+
+
+def _verdict(verdict: Any) -> dict[str, Any]:
+    """A guard verdict as a span attribute: what was found, never the found text itself."""
+    return {
+        "scanner": verdict.scanner,
+        "score": round(float(verdict.score), 4),
+        "action": verdict.action,
+        "latency_ms": round(float(verdict.latency_ms), 3),
+        "findings": [
+            {"kind": f.kind, "detail": f.detail, "value_hash": f.value_hash}
+            for f in verdict.findings[:20]
+        ],
+    }
 
 
 def convert(trace: RequestTrace, keep_content: bool) -> Converted:
@@ -224,6 +241,15 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
     if ttft_ms is not None:
         root["keel.ttft_ms"] = round(ttft_ms, 3)
     root["keel.stream"] = bool(body.get("stream"))
+    if trace.guard_policy is not None:
+        root["keel.guard.policy"] = trace.guard_policy
+        root["keel.guard.action"] = trace.guard_action
+    if trace.cache is not None:
+        root["keel.cache"] = trace.cache
+        if trace.saved_cost is not None:
+            root["keel.cache.saved_cost"] = trace.saved_cost
+        if trace.saved_ms is not None:
+            root["keel.cache.saved_ms"] = round(trace.saved_ms, 3)
     if error_name is not None:
         root["error.type"] = error_name
     if input_hash is not None:
@@ -288,5 +314,10 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
         "output_sha256": output_hash,
         "input_bytes": input_bytes,
         "output_bytes": output_bytes,
+        "guard_policy": trace.guard_policy,
+        "guard_action": trace.guard_action,
+        "cache": trace.cache,
+        "saved_cost": trace.saved_cost,
+        "saved_ms": trace.saved_ms,
     }
     return Converted(row, orjson.dumps(spans).decode(), errors)

@@ -26,6 +26,7 @@ OPERATIONS = {
     "completions": "text_completion",
     "embeddings": "embeddings",
 }
+_ACTION_RANK = {"allow": 0, "flag": 1, "redact": 2, "block": 3}
 SESSION_HEADER = b"x-keel-session-id"
 METADATA_PREFIX = b"x-keel-metadata-"
 MAX_METADATA = 32
@@ -67,6 +68,8 @@ class Step:
     parent: str = "request"  # the name of the parent step
     error: str | None = None
     target: Target | None = None  # for provider attempts
+    # Guard steps: the scanners' verdicts (guard.base.Verdict), turned into attributes later.
+    verdicts: list[Any] | None = None
 
 
 def header_context(scope: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]:
@@ -94,12 +97,15 @@ class RequestTrace:
     __slots__ = (
         "attempts",
         "body",
+        "cache",
         "cost",
         "embedding_model",
         "end_ns",
         "error",
         "finished",
         "first_token_ns",
+        "guard_action",
+        "guard_policy",
         "last_chunk",
         "metadata",
         "op",
@@ -108,6 +114,8 @@ class RequestTrace:
         "prompt",
         "response_model",
         "route",
+        "saved_cost",
+        "saved_ms",
         "session_id",
         "sink",
         "start_ns",
@@ -155,6 +163,11 @@ class RequestTrace:
         self.embedding_model: str | None = None
         self.error: BaseException | None = None
         self.finished = False
+        self.guard_policy: str | None = None
+        self.guard_action: str | None = None  # the strongest action over all guard steps
+        self.cache: str | None = None  # hit-exact | hit-semantic | miss
+        self.saved_cost: float | None = None
+        self.saved_ms: float | None = None
 
     def begin(self, name: str, parent: str = "request", target: Target | None = None) -> Step:
         step = Step(name, time.time_ns(), parent=parent, target=target)
@@ -174,6 +187,14 @@ class RequestTrace:
         version = headers.get("X-Keel-Prompt-Version", "")
         if name is not None and version.isdigit():
             self.prompt = (name, int(version))
+
+    def guarded(self, step: Step, policy: str, verdicts: list[Any], action: str) -> None:
+        """A guard step is over: keep its verdicts and the strongest action so far."""
+        self.end(step)
+        step.verdicts = verdicts
+        self.guard_policy = policy
+        if self.guard_action is None or _ACTION_RANK[action] > _ACTION_RANK[self.guard_action]:
+            self.guard_action = action
 
     def routed(self, step: Step, outcome: Outcome[Any]) -> None:
         """Step 6 is over: the router found a target that answered."""

@@ -27,6 +27,7 @@ log = logging.getLogger("keel.tracing")
 Write = Callable[[list[Converted]], None]
 Convert = Callable[[RequestTrace], Converted]
 CONVERT_SLICE = 16  # records converted between two turns of the event loop
+MAX_CONVERT_SLICE = 128  # ... at most, however long the backlog
 Export = Callable[[list[Converted]], None]
 RECENT_IDS = 50_000
 
@@ -158,6 +159,10 @@ class TraceRecorder:
         from the loop for whole switch intervals; slices of the loop's own time do not.
         """
         records = []
+        # A backlog means conversion falls behind the requests: take longer turns, so the
+        # writer catches up instead of the queue (and memory) growing until it spills.
+        backlog = len(self._queue) // max(1, self._batch_size)
+        step = min(CONVERT_SLICE * (1 + backlog), MAX_CONVERT_SLICE)
         for index, trace in enumerate(batch, 1):
             try:
                 record = self._convert_one(trace)
@@ -167,7 +172,7 @@ class TraceRecorder:
                 continue
             self._metrics.observe(record)
             records.append(record)
-            if index % CONVERT_SLICE == 0:
+            if index % step == 0:
                 await asyncio.sleep(0)
         return records
 

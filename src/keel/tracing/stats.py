@@ -24,7 +24,12 @@ PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 _WHERE = "project_id = :project AND start_us >= :since AND start_us < :until"
 _SUMS = (
     "COUNT(*) AS requests, SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
-    "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost) AS cost"
+    "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost) AS cost, "
+    "SUM(CASE WHEN cache IS NOT NULL THEN 1 ELSE 0 END) AS cache_lookups, "
+    "SUM(CASE WHEN cache LIKE 'hit%' THEN 1 ELSE 0 END) AS cache_hits, "
+    "SUM(saved_cost) AS saved_cost, SUM(saved_ms) AS saved_ms, "
+    "SUM(CASE WHEN guard_action = 'block' THEN 1 ELSE 0 END) AS guard_blocks, "
+    "SUM(CASE WHEN guard_action = 'flag' THEN 1 ELSE 0 END) AS guard_flags"
 )
 
 
@@ -68,7 +73,8 @@ def _sqlite_sql(group: str) -> str:
     )
     return (
         "WITH base AS (SELECT (start_us - :origin) / :bucket * :bucket + :origin AS bucket, "
-        f"{group} AS grp, status, duration_ms, ttft_ms, input_tokens, output_tokens, cost "
+        f"{group} AS grp, status, duration_ms, ttft_ms, input_tokens, output_tokens, cost, "
+        "cache, saved_cost, saved_ms, guard_action "
         f"FROM traces WHERE {_WHERE}), "
         f"agg AS (SELECT bucket, grp, {_SUMS} FROM base GROUP BY bucket, grp), "
         f"{ranked('duration_ms', 'latency')}, {ranked('ttft_ms', 'ttft')} "
@@ -115,6 +121,17 @@ def stats(
             "input_tokens": int(row["input_tokens"] or 0),
             "output_tokens": int(row["output_tokens"] or 0),
             "cost": float(row["cost"] or 0.0),
+            "cache_lookups": int(row["cache_lookups"] or 0),
+            "cache_hits": int(row["cache_hits"] or 0),
+            "cache_hit_rate": (
+                int(row["cache_hits"] or 0) / int(row["cache_lookups"])
+                if row["cache_lookups"]
+                else 0.0
+            ),
+            "saved_cost": float(row["saved_cost"] or 0.0),
+            "saved_ms": float(row["saved_ms"] or 0.0),
+            "guard_blocks": int(row["guard_blocks"] or 0),
+            "guard_flags": int(row["guard_flags"] or 0),
         }
         for prefix in ("latency", "ttft"):
             for name, _ in PERCENTILES:

@@ -104,6 +104,8 @@ class TraceFilter:
     min_cost: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     text: str | None = None
+    guard_action: str | None = None  # allow | flag | redact | block
+    cache: str | None = None  # hit-exact | hit-semantic | miss
 
 
 def _conditions(project_id: str, f: TraceFilter) -> list[Any]:
@@ -130,6 +132,10 @@ def _conditions(project_id: str, f: TraceFilter) -> list[Any]:
             where.append(t.prompt_version == int(version))
     if f.status:
         where.append(t.status == f.status)
+    if f.guard_action:
+        where.append(t.guard_action == f.guard_action)
+    if f.cache:
+        where.append(t.cache == f.cache)
     if f.min_latency_ms is not None:
         where.append(t.duration_ms >= f.min_latency_ms)
     if f.min_cost is not None:
@@ -198,7 +204,7 @@ class TraceStore:
         for item in batch:
             row = item.trace
             traces.append(tuple(
-                dumps(row[c]).decode() if c == "metadata" else row[c] for c in TRACE_COLUMNS
+                dumps(row[c]).decode() if c == "metadata" else row.get(c) for c in TRACE_COLUMNS
             ))  # fmt: skip
             spans.append((row["trace_id"], item.spans))
         if not traces:

@@ -47,6 +47,13 @@ class TraceRow(Base):
     output_sha256: Mapped[str | None] = mapped_column(String(64))
     input_bytes: Mapped[int | None] = mapped_column(Integer)
     output_bytes: Mapped[int | None] = mapped_column(Integer)
+    # The guard policy that ran and the strongest action it took (allow|flag|redact|block).
+    guard_policy: Mapped[str | None] = mapped_column(String(100))
+    guard_action: Mapped[str | None] = mapped_column(String(16))
+    # hit-exact | hit-semantic | miss (NULL: no cache consulted), and what a hit saved.
+    cache: Mapped[str | None] = mapped_column(String(16))
+    saved_cost: Mapped[float | None] = mapped_column(Float)
+    saved_ms: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         # Newest first within a project: the list page, time ranges and /api/stats.
@@ -54,6 +61,7 @@ class TraceRow(Base):
         # Selective filters a person looks up one value of.
         Index("ix_traces_project_id_session_id", "project_id", "session_id", "start_us"),
         Index("ix_traces_project_id_user", "project_id", "user", "start_us"),
+        Index("ix_traces_project_id_guard_action", "project_id", "guard_action", "start_us"),
     )
 
 

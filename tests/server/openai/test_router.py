@@ -82,8 +82,9 @@ async def test_stream_relays_chunks_then_usage_then_done(
     stream = events(response.text)
     assert stream[-1] == "[DONE]"
     chunks = [e for e in stream[:-2] if isinstance(e, dict)]
-    text = "".join(c["choices"][0]["delta"]["content"] for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text == upstream.reply
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert all(c["model"] == "fake-model" for c in chunks)
     usage_chunk = stream[-2]
     assert isinstance(usage_chunk, dict)

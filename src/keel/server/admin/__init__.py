@@ -2,7 +2,17 @@
 
 from fastapi import APIRouter
 
-from keel.server.admin import audit, deployments, identity, keys, prompts, registry, traces
+from keel.server.admin import (
+    audit,
+    cache,
+    deployments,
+    guard,
+    identity,
+    keys,
+    prompts,
+    registry,
+    traces,
+)
 
 router = APIRouter(prefix="/api")
 router.include_router(audit.router)
@@ -12,3 +22,5 @@ router.include_router(prompts.router)
 router.include_router(identity.router)
 router.include_router(keys.router)
 router.include_router(traces.router)
+router.include_router(cache.router)
+router.include_router(guard.router)

@@ -124,6 +124,11 @@ class TraceSummary(BaseModel):
     output_sha256: str | None
     input_bytes: int | None
     output_bytes: int | None
+    guard_policy: str | None = None
+    guard_action: Literal["allow", "flag", "redact", "block"] | None = None
+    cache: Literal["hit-exact", "hit-semantic", "miss"] | None = None
+    saved_cost: float | None = None
+    saved_ms: float | None = None
     input_preview: str | None
     output_preview: str | None
 
@@ -191,6 +196,13 @@ class StatsRow(BaseModel):
     input_tokens: int
     output_tokens: int
     cost: float
+    cache_lookups: int
+    cache_hits: int
+    cache_hit_rate: float
+    saved_cost: float
+    saved_ms: float
+    guard_blocks: int
+    guard_flags: int
 
 
 class StatsResponse(BaseModel):
@@ -252,6 +264,11 @@ async def list_traces(
         str | None, Query(max_length=120, description="Prompt NAME or NAME@VERSION.")
     ] = None,
     status: Annotated[Literal["ok", "error"] | None, Query()] = None,
+    guard_action: Annotated[
+        Literal["allow", "flag", "redact", "block"] | None,
+        Query(description="The strongest action the guard policy took."),
+    ] = None,
+    cache: Annotated[Literal["hit-exact", "hit-semantic", "miss"] | None, Query()] = None,
     min_latency_ms: Annotated[float | None, Query(ge=0, le=1e9, allow_inf_nan=False)] = None,
     min_cost: Annotated[float | None, Query(ge=0, le=1e12, allow_inf_nan=False)] = None,
     metadata: Annotated[
@@ -276,6 +293,8 @@ async def list_traces(
         session_id=session,
         prompt=prompt,
         status=status,
+        guard_action=guard_action,
+        cache=cache,
         min_latency_ms=min_latency_ms,
         min_cost=min_cost,
         metadata=_metadata(metadata),

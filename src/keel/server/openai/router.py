@@ -82,7 +82,9 @@ async def chat_completions(
 ) -> Response:
     wire = body.model_dump(exclude_unset=True)
     trace = services.tracing.start(http.scope, "chat/completions", principal, wire)
-    request = GatewayRequest("chat/completions", wire, principal, trace_id, trace=trace)
+    request = GatewayRequest(
+        "chat/completions", wire, principal, trace_id, trace=trace, client_headers=http.headers
+    )
     return await _answer(services, request, body.stream)
 
 
@@ -103,7 +105,9 @@ async def completions(
     if isinstance(wire["prompt"], list):
         wire["prompt"] = wire["prompt"][0]
     trace = services.tracing.start(http.scope, "completions", principal, wire)
-    request = GatewayRequest("completions", wire, principal, trace_id, trace=trace)
+    request = GatewayRequest(
+        "completions", wire, principal, trace_id, trace=trace, client_headers=http.headers
+    )
     return await _answer(services, request, body.stream)
 
 
