@@ -267,6 +267,16 @@ class KeyService:
                 )
             return self._remember(row, member_role)
 
+    async def principal_of(self, key_id: str) -> Principal | None:
+        """The principal of a usable key found by id alone, else None (revoked, expired,
+        unknown). For callers that checked the full key once and hold a signed session."""
+        entry = self._cache.get(key_id)
+        if entry is None:
+            entry = await asyncio.to_thread(self._lookup, key_id)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= time.time()):
+            return None
+        return entry.principal
+
     # -- hot path ----------------------------------------------------------------------
 
     def verify_cached(self, token: str) -> Principal | None:

@@ -11,6 +11,8 @@ from base64 import urlsafe_b64encode
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 KEY_FILE = "secret.key"
@@ -89,7 +91,14 @@ class SecretBox:
 
     def __init__(self, key: bytes, key_file: Path):
         self._fernet = Fernet(key)
+        self._key = key
         self._key_file = key_file
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (e.g. signing console sessions), derived with HKDF,
+        so the secret key is never used directly for anything but provider secrets."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return hkdf.derive(self._key)
 
     @classmethod
     def load(cls, data_dir: Path, secret_key: str | None) -> SecretBox:

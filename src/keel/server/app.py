@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import keel
+from keel import ui
 from keel.server import admin, errors, health, metrics
 from keel.server.middleware import RequestContext
 from keel.server.openai.feedback import router as feedback_router
@@ -60,6 +61,7 @@ def create_app(
     app.include_router(feedback_router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    ui.mount(app)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     if services is not None:
         app.state.services = services
