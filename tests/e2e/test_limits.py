@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from keel.deploy.llamacpp import free_port
-from tests.support.keel_process import KeelProcess, start_keel
-from tests.support.redis import temporary_redis_prefix
-from tests.support.services import temporary_postgres_database
-from tests.support.stub_server import StubProcess
+from tests.support.keel_process import KeelProcess
+from tests.support.pair import two_keels
 
 pytestmark = pytest.mark.e2e
 # The prompt of this body is estimated at 7 tokens and max_tokens is 5: the stub reports 7 + 5,
@@ -24,29 +20,8 @@ BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_t
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KeelProcess, KeelProcess]]:
-    root: Path = tmp_path_factory.mktemp("shared-limits")
-    stub = StubProcess("stub", free_port()).start()
-    with temporary_postgres_database() as database, temporary_redis_prefix() as (url, prefix):
-        env = {"KEEL_DATABASE_URL": database, "KEEL_REDIS_URL": url, "KEEL_REDIS_PREFIX": prefix}
-        flags = ("--no-local-model", "--no-embeddings")
-        a = start_keel(root / "a", *flags, env=env)  # creates the admin key first
-        b = start_keel(root / "b", *flags, env=env)
-        try:
-            a.api("PUT", "/api/providers/stub",
-                  {"kind": "openai_compat", "base_url": stub.base_url})  # fmt: skip
-            a.api("POST", "/api/models", {"name": "m", "provider": "stub", "upstream_model": "x"})
-            a.api("PUT", "/api/routes/chat", {"targets": {"m@1": 100}})
-            b_admin = {"Authorization": f"Bearer {a.api_key}"}
-            for _ in range(100):  # B learns of the new route through the Redis change channel
-                models = httpx.get(f"{b.base_url}/v1/models", headers=b_admin, timeout=5).json()
-                if "chat" in [m["id"] for m in models["data"]]:
-                    break
-                time.sleep(0.05)
-            yield a, b
-        finally:
-            a.stop()
-            b.stop()
-            stub.stop()
+    with two_keels(tmp_path_factory.mktemp("shared-limits")) as keels:
+        yield keels
 
 
 def new_key(keel: KeelProcess, **spec: object) -> str:

@@ -211,11 +211,10 @@ class Gateway:
         trace = request.trace
         started = time.perf_counter()
         route = self._route(request)
-        scope = self.cache.scope(request, route) if self.cache is not None else None
-        if scope is not None and self.cache is not None:
-            hit = await self.cache.lookup(request, scope)  # step 5
-            if hit is not None:
-                return await self._cached(request, route, hit)
+        scope, hit = await self._lookup(request, route)
+        if hit is not None:
+            body, _ = await self._answer_from(request, route, hit)
+            return body
         route_step = trace.begin("route") if trace is not None else None
 
         async def call(target: Target) -> tuple[dict[str, Any], ProviderResponse]:
@@ -286,9 +285,15 @@ class Gateway:
         body["model"] = request.model
         return body, recorded
 
-    async def _cached(self, request: GatewayRequest, route: Route, hit: CacheHit) -> dict[str, Any]:
-        body, _ = await self._answer_from(request, route, hit)
-        return body
+    async def _lookup(
+        self, request: GatewayRequest, route: Route
+    ) -> tuple[CacheScope | None, CacheHit | None]:
+        """Step 5: how the cache sees this request (None: not at all), and a stored answer."""
+        if self.cache is None:
+            return None, None
+        scope = self.cache.scope(request, route)
+        hit = await self.cache.lookup(request, scope) if scope is not None else None
+        return scope, hit
 
     async def open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
         """Open the upstream stream now (so failures get a proper status), then relay it.
@@ -312,12 +317,10 @@ class Gateway:
     async def _open_stream(self, request: GatewayRequest) -> AsyncIterator[bytes]:
         trace = request.trace
         route = self._route(request)
-        scope = self.cache.scope(request, route) if self.cache is not None else None
-        if scope is not None and self.cache is not None:
-            hit = await self.cache.lookup(request, scope)  # step 5
-            if hit is not None:
-                body, recorded = await self._answer_from(request, route, hit)
-                return self._replay(request, body, recorded)
+        scope, hit = await self._lookup(request, route)
+        if hit is not None:
+            body, recorded = await self._answer_from(request, route, hit)
+            return self._replay(request, body, recorded)
         route_step = trace.begin("route") if trace is not None else None
 
         async def call(target: Target) -> tuple[dict[str, Any], ProviderStream]:

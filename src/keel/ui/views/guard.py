@@ -38,5 +38,5 @@ async def guard(
     rows, next_cursor = await db(store.list, c.principal.project_id, filters, limit=PAGE,
                                  cursor=cursor)  # fmt: skip
     await db(_with_verdicts, store, c.principal.project_id, rows)
-    return page(c.request, "guard.html", console=c, supported=True, rows=rows,
+    return page(c.request, "guard.html", console=c, rows=rows,
                 action=action, next_cursor=next_cursor)  # fmt: skip

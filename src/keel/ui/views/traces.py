@@ -90,7 +90,6 @@ async def traces(
     return page(
         c.request, "traces.html", console=c, rows=rows, filters=current, metadata=meta_pairs,
         next_url=next_url, first_url=f"/ui/traces?{urlencode(query)}" if cursor else None,
-        has_guard=True, has_cache=True,
         guard_actions=GUARD_ACTIONS, cache_states=CACHE_STATES,
     )  # fmt: skip
 
