@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +142,39 @@ async def time_queries(data_dir: Path, url: str, rounds: int) -> dict[str, dict[
     return found
 
 
+@contextmanager
+def scratch_store(name: str) -> Iterator[str]:
+    """The URL of a new, empty database of this kind (sqlite or postgresql), removed after."""
+    if name == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="keel-trace-sqlite-") as tmp:
+            yield f"sqlite:///{tmp}/keel.db"
+        return
+    scratch = f"keel_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{scratch}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{scratch}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def migrate_and_fill(name: str, url: str, traces: int, days: int) -> float:
+    """Create the schema and write the synthetic traces; seconds it took to fill."""
+    database = Database(url)
+    migrate.upgrade(database)
+    print(f"{name}: writing {traces:,} traces ({traces * SPANS_PER_TRACE:,} spans) ...",
+          file=sys.stderr, flush=True)  # fmt: skip
+    fill_s = fill(database, traces, days, seed=1)
+    database.dispose()
+    return fill_s
+
+
 def run_store(name: str, url: str, traces: int, days: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keel-trace-data-") as tmp:
-        database = Database(url)
-        migrate.upgrade(database)
-        print(f"{name}: writing {traces:,} traces ({traces * SPANS_PER_TRACE:,} spans) ...",
-              file=sys.stderr, flush=True)  # fmt: skip
-        fill_s = fill(database, traces, days, seed=1)
-        database.dispose()
+        fill_s = migrate_and_fill(name, url, traces, days)
         queries = asyncio.run(time_queries(Path(tmp), url, rounds))
     for query, result in queries.items():
         line = f"{name:10} {query:24} median {result['median_ms']:8.1f} ms  "
@@ -165,23 +192,9 @@ def main() -> int:
     parser.add_argument("--stores", default="sqlite,postgresql", help="Which stores to test.")
     args = parser.parse_args()
     results = []
-    stores = args.stores.split(",")
-    if "sqlite" in stores:
-        with tempfile.TemporaryDirectory(prefix="keel-trace-sqlite-") as tmp:
-            url = f"sqlite:///{tmp}/keel.db"
-            results.append(run_store("sqlite", url, args.traces, args.days, args.rounds))
-    if "postgresql" in stores:
-        scratch = f"keel_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{scratch}"'))
-        try:
-            url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{scratch}"
-            results.append(run_store("postgresql", url, args.traces, args.days, args.rounds))
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-            admin.dispose()
+    for name in args.stores.split(","):
+        with scratch_store(name) as url:
+            results.append(run_store(name, url, args.traces, args.days, args.rounds))
     goals = {
         f"{r['store']}:{query}": {"target_ms": limit,
                                   "median_ms": r["queries"][query]["median_ms"],

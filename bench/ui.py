@@ -17,19 +17,16 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 
 from keel.server.app import create_app
 from keel.server.services import build_services, stop_services
 from keel.settings import Settings
-from keel.store import migrate
 from keel.store.db import Database
-from trace_data import POSTGRES_ADMIN_URL, SPANS_PER_TRACE, fill
+from trace_data import SPANS_PER_TRACE, migrate_and_fill, scratch_store
 
 TARGET_MS = 1000.0
 PAGES = {
@@ -83,12 +80,7 @@ async def time_pages(data_dir: Path, url: str, rounds: int) -> dict[str, dict[st
 
 def run_store(name: str, url: str, traces: int, days: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keel-ui-bench-") as tmp:
-        database = Database(url)
-        migrate.upgrade(database)
-        print(f"{name}: writing {traces:,} traces ({traces * SPANS_PER_TRACE:,} spans) ...",
-              file=sys.stderr, flush=True)  # fmt: skip
-        fill_s = fill(database, traces, days, seed=1)
-        database.dispose()
+        fill_s = migrate_and_fill(name, url, traces, days)
         pages = asyncio.run(time_pages(Path(tmp), url, rounds))
     for page, result in pages.items():
         line = f"{name:10} {page:26} median {result['median_ms']:8.1f} ms  "
@@ -105,24 +97,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="Timed loads of each page.")
     parser.add_argument("--stores", default="sqlite", help="sqlite, postgresql or both.")
     args = parser.parse_args()
-    stores = args.stores.split(",")
     results = []
-    if "sqlite" in stores:
-        with tempfile.TemporaryDirectory(prefix="keel-ui-sqlite-") as tmp:
-            url = f"sqlite:///{tmp}/keel.db"
-            results.append(run_store("sqlite", url, args.traces, args.days, args.rounds))
-    if "postgresql" in stores:
-        scratch = f"keel_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{scratch}"'))
-        try:
-            url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{scratch}"
-            results.append(run_store("postgresql", url, args.traces, args.days, args.rounds))
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-            admin.dispose()
+    for name in args.stores.split(","):
+        with scratch_store(name) as url:
+            results.append(run_store(name, url, args.traces, args.days, args.rounds))
     goals = {
         f"{r['store']}:{page}": {"target_ms": TARGET_MS, "median_ms": result["median_ms"],
                                  "met": result["median_ms"] < TARGET_MS}
