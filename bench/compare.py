@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -57,6 +58,7 @@ class CompareSettings:
     systems: tuple[str, ...]
     options: Options
     litellm_workers: int
+    baseline: str | None = None  # a git revision, run as `keel` for before/after ratios
 
 
 @dataclass(slots=True)
@@ -139,8 +141,14 @@ def start_systems(
         ),
         "litellm": lambda: start_litellm(running, tmp, stub_url, settings.litellm_workers),
     }
+    if settings.baseline:
+        rev, src = settings.baseline, _checkout(settings.baseline, tmp)
+        starters[f"keel@{rev}"] = lambda: start_keel(
+            running, tmp, stub_url, f"keel@{rev}", tracing=True, limits=True,
+            env_extra={"PYTHONPATH": str(src)},
+        )  # fmt: skip
     systems = []
-    for name in settings.systems:
+    for name in (*settings.systems, *(f"keel@{r}" for r in [settings.baseline] if r)):
         if name == "keel-guard" and not guard_available():
             skipped[name] = (
                 "not available: this checkout has no guard_policy setting "
@@ -157,6 +165,20 @@ def start_systems(
             skipped[name] = f"failed to start: {last[:300]}"
             _progress(f"skipping {name}: {skipped[name]}")
     return systems, skipped
+
+
+def _checkout(rev: str, tmp: Path) -> Path:
+    """Keel's sources at `rev`, unpacked under `tmp`; its `src` goes first on PYTHONPATH."""
+    into = tmp / "baseline"
+    into.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "src"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"--baseline {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
 
 
 def run_cases(options: Options, stub_url: str, systems: list[System]) -> list[Case]:
@@ -277,9 +299,12 @@ def ratios(rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[dict[str
     """Each Keel against LiteLLM and against the floor, case by case, from the same run."""
     by_key = {(r["system"], r["mode"], r["concurrency"]): r for r in rows if "rps" in r}
     found = []
+    baselines = [s for s in summary if s.startswith("keel@")]
     for keel in KEELS:
-        for other in ("litellm", "floor"):
+        for other in ("litellm", "floor", *baselines):
             if keel not in summary or other not in summary:
+                continue
+            if other in baselines and keel != "keel":  # the baseline is set up as `keel`
                 continue
             pair: dict[str, Any] = {"pair": f"{keel}/{other}", "cases": []}
             for (system, mode, concurrency), k in by_key.items():
@@ -398,6 +423,12 @@ def _parse_args() -> CompareSettings:
         default=1,
         help="LiteLLM worker processes; 1 matches one `keel serve` process.",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="Also run Keel at this git revision, set up as `keel`, for before/after ratios.",
+    )
     parser.add_argument("--json-out", type=Path, default=None, help="Also write the JSON here.")
     args = parser.parse_args()
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
@@ -421,7 +452,7 @@ def _parse_args() -> CompareSettings:
         stub_delay_ms=args.stub_delay_ms,
         json_out=args.json_out,
     )
-    return CompareSettings(systems, options, args.litellm_workers)
+    return CompareSettings(systems, options, args.litellm_workers, args.baseline)
 
 
 def bench(settings: CompareSettings) -> dict[str, Any]:
@@ -444,6 +475,7 @@ def bench(settings: CompareSettings) -> dict[str, Any]:
     run_settings = asdict(options) | {
         "json_out": str(options.json_out) if options.json_out else None,
         "litellm_workers": settings.litellm_workers,
+        "baseline": settings.baseline,
         "litellm": spec_version(LITELLM_SPEC),
     }
     return {

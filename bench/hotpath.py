@@ -94,6 +94,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second.")
     parser.add_argument("--top", type=int, default=25, help="Rows per ranking.")
     parser.add_argument("--raw-out", type=Path, default=None, help="Keep py-spy's raw stacks.")
+    parser.add_argument("--stream", action="store_true", help="Profile streamed requests.")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
@@ -119,6 +120,7 @@ def main() -> int:
                 "3",
                 "--duration",
                 str(args.seconds + 4),
+                *(["--stream"] if args.stream else []),
             ]
             env = os.environ | {API_KEY_ENV: keel.api_key or ""}
             load = subprocess.Popen(
@@ -158,6 +160,7 @@ def main() -> int:
         "machine": machine(),
         "system": keel.description,
         "concurrency": args.concurrency,
+        "stream": args.stream,
         "load": load_result,
         **rank(raw, args.top),
     }

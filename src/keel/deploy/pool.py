@@ -35,6 +35,9 @@ class _CountedStream:
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._stream.__aiter__()
 
+    def buffered(self) -> bool:
+        return self._stream.buffered()
+
     async def aclose(self) -> None:
         if not self._released:
             self._released = True

@@ -367,8 +367,10 @@ class Gateway:
         kind = "chat.completion.chunk" if request.op == "chat/completions" else "text_completion"
         trace, failure, done = request.trace, None, False
         guard = request.guard.stream() if request.guard is not None else None
+        out: list[bytes] = []  # events for the client that came in the same upstream read
         try:
             async for chunk in upstream:
+                last_of_read = not upstream.buffered()
                 chunk_id = chunk.get("id", chunk_id)
                 created = chunk.get("created", created)
                 reported = chunk.get("usage")
@@ -376,37 +378,46 @@ class Gateway:
                     usage = Usage(reported["prompt_tokens"], reported["completion_tokens"])
                 if assembler is not None:
                     assembler.add(chunk)  # what the upstream said, for step 9
-                if not chunk.get("choices"):
-                    continue  # a usage-only chunk: re-emitted below if the client asked
-                chunk.pop("usage", None)
-                text.append(_chunk_text(request.op, chunk))
-                if guard is not None and not _guard_chunk(guard, request.op, chunk):
-                    continue  # step 8 holds this text back until it has been scanned
-                if trace is not None:
-                    trace.chunk(chunk)  # before the rename: it keeps the upstream's model
-                chunk["model"] = request.model
-                yield sse(chunk)
+                # A usage-only chunk has no choices: re-emitted below if the client asked.
+                if chunk.get("choices"):
+                    chunk.pop("usage", None)
+                    text.append(_chunk_text(request.op, chunk))
+                    # Step 8 may hold this text back until it has been scanned.
+                    if guard is None or _guard_chunk(guard, request.op, chunk):
+                        if trace is not None:
+                            trace.chunk(chunk)  # before the rename: keeps the upstream's model
+                        chunk["model"] = request.model
+                        out.append(sse(chunk))
+                if out and last_of_read:
+                    # What arrived in one read goes out in one write (one syscall, one
+                    # packet); nothing waits for an event that has not arrived yet.
+                    yield b"".join(out)
+                    out.clear()
             if guard is not None:
                 for index, rest in guard.finish_all().items():
                     if rest:
                         chunk = _text_chunk(request, kind, chunk_id, created, index, rest)
                         if trace is not None:
                             trace.chunk(chunk)
-                        yield sse(chunk)
+                        out.append(sse(chunk))
             if usage is None and (request.wants_usage or request.settlement or trace):
                 usage = await target.provider.count_usage(request.op, payload, "".join(text))
             if request.wants_usage and usage is not None:
-                yield sse(
-                    {
-                        "id": chunk_id,
-                        "object": kind,
-                        "created": created,
-                        "model": request.model,
-                        "choices": [],
-                        "usage": usage.as_dict(),
-                    }
+                out.append(
+                    sse(
+                        {
+                            "id": chunk_id,
+                            "object": kind,
+                            "created": created,
+                            "model": request.model,
+                            "choices": [],
+                            "usage": usage.as_dict(),
+                        }
+                    )
                 )
-            yield _DONE
+            out.append(_DONE)
+            yield b"".join(out)
+            out.clear()
             done = True
             if assembler is not None and scope is not None and self.cache is not None:
                 stored = assembler.completion()  # None when a choice never finished
@@ -419,7 +430,7 @@ class Gateway:
         except KeelError as exc:
             failure = exc
             # Headers went out already: the error travels as a last event (as OpenAI does).
-            yield sse(exc.envelope())
+            yield b"".join(out) + sse(exc.envelope())
         finally:
             with contextlib.suppress(Exception):
                 await upstream.aclose()

@@ -374,6 +374,11 @@ class _MessagesStream(ResponseStream):
             )
         return None  # ping, content_block_stop and event types added later
 
+    def buffered(self) -> bool:
+        # Several Anthropic events make no chunk (ping, content_block_stop): an event on
+        # hand does not promise a chunk without waiting, so chunks go out one by one.
+        return False
+
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         async with aclosing(self._data()) as events:
             async for event in events:

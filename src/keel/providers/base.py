@@ -37,6 +37,11 @@ class ProviderStream(Protocol):
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
 
+    def buffered(self) -> bool:
+        """True when the next chunk has arrived already: the relay sends chunks that came
+        together in one write, and never holds one back waiting for the next."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

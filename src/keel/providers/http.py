@@ -135,31 +135,53 @@ class UpstreamHTTP:
             await asyncio.sleep(0)
 
 
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # one SSE line; beyond it an upstream is broken or hostile
+
+
 class ResponseStream:
     """An open streamed upstream response; closing it drops the connection."""
 
     def __init__(self, provider: str, response: aiohttp.ClientResponse):
         self._provider = provider
         self._response = response
+        self._pending = 0  # `data:` lines received and not yet handed out
+
+    def buffered(self) -> bool:
+        """True when the next event has arrived already, so reading it will not wait."""
+        return self._pending > 0
 
     async def _data(self) -> AsyncGenerator[Any, None]:
         """The JSON of each SSE `data:` line until `[DONE]` or the end; transport failures
-        become Keel errors, and the response is released when the events end."""
+        become Keel errors, and the response is released when the events end.
+
+        Reads whatever has arrived at once rather than line by line: the events of one read
+        are counted in `_pending`, so the relay can send them to the client together.
+        """
+        buffer = bytearray()
         try:
-            async for raw_line in self._response.content:
-                line = raw_line.strip()
-                if not line.startswith(b"data:"):
-                    continue  # "event:" and comment lines carry nothing the data lacks
-                data = line[5:].strip()
+            async for received in self._response.content.iter_any():
+                buffer += received
+                end = buffer.rfind(b"\n") if b"\n" in received else -1
+                if end < 0:
+                    if len(buffer) > MAX_EVENT_BYTES:
+                        raise UpstreamError(
+                            f"upstream '{self._provider}' sent a stream line over "
+                            f"{MAX_EVENT_BYTES} bytes"
+                        )
+                    continue
+                lines = bytes(buffer[:end]).split(b"\n")
+                del buffer[: end + 1]
+                events = _data_lines(lines)
+                self._pending = len(events)
+                for data in events:
+                    self._pending -= 1
+                    if data == b"[DONE]":
+                        return
+                    yield self._event(data)
+            for data in _data_lines([bytes(buffer)]):  # a last line without its newline
                 if data == b"[DONE]":
                     return
-                try:
-                    event = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError(
-                        f"upstream '{self._provider}' sent a stream event that is not JSON"
-                    ) from exc
-                yield event
+                yield self._event(data)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"upstream '{self._provider}' stopped sending") from exc
         except aiohttp.ClientError as exc:
@@ -167,9 +189,29 @@ class ResponseStream:
                 f"upstream '{self._provider}' broke off the stream: {exc.__class__.__name__}"
             ) from exc
         finally:
+            self._pending = 0
             self._response.release()
+
+    def _event(self, data: bytes) -> Any:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                f"upstream '{self._provider}' sent a stream event that is not JSON"
+            ) from exc
 
     async def aclose(self) -> None:
         # close(), not release(): an unfinished stream must tell the upstream to stop.
         if not self._response.closed:
             self._response.close()
+
+
+def _data_lines(lines: list[bytes]) -> list[bytes]:
+    """The payloads of SSE `data:` lines; "event:" and comment lines carry nothing the data
+    lacks."""
+    found = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith(b"data:"):
+            found.append(line[5:].strip())
+    return found

@@ -11,8 +11,10 @@ from fastapi import FastAPI
 import keel
 from keel import ui
 from keel.server import admin, errors, health, metrics
+from keel.server.hot import HotRoutes, document_bodies
 from keel.server.middleware import RequestContext
 from keel.server.openai.feedback import router as feedback_router
+from keel.server.openai.router import HOT_BODIES, HOT_ROUTES
 from keel.server.openai.router import router as openai_router
 from keel.server.services import (
     AdminKeyNotice,
@@ -54,6 +56,10 @@ def create_app(
         version=keel.__version__,
         summary="OpenAI-compatible LLM gateway with deployments, prompts, guardrails and tracing.",
         lifespan=lifespan,
+        # Keel traces every request itself (tracing/, with its own OTLP export); FastAPI's
+        # native telemetry would only duplicate that, and checking whether it is configured
+        # cost 2 % of the CPU of a completion (docs/benchmarks.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
     app.include_router(health.router)
@@ -62,6 +68,9 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(metrics.router)
     ui.mount(app)
+    document_bodies(app, HOT_BODIES)
+    # Added first, so it runs inside RequestContext: hot routes get ids and the body limit.
+    app.add_middleware(HotRoutes, routes=HOT_ROUTES)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     if services is not None:
         app.state.services = services

@@ -27,21 +27,27 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def authenticate(
-    request: Request,
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None:
+def bearer_token(request: Request) -> str | None:
+    """The key from 'Authorization: Bearer …', parsed as FastAPI's HTTPBearer does."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+async def authenticate_request(request: Request, services: Services) -> Principal:
+    """The caller behind the request's API key; 401 when there is none or it is wrong."""
+    token = bearer_token(request)
+    if token is None:
         raise AuthenticationFailed(
             "missing API key; send 'Authorization: Bearer keel_sk_…' (the first admin key "
             "is printed at first start and saved in the data dir as admin.key)"
         )
     started_ns = time.time_ns()
     try:
-        principal = services.keys.verify_cached(credentials.credentials)
+        principal = services.keys.verify_cached(token)
         if principal is None:
-            principal = await services.keys.verify(credentials.credentials)
+            principal = await services.keys.verify(token)
     except AuthenticationFailed:
         # Summarised into one audit record per interval, by source address.
         services.access.usage.rejected(request.client.host if request.client else "unknown")
@@ -51,15 +57,16 @@ async def authenticate(
     return principal
 
 
+async def authenticate(
+    request: Request,
+    services: ServicesDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    # HTTPBearer is declared so OpenAPI shows the scheme; the header is parsed once, above.
+    return await authenticate_request(request, services)
+
+
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
-
-
-async def trace_id(request: Request) -> str:
-    value: str = request.scope.get("state", {}).get("trace_id", "")
-    return value
-
-
-TraceIdDep = Annotated[str, Depends(trace_id)]
 
 
 class Require:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -108,9 +109,30 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return json_response(error.envelope(), 500)
 
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+# Most specific first: RequestValidationError is not a ValidationError, but keep the order
+# honest anyway for the lookup in `respond`.
+_HANDLERS: tuple[tuple[type[Exception], Handler], ...] = (
+    (KeelError, _keel_error),
+    (RequestValidationError, _validation),
+    (ValidationError, _pydantic),
+    (HTTPException, _http),
+)
+
+
+async def respond(request: Request, exc: Exception) -> Response:
+    """The error response FastAPI's handlers would give; re-raises what has none (a 500).
+
+    For endpoints served outside FastAPI's routing (server/hot.py), so they fail alike.
+    """
+    for kind, handler in _HANDLERS:
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    raise exc
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(KeelError, _keel_error)
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(ValidationError, _pydantic)
-    app.add_exception_handler(HTTPException, _http)
+    for kind, handler in _HANDLERS:
+        app.add_exception_handler(kind, handler)
     app.add_exception_handler(Exception, _unexpected)

@@ -6,13 +6,15 @@ import base64
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
+from pydantic import BaseModel
 
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest
 from keel.gateway.pipeline import GatewayRequest
-from keel.providers.base import Usage
-from keel.server.deps import PrincipalDep, ServicesDep, TraceIdDep
+from keel.providers.base import Operation, Usage
+from keel.server.deps import PrincipalDep, ServicesDep, authenticate_request
+from keel.server.hot import body_docs, json_body
 from keel.server.openai.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -23,7 +25,7 @@ from keel.server.openai.protocol import (
     ErrorResponse,
     ModelList,
 )
-from keel.server.responses import json_response
+from keel.server.responses import EventStream, json_response
 from keel.server.services import Services
 from keel.tracing.model import RequestTrace
 
@@ -46,17 +48,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _answer(services: ServicesDep, request: GatewayRequest, stream: bool) -> Response:
-    trace = request.trace
+async def _answer(services: Services, request: GatewayRequest) -> Response:
+    trace, stream = request.trace, bool(request.body.get("stream"))
     try:
         request = await services.gateway.prepare(request)
         if trace is not None:
             trace.prepared(request.body, request.headers)
         if stream:
             events = await services.gateway.open_stream(request)  # the relay finishes the trace
-            return StreamingResponse(
-                events, media_type="text/event-stream", headers={**_SSE_HEADERS, **request.headers}
-            )
+            return EventStream(events, headers={**_SSE_HEADERS, **request.headers})
         body = await services.gateway.complete(request)
     except BaseException as exc:
         if trace is not None:
@@ -67,48 +67,56 @@ async def _answer(services: ServicesDep, request: GatewayRequest, stream: bool) 
     return json_response(body, headers=request.headers)
 
 
+# The two completion routes are served by server/hot.py, outside FastAPI's dependency and
+# body machinery: they take the request, authenticate it and read the body themselves.
+def _hot_docs(body: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "responses": _ERRORS,
+        "openapi_extra": {"security": [{"HTTPBearer": []}], **body_docs(body)},
+    }
+
+
 @router.post(
     "/chat/completions",
     summary="Create a chat completion (streaming with stream: true)",
     response_model=ChatCompletion,
-    responses=_ERRORS,
+    **_hot_docs(ChatCompletionRequest),
 )
-async def chat_completions(
-    body: ChatCompletionRequest,
-    services: ServicesDep,
-    principal: PrincipalDep,
-    trace_id: TraceIdDep,
-    http: Request,
-) -> Response:
-    wire = body.model_dump(exclude_unset=True)
-    trace = services.tracing.start(http.scope, "chat/completions", principal, wire)
-    request = GatewayRequest(
-        "chat/completions", wire, principal, trace_id, trace=trace, client_headers=http.headers
-    )
-    return await _answer(services, request, body.stream)
+async def chat_completions(http: Request) -> Response:
+    services: Services = http.app.state.services
+    principal = await authenticate_request(http, services)
+    wire = await json_body(http, ChatCompletionRequest)
+    return await _answer(services, _request(http, services, "chat/completions", principal, wire))
 
 
 @router.post(
     "/completions",
     summary="Create a text completion (legacy API)",
     response_model=Completion,
-    responses=_ERRORS,
+    **_hot_docs(CompletionRequest),
 )
-async def completions(
-    body: CompletionRequest,
-    services: ServicesDep,
-    principal: PrincipalDep,
-    trace_id: TraceIdDep,
-    http: Request,
-) -> Response:
-    wire = body.model_dump(exclude_unset=True)
+async def completions(http: Request) -> Response:
+    services: Services = http.app.state.services
+    principal = await authenticate_request(http, services)
+    wire = await json_body(http, CompletionRequest)
     if isinstance(wire["prompt"], list):
         wire["prompt"] = wire["prompt"][0]
-    trace = services.tracing.start(http.scope, "completions", principal, wire)
-    request = GatewayRequest(
-        "completions", wire, principal, trace_id, trace=trace, client_headers=http.headers
-    )
-    return await _answer(services, request, body.stream)
+    return await _answer(services, _request(http, services, "completions", principal, wire))
+
+
+HOT_ROUTES = {
+    ("POST", "/v1/chat/completions"): chat_completions,
+    ("POST", "/v1/completions"): completions,
+}
+HOT_BODIES: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest]
+
+
+def _request(
+    http: Request, services: Services, op: Operation, principal: Principal, wire: dict[str, Any]
+) -> GatewayRequest:
+    trace = services.tracing.start(http.scope, op, principal, wire)
+    trace_id: str = http.scope.get("state", {}).get("trace_id", "")
+    return GatewayRequest(op, wire, principal, trace_id, trace=trace, client_headers=http.headers)
 
 
 @router.post(
