@@ -2,7 +2,8 @@
 
 Runs the gateway's request path (key check, prepare, complete with settle) against a
 provider that answers at once: with access control off, with the key check only, and with
-key check plus limits and budget, in-process and over Redis. Prints JSON.
+key check plus limits and budget, in-process and over Redis. Prints JSON. With
+--admission, times step 2 alone instead, with its sliding windows as full as under load.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from typing import Any
 
 import redis
 
+from keel.auth.keys import Principal
 from keel.gateway.pipeline import Gateway, GatewayRequest
+from keel.limits.admission import Admission
+from keel.limits.memory import MemoryBackend
+from keel.limits.spec import Limits, ProjectLimits
 from keel.providers.base import ProviderResponse, Usage
 from keel.routing.table import Target
 from keel.server.access import start_access, stop_access
@@ -69,9 +74,9 @@ async def measure(mode: str, requests: int, prefix: str) -> dict[str, Any]:
         services, token = await setup(Path(tmp), mode, prefix)
         fixed = services.keys.verify_cached(token)
         try:
-            rounds = []
+            rounds, cpu = [], []
             for _ in range(5):
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.process_time()
                 for _ in range(requests):
                     principal = fixed if mode == "off" else services.keys.verify_cached(token)
                     assert principal is not None
@@ -79,10 +84,54 @@ async def measure(mode: str, requests: int, prefix: str) -> dict[str, Any]:
                     request = await services.gateway.prepare(request)
                     await services.gateway.complete(request)
                 rounds.append((time.perf_counter() - started) / requests * 1e6)
+                cpu.append((time.process_time() - started_cpu) / requests * 1e6)
         finally:
             await stop_access(services.access)
             services.database.dispose()
-    return {"mode": mode, "us_per_request": round(statistics.median(rounds), 2)}
+    return {"mode": mode, "us_per_request": round(statistics.median(rounds), 2),
+            "cpu_us_per_request": round(statistics.median(cpu), 2)}  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def measure_admission(case: str, project: ProjectLimits, requests: int) -> dict[str, Any]:
+    """Step 2 and its settle alone: a request every 30 ms of a fake clock (so every window
+    holds 60 one-second buckets, as under load) and 32 requests in flight."""
+    clock = Clock()
+    admission = Admission(MemoryBackend(clock), lambda _: project, clock=clock)
+    principal = Principal("bench", "bench", "app", limits=Limits.model_validate(LIMITS))
+    target = Target("instant", None, "instant", input_price_per_m=1.0,  # type: ignore[arg-type]
+                    output_price_per_m=2.0)  # fmt: skip
+    held: list[Any] = []
+    rounds, cpu = [], []
+    for _ in range(5):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        for _ in range(requests):
+            clock.now += 0.03
+            request = GatewayRequest("chat/completions", dict(BODY), principal, "t")
+            held.append((await admission(request)).settlement)
+            if len(held) > 32:
+                await held.pop(0).settle(target, Usage(7, 5))
+        rounds.append((time.perf_counter() - started) / requests * 1e6)
+        cpu.append((time.process_time() - started_cpu) / requests * 1e6)
+    return {"case": case, "us_per_request": round(statistics.median(rounds), 2),
+            "cpu_us_per_request": round(statistics.median(cpu), 2)}  # fmt: skip
+
+
+async def main_admission(requests: int) -> None:
+    route = ProjectLimits.model_validate({**LIMITS, "routes": {"instant": {"rpm": 2**31}}})
+    results = [
+        await measure_admission("key limits", ProjectLimits(), requests),
+        await measure_admission("key, project and route limits", route, requests),
+    ]
+    print(json.dumps({"benchmark": "admission_step", "requests_per_round": requests,
+                      "results": results}, indent=2))  # fmt: skip
 
 
 async def main(requests: int, with_redis: bool) -> None:
@@ -106,5 +155,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--no-redis", action="store_true", help="Skip the Redis backend.")
+    parser.add_argument("--admission", action="store_true",
+                        help="Time step 2 alone (in-process backend, full windows).")  # fmt: skip
     args = parser.parse_args()
-    asyncio.run(main(args.requests, not args.no_redis))
+    if args.admission:
+        asyncio.run(main_admission(args.requests))
+    else:
+        asyncio.run(main(args.requests, not args.no_redis))

@@ -5,11 +5,12 @@ from datetime import UTC, datetime
 import pytest
 
 from keel.auth.keys import Principal
-from keel.errors import BudgetExceeded, PermissionDenied
+from keel.errors import BudgetExceeded, PermissionDenied, RateLimited
+from keel.events import Change, LocalChangeBus
 from keel.gateway.pipeline import GatewayRequest
-from keel.limits.admission import Admission, budget_period
+from keel.limits.admission import PROJECTS_TOPIC, Admission, budget_period
 from keel.limits.memory import MemoryBackend
-from keel.limits.spec import NO_PROJECT_LIMITS, Limits
+from keel.limits.spec import NO_PROJECT_LIMITS, Limits, ProjectLimits
 from keel.providers.base import Usage
 from keel.routing.table import Target
 from tests.limits.test_memory import Clock
@@ -53,3 +54,43 @@ async def test_a_request_without_limits_or_scopes_gets_no_ticket() -> None:
     assert await admission(request) is request
     with pytest.raises(PermissionDenied, match="inference"):
         await admission(request_for(Principal(key_id="v", project_id="p", role="viewer")))
+
+
+async def test_changed_limits_apply_to_the_next_request() -> None:
+    # Admission keeps what it checks per key and route; a change must not leave it stale.
+    events = LocalChangeBus()
+    project = {"p": ProjectLimits.model_validate({"rpm": 10})}
+    admission = Admission(MemoryBackend(Clock()), lambda pid: project[pid], events=events)
+    key = Principal(key_id="k", project_id="p", role="app", limits=Limits(rpm=5))
+    first = await admission(request_for(key))
+    assert first.headers["x-ratelimit-limit-requests"] == "5"  # the tighter of key and project
+
+    project["p"] = ProjectLimits.model_validate({"routes": {"m": {"rpm": 1}}})
+    events.publish(Change(PROJECTS_TOPIC, "p", "p"))
+    second = await admission(request_for(key))
+    assert second.headers["x-ratelimit-limit-requests"] == "1"  # the route's, now
+    with pytest.raises(RateLimited, match="route m"):
+        await admission(request_for(key))
+
+    project["p"] = NO_PROJECT_LIMITS
+    events.publish(Change(PROJECTS_TOPIC, "*", "p"))
+    reread = Principal(key_id="k", project_id="p", role="app", limits=Limits(rpm=2))
+    with pytest.raises(RateLimited, match="key k allows 2"):  # two were counted this minute
+        await admission(request_for(reread))
+
+
+async def test_a_new_budget_period_counts_from_zero() -> None:
+    clock = Clock(at("2026-12-31T23:59:59"))
+    admission = Admission(MemoryBackend(clock), lambda _: NO_PROJECT_LIMITS, clock=clock)
+    limits = Limits.model_validate({"budget": {"amount": 5, "period": "month"}})
+    principal = Principal(key_id="k", project_id="p", role="app", limits=limits)
+    december = await admission(request_for(principal))
+    assert december.settlement is not None
+    await december.settlement.settle(PRICED, Usage(3, 2))
+    with pytest.raises(BudgetExceeded, match=r"in 1s\)"):
+        await admission(request_for(principal))
+    clock.now = at("2027-01-01T00:00:00")
+    assert (await admission(request_for(principal))).settlement is not None
+    clock.now = at("2026-12-31T23:59:59.5")  # a clock stepped back lands in December again
+    with pytest.raises(BudgetExceeded):
+        await admission(request_for(principal))

@@ -48,6 +48,24 @@ async def test_reserved_tokens_are_replaced_by_the_real_usage() -> None:
     assert again.states[0].used == 12
 
 
+async def test_the_reset_time_counts_from_the_oldest_usage_still_in_the_window() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    tpm = Check("tokens", "tpm:key:k", 1000, 100, "key k")
+    first = await backend.acquire([tpm], "")
+    for _ in range(2):
+        clock.now += 10
+        await backend.acquire([tpm], "")
+    assert (await backend.acquire([tpm], "")).states[0].reset_s == 40  # the first leaves then
+    # The first request used no tokens after all: the next to leave is the second.
+    await backend.settle(Settlement(first.bucket, token_keys=("tpm:key:k",), token_delta=-100))
+    state = (await backend.acquire([tpm], "")).states[0]
+    assert (state.used, state.reset_s) == (300, 50)
+    clock.now += 41  # the first has left the window
+    state = (await backend.acquire([tpm], "")).states[0]
+    assert (state.used, state.reset_s) == (400, 9)
+
+
 async def test_concurrency_slots_come_back_when_released() -> None:
     backend = MemoryBackend(Clock())
     slot = Check("concurrency", "cc:key:k", 2, 1, "key k")

@@ -1,8 +1,8 @@
 """Step 2 of the request path (admit) and step 11 (settle): scopes, rate limits, budgets.
 
 Limits come from the key, its project and the project's per-route table; all of them are
-checked and counted in one backend call. A request with no limits and no scopes costs
-one role check and a dict lookup.
+checked and counted in one backend call, from a plan built once per key and route. A
+request with no limits and no scopes costs one role check and a dict lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,8 @@ from keel.events import Change, ChangeBus
 from keel.gateway.cost import cost
 from keel.gateway.pipeline import GatewayRequest
 from keel.limits.base import Check, CheckState, Decision, LimitBackend, Settlement
-from keel.limits.spec import Budget, Limits, ProjectLimits, RateLimits
+from keel.limits.plan import BudgetRule, Plan, build_plan
+from keel.limits.spec import ProjectLimits
 from keel.providers.base import Usage
 from keel.routing.table import Target
 
@@ -38,6 +39,7 @@ log = logging.getLogger("keel.limits")
 PROJECTS_TOPIC = "projects"
 DEFAULT_OUTPUT_RESERVE = 256  # tokens reserved for the answer when max_tokens is not sent
 BUDGET_WARNING_HEADER = "x-keel-budget-warning"
+MAX_PLANS = 10_000  # (key, route) pairs kept; past that the cache starts over
 
 ProjectLoader = Callable[[str], ProjectLimits]
 
@@ -60,14 +62,29 @@ class Period:
     ttl_s: float
 
 
-def budget_period(kind: str, now: float) -> Period:
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A budget period by its bounds, so admission reads the calendar once per period."""
+
+    id: str
+    start: float
+    end: float
+    keep_s: float  # how long its counters outlive it
+
+
+def _span(kind: str, now: float) -> _Span:
     at = datetime.fromtimestamp(now, UTC)
     if kind == "day":
-        end = datetime(at.year, at.month, at.day, tzinfo=UTC).timestamp() + 86_400
-        return Period(f"d{at:%Y-%m-%d}", end - now, end - now + 86_400)
+        start = datetime(at.year, at.month, at.day, tzinfo=UTC).timestamp()
+        return _Span(f"d{at:%Y-%m-%d}", start, start + 86_400, 86_400)
     days = calendar.monthrange(at.year, at.month)[1]
-    end = datetime(at.year, at.month, 1, tzinfo=UTC).timestamp() + days * 86_400
-    return Period(f"m{at:%Y-%m}", end - now, end - now + 2 * 86_400)
+    start = datetime(at.year, at.month, 1, tzinfo=UTC).timestamp()
+    return _Span(f"m{at:%Y-%m}", start, start + days * 86_400, 2 * 86_400)
+
+
+def budget_period(kind: str, now: float) -> Period:
+    span = _span(kind, now)
+    return Period(span.id, span.end - now, span.end - now + span.keep_s)
 
 
 def _duration(seconds: float) -> str:
@@ -99,38 +116,31 @@ def _requested_max_tokens(body: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-@dataclass(frozen=True, slots=True)
-class _BudgetCheck:
-    subject: str  # "key:<id>" or "project:<id>"
-    scope: str
-    budget: Budget
-    period: Period
-    project_id: str
-
-
 class Ticket:
     """One admitted request's hold on its limits, released exactly once."""
 
-    __slots__ = ("_admission", "_budgets", "_decision", "_done", "_lease", "_lease_keys",
-                 "_reserved", "_token_keys")  # fmt: skip
+    __slots__ = ("_admission", "_admitted_at", "_decision", "_done", "_lease", "_plan",
+                 "_reserved", "_spans", "_spend_keys")  # fmt: skip
 
     def __init__(
         self,
         admission: Admission,
+        plan: Plan,
         decision: Decision,
         lease: str,
-        token_keys: tuple[str, ...],
         reserved: int,
-        lease_keys: tuple[str, ...],
-        budgets: tuple[_BudgetCheck, ...],
+        spans: list[_Span],  # one per budget of the plan
+        spend_keys: list[str],
+        admitted_at: float,
     ):
         self._admission = admission
+        self._plan = plan
         self._decision = decision
         self._lease = lease
-        self._token_keys = token_keys
         self._reserved = reserved
-        self._lease_keys = lease_keys
-        self._budgets = budgets
+        self._spans = spans
+        self._spend_keys = spend_keys
+        self._admitted_at = admitted_at
         self._done = False
 
     async def settle(self, target: Target | None, usage: Usage | None) -> None:
@@ -139,22 +149,23 @@ class Ticket:
         self._done = True
         used = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
         spend = cost(target, usage) if target is not None and usage is not None else 0.0
+        plan = self._plan
         spend_keys: tuple[str, ...] = ()
         ttl = 0.0
-        if spend > 0 and self._budgets:
-            spend_keys = tuple(f"{b.subject}:{b.period.id}" for b in self._budgets)
-            ttl = max(b.period.ttl_s for b in self._budgets)
-            for b in self._budgets:
-                self._admission.sink.add_spend(b.subject, b.period.id, spend, used)
+        if spend > 0 and plan.budgets:
+            spend_keys = tuple(self._spend_keys)
+            ttl = max(span.end - self._admitted_at + span.keep_s for span in self._spans)
+            for rule, span in zip(plan.budgets, self._spans, strict=True):
+                self._admission.sink.add_spend(rule.subject, span.id, spend, used)
         settlement = Settlement(
             bucket=self._decision.bucket,
             backend=self._decision.backend,
-            token_keys=self._token_keys,
-            token_delta=used - self._reserved if self._token_keys else 0,
+            token_keys=plan.token_keys,
+            token_delta=used - self._reserved if plan.token_keys else 0,
             spend_keys=spend_keys,
             spend=spend,
             spend_ttl_s=ttl,
-            lease_keys=self._lease_keys,
+            lease_keys=plan.lease_keys,
             lease=self._lease,
         )
         try:
@@ -194,7 +205,10 @@ class Admission:
         self._generation = 0
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self._periods: dict[str, tuple[float, Period]] = {}  # kind → (period end, period)
+        self._spans: dict[str, _Span] = {}  # "day"/"month" → the current period
+        # Checked by identity against the limits objects on each use, so a change (which
+        # replaces the object) rebuilds the plan without an invalidation of its own.
+        self._plans: dict[tuple[str, str, str | None], Plan] = {}
         self.background: set[asyncio.Task[None]] = set()
         self.settle_failures = 0
         if events is not None:
@@ -236,7 +250,9 @@ class Admission:
         body = request.body
         if not principal.scopes.empty:
             body = self._check_scopes(principal, request)
-        project = await self._project(principal.project_id)
+        project = self._projects.get(principal.project_id)  # cached: no coroutine to run
+        if project is None:
+            project = await self._project(principal.project_id)
         if principal.limits.empty and project.empty:
             return request if body is request.body else dataclasses.replace(request, body=body)
         return await self._admit(request, body, project)
@@ -276,98 +292,78 @@ class Admission:
     async def _admit(
         self, request: GatewayRequest, body: dict[str, Any], project: ProjectLimits
     ) -> GatewayRequest:
-        principal = request.principal
+        plan = self._plan(request.principal, project, request.model)
+        reserve = 0
+        if plan.token_keys:
+            max_tokens = _requested_max_tokens(body)
+            reserve = _estimate_prompt_tokens(body) + (max_tokens or DEFAULT_OUTPUT_RESERVE)
+        checks = plan.rate_checks(reserve)
+        if plan.token_keys:
+            for check in checks:
+                if check.kind == "tokens" and check.amount > check.limit:
+                    raise RateLimited(
+                        f"this request reserves {int(check.amount)} tokens (prompt plus "
+                        f"max_tokens), more than the {check.scope} allows per minute "
+                        f"({int(check.limit)}); send a lower max_tokens",
+                        param="max_tokens",
+                        code="tokens",
+                    )
         now = self._clock()
-        max_tokens = _requested_max_tokens(body)
-        reserve = _estimate_prompt_tokens(body) + (max_tokens or DEFAULT_OUTPUT_RESERVE)
-        checks: list[Check] = []
-        budgets: list[_BudgetCheck] = []
-        key_subject, project_subject = f"key:{principal.key_id}", f"project:{principal.project_id}"
-        self._rate_checks(checks, principal.limits, key_subject, f"key {principal.key_id}",
-                          reserve)  # fmt: skip
-        self._rate_checks(checks, project, project_subject, f"project {principal.project_id}",
-                          reserve)  # fmt: skip
-        route = project.routes.get(request.model)
-        if route is not None:
-            self._rate_checks(checks, route, f"route:{principal.project_id}:{request.model}",
-                              f"route {request.model}", reserve)  # fmt: skip
-        for limits, subject, scope in ((principal.limits, key_subject, f"key {principal.key_id}"),
-                                       (project, project_subject,
-                                        f"project {principal.project_id}")):  # fmt: skip
-            if limits.budget is not None:
-                period = self._period(limits.budget.period, now)
-                budgets.append(_BudgetCheck(subject, scope, limits.budget, period,
-                                            principal.project_id))  # fmt: skip
-                checks.append(Check("budget", f"{subject}:{period.id}", limits.budget.amount, 0,
-                                    scope, period.reset_s))  # fmt: skip
-        for check in checks:
-            if check.kind == "tokens" and check.amount > check.limit:
-                raise RateLimited(
-                    f"this request reserves {int(check.amount)} tokens (prompt plus max_tokens), "
-                    f"more than the {check.scope} allows per minute ({int(check.limit)}); "
-                    "send a lower max_tokens",
-                    param="max_tokens",
-                    code="tokens",
-                )
-        lease = os.urandom(8).hex()
+        spans: list[_Span] = []
+        spend_keys: list[str] = []
+        for rule in plan.budgets:
+            span = self._span(rule.budget.period, now)
+            key = f"{rule.subject}:{span.id}"
+            spans.append(span)
+            spend_keys.append(key)
+            checks.append(Check("budget", key, rule.budget.amount, 0, rule.scope, span.end - now))
+        lease = os.urandom(8).hex() if plan.lease_keys else ""  # only concurrency slots hold it
         decision = await self.backend.acquire(checks, lease)
         headers = rate_headers(checks, decision.states, decision.failed)
         if decision.failed is not None:
             raise _refusal(checks[decision.failed], decision.states[decision.failed], headers)
-        budget_states = [s for c, s in zip(checks, decision.states, strict=True)
-                         if c.kind == "budget"]  # fmt: skip
-        for budget, state in zip(budgets, budget_states, strict=True):
-            limit = budget.budget
-            if limit.soft is not None and state.used >= limit.soft:
+        for index, rule in enumerate(plan.budgets):
+            limit, spent = rule.budget, decision.states[len(plan.rates) + index].used
+            if limit.soft is not None and spent >= limit.soft:
                 headers[BUDGET_WARNING_HEADER] = (
-                    f"{budget.scope} has spent {state.used:.4f} of its budget {limit.amount}"
+                    f"{rule.scope} has spent {spent:.4f} of its budget {limit.amount}"
                     f" this {limit.period} (warning at {limit.soft})"
                 )
-                await self._warn_once(budget, state.used)
-        ticket = Ticket(
-            self,
-            decision,
-            lease,
-            tuple(c.key for c in checks if c.kind == "tokens"),
-            reserve,
-            tuple(c.key for c in checks if c.kind == "concurrency"),
-            tuple(budgets),
-        )
-        return dataclasses.replace(
-            request, body=body, settlement=ticket, headers={**request.headers, **headers}
-        )
+                span = spans[index]
+                period = Period(span.id, span.end - now, span.end - now + span.keep_s)
+                await self._warn_once(rule, spend_keys[index], period, spent)
+        ticket = Ticket(self, plan, decision, lease, reserve, spans, spend_keys, now)
+        if request.headers:
+            headers = {**request.headers, **headers}
+        return dataclasses.replace(request, body=body, settlement=ticket, headers=headers)
 
-    def _period(self, kind: str, now: float) -> Period:
-        # Periods change once a day at most: compute the calendar once, then only the clock.
-        cached = self._periods.get(kind)
-        if cached is None or now >= cached[0]:
-            period = budget_period(kind, now)
-            cached = (now + period.reset_s, period)
-            self._periods[kind] = cached
-        end, period = cached
-        return Period(period.id, end - now, period.ttl_s - (period.reset_s - (end - now)))
+    def _plan(self, principal: Principal, project: ProjectLimits, model: str | None) -> Plan:
+        route = model if model in project.routes else None  # other names share one plan
+        slot = (principal.key_id, principal.project_id, route)
+        plan = self._plans.get(slot)
+        if plan is None or not plan.fits(principal.limits, project):
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[slot] = build_plan(principal, project, route)
+        return plan
 
-    @staticmethod
-    def _rate_checks(checks: list[Check], limits: RateLimits | Limits, subject: str, scope: str,
-                     reserve: int) -> None:  # fmt: skip
-        if limits.rpm is not None:
-            checks.append(Check("requests", f"rpm:{subject}", limits.rpm, 1, scope))
-        if limits.tpm is not None:
-            checks.append(Check("tokens", f"tpm:{subject}", limits.tpm, reserve, scope))
-        if limits.concurrency is not None:
-            checks.append(Check("concurrency", f"cc:{subject}", limits.concurrency, 1, scope))
+    def _span(self, kind: str, now: float) -> _Span:
+        span = self._spans.get(kind)
+        if span is None or not span.start <= now < span.end:
+            span = self._spans[kind] = _span(kind, now)
+        return span
 
-    async def _warn_once(self, budget: _BudgetCheck, spent: float) -> None:
-        marker = f"{budget.subject}:{budget.period.id}"
+    async def _warn_once(self, rule: BudgetRule, marker: str, period: Period,
+                         spent: float) -> None:  # fmt: skip
         if marker in self._warned:
             return
         self._warned.add(marker)
-        if await self.backend.first_warning(marker, budget.period.ttl_s):
-            kind, _, target_id = budget.subject.partition(":")
-            limit = budget.budget
+        if await self.backend.first_warning(marker, period.ttl_s):
+            kind, _, target_id = rule.subject.partition(":")
+            limit = rule.budget
             after = {"spent": spent, "soft": limit.soft, "amount": limit.amount,
-                     "period": budget.period.id}  # fmt: skip
-            self.sink.audit(budget.project_id, "budget.warning", kind, target_id, after)
+                     "period": period.id}  # fmt: skip
+            self.sink.audit(rule.project_id, "budget.warning", kind, target_id, after)
 
     async def admit_embeddings(self, principal: Principal, model: str) -> None:
         """/v1/embeddings: the role, the routes scope and requests per minute."""
@@ -385,13 +381,7 @@ class Admission:
                 code="scope_violation",
             )
         project = await self._project(principal.project_id)
-        checks: list[Check] = []
-        for limits, subject, scope in (
-            (principal.limits, f"key:{principal.key_id}", f"key {principal.key_id}"),
-            (project, f"project:{principal.project_id}", f"project {principal.project_id}"),
-        ):
-            if limits.rpm is not None:
-                checks.append(Check("requests", f"rpm:{subject}", limits.rpm, 1, scope))
+        checks = [c for c in self._plan(principal, project, None).rates if c.kind == "requests"]
         if checks:
             decision = await self.backend.acquire(checks, "")
             if decision.failed is not None:
@@ -399,27 +389,39 @@ class Admission:
                 raise _refusal(checks[decision.failed], decision.states[decision.failed], headers)
 
 
+_RATE_HEADERS = (
+    ("requests", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+     "x-ratelimit-reset-requests"),
+    ("tokens", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+     "x-ratelimit-reset-tokens"),
+)  # fmt: skip
+
+
 def rate_headers(
-    checks: list[Check], states: tuple[CheckState, ...], failed: int | None
+    checks: Sequence[Check], states: Sequence[CheckState], failed: int | None
 ) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers, from the tightest request and token limits."""
-    headers: dict[str, str] = {}
-    for kind, suffix in (("requests", "requests"), ("tokens", "tokens")):
-        tightest: tuple[float, Check, CheckState] | None = None
-        for index, (check, state) in enumerate(zip(checks, states, strict=True)):
-            if check.kind != kind:
-                continue
+    tightest: dict[str, tuple[float, int]] = {}  # kind → (remaining, index of its check)
+    for index, check in enumerate(checks):
+        kind = check.kind
+        if kind != "requests" and kind != "tokens":
+            continue
+        if index == failed:
+            remaining = -1.0  # the limit that refused comes first
+        else:
             counted = check.amount if failed is None else 0.0
-            remaining = max(0.0, check.limit - state.used - counted)
-            if index == failed:
-                remaining = -1.0  # the limit that refused comes first
-            if tightest is None or remaining < tightest[0]:
-                tightest = (remaining, check, state)
-        if tightest is not None:
-            remaining, check, state = tightest
-            headers[f"x-ratelimit-limit-{suffix}"] = str(int(check.limit))
-            headers[f"x-ratelimit-remaining-{suffix}"] = str(int(max(0.0, remaining)))
-            headers[f"x-ratelimit-reset-{suffix}"] = _duration(state.reset_s)
+            remaining = max(0.0, check.limit - states[index].used - counted)
+        best = tightest.get(kind)
+        if best is None or remaining < best[0]:
+            tightest[kind] = (remaining, index)
+    headers: dict[str, str] = {}
+    for wanted, limit_name, remaining_name, reset_name in _RATE_HEADERS:
+        best = tightest.get(wanted)
+        if best is not None:
+            remaining, index = best
+            headers[limit_name] = str(int(checks[index].limit))
+            headers[remaining_name] = str(int(max(0.0, remaining)))
+            headers[reset_name] = _duration(states[index].reset_s)
     return headers
 
 
