@@ -341,10 +341,11 @@ class Gateway:
         """A cached answer as the stream the client asked for (already guarded)."""
         trace, done = request.trace, False
         try:
-            async for event in replay_sse(body, request.model, request.wants_usage):
-                if trace is not None and trace.first_token_ns is None:
-                    trace.first_token_ns = time.time_ns()
-                yield event
+            # All of it is on hand: one write, as the relay sends what arrived together.
+            events = [event async for event in replay_sse(body, request.model, request.wants_usage)]
+            if trace is not None and trace.first_token_ns is None:
+                trace.first_token_ns = time.time_ns()
+            yield b"".join(events)
             done = True
         finally:
             if trace is not None:
