@@ -1,7 +1,8 @@
 """Turn a finished `RequestTrace` into store rows and spans with their attributes.
 
-Runs in the recorder's worker thread, never on the event loop. Attribute names follow
-the OpenTelemetry GenAI semantic conventions, plus `keel.*` for what they lack.
+Runs once per request, on the event loop between requests (see `recorder.py`), so it
+builds plain dicts and lists and nothing else. Attribute names follow the OpenTelemetry
+GenAI semantic conventions, plus `keel.*` for what they lack.
 """
 
 from __future__ import annotations
@@ -14,17 +15,24 @@ from typing import Any
 import orjson
 
 from keel.gateway.cost import cost
+from keel.routing.table import Target
 from keel.tracing.model import OPERATIONS, RequestTrace, Step, error_type, http_status
 
 # Request fields that map to gen_ai.request.* attributes.
-_REQUEST_ATTRIBUTES = {
-    "temperature": "gen_ai.request.temperature",
-    "top_p": "gen_ai.request.top_p",
-    "max_tokens": "gen_ai.request.max_tokens",
-    "frequency_penalty": "gen_ai.request.frequency_penalty",
-    "presence_penalty": "gen_ai.request.presence_penalty",
-    "seed": "gen_ai.request.seed",
-}
+_REQUEST_ATTRIBUTES = (
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+    ("seed", "gen_ai.request.seed"),
+)
+# Span names of the gateway's steps, made once instead of once per span.
+_STEP_SPANS = {
+    name: f"keel.{name}"
+    for name in ("auth", "prompt", "admit", "guard.input", "guard.output", "cache", "route",
+                 "embed")
+}  # fmt: skip
 
 
 def span(
@@ -64,9 +72,9 @@ class Converted:
         return cls(data["trace"], data["spans"], errors)
 
 
-def _span_ids(count: int) -> list[str]:
-    random = os.urandom(8 * count).hex()  # one system call for the whole trace
-    return [random[i : i + 16] for i in range(0, 16 * count, 16)]
+def _span_ids(count: int) -> str:
+    """`count` span ids of 16 hex digits, one after the other (one system call)."""
+    return os.urandom(8 * count).hex()
 
 
 def _input_text(trace: RequestTrace) -> str | None:
@@ -122,29 +130,37 @@ def _content(text: str | None, keep: bool) -> tuple[str | None, str | None, int 
     return None, hashlib.sha256(data).hexdigest(), len(data)
 
 
-def _step_attributes(trace: RequestTrace, step: Step, number: int) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"keel.step": step.name}
-    if step.target is not None:
-        target = step.target
-        attributes.update({
-            "gen_ai.operation.name": OPERATIONS.get(trace.op, trace.op),
-            "gen_ai.provider.name": getattr(target.provider, "name", "unknown"),
-            "gen_ai.request.model": target.upstream_model,
-            "keel.target": target.ref,
-            "keel.attempt": number,
-        })  # fmt: skip
-        if step.error is None and trace.target is not None and target.ref == trace.target.ref:
-            if trace.response_model:
-                attributes["gen_ai.response.model"] = trace.response_model
-            if trace.usage is not None:
-                attributes["gen_ai.usage.input_tokens"] = trace.usage.prompt_tokens
-                attributes["gen_ai.usage.output_tokens"] = trace.usage.completion_tokens
-    elif step.name == "route" and trace.route is not None:
+def _attempt_attributes(
+    trace: RequestTrace, step: Step, target: Target, operation: str, number: int
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "keel.step": step.name,
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": getattr(target.provider, "name", "unknown"),
+        "gen_ai.request.model": target.upstream_model,
+        "keel.target": target.ref,
+        "keel.attempt": number,
+    }
+    if step.error is not None:
+        attributes["error.type"] = step.error
+    elif trace.target is not None and target.ref == trace.target.ref:  # the one that answered
+        if trace.response_model:
+            attributes["gen_ai.response.model"] = trace.response_model
+        if trace.usage is not None:
+            attributes["gen_ai.usage.input_tokens"] = trace.usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = trace.usage.completion_tokens
+    return attributes
+
+
+def _step_attributes(trace: RequestTrace, step: Step) -> dict[str, Any]:
+    name = step.name
+    attributes: dict[str, Any] = {"keel.step": name}
+    if name == "route" and trace.route is not None:
         attributes["keel.route"] = trace.route
         if trace.target is not None:
             attributes["keel.target"] = trace.target.ref
         attributes["keel.attempts"] = trace.attempts
-    elif step.name == "prompt" and trace.prompt is not None:
+    elif name == "prompt" and trace.prompt is not None:
         attributes["keel.prompt.name"], attributes["keel.prompt.version"] = trace.prompt
     elif step.verdicts is not None:
         attributes["keel.guard.policy"] = trace.guard_policy
@@ -168,6 +184,46 @@ def _verdict(verdict: Any) -> dict[str, Any]:
     }
 
 
+def _step_spans(
+    trace: RequestTrace, operation: str, span_ids: str
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The spans of the trace's steps, and the (target, error type) of failed attempts.
+
+    `span_ids` holds the root span's id, then one for each step. The span dicts are
+    written out rather than made by `span()`: a call per span of every request adds up.
+    """
+    trace_id, end_ns = trace.trace_id, trace.end_ns
+    spans: list[dict[str, Any]] = []
+    errors: list[tuple[str, str]] = []
+    root_id = span_ids[:16]
+    ids = {"request": root_id}
+    attempt = 0
+    offset = 0
+    for step in trace.steps:
+        offset += 16
+        span_id = span_ids[offset : offset + 16]
+        target = step.target
+        if target is not None:
+            attempt += 1
+            name = f"{operation} {target.upstream_model}"
+            kind = "client"
+            attributes = _attempt_attributes(trace, step, target, operation, attempt)
+            if step.error is not None:
+                errors.append((target.ref, step.error))
+        else:
+            ids.setdefault(step.name, span_id)
+            name = _STEP_SPANS.get(step.name) or f"keel.{step.name}"
+            kind = "internal"
+            attributes = _step_attributes(trace, step)
+        spans.append({
+            "trace_id": trace_id, "span_id": span_id, "parent_id": ids.get(step.parent, root_id),
+            "name": name, "kind": kind, "start_ns": step.start_ns,
+            "end_ns": step.end_ns or end_ns, "status": "error" if step.error else "ok",
+            "attributes": attributes,
+        })  # fmt: skip
+    return spans, errors
+
+
 def convert(trace: RequestTrace, keep_content: bool) -> Converted:
     """The rows for one finished trace; content only when `keep_content`."""
     body = trace.body
@@ -177,6 +233,7 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
     error = trace.error
     status = "ok" if error is None else "error"
     error_name = error_type(error) if error is not None else None
+    status_code = http_status(error)
     target = trace.target
     provider = getattr(target.provider, "name", None) if target is not None else None
     usage = trace.usage
@@ -186,19 +243,19 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
     ttft_ms = None
     if trace.first_token_ns is not None:
         ttft_ms = (trace.first_token_ns - trace.start_ns) / 1e6
-    user = body.get("user") if isinstance(body.get("user"), str) else None
+    user = body.get("user")
+    user = user if isinstance(user, str) else None
     input_text, input_hash, input_bytes = _content(_input_text(trace), keep_content)
     output_text, output_hash, output_bytes = _content(_output_text(trace), keep_content)
     reasons = _finish_reasons(trace)
+    principal = trace.principal
 
-    ids_left = _span_ids(len(trace.steps) + 1)
-    root_id = ids_left.pop()
     root: dict[str, Any] = {
         "gen_ai.operation.name": operation,
-        "keel.project": trace.principal.project_id,
-        "keel.key_id": trace.principal.key_id,
+        "keel.project": principal.project_id,
+        "keel.key_id": principal.key_id,
         "keel.status": status,
-        "http.response.status_code": http_status(error),
+        "http.response.status_code": status_code,
     }
     if model is not None:
         root["gen_ai.request.model"] = model
@@ -208,9 +265,9 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
         root["gen_ai.response.model"] = trace.response_model
     if provider is not None:
         root["gen_ai.provider.name"] = provider
-    for key, name in _REQUEST_ATTRIBUTES.items():
+    for key, name in _REQUEST_ATTRIBUTES:
         value = body.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if value is not None and isinstance(value, int | float) and not isinstance(value, bool):
             root[name] = value
     if isinstance(body.get("max_completion_tokens"), int):
         root["gen_ai.request.max_tokens"] = body["max_completion_tokens"]
@@ -257,37 +314,20 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
     if output_hash is not None:
         root["keel.output.sha256"], root["keel.output.bytes"] = output_hash, output_bytes
 
-    name = f"{operation} {model}" if model else operation
-    spans = [
-        span(trace.trace_id, root_id, None, name, "server", trace.start_ns, trace.end_ns,
-             status, root)
-    ]  # fmt: skip
-    errors: list[tuple[str, str]] = []
-    ids = {"request": root_id}
-    attempt = 0
-    for step in trace.steps:
-        span_id = ids_left.pop()
-        if step.target is not None:
-            attempt += 1
-            span_name = f"{operation} {step.target.upstream_model}"
-            kind = "client"
-        else:
-            ids.setdefault(step.name, span_id)
-            span_name = f"keel.{step.name}"
-            kind = "internal"
-        parent = ids.get(step.parent, root_id)
-        spans.append(
-            span(trace.trace_id, span_id, parent, span_name, kind, step.start_ns,
-                 step.end_ns or trace.end_ns, "error" if step.error else "ok",
-                 _step_attributes(trace, step, attempt))
-        )  # fmt: skip
-        if step.target is not None and step.error is not None:
-            errors.append((step.target.ref, step.error))
+    span_ids = _span_ids(len(trace.steps) + 1)
+    steps, errors = _step_spans(trace, operation, span_ids)
+    spans = [{
+        "trace_id": trace.trace_id, "span_id": span_ids[:16], "parent_id": None,
+        "name": f"{operation} {model}" if model else operation, "kind": "server",
+        "start_ns": trace.start_ns, "end_ns": trace.end_ns, "status": status,
+        "attributes": root,
+    }, *steps]  # fmt: skip
 
+    prompt = trace.prompt
     row: dict[str, Any] = {
         "trace_id": trace.trace_id,
-        "project_id": trace.principal.project_id,
-        "key_id": trace.principal.key_id,
+        "project_id": principal.project_id,
+        "key_id": principal.key_id,
         "start_us": trace.start_ns // 1000,
         "duration_ms": duration_ms,
         "ttft_ms": ttft_ms,
@@ -298,11 +338,11 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
         "provider": provider,
         "user": user[:256] if user else None,
         "session_id": trace.session_id,
-        "prompt_name": trace.prompt[0] if trace.prompt else None,
-        "prompt_version": trace.prompt[1] if trace.prompt else None,
+        "prompt_name": prompt[0] if prompt else None,
+        "prompt_version": prompt[1] if prompt else None,
         "status": status,
         "error_type": error_name,
-        "http_status": http_status(error),
+        "http_status": status_code,
         "attempts": trace.attempts,
         "input_tokens": usage.prompt_tokens if usage is not None else None,
         "output_tokens": usage.completion_tokens if usage is not None else None,

@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway process, in a registry of its own (no globals).
 
-Request metrics are fed from finished traces by the recorder's worker thread; gauges
-(breakers, queue depth) are read at scrape time.
+Request metrics are fed from finished traces by the recorder, a slice of records at a
+time; gauges (breakers, queue depth) are read at scrape time.
 """
 
 from __future__ import annotations
@@ -121,24 +121,42 @@ class GatewayMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def observe(self, record: Converted) -> None:
-        """Count one finished request (called from the recorder's worker thread)."""
-        row = record.trace
-        route = row["route"] or row["model"] or "-"
-        operation = row["operation"]
+    def observe(self, records: Iterable[Converted]) -> None:
+        """Count finished requests (a slice of the recorder's batch, on the event loop).
+
+        Counters move once per label set and call rather than once per request: each
+        move takes a lock. Costs are floats, added one by one as they always were.
+        """
         child = self._child
-        child(self.requests, route, operation, str(row["http_status"])).inc()
-        child(self.latency, route, operation).observe(row["duration_ms"] / 1000)
-        if row["ttft_ms"] is not None:
-            child(self.ttft, route).observe(row["ttft_ms"] / 1000)
-        if row["input_tokens"]:
-            child(self.tokens, route, "input").inc(row["input_tokens"])
-        if row["output_tokens"]:
-            child(self.tokens, route, "output").inc(row["output_tokens"])
-        if row["cost"]:
-            child(self.cost, route).inc(row["cost"])
-        for target, error in record.errors:
-            child(self.upstream_errors, target, error).inc()
+        requests: dict[tuple[str, ...], int] = {}
+        tokens: dict[tuple[str, ...], int] = {}
+        errors: dict[tuple[str, ...], int] = {}
+        for record in records:
+            row = record.trace
+            route = row["route"] or row["model"] or "-"
+            operation = row["operation"]
+            key = (route, operation, str(row["http_status"]))
+            requests[key] = requests.get(key, 0) + 1
+            child(self.latency, route, operation).observe(row["duration_ms"] / 1000)
+            if row["ttft_ms"] is not None:
+                child(self.ttft, route).observe(row["ttft_ms"] / 1000)
+            if row["input_tokens"]:
+                direction = (route, "input")
+                tokens[direction] = tokens.get(direction, 0) + row["input_tokens"]
+            if row["output_tokens"]:
+                direction = (route, "output")
+                tokens[direction] = tokens.get(direction, 0) + row["output_tokens"]
+            if row["cost"]:
+                child(self.cost, route).inc(row["cost"])
+            for failed in record.errors:
+                errors[failed] = errors.get(failed, 0) + 1
+        self._add(self.requests, requests)
+        self._add(self.tokens, tokens)
+        self._add(self.upstream_errors, errors)
+
+    def _add(self, counter: Counter, counts: dict[tuple[str, ...], int]) -> None:
+        for labels, count in counts.items():
+            self._child(counter, *labels).inc(count)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

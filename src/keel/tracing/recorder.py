@@ -1,11 +1,12 @@
 """The write path of traces: a bounded queue, a batch writer, a spill file, counted drops.
 
 `submit()` is all the request path does: an append to a bounded deque. A writer task
-takes batches (when one is full, or every flush interval) and converts and writes them
-in a worker thread. While the store is down, batches go to the spill file, which is
-replayed once a write succeeds again; while a write is merely slow, the queue is kept
-under its high-water mark by spilling too. Records are dropped, and counted in
-`keel_trace_records_dropped_total`, only when both the queue and the spill are full.
+takes batches (when one is full, or every flush interval), converts them on the loop in
+slices between requests and writes them in a worker thread. While the store is down,
+batches go to the spill file, which is replayed once a write succeeds again; while a
+write is merely slow, the queue is kept under its high-water mark by spilling too.
+Records are dropped, and counted in `keel_trace_records_dropped_total`, only when both
+the queue and the spill are full.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ Convert = Callable[[RequestTrace], Converted]
 CONVERT_SLICE = 16  # records converted between two turns of the event loop
 MAX_CONVERT_SLICE = 128  # ... at most, however long the backlog
 Export = Callable[[list[Converted]], None]
-RECENT_IDS = 50_000
+RECENT_IDS = 50_000  # ids of traces not in the store yet (queued or spilled), at most
 
 
 class TraceRecorder:
@@ -158,21 +159,23 @@ class TraceRecorder:
         On the loop rather than in the thread: a thread doing Python work takes the GIL
         from the loop for whole switch intervals; slices of the loop's own time do not.
         """
-        records = []
+        records: list[Converted] = []
         # A backlog means conversion falls behind the requests: take longer turns, so the
         # writer catches up instead of the queue (and memory) growing until it spills.
         backlog = len(self._queue) // max(1, self._batch_size)
         step = min(CONVERT_SLICE * (1 + backlog), MAX_CONVERT_SLICE)
-        for index, trace in enumerate(batch, 1):
-            try:
-                record = self._convert_one(trace)
-            except Exception:
-                log.exception("could not convert trace %s; dropped", trace.trace_id)
-                self._drop(1, "invalid")
-                continue
-            self._metrics.observe(record)
-            records.append(record)
-            if index % step == 0:
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            converted = []
+            for trace in chunk:
+                try:
+                    converted.append(self._convert_one(trace))
+                except Exception:
+                    log.exception("could not convert trace %s; dropped", trace.trace_id)
+                    self._drop(1, "invalid")
+            self._metrics.observe(converted)
+            records += converted
+            if len(chunk) == step:
                 await asyncio.sleep(0)
         return records
 
@@ -187,27 +190,37 @@ class TraceRecorder:
             while len(self._queue) >= self._high_water:
                 spilled = await self._convert(self._take())
                 await asyncio.to_thread(self._spill_records, spilled)
-        write.result()
+        if write.result():
+            self._forget(records)
+
+    def _forget(self, records: list[Converted]) -> None:
+        # Stored traces are found in the store; only queued and spilled ones need an entry
+        # here. Without this the map fills to RECENT_IDS (~8 MB) under any steady load.
+        recent = self._recent
+        for record in records:
+            recent.pop(record.trace["trace_id"], None)
 
     # -- in the worker thread -----------------------------------------------------------
 
-    def _write_batch(self, records: list[Converted]) -> None:
+    def _write_batch(self, records: list[Converted]) -> bool:
+        """Write to the store, or spill; True when the records are in the store."""
         if self._export is not None and records:
             self._export(records)
         if not records:
-            return
+            return False
         if time.monotonic() < self._down_until:
             self._spill_records(records)
-            return
+            return False
         try:
             self._write(records)
         except Exception as exc:
             self._store_failed(exc)
             self._spill_records(records)
-            return
+            return False
         self._store_ok(len(records))
         if self.spill.pending():
             self._replay()
+        return True
 
     def _replay(self) -> None:
         if not self.spill.pending():

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -29,10 +31,16 @@ _LIST_COLUMNS = [
 
 TRACE_COLUMNS = tuple(str(c.name) for c in TraceRow.__table__.c)
 SPAN_COLUMNS = tuple(str(c.name) for c in SpansRow.__table__.c)
+_METADATA = TRACE_COLUMNS.index("metadata")
+_trace_values = itemgetter(*TRACE_COLUMNS)
 
 
 # Parameters per statement: below SQLite's limit (32766) and PostgreSQL's (65535).
 MAX_PARAMETERS = 30_000
+# Rows per statement, at most: every statement size stays prepared in each pooled
+# connection's statement cache (a 500-row trace INSERT is ~1.6 MB in SQLite); sizes up to
+# 64 keep that under half a megabyte per connection.
+MAX_ROWS_PER_STATEMENT = 64
 
 
 class _MultiRowInsert:
@@ -41,11 +49,16 @@ class _MultiRowInsert:
     One statement per chunk rather than executemany: the SQLite driver gives the GIL up
     and takes it back around every row it steps, and each take-back waits on the event
     loop; one statement does the whole chunk in C with the GIL released once.
+
+    Chunks have power-of-two sizes: batches come in any size, and a statement of a new
+    size is thousands of parameters to parse again, while these few sizes are parsed
+    once and reused (sqlite3's statement cache, PostgreSQL's prepared statements).
     """
 
     def __init__(self, table: str, columns: tuple[str, ...], dialect: str):
         self.width = len(columns)
-        self.rows_per_statement = MAX_PARAMETERS // self.width
+        fits = min(MAX_PARAMETERS // self.width, MAX_ROWS_PER_STATEMENT)
+        self.rows_per_statement = 1 << (fits.bit_length() - 1)
         names = ", ".join(f'"{c}"' for c in columns)
         mark = "%s" if dialect == "postgresql" else "?"
         self._one = "(" + ", ".join([mark] * self.width) + ")"
@@ -64,11 +77,24 @@ class _MultiRowInsert:
             text = self._sql[rows] = self._head + ", ".join([self._one] * rows) + self._tail
         return text
 
-    def run(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
-        step = self.rows_per_statement
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            cursor.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
+    def run(self, cursor: Any, rows: Sequence[Sequence[Any]]) -> None:
+        size, start, end = self.rows_per_statement, 0, len(rows)
+        while start < end:
+            while size > end - start:
+                size //= 2
+            chunk = rows[start : start + size]
+            cursor.execute(self.sql(size), list(chain.from_iterable(chunk)))
+            start += size
+
+
+def _trace_row(row: dict[str, Any]) -> list[Any]:
+    """The row's values in column order, the metadata as JSON text."""
+    try:
+        values = list(_trace_values(row))
+    except KeyError:  # a row without the newer columns (spilled by an older Keel)
+        values = [row.get(c) for c in TRACE_COLUMNS]
+    values[_METADATA] = orjson.dumps(row["metadata"]).decode()
+    return values
 
 
 def encode_cursor(start_us: int, trace_id: str) -> str:
@@ -198,15 +224,11 @@ class TraceStore:
         Straight through the driver: this runs for every request, and SQLAlchemy's
         per-row parameter processing would cost more than the insert itself.
         """
-        traces: list[tuple[Any, ...]] = []
-        spans: list[tuple[Any, ...]] = []
-        dumps = orjson.dumps
+        traces: list[list[Any]] = []
+        spans: list[tuple[str, str]] = []
         for item in batch:
-            row = item.trace
-            traces.append(tuple(
-                dumps(row[c]).decode() if c == "metadata" else row.get(c) for c in TRACE_COLUMNS
-            ))  # fmt: skip
-            spans.append((row["trace_id"], item.spans))
+            traces.append(_trace_row(item.trace))
+            spans.append((item.trace["trace_id"], item.spans))
         if not traces:
             return
         with self._db.engine.begin() as connection:
