@@ -1,7 +1,8 @@
 """The request path, read top to bottom: resolve the model, call the provider, answer.
 
-Authentication happens before (server/deps.py, called by the endpoint); later steps (limits, prompts, guards,
-cache, routing, tracing) slot in here as explicit calls, never as middleware.
+Authentication happens before (server/deps.py, called by the endpoint); later steps
+(limits, prompts, guards, cache, routing, tracing) slot in here as explicit calls, never as
+middleware.
 """
 
 from __future__ import annotations
