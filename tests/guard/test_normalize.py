@@ -52,3 +52,22 @@ def test_encoded_payloads_become_extra_views() -> None:
 def test_hashes_and_ordinary_words_are_not_decoded() -> None:
     digest = hashlib.sha256(b"x").hexdigest()
     assert normalize(f"checksum {digest} of internationalization").decoded == []
+
+
+def test_runs_of_invisible_characters_are_one_finding_each() -> None:
+    text = "\u200b\u200bstart \x00\x01 mid \ufe0f\ufe0f 😀\ufe0f ok \U000e0041\U000e0042"
+    clean, findings, hidden = strip_invisible(text)
+    assert clean == "start  mid  😀\ufe0f ok "
+    assert [(f.kind, f.start, f.end) for f in findings] == [
+        ("zero_width", 0, 2),
+        ("control", 8, 9),
+        ("control", 9, 10),
+        ("variation_selector", 15, 17),
+        ("unicode_tag", 24, 26),
+    ]
+    assert hidden == "AB"
+
+
+def test_plain_ascii_text_comes_back_unchanged() -> None:
+    text = "Plain text, tabs\tand\nlines: nothing to strip!"
+    assert strip_invisible(text) == (text, [], "")

@@ -1,10 +1,31 @@
 """PII recognizers and the PII scanner's actions."""
 
+# ruff: noqa: RUF001  (a look-alike letter is the point of one address below)
+
 from __future__ import annotations
+
+import re
 
 from keel.guard.anonymize import Vault
 from keel.guard.base import ScanContext
-from keel.guard.pii import PiiScanner, detect, iban_valid, luhn_valid
+from keel.guard.pii import (
+    _ADDRESS,
+    HOUSE_NUMBER_AHEAD,
+    NEED_DIGIT,
+    RECOGNIZERS,
+    PiiScanner,
+    detect,
+    iban_valid,
+    luhn_valid,
+)
+
+ADDRESSES = [
+    "221 Baker Street, London",
+    "Hauptstraße 5, 10115 Berlin; Bahnhofstr. 12a; Mannerheimintie 3",
+    "rue de la Paix 12, via Roma 3, 12 rue du Bac, Calle Mayor 7",
+    "Apt 4B, Suite #200, P.O. Box 123, PSC 1234, Box 5678 APO AE 09876",
+    "Ring 3 and the string 3 and a tie 12 and Kungsgatan   44 and ×weg 5",
+]
 
 
 def entities(text: str) -> dict[str, str]:
@@ -65,3 +86,18 @@ def test_findings_do_not_contain_the_values() -> None:
     (finding,) = verdict.findings
     assert "123-45-6789" not in (finding.detail + finding.kind)
     assert len(finding.value_hash) == 16
+
+
+def test_the_house_number_lookahead_changes_no_address(pii_texts: list[str]) -> None:
+    without = re.compile(_ADDRESS.pattern.replace(HOUSE_NUMBER_AHEAD, ""), _ADDRESS.flags)
+    assert without.pattern != _ADDRESS.pattern
+    for text in [*ADDRESSES, *pii_texts]:
+        expected = [m.span() for m in without.finditer(text)]
+        assert [m.span() for m in _ADDRESS.finditer(text)] == expected, text
+
+
+def test_recognizers_skipped_without_digits_find_nothing_there(pii_texts: list[str]) -> None:
+    for text in [*ADDRESSES, *pii_texts]:
+        digitless = re.sub(r"\d", "", text)
+        for entity in NEED_DIGIT:
+            assert list(RECOGNIZERS[entity](digitless)) == [], (entity, digitless)

@@ -10,7 +10,9 @@ specific enough to decide on their own; weaker ones are features for the classif
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+
+from keel.guard.prefilter import Condition, LiteralAnalysis, Literals
 
 CATEGORIES = ("override", "new_task", "exfiltration", "roleplay", "delimiter", "code_exec")
 
@@ -67,6 +69,8 @@ class Rule:
     category: str
     weight: float
     pattern: re.Pattern[str]
+    # Literals every match contains: a text without them skips the pattern.
+    needs: Condition | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +86,26 @@ def _r(rule_id: str, category: str, weight: float, pattern: str) -> Rule:
     return Rule(rule_id, category, weight, re.compile(pattern, re.IGNORECASE | re.DOTALL))
 
 
+def _with_needs(*rules: Rule) -> tuple[Rule, ...]:
+    analysis = LiteralAnalysis()
+    return tuple(replace(rule, needs=analysis(rule.pattern)) for rule in rules)
+
+
+def _first_matches(rules: tuple[Rule, ...], text: str) -> list[Hit]:
+    literals = Literals(text)
+    hits: list[Hit] = []
+    for rule in rules:
+        if not literals.allow(rule.needs):
+            continue  # the pattern cannot match: a literal it needs is missing
+        m = rule.pattern.search(text)
+        if m:
+            hits.append(Hit(rule.id, rule.category, rule.weight, m.start(), m.end()))
+    return hits
+
+
 W = r"(?:[\w'’\"-]+[\s,:;]+)"  # one word and what follows it
 
-RULES: tuple[Rule, ...] = (
+RULES: tuple[Rule, ...] = _with_needs(
     # Instruction override, English.
     _r(
         "override.qualified",
@@ -317,12 +338,7 @@ RULES: tuple[Rule, ...] = (
 
 def scan_rules(text: str) -> list[Hit]:
     """Every rule that matches `text` (canonical), first match per rule."""
-    hits: list[Hit] = []
-    for rule in RULES:
-        m = rule.pattern.search(text)
-        if m:
-            hits.append(Hit(rule.id, rule.category, rule.weight, m.start(), m.end()))
-    return hits
+    return _first_matches(RULES, text)
 
 
 def category_vector(hits: list[Hit]) -> list[float]:
@@ -335,7 +351,7 @@ def category_vector(hits: list[Hit]) -> list[float]:
 
 # Text inside a retrieved document or tool result has no business addressing the model.
 # These rules apply only to those roles: from a user, the same words are a normal request.
-DOCUMENT_RULES: tuple[Rule, ...] = (
+DOCUMENT_RULES: tuple[Rule, ...] = _with_needs(
     _r(
         "indirect.your_response",
         "indirect",
@@ -373,9 +389,4 @@ DOCUMENT_RULES: tuple[Rule, ...] = (
 
 def scan_document_rules(text: str) -> list[Hit]:
     """Rules for text that came from a document or tool, not from the user."""
-    hits: list[Hit] = []
-    for rule in DOCUMENT_RULES:
-        m = rule.pattern.search(text)
-        if m:
-            hits.append(Hit(rule.id, rule.category, rule.weight, m.start(), m.end()))
-    return hits
+    return _first_matches(DOCUMENT_RULES, text)

@@ -13,7 +13,7 @@ import numpy as np
 
 from keel.guard.base import Action, Decision, Finding, ScanContext, Stopwatch, Verdict
 from keel.guard.embedding import WindowEncoder
-from keel.guard.features import NgramHasher, extra_features, ngram_counts, tfidf
+from keel.guard.features import NgramHasher, extra_features, tfidf_rows
 from keel.guard.heuristics import Hit, scan_document_rules, scan_rules
 from keel.guard.model import InjectionModel, sigmoid
 from keel.guard.normalize import Normalized, View, normalize
@@ -83,7 +83,7 @@ class InjectionScanner:
         # only raise the score, below.
         extra = extra_features(norm, [h for _, h in hits])
         extra_rows = np.repeat(extra.reshape(1, -1), len(views), axis=0)
-        ngrams = tfidf(ngram_counts([v.text for v in views], self._hasher), self.model.idf)
+        ngrams = tfidf_rows([v.text for v in views], self.model.idf, self._hasher)
         fast = float(sigmoid(self.model.fast.logits(ngrams, extra_rows)).max())
         suspicious = bool(hits or document_hits) or bool(norm.invisible or norm.hidden_text)
         suspicious = suspicious or norm.homoglyphs > 0 or norm.leet_tokens > 0

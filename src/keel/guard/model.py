@@ -10,6 +10,7 @@ records the data hashes, features, threshold and measured accuracy.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from keel.guard.features import EXTRA_NAMES, NGRAM_FEATURES
+from keel.guard.features import EXTRA_NAMES, NGRAM_FEATURES, SparseRow
 
 DEFAULT_VERSION = "injection-v2"
 EMBEDDING_DIM = 384
@@ -39,14 +40,22 @@ class LinearHead:
     bias: float
     w_emb: FloatArray | None = None
 
-    def logits(self, ngram_rows: Any, extra: FloatArray) -> FloatArray:
-        """One logit per view: `ngram_rows` is a sparse (views x NGRAM_FEATURES) tf-idf
-        matrix and `extra` has one row per view."""
-        base = np.asarray(ngram_rows @ self.w_ngram, dtype=np.float32).ravel()
+    def logits(self, ngram_rows: Sequence[SparseRow] | Any, extra: FloatArray) -> FloatArray:
+        """One logit per view: `ngram_rows` holds the views' tf-idf n-grams (`tfidf_rows`,
+        or a sparse views x NGRAM_FEATURES matrix) and `extra` has one row per view."""
+        if isinstance(ngram_rows, Sequence):
+            dots = [row.dot(self.w_ngram) for row in ngram_rows]
+            base = np.asarray(dots, dtype=np.float32).reshape(len(dots))
+        else:
+            base = np.asarray(ngram_rows @ self.w_ngram, dtype=np.float32).ravel()
         return (base + extra @ self.w_extra + np.float32(self.bias)).astype(np.float32)
 
     def logits_windows(
-        self, ngram_rows: Any, extra: FloatArray, emb: FloatArray, emb_view: list[int]
+        self,
+        ngram_rows: Sequence[SparseRow] | Any,
+        extra: FloatArray,
+        emb: FloatArray,
+        emb_view: list[int],
     ) -> FloatArray:
         """One logit per embedding window; `emb_view[i]` is the view window i came from."""
         if self.w_emb is None:

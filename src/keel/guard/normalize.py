@@ -67,8 +67,10 @@ _ZERO_WIDTH = {
 }
 _ZWJ = 0x200D
 _TAG_FIRST, _TAG_LAST = 0xE0000, 0xE007F
-_VS_RANGES = ((0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+# Printable ASCII, tabs and line breaks are never invisible: only other characters need
+# the checks in `_invisible_kind` (most prompts have none, or a few).
+_MAYBE_INVISIBLE = re.compile(r"[^\t\n\r\x20-\x7e]")
 
 # Letters from other scripts that look like Latin ones (a subset of Unicode's confusables:
 # the ones seen in obfuscated prompts). NFKC already folds fullwidth and math letters.
@@ -95,7 +97,9 @@ _LEET = {
     "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
     "@": "a", "$": "s", "!": "i", "+": "t", "€": "e", "|": "l",
 }  # fmt: skip
-_LEET_TOKEN = re.compile(r"[a-z0-9@$!+€|]+")
+# A whole run of letters, digits and look-alike symbols, if it holds one of the symbols
+# (`read_leetspeak` leaves the others as they are, so they need not be visited).
+_LEET_TOKEN = re.compile(r"(?<![a-z0-9@$!+€|])[a-z0-9@$!+€|]*[0134578@$!+€|][a-z0-9@$!+€|]*")
 _EMAIL_LIKE = re.compile(r"[a-z0-9]{2,}@[a-z]{3,}")
 
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
@@ -152,6 +156,9 @@ _MARKERS = frozenset(
     ]
 )
 
+_ROT13_MARKERS = frozenset(codecs.encode(word, "rot13") for word in _MARKERS)
+_REVERSED_MARKERS = frozenset(word[::-1] for word in _MARKERS)
+
 MAX_DEPTH = 2  # decoded payloads are themselves decoded once more (base64 of hex, …)
 
 
@@ -189,49 +196,67 @@ def strip_invisible(text: str) -> tuple[str, list[Finding], str]:
     Unicode tag characters (U+E0000 block) can spell ASCII invisibly; what they spell is
     returned so it can be scanned like any other text.
     """
-    out: list[str] = []
     findings: list[Finding] = []
     tags: list[str] = []
+    kept: list[str] = []
     n = len(text)
-    i = 0
-    while i < n:
-        ch = text[i]
-        cp = ord(ch)
-        kind = ""
-        if _TAG_FIRST <= cp <= _TAG_LAST:
-            kind = "unicode_tag"
-            if 0xE0020 <= cp <= 0xE007E:
-                tags.append(chr(cp - 0xE0000))
-        elif cp in _ZERO_WIDTH:
-            kind = "zero_width"
-        elif cp == _ZWJ:
-            prev = text[i - 1] if i else ""
-            nxt = text[i + 1] if i + 1 < n else ""
-            if not (prev and nxt and _is_emoji_like(prev) and _is_emoji_like(nxt)):
-                kind = "zero_width"
-        elif any(lo <= cp <= hi for lo, hi in _VS_RANGES):
-            prev = text[i - 1] if i else ""
-            # One selector after an emoji or symbol is ordinary; runs of them carry data.
-            follows_vs = bool(prev) and any(lo <= ord(prev) <= hi for lo, hi in _VS_RANGES)
-            if not prev or follows_vs or not _is_emoji_like(prev) or cp > 0xFE0F:
-                kind = "variation_selector"
-        elif unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS:
-            kind = "control"
-        elif unicodedata.category(ch) == "Cf" and not _is_emoji_like(ch):
-            kind = "format"
-        if kind:
-            start = i
-            while i + 1 < n and _same_run(text[i + 1], kind):
-                i += 1
-                if kind == "unicode_tag" and 0xE0020 <= ord(text[i]) <= 0xE007E:
-                    tags.append(chr(ord(text[i]) - 0xE0000))
-            findings.append(
-                Finding(kind=kind, start=start, end=i + 1, detail=f"{i + 1 - start} char(s)")
-            )
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out), findings, "".join(tags)
+    copied = 0  # text[:copied] is in `kept` or was removed
+    for candidate in _MAYBE_INVISIBLE.finditer(text):
+        i = candidate.start()
+        if i < copied:
+            continue  # inside a run removed below
+        kind = _invisible_kind(text, i)
+        if not kind:
+            continue
+        start = i
+        if kind == "unicode_tag" and 0xE0020 <= ord(text[i]) <= 0xE007E:
+            tags.append(chr(ord(text[i]) - 0xE0000))
+        while i + 1 < n and _same_run(text[i + 1], kind):
+            i += 1
+            if kind == "unicode_tag" and 0xE0020 <= ord(text[i]) <= 0xE007E:
+                tags.append(chr(ord(text[i]) - 0xE0000))
+        findings.append(
+            Finding(kind=kind, start=start, end=i + 1, detail=f"{i + 1 - start} char(s)")
+        )
+        kept.append(text[copied:start])
+        copied = i + 1
+    if not findings:
+        return text, findings, ""
+    kept.append(text[copied:])
+    return "".join(kept), findings, "".join(tags)
+
+
+def _is_selector(cp: int) -> bool:
+    return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF
+
+
+def _invisible_kind(text: str, i: int) -> str:
+    """What kind of invisible character text[i] is, or "" if it renders."""
+    ch = text[i]
+    cp = ord(ch)
+    if _TAG_FIRST <= cp <= _TAG_LAST:
+        return "unicode_tag"
+    if cp in _ZERO_WIDTH:
+        return "zero_width"
+    if cp == _ZWJ:
+        prev = text[i - 1] if i else ""
+        nxt = text[i + 1] if i + 1 < len(text) else ""
+        if not (prev and nxt and _is_emoji_like(prev) and _is_emoji_like(nxt)):
+            return "zero_width"
+        return ""
+    if _is_selector(cp):
+        prev = text[i - 1] if i else ""
+        # One selector after an emoji or symbol is ordinary; runs of them carry data.
+        follows_vs = bool(prev) and _is_selector(ord(prev))
+        if not prev or follows_vs or not _is_emoji_like(prev) or cp > 0xFE0F:
+            return "variation_selector"
+        return ""
+    category = unicodedata.category(ch)
+    if category == "Cc" and ch not in _ALLOWED_CONTROLS:
+        return "control"
+    if category == "Cf" and not _is_emoji_like(ch):
+        return "format"
+    return ""
 
 
 def _same_run(ch: str, kind: str) -> bool:
@@ -239,7 +264,7 @@ def _same_run(ch: str, kind: str) -> bool:
     if kind == "unicode_tag":
         return _TAG_FIRST <= cp <= _TAG_LAST
     if kind == "variation_selector":
-        return any(lo <= cp <= hi for lo, hi in _VS_RANGES)
+        return _is_selector(cp)
     if kind == "zero_width":
         return cp in _ZERO_WIDTH or cp == _ZWJ
     return False
@@ -251,7 +276,7 @@ def map_homoglyphs(text: str) -> tuple[str, int]:
     Whole Greek or Cyrillic passages are left alone: only letters inside words that also
     hold Latin letters, or anywhere in mostly-Latin text, are mapped. Returns the count.
     """
-    if not any(ch in _HOMOGLYPH_CHARS for ch in text):
+    if _HOMOGLYPH_CHARS.isdisjoint(text):
         return text, 0
     letters = [ch for ch in text if ch.isalpha()]
     latin = sum(1 for ch in letters if ch.isascii())
@@ -356,10 +381,6 @@ def _decode_hex(token: str) -> str | None:
         return None
 
 
-def _marker_hits(text: str) -> int:
-    return sum(1 for w in _WORD.findall(text.lower()) if w in _MARKERS)
-
-
 def decode_payloads(text: str) -> list[View]:
     """Readable payloads hidden in `text` as base64, hex, percent, entities, escapes,
     rot13, reversed or s p a c e d text (one view per payload)."""
@@ -370,7 +391,9 @@ def decode_payloads(text: str) -> list[View]:
         decoded = _decode_base64(match.group(0))
         if decoded:
             views.append(View("base64", decoded))
-    for pattern in (_HEX, _HEX_ESCAPED):
+    # Every escaped-hex match starts with \x or 0x: without them that pattern can be skipped.
+    escaped = "\\x" in text or "0x" in text
+    for pattern in (_HEX, _HEX_ESCAPED) if escaped else (_HEX,):
         for match in pattern.finditer(text):
             decoded = _decode_hex(match.group(0))
             if decoded:
@@ -383,13 +406,14 @@ def decode_payloads(text: str) -> list[View]:
         unescaped = _UESCAPE.sub(lambda m: chr(int(m.group(0)[2:], 16)), text)
         views.append(View("unicode_escape", unescaped))
     if text.isascii():
-        plain = _marker_hits(text)
-        for kind, transformed in (
-            ("rot13", codecs.encode(text, "rot13")),
-            ("reversed", text[::-1]),
-        ):
-            hits = _marker_hits(transformed)
+        # In ASCII text the words of the rot13 or reversed text are the text's words,
+        # rot13-ed or reversed: one word list counts the marker words of all three.
+        words = _WORD.findall(text.lower())
+        plain = sum(map(_MARKERS.__contains__, words))
+        for kind, markers in (("rot13", _ROT13_MARKERS), ("reversed", _REVERSED_MARKERS)):
+            hits = sum(map(markers.__contains__, words))
             if hits >= 2 and hits > 2 * plain:
+                transformed = codecs.encode(text, "rot13") if kind == "rot13" else text[::-1]
                 views.append(View(kind, transformed))
     return views
 
@@ -399,7 +423,11 @@ def canonical(text: str) -> tuple[str, int, int]:
 
     Returns (text, homoglyphs mapped, leetspeak words read).
     """
-    text = unicodedata.normalize("NFKC", text)
+    return _canonical_nfkc(unicodedata.normalize("NFKC", text))
+
+
+def _canonical_nfkc(text: str) -> tuple[str, int, int]:
+    """`canonical` of a text already in NFKC."""
     text, homoglyphs = map_homoglyphs(text)
     text = text.lower()
     strict, leet = read_leetspeak(text)
@@ -413,11 +441,12 @@ def canonical(text: str) -> tuple[str, int, int]:
 def normalize(text: str, max_depth: int = MAX_DEPTH) -> Normalized:
     """The canonical text plus every decoded view, each canonicalised the same way."""
     clean, invisible, hidden = strip_invisible(text)
-    canon, homoglyphs, leet = canonical(clean)
+    nfkc = unicodedata.normalize("NFKC", clean)
+    canon, homoglyphs, leet = _canonical_nfkc(nfkc)
     views = [View("text", canon)]
     seen = {canon}
     # Decoders read the text before lower-casing: base64 and hex are case-sensitive.
-    pending: list[tuple[str, str, int]] = [("text", unicodedata.normalize("NFKC", clean), 0)]
+    pending: list[tuple[str, str, int]] = [("text", nfkc, 0)]
     if hidden:
         pending.append(("unicode_tag", hidden, 0))
     while pending:

@@ -11,11 +11,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
 from keel.guard.normalize import readable_base64
+from keel.guard.prefilter import Condition, Literals, required_literals
 
 SecretMode = Literal["block", "redact", "flag"]
 _ACTIONS: dict[SecretMode, Action] = {"block": "block", "redact": "redact", "flag": "flag"}
@@ -26,10 +27,13 @@ class SecretRule:
     kind: str
     pattern: re.Pattern[str]
     group: int = 0  # which group holds the secret itself
+    # Literals every match contains: a text without them skips the pattern.
+    needs: Condition | None = field(default=None, compare=False)
 
 
 def _rule(kind: str, pattern: str, group: int = 0, flags: int = 0) -> SecretRule:
-    return SecretRule(kind, re.compile(pattern, flags), group)
+    compiled = re.compile(pattern, flags)
+    return SecretRule(kind, compiled, group, required_literals(compiled))
 
 
 RULES: tuple[SecretRule, ...] = (
@@ -130,7 +134,10 @@ def find_secrets(
     def free(start: int, end: int) -> bool:
         return all(end <= f.start or start >= f.end for f in found)
 
+    literals = Literals(text)
     for rule in RULES:
+        if not literals.allow(rule.needs):
+            continue
         for m in rule.pattern.finditer(text):
             value = m.group(rule.group)
             start, end = m.start(rule.group), m.end(rule.group)
