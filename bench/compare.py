@@ -9,8 +9,6 @@ is taken between rows of the same run. `--quick` for short runs, `--systems` to 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,11 +26,12 @@ from overhead import (
     Children,
     Mode,
     Options,
-    _interrupt,
     _progress,
     children,
     machine,
     measure,
+    parse_cases,
+    run_main,
     start_stub,
 )
 from systems import (
@@ -435,14 +434,7 @@ def _parse_args() -> CompareSettings:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown system(s) {', '.join(sorted(unknown))}; known: {', '.join(SYSTEMS)}")
-    try:
-        concurrency = tuple(int(c) for c in args.concurrency.split(","))
-    except ValueError:
-        parser.error(f"--concurrency takes numbers like 1,16,64 (got {args.concurrency!r})")
-    requested = {m.strip() for m in args.modes.split(",")}
-    modes = tuple(m for m in MODES if m in requested)
-    if requested - set(modes) or min(concurrency) < 1:
-        parser.error(f"--modes takes {', '.join(MODES)}; --concurrency takes numbers >= 1")
+    concurrency, modes = parse_cases(parser, args.concurrency, args.modes)
     duration, warmup = (3.0, 1.0) if args.quick else (args.duration, args.warmup)
     options = Options(
         duration_s=duration,
@@ -494,19 +486,9 @@ def bench(settings: CompareSettings) -> dict[str, Any]:
 
 def main() -> int:
     settings = _parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = bench(settings)
-    except BenchError as exc:
-        _progress(f"benchmark failed: {exc}")
+    result = run_main(lambda: bench(settings), settings.options.json_out)
+    if result is None:
         return 1
-    except KeyboardInterrupt:
-        _progress("interrupted; child processes stopped")
-        return 130
-    text = json.dumps(result, indent=2)
-    if settings.options.json_out:
-        settings.options.json_out.write_text(text + "\n")
-    print(text)
     failed = [name for name, why in result["skipped"].items() if why.startswith("failed")]
     return 1 if failed else 0
 

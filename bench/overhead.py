@@ -493,14 +493,7 @@ def _parse_args() -> Options:
         help="Keel with tracing on (default), off, or both back to back.",
     )
     args = parser.parse_args()
-    try:
-        concurrency = tuple(int(c) for c in args.concurrency.split(","))
-    except ValueError:
-        parser.error(f"--concurrency takes numbers like 1,32 (got {args.concurrency!r})")
-    requested = {m.strip() for m in args.modes.split(",")}
-    modes = tuple(m for m in MODES if m in requested)
-    if requested - set(modes) or min(concurrency) < 1:
-        parser.error(f"--modes takes {', '.join(MODES)}; --concurrency takes numbers >= 1")
+    concurrency, modes = parse_cases(parser, args.concurrency, args.modes)
     return Options(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -555,22 +548,47 @@ def bench(options: Options) -> dict[str, Any]:
     return report(options, rows, found)
 
 
-def main() -> int:
-    options = _parse_args()
+def parse_cases(
+    parser: argparse.ArgumentParser, concurrency_text: str, modes_text: str
+) -> tuple[tuple[int, ...], tuple[Mode, ...]]:
+    """--concurrency and --modes as every bench takes them; a parser error when malformed."""
+    try:
+        concurrency = tuple(int(c) for c in concurrency_text.split(","))
+    except ValueError:
+        parser.error(f"--concurrency takes numbers like 1,32 (got {concurrency_text!r})")
+    requested = {m.strip() for m in modes_text.split(",")}
+    modes = tuple(m for m in MODES if m in requested)
+    if requested - set(modes) or min(concurrency) < 1:
+        parser.error(f"--modes takes {', '.join(MODES)}; --concurrency takes numbers >= 1")
+    return concurrency, modes
+
+
+def run_main(
+    run: Callable[[], dict[str, Any]], json_out: Path | None, what: str = "benchmark"
+) -> dict[str, Any] | None:
+    """Run a bench with SIGTERM handled; print its JSON (and write it to json_out).
+
+    None when it failed (the reason is on stderr); Ctrl-C exits with 130.
+    """
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result = bench(options)
+        result = run()
     except BenchError as exc:
-        _progress(f"benchmark failed: {exc}")
-        return 1
+        _progress(f"{what} failed: {exc}")
+        return None
     except KeyboardInterrupt:
         _progress("interrupted; child processes stopped")
-        return 130
+        raise SystemExit(130) from None
     text = json.dumps(result, indent=2)
-    if options.json_out:
-        options.json_out.write_text(text + "\n")
+    if json_out:
+        json_out.write_text(text + "\n")
     print(text)
-    return 0
+    return result
+
+
+def main() -> int:
+    options = _parse_args()
+    return 0 if run_main(lambda: bench(options), options.json_out) is not None else 1
 
 
 if __name__ == "__main__":

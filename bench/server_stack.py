@@ -42,13 +42,14 @@ from overhead import (
     Mode,
     Options,
     _drop_redis_prefix,
-    _interrupt,
     _keel_executable,
     _progress,
     children,
     free_port,
     machine,
     measure,
+    parse_cases,
+    run_main,
     start_stub,
     wait_until_ready,
 )
@@ -782,14 +783,9 @@ def _parse_args() -> tuple[list[Stack], Options, int, bool]:
     unknown = [n for n in names if n not in STACKS]
     if unknown:
         parser.error(f"unknown stack(s) {', '.join(unknown)}; known: {', '.join(STACKS)}")
-    try:
-        concurrency = tuple(int(c) for c in args.concurrency.split(","))
-    except ValueError:
-        parser.error(f"--concurrency takes numbers like 1,32 (got {args.concurrency!r})")
-    requested = {m.strip() for m in args.modes.split(",")}
-    modes = tuple(m for m in MODES if m in requested)
-    if requested - set(modes) or min(concurrency) < 1 or args.rounds < 1:
-        parser.error(f"--modes takes {', '.join(MODES)}; --concurrency, --rounds numbers >= 1")
+    concurrency, modes = parse_cases(parser, args.concurrency, args.modes)
+    if args.rounds < 1:
+        parser.error("--rounds takes a number >= 1")
     options = Options(args.duration, args.warmup, concurrency, modes, 0.0, args.json_out)
     return [STACKS[n] for n in names], options, args.rounds, args.interleave
 
@@ -810,7 +806,10 @@ def bench(stacks: list[Stack], options: Options, rounds: int, interleave: bool) 
     table = medians(per_round)
     summed = summary(runs)
     _progress("\n" + markdown(table, summed))
-    settings = asdict(options) | {"json_out": str(options.json_out) if options.json_out else None}
+    # Options' tracing and limits fields belong to overhead.py: here every stack traces and
+    # its key has in-process limits (Redis ones for the *-redis stacks).
+    settings = {k: v for k, v in asdict(options).items() if k not in ("tracing", "limits")}
+    settings["json_out"] = str(options.json_out) if options.json_out else None
     return {
         "machine": machine(),
         "settings": settings
@@ -838,20 +837,8 @@ def _versions() -> dict[str, str | None]:
 
 def main() -> int:
     stacks, options, rounds, interleave = _parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = bench(stacks, options, rounds, interleave)
-    except BenchError as exc:
-        _progress(f"benchmark failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        _progress("interrupted; child processes stopped")
-        return 130
-    text = json.dumps(result, indent=2)
-    if options.json_out:
-        options.json_out.write_text(text + "\n")
-    print(text)
-    return 0
+    result = run_main(lambda: bench(stacks, options, rounds, interleave), options.json_out)
+    return 0 if result is not None else 1
 
 
 if __name__ == "__main__":
