@@ -71,6 +71,9 @@ class _Span:
     end: float
     keep_s: float  # how long its counters outlive it
 
+    def period(self, now: float) -> Period:
+        return Period(self.id, self.end - now, self.end - now + self.keep_s)
+
 
 def _span(kind: str, now: float) -> _Span:
     at = datetime.fromtimestamp(now, UTC)
@@ -83,8 +86,7 @@ def _span(kind: str, now: float) -> _Span:
 
 
 def budget_period(kind: str, now: float) -> Period:
-    span = _span(kind, now)
-    return Period(span.id, span.end - now, span.end - now + span.keep_s)
+    return _span(kind, now).period(now)
 
 
 def _duration(seconds: float) -> str:
@@ -154,7 +156,7 @@ class Ticket:
         ttl = 0.0
         if spend > 0 and plan.budgets:
             spend_keys = tuple(self._spend_keys)
-            ttl = max(span.end - self._admitted_at + span.keep_s for span in self._spans)
+            ttl = max(span.period(self._admitted_at).ttl_s for span in self._spans)
             for rule, span in zip(plan.budgets, self._spans, strict=True):
                 self._admission.sink.add_spend(rule.subject, span.id, spend, used)
         settlement = Settlement(
@@ -329,8 +331,7 @@ class Admission:
                     f"{rule.scope} has spent {spent:.4f} of its budget {limit.amount}"
                     f" this {limit.period} (warning at {limit.soft})"
                 )
-                span = spans[index]
-                period = Period(span.id, span.end - now, span.end - now + span.keep_s)
+                period = spans[index].period(now)
                 await self._warn_once(rule, spend_keys[index], period, spent)
         ticket = Ticket(self, plan, decision, lease, reserve, spans, spend_keys, now)
         if request.headers:
