@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,8 +14,8 @@ from keel.auth.keys import Principal
 from keel.errors import InvalidRequest
 from keel.gateway.pipeline import GatewayRequest
 from keel.providers.base import Operation, Usage
-from keel.server.deps import PrincipalDep, ServicesDep, authenticate_request
-from keel.server.hot import body_docs, json_body
+from keel.server.deps import PrincipalDep, ServicesDep, authenticate_request, bearer_token
+from keel.server.hot import Endpoint, body_docs, json_body
 from keel.server.openai.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -67,48 +68,54 @@ async def _answer(services: Services, request: GatewayRequest) -> Response:
     return json_response(body, headers=request.headers)
 
 
-# The two completion routes are served by server/hot.py, outside FastAPI's dependency and
+# The completion routes are served by server/hot.py, outside FastAPI's dependency and
 # body machinery: they take the request, authenticate it and read the body themselves.
-def _hot_docs(body: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "responses": _ERRORS,
-        "openapi_extra": {"security": [{"HTTPBearer": []}], **body_docs(body)},
-    }
+# Registered on the router too, which documents them (and serves them under a root path).
+HOT_ROUTES: dict[tuple[str, str], Endpoint] = {}
+HOT_BODIES: list[type[BaseModel]] = []
 
 
-@router.post(
+def _hot_post(path: str, body: type[BaseModel], **docs: Any) -> Callable[[Endpoint], Endpoint]:
+    def register(endpoint: Endpoint) -> Endpoint:
+        extra = {"security": [{"HTTPBearer": []}], **body_docs(body)}
+        router.post(path, responses=_ERRORS, openapi_extra=extra, **docs)(endpoint)
+        HOT_ROUTES[("POST", router.prefix + path)] = endpoint
+        HOT_BODIES.append(body)
+        return endpoint
+
+    return register
+
+
+async def _caller(http: Request, services: Services) -> Principal:
+    return await authenticate_request(http, services, bearer_token(http))
+
+
+@_hot_post(
     "/chat/completions",
+    ChatCompletionRequest,
     summary="Create a chat completion (streaming with stream: true)",
     response_model=ChatCompletion,
-    **_hot_docs(ChatCompletionRequest),
 )
 async def chat_completions(http: Request) -> Response:
     services: Services = http.app.state.services
-    principal = await authenticate_request(http, services)
+    principal = await _caller(http, services)
     wire = await json_body(http, ChatCompletionRequest)
     return await _answer(services, _request(http, services, "chat/completions", principal, wire))
 
 
-@router.post(
+@_hot_post(
     "/completions",
+    CompletionRequest,
     summary="Create a text completion (legacy API)",
     response_model=Completion,
-    **_hot_docs(CompletionRequest),
 )
 async def completions(http: Request) -> Response:
     services: Services = http.app.state.services
-    principal = await authenticate_request(http, services)
+    principal = await _caller(http, services)
     wire = await json_body(http, CompletionRequest)
     if isinstance(wire["prompt"], list):
         wire["prompt"] = wire["prompt"][0]
     return await _answer(services, _request(http, services, "completions", principal, wire))
-
-
-HOT_ROUTES = {
-    ("POST", "/v1/chat/completions"): chat_completions,
-    ("POST", "/v1/completions"): completions,
-}
-HOT_BODIES: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest]
 
 
 def _request(
