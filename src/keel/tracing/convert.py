@@ -189,8 +189,7 @@ def _step_spans(
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """The spans of the trace's steps, and the (target, error type) of failed attempts.
 
-    `span_ids` holds the root span's id, then one for each step. The span dicts are
-    written out rather than made by `span()`: a call per span of every request adds up.
+    `span_ids` holds the root span's id, then one for each step.
     """
     trace_id, end_ns = trace.trace_id, trace.end_ns
     spans: list[dict[str, Any]] = []
@@ -215,12 +214,9 @@ def _step_spans(
             name = _STEP_SPANS.get(step.name) or f"keel.{step.name}"
             kind = "internal"
             attributes = _step_attributes(trace, step)
-        spans.append({
-            "trace_id": trace_id, "span_id": span_id, "parent_id": ids.get(step.parent, root_id),
-            "name": name, "kind": kind, "start_ns": step.start_ns,
-            "end_ns": step.end_ns or end_ns, "status": "error" if step.error else "ok",
-            "attributes": attributes,
-        })  # fmt: skip
+        spans.append(span(trace_id, span_id, ids.get(step.parent, root_id), name, kind,
+                          step.start_ns, step.end_ns or end_ns,
+                          "error" if step.error else "ok", attributes))  # fmt: skip
     return spans, errors
 
 
@@ -316,12 +312,9 @@ def convert(trace: RequestTrace, keep_content: bool) -> Converted:
 
     span_ids = _span_ids(len(trace.steps) + 1)
     steps, errors = _step_spans(trace, operation, span_ids)
-    spans = [{
-        "trace_id": trace.trace_id, "span_id": span_ids[:16], "parent_id": None,
-        "name": f"{operation} {model}" if model else operation, "kind": "server",
-        "start_ns": trace.start_ns, "end_ns": trace.end_ns, "status": status,
-        "attributes": root,
-    }, *steps]  # fmt: skip
+    name = f"{operation} {model}" if model else operation
+    spans = [span(trace.trace_id, span_ids[:16], None, name, "server", trace.start_ns,
+                  trace.end_ns, status, root), *steps]  # fmt: skip
 
     prompt = trace.prompt
     row: dict[str, Any] = {
