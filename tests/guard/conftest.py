@@ -30,7 +30,7 @@ def default_policy(resources: GuardResources) -> Policy:
 def labelled_texts() -> list[str]:
     """Every other text of the guard's labelled data (../shared/data/guard), or none when
     this checkout has no data beside it."""
-    from keel.guard.train import DEFAULT_DATA
+    from training.guard.train import DEFAULT_DATA
 
     texts: list[str] = []
     for name in ("train.jsonl", "validation.jsonl"):
@@ -44,7 +44,7 @@ def labelled_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def pii_texts() -> list[str]:
     """The labelled PII texts (../shared/data/pii), or none when they are not there."""
-    from keel.guard.evaluate import DEFAULT_PII_DATA
+    from training.guard.evaluate import DEFAULT_PII_DATA
 
     if not DEFAULT_PII_DATA.is_file():
         return []

@@ -1,7 +1,7 @@
 """Features of the injection classifier: hashed character and word n-grams, and scanner
 signals.
 
-Training (`keel.guard.train`) and the scanner build features with these functions only,
+Training (`training.guard.train`) and the scanner build features with these functions only,
 so the shipped weights always meet the features they were fitted on.
 """
 

@@ -94,7 +94,7 @@ class InjectionModel:
         if not weights_file.is_file() or not card_file.is_file():
             raise ModelArtifactError(
                 f"injection model {version!r} not found at {weights_file}; "
-                "train it with: python -m keel.guard.train"
+                "train it with: python -m training.guard.train"
             )
         card = json.loads(card_file.read_text(encoding="utf-8"))
         with weights_file.open("rb") as fh, np.load(fh) as data:
@@ -104,7 +104,7 @@ class InjectionModel:
         ):
             raise ModelArtifactError(
                 f"injection model {version!r} was trained with other features than this "
-                "code builds; retrain it with: python -m keel.guard.train"
+                "code builds; retrain it with: python -m training.guard.train"
             )
         return cls(
             version=version,

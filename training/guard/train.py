@@ -1,6 +1,6 @@
 """Train the injection classifier and write its artifact and model card.
 
-    python -m keel.guard.train [--data ../shared/data/guard] [--out src/keel/guard/models]
+    python -m training.guard.train [--data ../shared/data/guard] [--out src/keel/guard/models]
 
 Hyper-parameters and the decision threshold are chosen by grouped cross-validation on
 the train split only (groups are near-duplicate clusters, so template variants never sit
@@ -37,16 +37,16 @@ from keel.guard.features import (
     ngram_counts,
     tfidf,
 )
-from keel.guard.hard_negatives import generate as hard_negatives
 from keel.guard.heuristics import scan_rules
 from keel.guard.injection import STRONG_RULE, InjectionScanner
 from keel.guard.model import DEFAULT_VERSION, EMBEDDING_DIM, InjectionModel, LinearHead
 from keel.guard.normalize import normalize
+from training.guard.hard_negatives import generate as hard_negatives
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "guard"
 DEFAULT_PII_DATA = REPO.parent / "shared" / "data" / "pii" / "synth_pii_dev.json"
-DEFAULT_OUT = Path(__file__).resolve().parent / "models"
+DEFAULT_OUT = REPO / "src" / "keel" / "guard" / "models"
 
 # Sources left out of training, and why (recorded in the model card).
 EXCLUDED_SOURCES = {
@@ -291,7 +291,7 @@ def per_source(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keel.guard.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.guard.train", description=__doc__)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="train/validation dir")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="artifact folder")
     parser.add_argument("--version", default=DEFAULT_VERSION)
@@ -402,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "validation": {"file": val_file.name, "sha256": sha256(val_file)},
             "excluded_sources": EXCLUDED_SOURCES,
             "hard_negatives": {
-                "source": "keel.guard.hard_negatives.generate()",
+                "source": "training.guard.hard_negatives.generate()",
                 "count": len(negatives),
                 "sha256": hashlib.sha256("\n".join(negatives).encode()).hexdigest(),
             },

@@ -1,7 +1,7 @@
 """Measure the PII recognizers and the toxicity classifier on labelled data.
 
-    python -m keel.guard.evaluate pii [--data ../shared/data/pii/synth_pii_dev.json]
-    python -m keel.guard.evaluate toxicity
+    python -m training.guard.evaluate pii [--data ../shared/data/pii/synth_pii_dev.json]
+    python -m training.guard.evaluate toxicity
 
 Prints JSON. A predicted span counts as correct when it overlaps a labelled span of the
 same entity; precision and recall are per entity.
@@ -17,7 +17,7 @@ from typing import Any
 
 from keel.guard.pii import ENTITIES, detect
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PII_DATA = REPO.parent / "shared" / "data" / "pii" / "synth_pii_dev.json"
 TOXICITY_SAMPLE = REPO / "tests" / "guard" / "data" / "toxicity_sample.jsonl"
 
@@ -99,7 +99,7 @@ def evaluate_toxicity(sample: Path, threshold: float) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keel.guard.evaluate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.guard.evaluate", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     pii = sub.add_parser("pii", help="per-entity precision/recall on presidio-research synth")
     pii.add_argument("--data", type=Path, default=DEFAULT_PII_DATA)

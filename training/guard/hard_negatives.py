@@ -3,7 +3,7 @@
 The labelled data's benign side is mostly short assistant queries, so a classifier
 trained on it alone learns that "ignore", "bypass", "system" or a non-Latin script mean
 an attack. These prompts (written from templates and word lists, fixed seed) teach it
-that the words alone are not enough. Used by `keel.guard.train` only.
+that the words alone are not enough. Used by `training.guard.train` only.
 """
 
 # ruff: noqa: RUF001  (look-alike letters and other scripts are this module's data)

@@ -1,0 +1,1 @@
+"""Train and measure the guard's classifiers; the runtime guard loads only their artifacts."""
