@@ -1,0 +1,1 @@
+"""The request path: every caller of the gateway goes through it (docs/architecture.md)."""
