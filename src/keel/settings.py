@@ -115,6 +115,26 @@ class Settings(BaseModel):
     )
     upstream_connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to open a connection to an upstream."
+    local_model_restart_backoff: float = Field(
+        0.5, gt=0, le=3600, description="Seconds before restarting a crashed llama.cpp server; "
+        "doubles with each recent crash.",
+    )  # fmt: skip
+    local_model_restart_backoff_max: float = Field(
+        10.0, gt=0, le=3600, description="Longest wait between restarts of a llama.cpp server "
+        "(the pace of retries while it is crashlooping).",
+    )  # fmt: skip
+    local_model_crashloop_crashes: int = Field(
+        5, ge=1, le=1000, description="Crashes within local_model_crashloop_window that mark a "
+        "llama.cpp server crashlooping.",
+    )  # fmt: skip
+    local_model_crashloop_window: float = Field(
+        60.0, gt=0, le=86400, description="Seconds over which llama.cpp server crashes are "
+        "counted for local_model_crashloop_crashes.",
+    )  # fmt: skip
+    local_model_logs_kept: int = Field(
+        5, ge=1, le=100, description="Earlier logs kept per llama.cpp server process "
+        "(<log>.1 is the newest).",
+    )  # fmt: skip
     )
     upstream_timeout: float = Field(
         600.0,

@@ -1,11 +1,10 @@
-"""The supervisor against the real llama.cpp server and the bundled model."""
+"""The supervisor, against the real llama.cpp server and the bundled model, and against a
+stand-in server that crashes at its first inference."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +12,7 @@ import pytest
 
 from keel.deploy.bundled import smollm2_gguf
 from keel.deploy.llamacpp import LlamaCppServer, LlamaServerConfig, ModelServerFailed
+from tests.deploy.conftest import Standin, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -26,12 +26,6 @@ def alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except OSError:
         return False
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 - polling state the supervisor owns
-            await asyncio.sleep(0.05)
 
 
 async def completion(base_url: str) -> str:
@@ -94,6 +88,69 @@ async def test_a_model_that_cannot_load_fails_with_the_servers_words(tmp_path: P
     supervised = LlamaCppServer(
         LlamaServerConfig(model_path=broken, model_alias="x", log_path=tmp_path / "llama.log")
     )
-    with pytest.raises(ModelServerFailed, match="exited with code"):
-        await supervised.start()
-    assert supervised.state == "failed"
+    try:
+        with pytest.raises(ModelServerFailed, match="exited with code"):
+            await supervised.start()
+        # Never given up on: a restart is scheduled (the file may be fixed in place).
+        assert supervised.state in ("restarting", "crashlooping")
+        assert supervised.pid is not None or supervised.next_restart_at is not None
+    finally:
+        await supervised.stop()
+    assert supervised.state == "stopped"
+
+
+async def test_the_real_server_passes_its_one_token_self_test_before_it_counts_as_ready(
+    tmp_path: Path,
+) -> None:
+    supervised = LlamaCppServer(
+        LlamaServerConfig(
+            model_path=smollm2_gguf(), model_alias="smollm2", log_path=tmp_path / "llama.log"
+        )
+    )
+    await supervised.start()
+    try:
+        assert supervised.ready
+        log = (tmp_path / "llama.log").read_text(errors="replace")
+        assert "POST /v1/completions" in log  # the self-test reached the model
+    finally:
+        await supervised.stop()
+
+
+async def test_a_model_that_crashes_at_its_first_inference_fails_its_start_with_the_cause(
+    standin: Standin,
+) -> None:
+    supervised = LlamaCppServer(standin.config())
+    try:
+        with pytest.raises(ModelServerFailed) as failed:
+            await supervised.start()
+        message = str(failed.value)
+        assert "killed by SIGSEGV (exit code -11)" in message
+        assert "standin: crashing on /v1/completions" in message  # the log's last lines
+        assert supervised.state in ("restarting", "crashlooping")
+        assert supervised.crashes.last is not None
+        assert supervised.crashes.last.phase == "starting"
+    finally:
+        await supervised.stop()
+
+
+async def test_a_crashed_servers_log_survives_its_restart(
+    standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("PYTHONUNBUFFERED", "PYTHONFAULTHANDLER"):  # Keel must set them itself
+        monkeypatch.delenv(name, raising=False)
+    config = standin.config()
+    supervised = LlamaCppServer(config)
+    try:
+        with pytest.raises(ModelServerFailed):
+            await supervised.start()
+        standin.crash_flag.unlink()
+        await wait_for(lambda: supervised.ready)
+    finally:
+        await supervised.stop()
+    crashed = config.log_path.with_name(config.log_path.name + ".1").read_text()
+    # Written without a flush just before the signal: kept because output is unbuffered.
+    assert "standin: crashing on /v1/completions" in crashed
+    assert "Fatal Python error: Segmentation fault" in crashed  # faulthandler's traceback
+    current = config.log_path.read_text()
+    assert "standin: serving" in current
+    assert "crashing" not in current

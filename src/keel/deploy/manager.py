@@ -11,12 +11,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from keel.deploy.bundled import smollm2_gguf
-from keel.deploy.llamacpp import LlamaCppServer, LlamaServerConfig, ModelServerFailed
+from keel.deploy.crashes import Crash, RestartPolicy
+from keel.deploy.llamacpp import (
+    LLAMA_CPP_SERVER,
+    LlamaCppServer,
+    LlamaServerConfig,
+    ModelServerFailed,
+)
 from keel.deploy.pool import Replica, ReplicaPool
 from keel.deploy.tokens import GGUFTokenCounter
 from keel.providers.openai_compat import OpenAICompatProvider
@@ -52,6 +58,9 @@ class ServerOptions:
     ready_timeout: float = 120.0
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    logs_kept: int = 5
+    launcher: tuple[str, ...] = LLAMA_CPP_SERVER
 
 
 class DeploymentManager:
@@ -61,6 +70,9 @@ class DeploymentManager:
         self._pools: dict[tuple[str, str], ReplicaPool] = {}
         self._paths: dict[tuple[str, str], Path] = {}
         self._starting: set[asyncio.Task[None]] = set()
+        # Per (project, ref), for the lifetime of this process: a Prometheus counter must
+        # not go down when a pool is rescaled or redeployed.
+        self._crash_totals: dict[tuple[str, str], int] = {}
 
     def pool(self, project_id: str, ref: str) -> ReplicaPool | None:
         return self._pools.get((project_id, ref))
@@ -75,8 +87,12 @@ class DeploymentManager:
                 n_ctx=self.options.n_ctx,
                 n_threads=self.options.n_threads,
                 ready_timeout=self.options.ready_timeout,
+                restart=self.options.restart,
+                logs_kept=self.options.logs_kept,
+                launcher=self.options.launcher,
             ),
             progress=self._progress,
+            on_crash=lambda crash: self._count_crash((want.project_id, want.ref), crash),
         )
         client = OpenAICompatProvider(
             f"{want.ref}#{index}",
@@ -87,10 +103,13 @@ class DeploymentManager:
         )
         return Replica(server, client)
 
+    def _count_crash(self, key: tuple[str, str], crash: Crash) -> None:
+        self._crash_totals[key] = self._crash_totals.get(key, 0) + 1
+
     async def _start(self, replica: Replica) -> None:
         try:
             await replica.server.start()
-        except ModelServerFailed as exc:
+        except ModelServerFailed as exc:  # its supervisor keeps retrying; /readyz shows it
             log.error("%s", exc)
 
     def _spawn(self, replica: Replica) -> asyncio.Task[None]:
@@ -143,7 +162,8 @@ class DeploymentManager:
     def status(self, project_id: str | None = None) -> list[dict[str, Any]]:
         return [
             {"project_id": project, "model": ref, "replicas": pool.status(),
-             "ready": sum(1 for r in pool.replicas if r.server.ready)}
+             "ready": sum(1 for r in pool.replicas if r.server.ready), "state": pool.state(),
+             "last_crash": pool.last_crash()}
             for (project, ref), pool in sorted(self._pools.items())
             if project_id is None or project == project_id
         ]  # fmt: skip
@@ -154,9 +174,28 @@ class DeploymentManager:
             ready = sum(1 for r in pool.replicas if r.server.ready)
             checks[f"deployment:{ref}"] = {
                 "ready": ready > 0,
+                "state": pool.state(),
                 "replicas_ready": ready,
                 "replicas": len(pool.replicas),
                 "states": [r.server.state for r in pool.replicas],
                 "restarts": sum(r.server.restarts for r in pool.replicas),
-            }
+                "crashes": sum(r.server.crashes.total for r in pool.replicas),
+                "next_restart_at": min(
+                    (r.server.next_restart_at for r in pool.replicas
+                     if r.server.next_restart_at is not None), default=None,
+                ),
+                "last_crash": pool.last_crash(),
+            }  # fmt: skip
         return checks
+
+    def crash_totals(self) -> dict[tuple[str, str], int]:
+        """Crashes per (project, deployment) since this process started."""
+        return dict(self._crash_totals)
+
+    def replica_states(self) -> list[tuple[str, str, int, str]]:
+        """(project, deployment, replica index, state) of every replica."""
+        return [
+            (project, ref, index, replica.server.state)
+            for (project, ref), pool in sorted(self._pools.items())
+            for index, replica in enumerate(pool.replicas)
+        ]

@@ -1,7 +1,7 @@
 """A deployment's replicas behind one Provider: least outstanding requests wins.
 
-Replicas that are starting or restarting get no traffic; a replica that fails to
-connect hands the request to the next one, so a crash costs no client request.
+Replicas that are starting, restarting or crashlooping get no traffic; a replica that
+fails to connect hands the request to the next one, so a crash costs no client request.
 """
 
 from __future__ import annotations
@@ -50,13 +50,43 @@ class ReplicaPool:
         self.name = name
         self.replicas = replicas
 
+    def state(self) -> str:
+        """One word for the pool: crashlooping if any replica is, else how many are ready."""
+        states = {r.server.state for r in self.replicas}
+        if not states:
+            return "stopped"
+        if "crashlooping" in states:
+            return "crashlooping"
+        if states == {"ready"}:
+            return "ready"
+        if "ready" in states:
+            return "degraded"
+        for state in ("restarting", "starting"):
+            if state in states:
+                return state
+        return "stopped"
+
+    def last_crash(self) -> dict[str, Any] | None:
+        """The most recent crash of any replica, with the replica's index."""
+        crashes = [
+            (r.server.crashes.last, index)
+            for index, r in enumerate(self.replicas)
+            if r.server.crashes.last is not None
+        ]
+        if not crashes:
+            return None
+        crash, index = max(crashes, key=lambda pair: pair[0].at)
+        return {"replica": index, **crash.as_dict()}
+
     def _ordered(self) -> list[Replica]:
         ready = [r for r in self.replicas if r.server.ready]
         if not ready:
             states = ", ".join(r.server.state for r in self.replicas) or "no replicas"
+            crash = self.last_crash()
+            cause = f"; last crash: {crash['cause']}" if crash else ""
             raise ServiceUnavailable(
-                f"no ready replica of {self.name} ({states}); it is starting or restarting, "
-                "retry shortly"
+                f"no ready replica of {self.name} ({states}{cause}); Keel restarts it on its "
+                "own, retry shortly (see 'keel deployments list' and /readyz)"
             )
         return sorted(ready, key=lambda r: r.outstanding)
 
@@ -108,6 +138,10 @@ class ReplicaPool:
                 "state": r.server.state,
                 "ready": r.server.ready,
                 "restarts": r.server.restarts,
+                "crashes": r.server.crashes.total,
+                "next_restart_at": r.server.next_restart_at,
+                "last_crash": r.server.crashes.last.as_dict() if r.server.crashes.last else None,
+                "log_path": str(r.server.config.log_path),
                 "outstanding": r.outstanding,
                 "served": r.served,
             }

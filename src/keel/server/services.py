@@ -16,7 +16,9 @@ from keel.auth.secrets import SecretBox
 from keel.cache.metrics import CacheMetrics
 from keel.cache.service import ResponseCache, build_response_cache
 from keel.deploy.bundled import minilm_dir
+from keel.deploy.crashes import RestartPolicy
 from keel.deploy.manager import DeploymentManager, ServerOptions
+from keel.deploy.metrics import DeploymentMetrics
 from keel.events import ChangeBus
 from keel.gateway.cache import CacheStep
 from keel.gateway.guard import GuardStep
@@ -123,6 +125,13 @@ def build_services(
             ready_timeout=settings.local_model_ready_timeout,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_timeout,
+            restart=RestartPolicy(
+                backoff=settings.local_model_restart_backoff,
+                backoff_max=settings.local_model_restart_backoff_max,
+                crashloop_crashes=settings.local_model_crashloop_crashes,
+                crashloop_window=settings.local_model_crashloop_window,
+            ),
+            logs_kept=settings.local_model_logs_kept,
         ),
         progress=progress,
     )
@@ -186,6 +195,7 @@ async def start_services(
         await start_access(services.access)
         register_metrics(services.access, services.tracing.metrics.registry)
         services.tracing.metrics.registry.register(CacheMetrics(services.cache))
+        services.tracing.metrics.registry.register(DeploymentMetrics(services.deployments))
         if settings.local_model:
             await asyncio.to_thread(seed_bundled_model, services.registry, settings)
         if settings.embeddings:
