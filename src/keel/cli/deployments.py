@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,6 +46,12 @@ def deploy(
                             description=f"{model}: {ready}/{replicas} replicas ready")  # fmt: skip
             if ready >= replicas:
                 break
+            if status and status.get("state") == "crashlooping":
+                cause = (status.get("last_crash") or {}).get("cause", "unknown cause")
+                raise fail(
+                    f"{model} is crashlooping: {cause}; Keel keeps restarting it. "
+                    "See 'keel deployments list' for its log's last lines"
+                )
             time.sleep(0.3)
         else:
             raise fail(f"{model} is not fully ready after {wait:.0f}s; see 'keel deployments list'")
@@ -66,15 +73,34 @@ def undeploy(
 def list_deployments(
     url: UrlOption = None, key: KeyOption = None, config: ConfigOption = None
 ) -> None:
-    """List deployments and the state of each replica."""
-    table = Table("model", "ready", "replica", "port", "pid", "state", "restarts", "in flight")
-    for d in Api(url, key, config).call("GET", "/api/deployments"):
+    """List deployments, the state of each replica, and the cause of the latest crash."""
+    table = Table("model", "ready", "replica", "port", "pid", "state", "next start",
+                  "restarts", "crashes", "in flight")  # fmt: skip
+    deployments = Api(url, key, config).call("GET", "/api/deployments")
+    for d in deployments:
         processes = d["processes"] or [{}]
         for index, p in enumerate(processes):
+            due = p.get("next_restart_at")
             table.add_row(
                 d["model"] if index == 0 else "",
                 f"{d['ready']}/{d['replicas']}" if index == 0 else "",
-                str(index), str(p.get("port", "-")), str(p.get("pid", "-")),
-                p.get("state", "-"), str(p.get("restarts", "-")), str(p.get("outstanding", "-")),
+                str(index), str(p.get("port") or "-"), str(p.get("pid") or "-"),
+                p.get("state", "-"), f"in {max(0.0, due - time.time()):.1f}s" if due else "-",
+                str(p.get("restarts", "-")), str(p.get("crashes", "-")),
+                str(p.get("outstanding", "-")),
             )  # fmt: skip
     out.print(table)
+    for d in deployments:
+        _print_crash(d["model"], d.get("state", "-"), d.get("last_crash"))
+
+
+def _print_crash(model: str, state: str, crash: dict[str, Any] | None) -> None:
+    if not crash:
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(crash["at"]))
+    out.print(
+        f"\n[bold]{model}[/] ({state}) replica {crash['replica']} {escape(crash['cause'])} "
+        f"at {when}; log: {escape(crash['log_path'])} (then .1 after its restart)"
+    )
+    for line in crash["log_tail"]:
+        out.print(f"  {escape(line)}", style="dim", highlight=False)

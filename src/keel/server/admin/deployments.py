@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from keel.auth.keys import Principal
 from keel.registry.specs import DeploymentSpec
@@ -21,6 +21,14 @@ class DeploymentStatus(BaseModel):
     model: str
     replicas: int
     ready: int
+    state: str = Field(
+        description="ready, degraded (some replicas ready), starting, restarting, "
+        "crashlooping (any replica) or stopped"
+    )
+    last_crash: dict[str, Any] | None = Field(
+        description="The latest crash of any replica: cause, exit_code, signal, at, log_path "
+        "and log_tail"
+    )
     processes: list[dict[str, Any]]
 
 
@@ -35,6 +43,8 @@ async def list_deployments(
             model=d["model"],
             replicas=d["replicas"],
             ready=running.get(d["model"], {}).get("ready", 0),
+            state=running.get(d["model"], {}).get("state", "stopped"),
+            last_crash=running.get(d["model"], {}).get("last_crash"),
             processes=running.get(d["model"], {}).get("replicas", []),
         )
         for d in wanted
