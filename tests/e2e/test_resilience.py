@@ -85,6 +85,10 @@ def test_killed_model_server_is_restarted_and_serving_resumes(keel: KeelProcess)
         assert check["restarts"] == 1
         assert check["last_crash"]["signal"] == "SIGKILL"
         assert check["last_crash"]["phase"] == "serving"
+        metrics = client.get("/metrics", headers=headers).text
+        labels = 'deployment="smollm2@1",project="default"'
+        assert f"keel_model_server_crashes_total{{{labels}}} 1.0" in metrics
+        assert f'keel_model_server_state{{{labels},replica="0"}} 2.0' in metrics
         answer = client.post(
             "/v1/chat/completions",
             json={"model": "smollm2", "max_tokens": 8,
