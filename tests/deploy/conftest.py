@@ -24,8 +24,13 @@ class Standin:
     crash_flag: Path  # while it exists, every completion kills the stand-in with SIGSEGV
 
     @property
+    def error_flag(self) -> Path:  # while it exists, every completion answers HTTP 500
+        return self.folder / "error"
+
+    @property
     def launcher(self) -> tuple[str, ...]:
-        return (sys.executable, str(STANDIN), "--crash-flag", str(self.crash_flag))
+        return (sys.executable, str(STANDIN), "--crash-flag", str(self.crash_flag),
+                "--error-flag", str(self.error_flag))  # fmt: skip
 
     def config(self, name: str = "standin") -> LlamaServerConfig:
         return LlamaServerConfig(

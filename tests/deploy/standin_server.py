@@ -3,7 +3,8 @@
 It takes the same options, answers GET /v1/models at once, and answers completions with
 "ok" — unless the file given as --crash-flag exists: then any completion (the
 supervisor's self-test or a user's request) kills it with SIGSEGV, as a model that
-crashes llama.cpp at its first inference does. Only the standard library, so it starts fast.
+crashes llama.cpp at its first inference does. While the --error-flag file exists,
+completions answer HTTP 500 instead. Only the standard library, so it starts fast.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def main() -> None:
     # allow_abbrev=False: --model must not be taken for --model_alias.
     parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--crash-flag", type=Path, required=True)
+    parser.add_argument("--error-flag", type=Path)  # while it exists, completions answer 500
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model_alias", default="standin")
@@ -48,6 +50,9 @@ def main() -> None:
                 # No flush: the supervisor's unbuffered output must keep this line anyway.
                 print(f"standin: crashing on {self.path} while {flag} exists")
                 ctypes.string_at(0)  # a real SIGSEGV, raised in this thread before any answer
+            if args.error_flag and args.error_flag.exists():
+                self._json({"error": {"message": "the model is broken"}}, 500)
+                return
             usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
             if self.path == "/v1/completions":
                 choice: dict[str, Any] = {"index": 0, "text": "ok", "finish_reason": "length"}

@@ -154,3 +154,23 @@ async def test_a_crashed_servers_log_survives_its_restart(
     current = config.log_path.read_text()
     assert "standin: serving" in current
     assert "crashing" not in current
+
+
+async def test_a_server_that_answers_its_self_test_with_an_error_is_stopped_and_retried(
+    standin: Standin,
+) -> None:
+    standin.crash_flag.unlink()
+    standin.error_flag.touch()
+    supervised = LlamaCppServer(standin.config())
+    try:
+        with pytest.raises(ModelServerFailed, match=r"failed its self-test: .*HTTP 500"):
+            await supervised.start()
+        crash = supervised.crashes.last
+        assert crash is not None
+        assert crash.exit_code is None  # Keel stopped it; it did not die on its own
+        assert not supervised.ready
+        standin.error_flag.unlink()
+        await wait_for(lambda: supervised.ready)
+        assert supervised.restarts >= 1
+    finally:
+        await supervised.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shlex
@@ -178,7 +179,7 @@ class LlamaCppServer:
         """Start one process, supervise it until it ends, and say why it ended."""
         try:
             process = await self._spawn()
-        except OSError as exc:
+        except Exception as exc:  # a missing executable, a full disk: retried like a crash
             return self._crash(f"could not be started: {exc}", "starting", None)
         self._process = process
         self.next_restart_at = None
@@ -283,7 +284,11 @@ class LlamaCppServer:
             raise RuntimeError(f"the one-token completion got no answer ({exc})") from exc
         if status != 200:
             raise RuntimeError(f"the one-token completion answered HTTP {status}: {text[:300]}")
-        if '"choices"' not in text:
+        try:
+            choices = json.loads(text).get("choices")
+        except (ValueError, AttributeError):
+            choices = None
+        if not choices:
             raise RuntimeError(f"the one-token completion answered without choices: {text[:300]}")
 
     def _crash(self, cause: str, phase: Phase, exit_code: int | None) -> Crash:
