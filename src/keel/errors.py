@@ -6,6 +6,7 @@ KeelError                 500 api_error (never raised on purpose for client inpu
 ├── AuthenticationFailed  401 invalid_request_error   code=invalid_api_key
 ├── PermissionDenied      403 permission_error
 ├── NotFound              404 invalid_request_error   (e.g. code=model_not_found)
+├── RequestTimeout        408 invalid_request_error   code=request_timeout (body too slow)
 ├── PayloadTooLarge       413 invalid_request_error   code=request_too_large
 ├── RateLimited           429 rate_limit_exceeded     (x-ratelimit-* and retry-after headers)
 │   └── BudgetExceeded    429 budget_exceeded
@@ -82,6 +83,23 @@ class PermissionDenied(KeelError):
 class NotFound(KeelError):
     status = 404
     type = "invalid_request_error"
+
+
+class RequestTimeout(KeelError):
+    """The client did not send the whole request body in time; the connection is closed."""
+
+    status = 408
+    type = "invalid_request_error"
+
+    def __init__(self, timeout: float, received: int, expected: int | None):
+        of = f" of {expected}" if expected is not None else ""
+        super().__init__(
+            f"request body not complete after {timeout:g} s ({received}{of} bytes arrived); "
+            "send the whole body without pausing, or raise the request_body_timeout setting "
+            "(KEEL_REQUEST_BODY_TIMEOUT)",
+            code="request_timeout",
+            headers={"Connection": "close"},
+        )
 
 
 class PayloadTooLarge(KeelError):

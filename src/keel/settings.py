@@ -84,6 +84,20 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
+    request_body_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's whole body after its headers "
+        "(408 and the connection closed after).",
+    )
+    request_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's headers, from connecting or "
+        "from its previous answer (the connection is closed after).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the gateway process."
     )

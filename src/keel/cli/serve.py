@@ -79,6 +79,7 @@ def serve(
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from keel.server.app import create_app
+    from keel.server.protocol import http_protocol
 
     progress = _StartupProgress()
     app = create_app(settings, on_admin_key=_show_admin_key, progress=progress)
@@ -91,7 +92,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            http=http_protocol(settings.request_header_timeout),
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=5,

@@ -71,7 +71,11 @@ def create_app(
     document_bodies(app, HOT_BODIES)
     # Added first, so it runs inside RequestContext: hot routes get ids and the body limit.
     app.add_middleware(HotRoutes, routes=HOT_ROUTES)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.request_body_timeout,
+    )
     if services is not None:
         app.state.services = services
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -88,8 +89,33 @@ async def _validation(_request: Request, exc: Exception) -> Response:
     return json_response(error.envelope(), error.status)
 
 
+def _unparsable_body(cause: BaseException | None) -> KeelError | None:
+    """What FastAPI's bare "There was an error parsing the body" was about, said usefully.
+
+    FastAPI raises that 400 from the exception its JSON decoding met: invalid UTF-8, JSON
+    nested deeper than the decoder recurses, or a body read that ran out of time.
+    """
+    if isinstance(cause, KeelError):
+        return cause
+    if isinstance(cause, UnicodeDecodeError):
+        return InvalidRequest(
+            f"request body is not valid UTF-8 (byte {cause.start}: {cause.reason}); "
+            "send UTF-8 encoded JSON"
+        )
+    if isinstance(cause, RecursionError):
+        # The decoder recurses once per level, up to the interpreter's recursion limit (less
+        # the frames already on the stack), so the depth it gave up at is approximate.
+        return InvalidRequest(
+            f"request body is JSON nested deeper than about {sys.getrecursionlimit()} levels "
+            "of arrays and objects, too deep to read; send a flatter JSON object"
+        )
+    return None
+
+
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and (error := _unparsable_body(exc.__cause__)) is not None:
+        return await _keel_error(request, error)
     message = str(exc.detail)
     if exc.status_code in (404, 405):
         message = (

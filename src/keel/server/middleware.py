@@ -1,10 +1,12 @@
-"""The one ASGI wrapper every request passes: ids on every response, and the body limit.
+"""The one ASGI wrapper every request passes: ids on every response, the body limit and the
+body-read deadline.
 
 Kept as plain ASGI (not BaseHTTPMiddleware) so streaming stays cheap and unbuffered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -12,15 +14,17 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.errors import PayloadTooLarge
+from keel.errors import KeelError, PayloadTooLarge, RequestTimeout
 
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_WITH_BODY = ("POST", "PUT", "PATCH")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float = 30.0):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,7 +44,7 @@ class RequestContext:
                 length = value
             elif name == b"content-type":
                 json_typed = value.startswith(b"application/json")
-        if not json_typed and scope["method"] in ("POST", "PUT", "PATCH"):
+        if not json_typed and scope["method"] in _WITH_BODY:
             # Every body Keel takes is JSON; curl -d sends it as a form. Read it as JSON anyway.
             scope["headers"] = [
                 *((n, v) for n, v in scope["headers"] if n != b"content-type"),
@@ -52,52 +56,107 @@ class RequestContext:
         ]
         state = scope.setdefault("state", {})
         state["trace_id"], state["started_ns"] = trace_id, started_ns
+        response_started = False
 
         async def send_with_ids(message: Message) -> None:
+            nonlocal response_started
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *ids]
+                response_started = True
             await send(message)
 
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await self._too_large(send_with_ids)
+            await _error(send_with_ids, PayloadTooLarge(self.max_body_bytes))
             return
-        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            # Chunked upload: read it here, within the limit, and replay it to the app.
-            body = bytearray()
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                body += message.get("body", b"")
-                if len(body) > self.max_body_bytes:
-                    await self._too_large(send_with_ids)
-                    return
-                more = message.get("more_body", False)
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": bytes(body), "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send_with_ids)
+        chunked = length is None and scope["method"] in _WITH_BODY
+        if not chunked and (length is None or length == b"0"):
+            await self.app(scope, receive, send_with_ids)  # no body to wait for
             return
-        await self.app(scope, receive, send_with_ids)
-
-    async def _too_large(self, send: Send) -> None:
-        body = orjson.dumps(PayloadTooLarge(self.max_body_bytes).envelope())
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        body_receive = _BodyDeadline(
+            receive, self.body_timeout, int(length) if length is not None else None
         )
-        await send({"type": "http.response.body", "body": body})
+        try:
+            if chunked:
+                await self._chunked(scope, body_receive, send_with_ids)
+            else:
+                await self.app(scope, body_receive, send_with_ids)
+        except RequestTimeout as exc:
+            # Raised by a body read whose caller let it through (FastAPI's own routes answer it
+            # through errors.py): answer here, unless an answer is already under way.
+            if response_started:
+                raise
+            await _error(send_with_ids, exc)
+
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read a chunked upload here, within the limit, and replay it to the app."""
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left mid-upload: there is no request to answer
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                await _error(send, PayloadTooLarge(self.max_body_bytes))
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class _BodyDeadline:
+    """`receive` that raises RequestTimeout when the body is not whole `timeout` s after the
+    headers, so a client that sends a few bytes and stops frees its connection.
+
+    Once the body is in, later calls (disconnect watchers of streamed answers) wait as long
+    as they like: the deadline is for the upload only.
+    """
+
+    __slots__ = ("_deadline", "_done", "_expected", "_receive", "_received", "_timeout")
+
+    def __init__(self, receive: Receive, timeout: float, expected: int | None):
+        self._receive = receive
+        self._timeout = timeout
+        self._deadline = asyncio.get_running_loop().time() + timeout
+        self._expected = expected
+        self._received = 0
+        self._done = False
+
+    async def __call__(self) -> Message:
+        if self._done:
+            return await self._receive()
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                message = await self._receive()
+        except TimeoutError:
+            raise RequestTimeout(self._timeout, self._received, self._expected) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._done = True
+        else:
+            self._received += len(message.get("body", b""))
+        return message
+
+
+async def _error(send: Send, error: KeelError) -> None:
+    """Answer `error` and close the connection: the rest of the upload is not wanted."""
+    body = orjson.dumps(error.envelope())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
