@@ -26,6 +26,7 @@ from keel.errors import AuthenticationFailed
 from keel.events import Change, ChangeBus
 from keel.limits.spec import NO_LIMITS, NO_SCOPES, Limits, Scopes
 from keel.store.db import Database
+from keel.store.files import private_dir
 
 KEY_PREFIX = "keel_sk_"
 ROLES = ("admin", "developer", "viewer", "app")
@@ -209,7 +210,7 @@ class KeyService:
             return None
         _, token = self.create_key(project_id=project_id, role="admin", name="bootstrap admin")
         path = data_dir / ADMIN_KEY_FILE
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from keel.store.files import private_dir
+
 KEY_FILE = "secret.key"
 PREFIX = "fernet:"
 
@@ -67,7 +69,7 @@ def _key_from_file(data_dir: Path) -> bytes:
         return _read_key_file(path)
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = Fernet.generate_key()
     # Written whole to a private temporary file, then linked into place: link fails if the
     # file exists, so two processes starting together end up sharing one complete key.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -78,6 +79,9 @@ def serve(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Everything Keel and its model servers write (database, spill files, logs) holds
+    # prompts and answers: readable by this user only, whatever the shell's umask.
+    os.umask(0o077)
     from keel.server.app import create_app
     from keel.server.protocol import http_protocol
 

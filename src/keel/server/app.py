@@ -25,6 +25,7 @@ from keel.server.services import (
     stop_services,
 )
 from keel.settings import Settings
+from keel.store.files import private_dir
 
 
 def create_app(
@@ -41,6 +42,7 @@ def create_app(
         if services is not None:
             yield
             return
+        private_dir(settings.data_dir)  # before anything is written into it
         started = await start_services(settings, on_admin_key=on_admin_key, progress=progress)
         app.state.services = started
         # Everything imported and built at start lives for the whole process: keep it out of
