@@ -66,3 +66,20 @@ async def test_metrics_need_a_key_with_a_read_permission(gateway: Gateway) -> No
         _, key = keys.create_key(project_id=project, role=role, name=role)
         response = await client.get("/metrics", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == status, role
+
+
+async def test_metrics_are_the_operators_not_another_projects(gateway: Gateway) -> None:
+    # The metrics name every project's routes and count their traffic: a tenant's admin
+    # must not read them (docs/security.md: a project's routes are invisible to others).
+    client, admin = gateway
+    headers = {"Authorization": f"Bearer {admin}"}
+    assert (await client.post("/v1/chat/completions", headers=headers, json=CHAT)).is_success
+    keys = services_of(client).keys
+    other = keys.ensure_project("shop")
+    _, shop_admin = keys.create_key(project_id=other, role="admin", name="shop admin")
+    response = await client.get("/metrics", headers={"Authorization": f"Bearer {shop_admin}"})
+    assert response.status_code == 403
+    message = response.json()["error"]["message"]
+    assert "'metrics:read' in the 'default' project" in message
+    assert "fake-model" not in response.text
+    assert (await client.get("/metrics", headers=headers)).status_code == 200
