@@ -1,6 +1,6 @@
 """/api: the control plane (REST, OpenAPI documented); one module per resource."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from keel.server.admin import (
     audit,
@@ -13,8 +13,10 @@ from keel.server.admin import (
     registry,
     traces,
 )
+from keel.server.admin.text import refuse_nul
 
-router = APIRouter(prefix="/api")
+# Every route: refuse NUL characters in any text before the handler runs (admin/text.py).
+router = APIRouter(prefix="/api", dependencies=[Depends(refuse_nul)])
 router.include_router(audit.router)
 router.include_router(registry.router)
 router.include_router(deployments.router)
