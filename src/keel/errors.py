@@ -11,6 +11,7 @@ KeelError                 500 api_error (never raised on purpose for client inpu
 ├── RateLimited           429 rate_limit_exceeded     (x-ratelimit-* and retry-after headers)
 │   └── BudgetExceeded    429 budget_exceeded
 ├── UpstreamError         502 upstream_error          (bad or failed upstream answer)
+├── UpstreamAuthError     502 upstream_auth_error     (the upstream refused Keel's credentials)
 ├── ServiceUnavailable    503 service_unavailable     (model server starting or down)
 └── UpstreamTimeout       504 timeout
 """
@@ -126,6 +127,17 @@ class BudgetExceeded(RateLimited):
 class UpstreamError(KeelError):
     status = 502
     type = "upstream_error"
+
+
+class UpstreamAuthError(KeelError):
+    """The upstream answered 401/403: the API key Keel holds for it is wrong or lacks access.
+
+    Not an UpstreamError, so nothing that retries failed upstreams retries it: the same
+    credentials fail the same way every time.
+    """
+
+    status = 502
+    type = "upstream_auth_error"
 
 
 class ServiceUnavailable(KeelError):

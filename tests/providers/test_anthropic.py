@@ -17,6 +17,7 @@ from keel.errors import (
     InvalidRequest,
     KeelError,
     ServiceUnavailable,
+    UpstreamAuthError,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -331,8 +332,8 @@ async def test_requests_anthropic_cannot_serve_are_refused_before_sending(
     ("status", "error", "fragment"),
     [
         (400, InvalidRequest, "injected 400"),
-        (401, UpstreamError, "check the api_key"),
-        (403, UpstreamError, "check the api_key"),
+        (401, UpstreamAuthError, "check the API key"),
+        (403, UpstreamAuthError, "check the API key"),
         (404, UpstreamError, "answered 404"),
         (429, ServiceUnavailable, "answered 429"),
         (503, ServiceUnavailable, "answered 503"),

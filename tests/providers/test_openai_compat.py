@@ -40,6 +40,26 @@ async def test_upstream_failures_map_to_clear_errors(
     assert fragment in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refused_credentials_are_a_clear_error_sent_upstream_once(
+    gateway: Gateway, upstream: FakeUpstream, status: int, stream: bool
+) -> None:
+    upstream.behaviour = f"status:{status}"
+    client, key = gateway
+    response = await client.post(
+        "/v1/chat/completions",
+        json={**BODY, "stream": stream},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["type"] == "upstream_auth_error"
+    assert error["message"].startswith(f"target 'fake-model': upstream 'fake' answered {status}")
+    assert "check the API key Keel holds for 'fake'" in error["message"]
+    assert len(upstream.requests) == 1  # not retried: the same key would be refused again
+
+
 async def test_stream_that_fails_before_the_first_byte_gets_a_status(
     gateway: Gateway, upstream: FakeUpstream
 ) -> None:

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from keel.auth.keys import Principal
-from keel.errors import InvalidRequest, NotFound, ServiceUnavailable, UpstreamError
+from keel.errors import (
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamAuthError,
+    UpstreamError,
+)
 from keel.providers.base import ProviderResponse
 from keel.routing.router import Router, attempt_order, choose
 from keel.routing.table import Route, RoutingTable, Target
@@ -86,6 +92,32 @@ async def test_bad_requests_are_not_retried() -> None:
     with pytest.raises(InvalidRequest):
         await Router().run(route, PRINCIPAL, None, call_send)
     assert backup.calls == 0
+
+
+async def test_refused_credentials_are_never_retried_on_the_same_target() -> None:
+    refusing = Scripted("a", [UpstreamAuthError("upstream 'a' answered 401: bad key")] * 9)
+    route = Route("r", ((target("a@1", refusing), 100),), retries=2)
+    router = Router(rng=random.Random(0))
+    with pytest.raises(UpstreamAuthError) as info:
+        await router.run(route, PRINCIPAL, None, call_send)
+    assert refusing.calls == 1  # neither retried nor waited for: the same key fails alike
+    assert info.value.message.startswith("target 'a@1': upstream 'a' answered 401")
+    assert (info.value.status, info.value.type) == (502, "upstream_auth_error")
+    assert router.breaker_states()["a@1"] == "closed"  # the upstream is up; the key is wrong
+
+
+async def test_refused_credentials_fall_over_to_another_provider_not_the_same_one() -> None:
+    refusing = Scripted("a", [UpstreamAuthError("answered 403")] * 9)
+    other = Scripted("b")
+    # a@2 is served by the same provider client as a@1, so it holds the same key.
+    route = Route(
+        "r",
+        ((target("a@1", refusing), 100),),
+        fallbacks=(target("a@2", refusing), target("b@1", other)),
+    )
+    outcome = await Router(rng=random.Random(0)).run(route, PRINCIPAL, None, call_send)
+    assert outcome.target.ref == "b@1"
+    assert (refusing.calls, other.calls, outcome.attempts) == (1, 1, 2)
 
 
 async def test_breaker_opens_and_keeps_traffic_off_a_dead_target() -> None:

@@ -22,6 +22,7 @@ from keel.errors import (
     InvalidRequest,
     KeelError,
     ServiceUnavailable,
+    UpstreamAuthError,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -123,7 +124,7 @@ class UpstreamHTTP:
         if status in (400, 413, 422):
             return InvalidRequest(text)
         if status in (401, 403):
-            return UpstreamError(f"{text}; check the api_key configured for '{self.name}'")
+            return UpstreamAuthError(f"{text}; check the API key Keel holds for '{self.name}'")
         if status in self._overloaded:
             return ServiceUnavailable(text, retry_after=retry_after)
         return UpstreamError(text)

@@ -5,6 +5,10 @@ other weighted targets, then its fallbacks. Retryable failures (connect errors, 
 5xx, timeouts before the first byte) move on to the next target; between rounds the
 retry policy waits (honouring Retry-After). A circuit breaker per target keeps traffic
 off a dead upstream until a probe succeeds. Streams are only retried before they open.
+
+An upstream that refuses Keel's credentials (401/403) is never asked again within the
+request, nor is any other target served by the same provider client (the same key): the
+request falls over to targets of other providers, if the route has any.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from keel.auth.keys import Principal
-from keel.errors import KeelError, NotFound, ServiceUnavailable
+from keel.errors import KeelError, NotFound, ServiceUnavailable, UpstreamAuthError
+from keel.providers.base import Provider
 from keel.routing.breaker import CircuitBreaker
 from keel.routing.retry import RetryPolicy
 from keel.routing.table import Route, RoutingTable, Target
@@ -66,6 +71,18 @@ def attempt_order(route: Route, primary: Target) -> Iterator[Target]:
     for target in route.failover:
         if target.ref != primary.ref:
             yield target
+
+
+def _served_by(target: Target, providers: list[Provider]) -> bool:
+    # Identity, not name: one client per provider configuration, so the same key.
+    return any(target.provider is provider for provider in providers)
+
+
+def _naming(target: Target, error: UpstreamAuthError) -> UpstreamAuthError:
+    """The same refusal, saying which of the route's targets met it."""
+    named = UpstreamAuthError(f"target '{target.ref}': {error.message}", code=error.code)
+    named.__cause__ = error
+    return named
 
 
 class Router:
@@ -116,9 +133,12 @@ class Router:
         policy = RetryPolicy(max_attempts=route.retries + 1)
         attempts = 0
         last: KeelError | None = None
+        refused: list[Provider] = []  # provider clients whose credentials the upstream rejected
         for round_number in range(1, policy.max_attempts + 1):
             tried_any = False
             for target in attempt_order(route, primary):
+                if _served_by(target, refused):
+                    continue
                 breaker = self.breaker(target)
                 if not breaker.allow():
                     continue
@@ -136,6 +156,11 @@ class Router:
                         f"{target.ref} did not answer within the route's {route.timeout}s"
                     )
                     continue
+                except UpstreamAuthError as error:
+                    breaker.record_success()  # the upstream is up; Keel's key is what is wrong
+                    refused.append(target.provider)
+                    last = _naming(target, error)
+                    continue
                 except KeelError as error:
                     if not policy.retryable(error):
                         breaker.record_success()  # the upstream answered; the request was bad
@@ -145,8 +170,8 @@ class Router:
                     continue
                 breaker.record_success()
                 return Outcome(value, route.name, target, attempts)
-            if not tried_any:
-                break
+            if not tried_any or all(_served_by(t, refused) for t in attempt_order(route, primary)):
+                break  # nothing left that another round could try
             if round_number < policy.max_attempts:
                 wait = policy.delay(round_number, last.retry_after if last else None)
                 if wait is None:
