@@ -11,6 +11,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from keel.cache.config import CacheScope
     from keel.cache.service import CacheHit
     from keel.gateway.cache import CacheStep
+    from keel.gateway.disconnect import ClientWatch
     from keel.gateway.guard import RequestGuard, StreamGuard
 
 _DONE = b"data: [DONE]\n\n"
@@ -70,6 +72,7 @@ class GatewayRequest:
     trace: RequestTrace | None = None  # step 10: what this request did, for the recorder
     client_headers: Mapping[str, str] = field(default_factory=dict)
     guard: RequestGuard | None = None  # set by step 4 (input guard) for step 8 (output guard)
+    client: ClientWatch | None = None  # cancels the upstream call when the client leaves
 
     @property
     def model(self) -> str:
@@ -148,6 +151,11 @@ def _text_chunk(
             "choices": [choice]}  # fmt: skip
 
 
+def _upstream_call(request: GatewayRequest) -> AbstractContextManager[None]:
+    """The scope of the upstream call: a client that leaves cancels it (ClientDisconnected)."""
+    return request.client.cancelling() if request.client is not None else contextlib.nullcontext()
+
+
 class RequestStep(Protocol):
     """A step that may rewrite the request before it is routed (e.g. prompt resolution)."""
 
@@ -223,7 +231,10 @@ class Gateway:
             return payload, await target.provider.send(request.op, payload)
 
         attempt = traced_attempts(trace, call)
-        outcome = await self.router.run(route, request.principal, request.body.get("user"), attempt)
+        with _upstream_call(request):
+            outcome = await self.router.run(
+                route, request.principal, request.body.get("user"), attempt
+            )
         if trace is not None and route_step is not None:
             trace.routed(route_step, outcome)
         request.headers.update(outcome.headers())
@@ -329,7 +340,10 @@ class Gateway:
             return payload, await target.provider.open_stream(request.op, payload)
 
         attempt = traced_attempts(trace, call, keep_open=True)
-        outcome = await self.router.run(route, request.principal, request.body.get("user"), attempt)
+        with _upstream_call(request):
+            outcome = await self.router.run(
+                route, request.principal, request.body.get("user"), attempt
+            )
         if trace is not None and route_step is not None:
             trace.routed(route_step, outcome)
         request.headers.update(outcome.headers())

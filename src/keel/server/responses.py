@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -10,6 +9,9 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from keel.gateway.disconnect import ClientWatch
+from keel.tracing.model import ClientDisconnected
 
 
 def json_response(
@@ -25,44 +27,44 @@ class EventStream(Response):
 
     Starlette's StreamingResponse does the same, but watches for the client leaving with an
     anyio task group per response, which cost about 5 % of Keel's CPU per stream
-    (docs/benchmarks.md). Here it is two plain asyncio tasks: one sends, one waits for
-    `http.disconnect` and cancels the sender, which closes the events (and so the upstream).
+    (docs/benchmarks.md). Here the events are sent from the request's own task, inside the
+    request's ClientWatch: when the client leaves, the watch cancels that task wherever it
+    waits, and closing the events closes the upstream, records the trace and settles.
+
+    The sending and its cancellation happen in one task, so they cannot race: the events
+    are either finished before the client is seen leaving, or they are cut short (and the
+    relay records 499) wherever they were.
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        client: ClientWatch | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         self.events = events
+        self.client = client
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sender = asyncio.ensure_future(self._send(send))
-        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, sender))
+        client = self.client if self.client is not None else ClientWatch(receive)
         try:
-            await sender
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the server is stopping, not the client leaving
+            with client.cancelling():
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                async for chunk in self.events:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientDisconnected:
+            pass  # the relay records it (below, or on collection if it never started)
         finally:
-            watcher.cancel()
-
-    async def _send(self, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.events:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
+            client.close()
             aclose = getattr(self.events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()  # a stream cut short finishes its trace and settles now
-
-
-async def _cancel_on_disconnect(receive: Receive, sender: asyncio.Future[None]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    sender.cancel()

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest
+from keel.gateway.disconnect import ClientWatch
 from keel.gateway.pipeline import GatewayRequest
 from keel.providers.base import Operation, Usage
 from keel.server.deps import PrincipalDep, ServicesDep, authenticate_request, bearer_token
@@ -28,7 +29,7 @@ from keel.server.openai.protocol import (
 )
 from keel.server.responses import EventStream, json_response
 from keel.server.services import Services
-from keel.tracing.model import RequestTrace
+from keel.tracing.model import ClientDisconnected, RequestTrace
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -50,21 +51,30 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _answer(services: Services, request: GatewayRequest) -> Response:
-    trace, stream = request.trace, bool(request.body.get("stream"))
+    trace, stream, client = request.trace, bool(request.body.get("stream")), request.client
     try:
         request = await services.gateway.prepare(request)
         if trace is not None:
             trace.prepared(request.body, request.headers)
         if stream:
             events = await services.gateway.open_stream(request)  # the relay finishes the trace
-            return EventStream(events, headers={**_SSE_HEADERS, **request.headers})
+            client = None  # watched on by the stream, which closes it
+            return EventStream(events, request.client, {**_SSE_HEADERS, **request.headers})
         body = await services.gateway.complete(request)
+    except ClientDisconnected as exc:
+        if trace is not None:
+            trace.finish(exc)
+        return Response(status_code=499)  # nobody is there to read it
     except BaseException as exc:
         if trace is not None:
             trace.finish(exc)
         raise
+    finally:
+        if client is not None:
+            client.close()
     if trace is not None:
-        trace.finish()
+        # The client may have left after the upstream answered: the answer reached nobody.
+        trace.finish(ClientDisconnected() if client is not None and client.gone else None)
     return json_response(body, headers=request.headers)
 
 
@@ -123,7 +133,10 @@ def _request(
 ) -> GatewayRequest:
     trace = services.tracing.start(http.scope, op, principal, wire)
     trace_id: str = http.scope.get("state", {}).get("trace_id", "")
-    return GatewayRequest(op, wire, principal, trace_id, trace=trace, client_headers=http.headers)
+    return GatewayRequest(
+        op, wire, principal, trace_id, trace=trace, client_headers=http.headers,
+        client=ClientWatch(http.receive),
+    )  # fmt: skip
 
 
 @router.post(
