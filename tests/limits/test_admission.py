@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -8,7 +9,7 @@ from keel.auth.keys import Principal
 from keel.errors import BudgetExceeded, PermissionDenied, RateLimited
 from keel.events import Change, LocalChangeBus
 from keel.gateway.pipeline import GatewayRequest
-from keel.limits.admission import PROJECTS_TOPIC, Admission, budget_period
+from keel.limits.admission import PROJECTS_TOPIC, Admission, SpendSink, budget_period
 from keel.limits.memory import MemoryBackend
 from keel.limits.spec import NO_PROJECT_LIMITS, Limits, ProjectLimits
 from keel.providers.base import Usage
@@ -94,3 +95,46 @@ async def test_a_new_budget_period_counts_from_zero() -> None:
     clock.now = at("2026-12-31T23:59:59.5")  # a clock stepped back lands in December again
     with pytest.raises(BudgetExceeded):
         await admission(request_for(principal))
+
+
+class Audits(SpendSink):
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def add_spend(self, subject: str, period: str, amount: float, tokens: int) -> None:
+        pass
+
+    def audit(self, project_id: str, action: str, target_type: str, target_id: str,
+              after: dict[str, Any]) -> None:  # fmt: skip
+        self.warnings.append(f"{target_id}:{after['period']}")
+
+
+async def warn_all(admission: Admission, keys: list[Principal]) -> None:
+    for key in keys:
+        spent = await admission(request_for(key))
+        assert spent.settlement is not None
+        await spent.settlement.settle(PRICED, Usage(1, 1))  # 2, past the soft limit of 1
+        await admission(request_for(key))  # warns (once per key and period)
+
+
+async def test_budget_warnings_are_remembered_for_this_period_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One marker per budget per period was kept forever: a slow leak in a long-lived process.
+    monkeypatch.setattr("keel.limits.admission.MAX_WARNED", 10)
+    clock = Clock(at("2026-12-01T12:00:00"))
+    audits = Audits()
+    admission = Admission(MemoryBackend(clock), lambda _: NO_PROJECT_LIMITS, audits, clock=clock)
+    limits = Limits.model_validate({"budget": {"amount": 100, "soft": 1, "period": "day"}})
+    keys = [Principal(key_id=f"k{n}", project_id="p", role="app", limits=limits)
+            for n in range(25)]  # fmt: skip
+    await warn_all(admission, keys)
+    await warn_all(admission, keys)  # markers forgotten past the cap are not warned again
+    assert sorted(audits.warnings) == sorted(f"k{n}:d2026-12-01" for n in range(25))
+    assert len(admission._warned) <= 10
+
+    clock.now = at("2026-12-02T12:00:00")
+    await admission(request_for(keys[0]))
+    assert not admission._warned  # the markers of the day that ended are gone
+    await warn_all(admission, keys[:3])
+    assert audits.warnings[-3:] == [f"k{n}:d2026-12-02" for n in range(3)]

@@ -40,6 +40,9 @@ PROJECTS_TOPIC = "projects"
 DEFAULT_OUTPUT_RESERVE = 256  # tokens reserved for the answer when max_tokens is not sent
 BUDGET_WARNING_HEADER = "x-keel-budget-warning"
 MAX_PLANS = 10_000  # (key, route) pairs kept; past that the cache starts over
+# Budget warnings this process remembers having sent; past that it starts over, and the
+# backend's own once-per-period marker keeps the audit record from repeating.
+MAX_WARNED = 10_000
 
 ProjectLoader = Callable[[str], ProjectLimits]
 
@@ -206,7 +209,7 @@ class Admission:
         self._projects: dict[str, ProjectLimits] = {}
         self._generation = 0
         self._lock = threading.Lock()
-        self._warned: set[str] = set()
+        self._warned: set[str] = set()  # "<subject>:<period id>" markers of this period
         self._spans: dict[str, _Span] = {}  # "day"/"month" → the current period
         # Checked by identity against the limits objects on each use, so a change (which
         # replaces the object) rebuilds the plan without an invalidation of its own.
@@ -351,6 +354,9 @@ class Admission:
     def _span(self, kind: str, now: float) -> _Span:
         span = self._spans.get(kind)
         if span is None or not span.start <= now < span.end:
+            if span is not None:  # warnings of the period that ended are never asked again
+                ended = f":{span.id}"
+                self._warned = {m for m in self._warned if not m.endswith(ended)}
             span = self._spans[kind] = _span(kind, now)
         return span
 
@@ -358,6 +364,8 @@ class Admission:
                          spent: float) -> None:  # fmt: skip
         if marker in self._warned:
             return
+        if len(self._warned) >= MAX_WARNED:
+            self._warned.clear()
         self._warned.add(marker)
         if await self.backend.first_warning(marker, period.ttl_s):
             kind, _, target_id = rule.subject.partition(":")

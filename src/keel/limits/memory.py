@@ -19,6 +19,8 @@ from keel.limits.base import (
     window_reset,
 )
 
+PRUNE_FLOOR = 1024  # entries a map may hold before expired ones are looked for
+
 
 class _Window:
     """One sliding window of 1 s buckets, with its total and oldest second kept current.
@@ -88,7 +90,20 @@ class MemoryBackend:
         self._windows: dict[str, _Window] = {}
         self._leases: dict[str, _Leases] = {}
         self._spend: dict[str, tuple[float, float]] = {}  # key → (amount, expires at)
-        self._warned: dict[str, float] = {}
+        self._warned: dict[str, float] = {}  # key → expires at
+        # Both maps gain a key per budget per period: expired ones are dropped whenever a
+        # map has doubled since the last pass, so each stays within twice its live keys.
+        self._prune_spend_at = self._prune_warned_at = PRUNE_FLOOR
+
+    def _prune_spend(self, now: float) -> None:
+        if len(self._spend) >= self._prune_spend_at:
+            self._spend = {k: v for k, v in self._spend.items() if v[1] > now}
+            self._prune_spend_at = max(PRUNE_FLOOR, 2 * len(self._spend))
+
+    def _prune_warned(self, now: float) -> None:
+        if len(self._warned) >= self._prune_warned_at:
+            self._warned = {k: v for k, v in self._warned.items() if v > now}
+            self._prune_warned_at = max(PRUNE_FLOOR, 2 * len(self._warned))
 
     def _spent(self, key: str, now: float) -> float:
         amount, expires = self._spend.get(key, (0.0, 0.0))
@@ -135,7 +150,8 @@ class MemoryBackend:
                     counter.add(bucket, check.amount)
                 elif counter is not None:
                     counter.add(lease, now + LEASE_TTL_S)
-        return Decision(failed, tuple(states), bucket)
+        # Named, so that settling goes back here even when this backend stands in for Redis.
+        return Decision(failed, tuple(states), bucket, self.name)
 
     async def settle(self, settlement: Settlement) -> None:
         now = self._clock()
@@ -149,6 +165,7 @@ class MemoryBackend:
             for key in settlement.spend_keys:
                 amount = self._spent(key, now)
                 self._spend[key] = (amount + settlement.spend, now + settlement.spend_ttl_s)
+            self._prune_spend(now)
         for key in settlement.lease_keys:
             leases = self._leases.get(key)
             if leases is not None:
@@ -159,11 +176,14 @@ class MemoryBackend:
         if self._warned.get(key, 0.0) > now:
             return False
         self._warned[key] = now + ttl_s
+        self._prune_warned(now)
         return True
 
     async def seed_spend(self, key: str, amount: float, ttl_s: float) -> None:
-        if self.spent(key) == 0.0:
-            self._spend[key] = (amount, self._clock() + ttl_s)
+        now = self._clock()
+        if self._spent(key, now) == 0.0:
+            self._spend[key] = (amount, now + ttl_s)
+            self._prune_spend(now)
 
     async def close(self) -> None:
         pass

@@ -19,8 +19,15 @@ class AccessMetrics(Collector):
         values = self._read()
         yield CounterMetricFamily(
             "keel_limits_redis_failures",
-            "Calls to Redis for limits that failed; each was served with in-process limits.",
+            "Calls and idle pings to Redis for limits that failed; meanwhile requests were "
+            "served with in-process limits.",
             value=values.get("redis_failures", 0),
+        )
+        yield CounterMetricFamily(
+            "keel_limits_releases_expired",
+            "Concurrency slots whose release Redis missed during an outage and that were "
+            "left to expire (more than 10,000 waited).",
+            value=values.get("releases_expired", 0),
         )
         yield GaugeMetricFamily(
             "keel_limits_degraded",

@@ -155,6 +155,15 @@ class RedisBackend:
                   max(1, int(settlement.spend_ttl_s)), settlement.lease],
         )  # fmt: skip
 
+    async def release(self, leases: Sequence[tuple[Sequence[str], str]]) -> None:
+        if not leases:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, lease in leases:
+                for key in keys:
+                    pipe.zrem(self._key("c", key), lease)
+            await pipe.execute()
+
     async def first_warning(self, key: str, ttl_s: float) -> bool:
         created = await self._redis.set(self._key("warned", key), 1, nx=True, ex=max(1, int(ttl_s)))
         return bool(created)

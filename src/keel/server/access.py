@@ -59,7 +59,7 @@ async def start_access(access: Access) -> None:
     if access.bus is not None:
         await access.bus.start()
     if isinstance(access.backend, ResilientBackend):
-        await access.backend.probe()
+        await access.backend.start()  # probes now, then in the background while idle
     access.admission.preload(await asyncio.to_thread(access.identity.all_project_limits))
     now = time.time()
     periods = {kind: budget_period(kind, now) for kind in ("day", "month")}
@@ -84,6 +84,9 @@ def counters(access: Access) -> dict[str, int]:
     return {
         "redis_failures": backend.redis_failures if isinstance(backend, ResilientBackend) else 0,
         "degraded": int(backend.degraded) if isinstance(backend, ResilientBackend) else 0,
+        "releases_expired": (
+            backend.releases_expired if isinstance(backend, ResilientBackend) else 0
+        ),
         "publish_failures": access.bus.publish_failures if access.bus is not None else 0,
         "settle_failures": access.admission.settle_failures,
         "dropped": access.usage.dropped,
