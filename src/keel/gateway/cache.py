@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from keel.cache.config import CacheConfig, CacheScope, directive_from_headers
 from keel.cache.keys import cacheable
 from keel.cache.service import CacheHit, ResponseCache
+from keel.gateway.choices import choice_count
 
 if TYPE_CHECKING:
     from keel.gateway.pipeline import GatewayRequest
@@ -40,6 +41,8 @@ class CacheStep:
         config: CacheConfig = self._routes.get(route.name, self.cache.default)
         if not config.enabled or not cacheable(request.body, config):
             return None  # e.g. a sampled request (temperature above 0, no seed)
+        if choice_count(request.body) > 1:
+            return None  # n choices are n samples asked for now, not one answer kept
         directive = directive_from_headers(request.client_headers)
         if directive == "bypass":
             return None

@@ -20,6 +20,7 @@ import orjson
 from keel.auth.keys import Principal
 from keel.cache.sse import CompletionAssembler, replay_sse
 from keel.errors import KeelError
+from keel.gateway.choices import send_choices
 from keel.gateway.cost import cost
 from keel.providers.base import Operation, ProviderResponse, ProviderStream, Usage
 from keel.registry.catalog import ModelCatalog
@@ -228,7 +229,7 @@ class Gateway:
 
         async def call(target: Target) -> tuple[dict[str, Any], ProviderResponse]:
             payload = upstream_payload(target, request, stream=False)
-            return payload, await target.provider.send(request.op, payload)
+            return payload, await send_choices(target.provider, request.op, payload)
 
         attempt = traced_attempts(trace, call)
         with _upstream_call(request):

@@ -52,6 +52,9 @@ class TokenCounter(Protocol):
 
 
 class Provider(Protocol):
+    """An upstream. One that answers `n` > 1 choices itself in one call declares it with a
+    true `supports_n` attribute (see `answers_n`); for the others Keel makes n calls."""
+
     name: str
 
     async def send(self, op: Operation, payload: dict[str, Any]) -> ProviderResponse: ...
@@ -63,3 +66,12 @@ class Provider(Protocol):
     ) -> Usage: ...
 
     async def close(self) -> None: ...
+
+
+def answers_n(provider: object) -> bool:
+    """Whether `provider` declared that it answers `n` > 1 in one call (`supports_n`).
+
+    An optional attribute rather than a Protocol member: no upstream has to say it, and
+    unless one does, it is treated as unable (llama.cpp's server is).
+    """
+    return getattr(provider, "supports_n", False) is True

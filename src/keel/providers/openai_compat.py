@@ -90,8 +90,12 @@ class OpenAICompatProvider:
         connect_timeout: float = 5.0,
         read_timeout: float = 600.0,
         token_counter: TokenCounter | None = None,
+        supports_n: bool = False,
     ):
+        """`supports_n`: the server answers `n` > 1 in one call (OpenAI, vLLM do; llama.cpp
+        does not). Off unless declared: Keel then asks for each choice separately."""
         self.name = name
+        self.supports_n = supports_n
         self.base_url = base_url.rstrip("/")
         headers = {"Content-Type": "application/json"}
         if api_key:

@@ -53,9 +53,17 @@ def _check_stop(value: str | list[str] | None) -> str | list[str] | None:
     return value
 
 
+# Each choice beyond the first is another upstream call (see gateway/choices.py): a cap
+# keeps one request from holding a model server's every slot.
+MAX_CHOICES = 8
+
+
 def _check_n(value: int | None) -> int | None:
-    if value is not None and value != 1:
-        raise ValueError("only n=1 is supported; send one request per completion you need")
+    if value is not None and not 1 <= value <= MAX_CHOICES:
+        raise ValueError(
+            f"n must be between 1 and {MAX_CHOICES} (got {value}); "
+            "send several requests for more choices"
+        )
     return value
 
 
@@ -66,7 +74,10 @@ class _SamplingFields(_Request):
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
     stop: str | list[str] | None = Field(None, description="Up to 4 stop sequences.")
     seed: int | None = None
-    n: int | None = Field(None, description="Number of choices; only 1 is supported.")
+    n: int | None = Field(
+        None,
+        description=f"Number of choices, 1 to {MAX_CHOICES}; more than 1 only without stream.",
+    )
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = Field(None, max_length=256, description="End-user id, for tracing.")

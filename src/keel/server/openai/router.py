@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest
+from keel.gateway.choices import choice_count
 from keel.gateway.disconnect import ClientWatch
 from keel.gateway.pipeline import GatewayRequest
 from keel.providers.base import Operation, Usage
@@ -53,6 +54,12 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def _answer(services: Services, request: GatewayRequest) -> Response:
     trace, stream, client = request.trace, bool(request.body.get("stream")), request.client
     try:
+        if stream and choice_count(request.body) > 1:
+            raise InvalidRequest(
+                "n above 1 is answered whole only; send stream: false with n, or one "
+                "streamed request per choice",
+                param="n",
+            )
         request = await services.gateway.prepare(request)
         if trace is not None:
             trace.prepared(request.body, request.headers)
