@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from keel.cache.base import Entry, Outcome
 from keel.cache.memory import MemoryBackend
 from keel.cache.service import ResponseCache, cache_header
+from keel.embeddings.base import EmbeddingResult
 from keel.embeddings.local import LocalEmbedder
 from tests.cache.conftest import Clock, WordEmbedder, answer, body, scope
 
@@ -194,3 +196,53 @@ async def test_the_mode_decides_which_lookups_run(mode: str) -> None:
 def test_entries_round_trip_through_bytes() -> None:
     entry = Entry("id", "p", "r", None, b'{"a":1}', "q", "b", "m", None, 1.0, 2.0, 3.0)
     assert Entry.from_bytes(entry.to_bytes()) == entry
+
+
+class LoadingEmbedder(WordEmbedder):
+    """Not ready until `loaded` is set; embed() waits for it, as the local model does."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.loaded = asyncio.Event()
+        self.fail = fail
+        self.ready = False
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        await self.loaded.wait()
+        if self.fail:
+            raise RuntimeError("model files missing")
+        self.ready = True
+        return await super().embed(texts)
+
+
+async def test_an_answer_stored_before_the_embedder_is_ready_gets_its_vector_later() -> None:
+    embedder = LoadingEmbedder()
+    cache = make(embedder)
+    both = scope(mode="both")
+    assert await cache.store(both, body("What is the capital of France?"), answer(), None, 1)
+    # At once: an exact hit; no semantic one (there is no vector yet).
+    assert await cache.lookup(both, body("What is the capital of France?")) is not None
+    assert await cache.lookup(both, body("What is the capital of France ?")) is None
+    assert cache.status()["awaiting_embedding"] == 1
+    embedder.loaded.set()
+    await cache.wait_for_late_embeddings()
+    hit = await cache.lookup(both, body("What is the capital of France ?"))
+    assert hit is not None
+    assert hit.kind == "semantic"
+    assert (cache.counts["late_embedded"], cache.status()["awaiting_embedding"]) == (1, 0)
+
+
+async def test_the_startup_queue_is_bounded_and_a_failed_model_is_counted() -> None:
+    embedder = LoadingEmbedder(fail=True)
+    cache = ResponseCache(MemoryBackend(100, 10**6), lambda: embedder, late_limit=1)
+    both = scope(mode="both")
+    await cache.store(both, body("What is the capital of France?"), answer(), None, 1)
+    await cache.store(both, body("What is the capital of Spain?"), answer("Madrid."), None, 1)
+    assert cache.counts["late_dropped"] == 1  # over the bound: exact-only, counted
+    embedder.loaded.set()
+    await cache.wait_for_late_embeddings()
+    assert cache.counts["late_dropped"] == 2  # the model failed: counted, not lost silently
+    assert "model files missing" in (cache.status()["error"] or "")
+    # Both answers still serve exact hits.
+    assert await cache.lookup(both, body("What is the capital of France?")) is not None
+    assert await cache.lookup(both, body("What is the capital of Spain?")) is not None

@@ -37,3 +37,46 @@ def test_paraphrases_pass(cached: str, query: str) -> None:
 def test_near_misses_are_rejected(cached: str, query: str) -> None:
     assert not consistent(query, cached)
     assert not consistent(cached, query)
+
+
+# Real chat text: all lower-case, request frames, who / what / which. Each pair below is
+# two different questions; serving one's answer to the other would be a wrong answer.
+@pytest.mark.parametrize(
+    ("cached", "query"),
+    [
+        ("what's my name", "what's your name"),  # person swap
+        ("what do you call me", "what do i call you"),  # roles swapped
+        ("turn the volume up", "turn your volume up"),  # the assistant's, not the user's
+        ("add milk to my shopping list", "is milk on my shopping list"),  # request / question
+        ("you can take laundry off my todo list", "is laundry on my todo list"),
+        ("remove eggs from my shopping list", "add eggs to my shopping list"),  # the action
+        ("how many vacation days i have used", "what amount of vacation days do i have"),
+        ("i need my bank account frozen", "ask them why my account is frozen"),
+        ("how do i change my oil", "i need to get my oil changed"),  # how-to / do it
+        ("when did i last change my oil", "when should i change my oil"),  # past / future
+        ("what time is it in paris", "what time is it in london"),  # lower-case names
+        ("what is the current time in new york", "what timezone is new york in"),
+        ("get everything on my shopping list", "list everything on my shopping list"),
+        ("should i refrigerate tomatoes", "should i avoid refrigerating tomatoes"),
+    ],
+)
+def test_real_near_misses_are_not_served(cached: str, query: str) -> None:
+    assert not consistent(query, cached)
+    assert not consistent(cached, query)
+
+
+@pytest.mark.parametrize(
+    ("cached", "query"),
+    [
+        ("i'm not sure how to reset my password", "how do i reset my password"),  # no negation
+        ("i don't know how to set up direct deposit", "how do i set up direct deposit"),
+        ("i need a new credit card", "i want a new credit card"),  # synonyms
+        ("can you read me the whole list", "read me the entire list"),
+        ("how many vacation days do i have", "can you tell me how many vacation days i have"),
+        ("what kind of plug does the country use", "what type of plug does the country use"),
+        ("What is the capital of France?", "what is the capital of france"),  # case
+    ],
+)
+def test_real_paraphrases_are_served(cached: str, query: str) -> None:
+    assert consistent(query, cached)
+    assert consistent(cached, query)

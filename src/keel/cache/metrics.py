@@ -31,6 +31,15 @@ class CacheMetrics(Collector):
             "Cache calls that failed (backend or embedder); each was served as a miss.",
             value=counts["failures"],
         )
+        late = CounterMetricFamily(
+            "keel_cache_late_embeddings",
+            "Answers stored before the embedder was ready, by outcome: embedded later, or "
+            "dropped (kept for exact hits only).",
+            labels=["result"],
+        )
+        late.add_metric(["embedded"], counts["late_embedded"])
+        late.add_metric(["dropped"], counts["late_dropped"])
+        yield late
         yield CounterMetricFamily(
             "keel_cache_skipped",
             "Lookups and stores skipped for a few seconds after a failure (served as misses).",

@@ -3,10 +3,15 @@
 It never raises on backend or embedder trouble: a failed call is a miss, a logged
 warning and one more in `failures` (exported as keel_cache_failures_total); for the next
 few seconds the cache is then skipped, so a dead Redis does not slow every request.
+
+An answer stored while the embedder is still loading is kept for exact hits at once and
+gets its vector in the background once the model is up (the startup gap).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -34,6 +39,8 @@ _CANDIDATES = 4  # semantic neighbours checked (by verification) before giving u
 _RECENT_VECTORS = 1024  # embeddings of recent lookups, reused when their answer is stored
 _FINISHED = frozenset({"stop", "length", "tool_calls", "function_call"})
 _WARN_EVERY_S = 60.0
+_LATE_LIMIT = 1024  # entries waiting for the embedder; more are kept exact-only, counted
+_LATE_BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,7 @@ class ResponseCache:
         clock: Callable[[], float] = time.time,
         remember_vectors: int = _RECENT_VECTORS,
         retry_s: float = 5.0,
+        late_limit: int = _LATE_LIMIT,
     ):
         """`embedder` returns the embedder for semantic lookups (None: exact only);
         `default` is the policy of routes without their own (from settings)."""
@@ -92,6 +100,10 @@ class ResponseCache:
         # request its socket timeout.
         self._retry_s = retry_s
         self._skip_until = 0.0
+        # Entries stored before the embedder was ready: entry id → (text, context).
+        self._late: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._late_limit = late_limit
+        self._late_task: asyncio.Task[None] | None = None
 
     @property
     def failures(self) -> int:
@@ -221,7 +233,8 @@ class ResponseCache:
         query, bucket, model = "", None, None
         key = semantic_key(scope.project_id, scope.route_identity, body)
         embedder = self._embedder()
-        if config.semantic and key is not None and embedder is not None and embedder.ready:
+        semantic = config.semantic and key is not None and embedder is not None
+        if semantic and key is not None and embedder is not None and embedder.ready:
             vector = await self._embed(embedder, key.text)
             query, bucket, model = key.text, bucket_key(key.context, embedder.name), embedder.name
         now = self._clock()
@@ -240,6 +253,44 @@ class ResponseCache:
             expires=now + config.ttl_s,
         )
         await self.backend.put(entry, vector)
+        if semantic and vector is None and key is not None and embedder is not None:
+            self._embed_later(embedder, entry.id, key.text, key.context)
+
+    def _embed_later(self, embedder: Embedder, entry_id: str, text: str, context: str) -> None:
+        """Queue an entry stored before the embedder was ready; it serves exact hits now
+        and semantic ones once its vector is added."""
+        if entry_id not in self._late and len(self._late) >= self._late_limit:
+            self.counts["late_dropped"] += 1  # stays exact-only
+            return
+        self._late[entry_id] = (text, context)
+        if self._late_task is None or self._late_task.done():
+            self._late_task = asyncio.get_running_loop().create_task(self._embed_waiting(embedder))
+
+    async def _embed_waiting(self, embedder: Embedder) -> None:
+        while self._late:
+            batch = [self._late.popitem(last=False)
+                     for _ in range(min(_LATE_BATCH, len(self._late)))]  # fmt: skip
+            try:
+                # Waits for the model to load; runs on the embedder's worker thread.
+                vectors = (await embedder.embed([text for _, (text, _) in batch])).vectors
+                for (entry_id, (text, context)), vector in zip(batch, vectors, strict=True):
+                    entry = await self.backend.get(entry_id)
+                    if entry is None or entry.bucket is not None:
+                        continue  # purged, expired or stored anew (with a vector) since
+                    await self.backend.put(dataclasses.replace(
+                        entry, query=text, bucket=bucket_key(context, embedder.name),
+                        embedding_model=embedder.name), vector)  # fmt: skip
+                    self.counts["late_embedded"] += 1
+            except Exception as exc:  # the entries keep serving exact hits; counted
+                self.counts["late_dropped"] += len(batch)
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.warning("cache: %d entries stored before the embedder was ready stay "
+                            "exact-only (%s)", len(batch), self.last_error)  # fmt: skip
+
+    async def wait_for_late_embeddings(self) -> None:
+        """Until entries stored before the embedder was ready have their vectors (tests)."""
+        while self._late_task is not None and not self._late_task.done():
+            await asyncio.shield(self._late_task)
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -272,9 +323,12 @@ class ResponseCache:
 
     def status(self) -> dict[str, Any]:
         return {"backend": self.backend.name, "failures": self.failures,
-                "skipped": self.counts["skipped"], "error": self.last_error or None}  # fmt: skip
+                "skipped": self.counts["skipped"], "awaiting_embedding": len(self._late),
+                "error": self.last_error or None}  # fmt: skip
 
     async def close(self) -> None:
+        if self._late_task is not None:
+            self._late_task.cancel()
         await self.backend.close()
 
 

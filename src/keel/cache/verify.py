@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from keel.cache.reading import differs, read, synonym, words
+
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'\u2019\-]*|\d+(?:[.,]\d+)*%?")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"\u201c(]\s*)$")
 
@@ -180,18 +182,33 @@ def _one_word_swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return not set(a[i1:i2]) <= _FUNCTION_WORDS and not set(b[j1:j2]) <= _FUNCTION_WORDS
 
 
+def _canonical(text: str) -> tuple[str, ...]:
+    """Words with synonyms folded: "i need X" / "i want X" is no minimal pair."""
+    return tuple(synonym(word) for word in words(text))
+
+
 def consistent(query: str, cached: str) -> bool:
     """True when `cached` (the stored query) asks for the same facts as `query`."""
+    return not why_not(query, cached)
+
+
+def why_not(query: str, cached: str) -> str:
+    """The first reason `cached` answers a different question than `query` ("" if none)."""
     a, b = facts(query), facts(cached)
-    if a.numbers != b.numbers or a.negations != b.negations:
-        return False
+    if a.numbers != b.numbers:
+        return "numbers"
+    # Who, what and which, read case-blind (keel.cache.reading); its negation count leaves
+    # out frames like "i'm not sure how to".
+    reason = differs(read(query), read(cached))
+    if reason:
+        return reason
     # An entity of one must be a word of the other (sentence-initial capitals differ).
     if any(e not in b.words for e in a.entities) or any(e not in a.words for e in b.entities):
-        return False
+        return "entity"
     # "Why did Spain declare war on England?" against the reverse: the same words between
     # two names, the names swapped.
     if any((y, middle, x) in b.links for x, middle, y in a.links):
-        return False
+        return "swapped names"
     for one, other in _OPPOSITES:
         if not (one | other) & a.words or not (one | other) & b.words:
             continue  # one of them does not speak of this at all
@@ -199,17 +216,17 @@ def consistent(query: str, cached: str) -> bool:
             bool(one & b.words),
             bool(other & b.words),
         ):
-            return False
-    if _one_word_swapped(a.tokens, b.tokens):
-        return False
+            return "opposites"
+    if _one_word_swapped(_canonical(query), _canonical(cached)):
+        return "minimal pair"
     # mute / unmute, connect / disconnect: a word and its negating prefix.
     for word in a.words ^ b.words:
         for prefix in _NEGATING_PREFIXES:
             if word.startswith(prefix) and word[len(prefix) :] in (a.words | b.words) - {word}:
-                return False
+                return "negating prefix"
     # "from Paris to Rome" against "from Rome to Paris": the same words in swapped roles.
     for role, word in a.roles.items():
         theirs = b.roles.get(role)
         if theirs is not None and theirs != word and theirs in a.words and word in b.words:
-            return False
-    return True
+            return "roles"
+    return ""
