@@ -11,6 +11,7 @@ from keel.auth.audit import AuditLog
 from keel.auth.secrets import SecretBox
 from keel.errors import InvalidRequest, NotFound
 from keel.events import Change, LocalChangeBus
+from keel.providers.plugins import ProviderPlugins
 from keel.registry.service import RegistryService
 from keel.registry.specs import DeploymentSpec, ModelVersionSpec, ProviderSpec, RouteSpec
 from keel.registry.tables import ProviderRow
@@ -27,7 +28,7 @@ def setup(database_url: str, tmp_path: Path) -> tuple[RegistryService, list[Chan
     bus = LocalChangeBus()
     changes: list[Change] = []
     bus.subscribe("registry", changes.append)
-    registry = RegistryService(database, SecretBox.load(tmp_path, None), bus)
+    registry = RegistryService(database, SecretBox.load(tmp_path, None), bus, ProviderPlugins.load())
     return registry, changes, database
 
 
@@ -115,5 +116,22 @@ def test_specs_refuse_bad_names_and_weights() -> None:
         RouteSpec(name="chat", targets={"m": 1})
     with pytest.raises(ValueError, match="at least one target"):
         RouteSpec(name="chat", targets={"m@1": 0})
-    with pytest.raises(ValueError, match="needs base_url"):
-        ProviderSpec(name="x", kind="openai_compat")
+    with pytest.raises(ValueError, match="not a provider kind"):
+        ProviderSpec(name="x", kind="Open AI")
+
+
+def test_a_provider_kind_must_be_installed_and_get_what_it_needs(
+    setup,  # type: ignore[no-untyped-def]
+) -> None:
+    registry, changes, _ = setup
+    with pytest.raises(InvalidRequest, match="needs base_url") as missing:
+        registry.put_provider(P, ProviderSpec(name="x", kind="openai_compat"), "t")
+    assert missing.value.param == "base_url"
+    with pytest.raises(InvalidRequest) as unknown:
+        registry.put_provider(P, ProviderSpec(name="x", kind="bedrock"), "t")
+    assert unknown.value.param == "kind"
+    message = unknown.value.message
+    assert "unknown provider kind 'bedrock' (known: anthropic, local, openai_compat)" in message
+    assert "'keel.providers' entry point" in message
+    assert registry.list_providers(P) == []
+    assert changes == []

@@ -25,7 +25,8 @@ from keel.deploy.llamacpp import (
 )
 from keel.deploy.pool import Replica, ReplicaPool
 from keel.deploy.tokens import GGUFTokenCounter
-from keel.providers.openai_compat import OpenAICompatProvider
+from keel.providers import builtin
+from keel.providers.plugins import ProviderConfig, ProviderFactory
 
 log = logging.getLogger("keel.deploy")
 
@@ -64,9 +65,19 @@ class ServerOptions:
 
 
 class DeploymentManager:
-    def __init__(self, options: ServerOptions, progress: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        options: ServerOptions,
+        progress: Callable[[str], None] | None = None,
+        *,
+        replica_client: ProviderFactory = builtin.openai_compat,
+    ):
+        """`replica_client`: the factory of each replica's client. A deployment is a pool of
+        supervised servers, not a provider kind of its own; llama.cpp's server speaks the
+        OpenAI API, so the `openai_compat` plugin's factory talks to each replica."""
         self.options = options
         self._progress = progress
+        self._replica_client = replica_client
         self._pools: dict[tuple[str, str], ReplicaPool] = {}
         self._paths: dict[tuple[str, str], Path] = {}
         self._starting: set[asyncio.Task[None]] = set()
@@ -94,12 +105,14 @@ class DeploymentManager:
             progress=self._progress,
             on_crash=lambda crash: self._count_crash((want.project_id, want.ref), crash),
         )
-        client = OpenAICompatProvider(
-            f"{want.ref}#{index}",
-            server.base_url,
-            connect_timeout=self.options.connect_timeout,
-            read_timeout=self.options.read_timeout,
-            token_counter=counter,
+        client = self._replica_client(
+            ProviderConfig(
+                name=f"{want.ref}#{index}",
+                base_url=server.base_url,
+                connect_timeout=self.options.connect_timeout,
+                read_timeout=self.options.read_timeout,
+                token_counter=counter,
+            )
         )
         return Replica(server, client)
 

@@ -12,14 +12,13 @@ from typing import Any
 
 from keel.deploy.llamacpp import LlamaCppServer
 from keel.errors import KeelError, ServiceUnavailable, UpstreamError
-from keel.providers.base import Operation, ProviderResponse, ProviderStream, Usage
-from keel.providers.openai_compat import OpenAICompatProvider
+from keel.providers.base import Operation, Provider, ProviderResponse, ProviderStream, Usage
 
 
 @dataclass
 class Replica:
     server: LlamaCppServer
-    client: OpenAICompatProvider
+    client: Provider
     outstanding: int = 0
     served: int = 0
 

@@ -16,11 +16,13 @@ from pydantic import BaseModel, ValidationError
 from keel.gitops.api import KeelAPI
 from keel.gitops.base import ApplyOptions, Outcome
 from keel.gitops.source import Located, Problem
+from keel.providers.plugins import ProviderPlugins
 from keel.registry.specs import (
     DeploymentSpec,
     ModelVersionSpec,
     ProviderSpec,
     RouteSpec,
+    check_provider_kind,
     parse_version_ref,
 )
 
@@ -74,10 +76,14 @@ class _Section:
                 )
             self.seen[key] = entry
         self.entries.append((spec, entry))
-        return problems
+        return problems + self.check(entry, spec)
 
     def prepare(self, entry: Located, data: dict[str, Any], problems: list[Problem]) -> None:
         """Adjust raw data before validation (e.g. resolve env references)."""
+
+    def check(self, entry: Located, spec: BaseModel) -> list[Problem]:
+        """Rules beyond the schema, on an entry that passed it."""
+        return []
 
 
 class ProvidersHandler(_Section):
@@ -85,9 +91,22 @@ class ProvidersHandler(_Section):
 
     def __init__(self, options: ApplyOptions):
         super().__init__(options, spec_type=ProviderSpec)
+        self._plugins: ProviderPlugins | None = None
 
     def prepare(self, entry: Located, data: dict[str, Any], problems: list[Problem]) -> None:
         _resolve_env(entry, data, problems)
+
+    def check(self, entry: Located, spec: BaseModel) -> list[Problem]:
+        """Kinds are checked against the plugins installed here, before anything changes;
+        the server checks again against its own."""
+        assert isinstance(spec, ProviderSpec)
+        if self._plugins is None:  # read once, and only for files that declare providers
+            self._plugins = ProviderPlugins.load()
+        problem = check_provider_kind(spec, self._plugins)
+        if problem is None:
+            return []
+        field_name, message = problem
+        return [entry.problem(message, (field_name,))]
 
     async def plan(self, api: KeelAPI) -> list[Problem]:
         current = {p["name"]: p for p in await api.call("GET", "/api/providers")}

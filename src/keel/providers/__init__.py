@@ -1,1 +1,2 @@
-"""Where models run: the Provider protocol and one adapter per upstream API."""
+"""Where models run: the Provider protocol, one adapter per upstream API, and the plugin
+registry (`plugins.ProviderPlugins`) that maps a provider's kind to its factory."""

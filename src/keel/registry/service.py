@@ -6,8 +6,8 @@ same transaction and then publishes a change event, so routers refresh at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -17,11 +17,20 @@ from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, NotFound
 from keel.events import Change, ChangeBus
+from keel.providers.plugins import ProviderPlugins
+from keel.registry.snapshot import (
+    DeploymentEntry,
+    ModelVersionEntry,
+    ProviderEntry,
+    RouteEntry,
+    Snapshot,
+)
 from keel.registry.specs import (
     DeploymentSpec,
     ModelVersionSpec,
     ProviderSpec,
     RouteSpec,
+    check_provider_kind,
     parse_version_ref,
 )
 from keel.registry.tables import (
@@ -78,21 +87,15 @@ def route_view(row: RouteRow) -> dict[str, Any]:
     return {**row.spec, "revision": row.revision, "updated_at": row.updated_at.isoformat()}
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the router needs, read in one go."""
-
-    providers: list[ProviderRow]
-    models: list[ModelVersionRow]
-    routes: list[RouteRow]
-    deployments: list[DeploymentRow]
-
-
 class RegistryService:
-    def __init__(self, database: Database, secrets: Encryptor, events: ChangeBus):
+    def __init__(
+        self, database: Database, secrets: Encryptor, events: ChangeBus, kinds: ProviderPlugins
+    ):
+        """`kinds`: the provider plugins installed, which decide what a provider's kind may be."""
         self._db = database
         self._secrets = secrets
         self._events = events
+        self._kinds = kinds
 
     def _changed(self, project_id: str, key: str) -> None:
         self._events.publish(Change(TOPIC, key, project_id))
@@ -103,6 +106,10 @@ class RegistryService:
         self, project_id: str, spec: ProviderSpec, actor: Actor
     ) -> tuple[dict[str, Any], bool]:
         """Create or update a provider; returns (view, whether anything changed)."""
+        problem = check_provider_kind(spec, self._kinds)
+        if problem is not None:
+            field, message = problem
+            raise InvalidRequest(message, param=field)
         with self._db.session() as session:
             row = session.scalar(
                 select(ProviderRow).where(
@@ -166,9 +173,6 @@ class RegistryService:
                 param="provider",
             )
         return row
-
-    def api_key(self, row: ProviderRow) -> str | None:
-        return self._secrets.decrypt(row.api_key_encrypted) if row.api_key_encrypted else None
 
     # -- model versions --------------------------------------------------------------
 
@@ -416,13 +420,58 @@ class RegistryService:
     # -- the router's view -------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        """Every project's providers (keys decrypted), versions, routes and deployments."""
         with self._db.session() as session:
+            providers = session.scalars(select(ProviderRow))
+            models = session.scalars(select(ModelVersionRow))
+            routes = session.scalars(select(RouteRow))
+            deployments = session.scalars(select(DeploymentRow))
             return Snapshot(
-                providers=list(session.scalars(select(ProviderRow))),
-                models=list(session.scalars(select(ModelVersionRow))),
-                routes=list(session.scalars(select(RouteRow))),
-                deployments=list(session.scalars(select(DeploymentRow))),
+                providers=tuple(self._provider_entry(row) for row in providers),
+                models=tuple(_model_entry(row) for row in models),
+                routes=tuple(_route_entry(row) for row in routes),
+                deployments=tuple(
+                    DeploymentEntry(row.project_id, row.model, row.replicas) for row in deployments
+                ),
             )
+
+    def _provider_entry(self, row: ProviderRow) -> ProviderEntry:
+        key = self._secrets.decrypt(row.api_key_encrypted) if row.api_key_encrypted else None
+        return ProviderEntry(
+            project_id=row.project_id,
+            name=row.name,
+            kind=row.kind,
+            base_url=row.base_url,
+            api_key=key,
+            config=MappingProxyType(dict(row.config)),
+        )
+
+
+def _model_entry(row: ModelVersionRow) -> ModelVersionEntry:
+    return ModelVersionEntry(
+        project_id=row.project_id,
+        name=row.name,
+        version=row.version,
+        provider=row.provider,
+        upstream_model=row.upstream_model,
+        params=MappingProxyType(dict(row.params)),
+        input_price_per_m=row.input_price_per_m,
+        output_price_per_m=row.output_price_per_m,
+    )
+
+
+def _route_entry(row: RouteRow) -> RouteEntry:
+    spec = row.spec
+    timeout, sticky = spec.get("timeout"), spec.get("sticky")
+    return RouteEntry(
+        project_id=row.project_id,
+        name=row.name,
+        targets=MappingProxyType({str(ref): int(w) for ref, w in spec["targets"].items()}),
+        sticky="key" if sticky == "key" else "user" if sticky == "user" else None,
+        fallbacks=tuple(str(ref) for ref in spec.get("fallbacks", [])),
+        timeout=float(timeout) if timeout is not None else None,
+        retries=int(spec.get("retries", 2)),
+    )
 
 
 def _model_spec(row: ModelVersionRow) -> ModelVersionSpec:

@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from keel.providers.plugins import KIND, LOCAL_KIND, ProviderPlugins, UnknownProviderKind
+
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 VERSION_REF = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99})@([0-9]{1,9})$")
-ProviderKind = Literal["openai_compat", "anthropic", "local"]
 
 
 def _check_name(value: str) -> str:
@@ -40,7 +41,9 @@ class _Spec(BaseModel):
 class ProviderBody(_Spec):
     """A provider without its name (the API takes the name from the path)."""
 
-    kind: ProviderKind = Field(description="openai_compat, anthropic or local.")
+    kind: str = Field(
+        description="openai_compat, anthropic, local, or a kind an installed plugin adds.",
+    )
     base_url: str | None = Field(
         None,
         description="API base URL (openai_compat: …/v1; anthropic: https://api.anthropic.com).",
@@ -53,14 +56,38 @@ class ProviderBody(_Spec):
         description="Kind-specific settings; local: {model_path: <gguf path> | 'bundled:smollm2'}.",
     )
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if not KIND.match(value):
+            raise ValueError(
+                f"{value!r} is not a provider kind: use 1 to 32 lowercase letters, digits, "
+                "'.', '_' or '-' (e.g. openai_compat)"
+            )
+        return value
+
     @model_validator(mode="after")
-    def _kind_needs(self) -> ProviderBody:
-        if self.kind in ("openai_compat", "anthropic"):
-            if not self.base_url or not self.base_url.startswith(("http://", "https://")):
-                raise ValueError(f"a {self.kind} provider needs base_url (http:// or https://)")
-        elif "model_path" not in self.config:
+    def _local_needs(self) -> ProviderBody:
+        if self.kind == LOCAL_KIND and "model_path" not in self.config:
             raise ValueError("a local provider needs config.model_path (a .gguf file)")
         return self
+
+
+def check_provider_kind(body: ProviderBody, installed: ProviderPlugins) -> tuple[str, str] | None:
+    """(field, why) when no installed plugin can serve `body`; None when one can.
+
+    Not a schema rule: plugins add kinds, and only the process holding them knows which.
+    """
+    if body.kind == LOCAL_KIND:
+        return None
+    try:
+        plugin = installed.get(body.kind)
+    except UnknownProviderKind as exc:
+        return "kind", str(exc)
+    url = body.base_url
+    if plugin.needs_base_url and not (url and url.startswith(("http://", "https://"))):
+        return "base_url", f"a {body.kind} provider needs base_url (http:// or https://)"
+    return None
 
 
 class ProviderSpec(ProviderBody):

@@ -9,34 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from typing import Any
 
 from keel.deploy.manager import DeploymentManager, Wanted, resolve_model_path
 from keel.errors import ServiceUnavailable
 from keel.events import Change, ChangeBus
-from keel.providers.anthropic import AnthropicProvider
 from keel.providers.base import Operation, Provider, ProviderResponse, ProviderStream, Usage
-from keel.providers.openai_compat import OpenAICompatProvider
-from keel.registry.service import TOPIC, RegistryService, Snapshot
-from keel.registry.tables import ModelVersionRow, ProviderRow
+from keel.providers.plugins import (
+    HOW_TO_ADD,
+    LOCAL_KIND,
+    ProviderConfig,
+    ProviderPlugins,
+    UnknownProviderKind,
+)
+from keel.registry.service import TOPIC, RegistryService
+from keel.registry.snapshot import ModelVersionEntry, ProviderEntry, Snapshot
 from keel.routing.router import Router
 from keel.routing.table import Route, RoutingTable, Target
 
 log = logging.getLogger("keel.routing")
 
 
-class NotDeployed:
-    """Stands in for a local model version that has no running deployment."""
+class Unavailable:
+    """Stands in for a model version that cannot be served now, and answers why."""
 
-    def __init__(self, ref: str):
-        self.name = ref
+    def __init__(self, name: str, why: str):
+        self.name = name
+        self._why = why
 
     def _fail(self) -> ServiceUnavailable:
-        return ServiceUnavailable(
-            f"{self.name} runs on a local provider but is not deployed; "
-            f"start it with 'keel deploy {self.name}'"
-        )
+        return ServiceUnavailable(self._why)
 
     async def send(self, op: Operation, payload: dict[str, Any]) -> ProviderResponse:
         raise self._fail()
@@ -59,10 +63,12 @@ class RegistrySync:
         deployments: DeploymentManager,
         static: dict[str, Target],
         *,
+        plugins: ProviderPlugins,
         connect_timeout: float = 5.0,
         read_timeout: float = 600.0,
     ):
         self._registry = registry
+        self._plugins = plugins
         self._router = router
         self._deployments = deployments
         self._static = static
@@ -108,16 +114,16 @@ class RegistrySync:
         return started
 
     def _wanted(
-        self, snapshot: Snapshot, providers: dict[tuple[str, str], ProviderRow]
+        self, snapshot: Snapshot, providers: dict[tuple[str, str], ProviderEntry]
     ) -> list[Wanted]:
-        models = {(m.project_id, f"{m.name}@{m.version}"): m for m in snapshot.models}
+        models = {(m.project_id, m.ref): m for m in snapshot.models}
         wanted = []
         for deployment in snapshot.deployments:
             model = models.get((deployment.project_id, deployment.model))
             if model is None:
                 continue
             provider = providers.get((model.project_id, model.provider))
-            if provider is None or provider.kind != "local":
+            if provider is None or provider.kind != LOCAL_KIND:
                 continue
             wanted.append(
                 Wanted(
@@ -130,42 +136,59 @@ class RegistrySync:
             )
         return wanted
 
-    def _client(self, row: ProviderRow) -> Provider:
-        """One pooled client per provider configuration, reused across refreshes."""
-        api_key = self._registry.api_key(row)
+    def _client(self, entry: ProviderEntry) -> Provider:
+        """One pooled client per provider configuration, reused across refreshes.
+
+        A kind no plugin provides, or a factory that fails, makes a stand-in that answers
+        503 with the cause: the other providers' routes keep refreshing and serving.
+        """
+        options = json.dumps(dict(entry.config), sort_keys=True, default=str)
         fingerprint = hashlib.sha256(
-            f"{row.project_id}|{row.name}|{row.kind}|{row.base_url}|{api_key}".encode()
+            f"{entry.project_id}|{entry.name}|{entry.kind}|{entry.base_url}|{entry.api_key}|"
+            f"{options}".encode()
         ).hexdigest()
         client = self._clients.get(fingerprint)
-        if client is None:
-            client = self._make_client(row, api_key)
-            self._clients[fingerprint] = client
+        if client is not None:
+            return client
+        config = ProviderConfig(
+            name=entry.name,
+            base_url=entry.base_url,
+            api_key=entry.api_key,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            options=entry.config,
+        )
+        try:
+            client = self._plugins.create(entry.kind, config)
+        except UnknownProviderKind as exc:
+            why = (f"provider {entry.name!r} is of kind {entry.kind!r}, which no installed "
+                   f"plugin provides (known: {', '.join(exc.known)}); {HOW_TO_ADD}")  # fmt: skip
+            log.error("%s", why)
+            return Unavailable(entry.name, why)
+        except Exception as exc:  # plugin code: any failure is this provider's alone
+            why = (f"provider {entry.name!r} (kind {entry.kind}) could not be set up: {exc}; "
+                   f"fix it with PUT /api/providers/{entry.name} or keel apply")  # fmt: skip
+            log.exception("%s", why)
+            return Unavailable(entry.name, why)
+        self._clients[fingerprint] = client
         return client
 
-    def _make_client(self, row: ProviderRow, api_key: str | None) -> Provider:
-        assert row.base_url is not None
-        if row.kind == "anthropic":
-            return AnthropicProvider(
-                row.name, row.base_url, api_key=api_key,
-                connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
-            )  # fmt: skip
-        return OpenAICompatProvider(
-            row.name, row.base_url, api_key=api_key,
-            connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
-        )  # fmt: skip
-
     def _target(
-        self, model: ModelVersionRow, providers: dict[tuple[str, str], ProviderRow]
+        self, model: ModelVersionEntry, providers: dict[tuple[str, str], ProviderEntry]
     ) -> Target | None:
-        ref = f"{model.name}@{model.version}"
-        row = providers.get((model.project_id, model.provider))
-        if row is None:
+        ref = model.ref
+        entry = providers.get((model.project_id, model.provider))
+        if entry is None:
             return None
         provider: Provider
-        if row.kind == "local":
-            provider = self._deployments.pool(model.project_id, ref) or NotDeployed(ref)
+        if entry.kind == LOCAL_KIND:
+            pool = self._deployments.pool(model.project_id, ref)
+            provider = pool or Unavailable(
+                ref, f"{ref} runs on a local provider but is not deployed; "
+                f"start it with 'keel deploy {ref}'",
+            )  # fmt: skip
         else:
-            provider = self._client(row)
+            provider = self._client(entry)
         return Target(
             ref=ref,
             provider=provider,
@@ -176,7 +199,7 @@ class RegistrySync:
         )
 
     def _build(
-        self, snapshot: Snapshot, providers: dict[tuple[str, str], ProviderRow]
+        self, snapshot: Snapshot, providers: dict[tuple[str, str], ProviderEntry]
     ) -> RoutingTable:
         versions: dict[tuple[str, str], Target] = {}
         latest: dict[tuple[str, str], Target] = {}
@@ -191,26 +214,26 @@ class RegistrySync:
                 newest[key] = model.version
                 latest[key] = target
         routes: dict[tuple[str, str], Route] = {}
-        for row in snapshot.routes:
-            spec = row.spec
+        for route in snapshot.routes:
+            project = route.project_id
             weighted = tuple(
-                (versions[(row.project_id, ref)], int(weight))
-                for ref, weight in spec["targets"].items()
-                if (row.project_id, ref) in versions
+                (versions[(project, ref)], weight)
+                for ref, weight in route.targets.items()
+                if (project, ref) in versions
             )
             if not weighted:
                 continue
-            routes[(row.project_id, row.name)] = Route(
-                name=row.name,
+            routes[(project, route.name)] = Route(
+                name=route.name,
                 weighted=weighted,
-                sticky=spec.get("sticky"),
+                sticky=route.sticky,
                 fallbacks=tuple(
-                    versions[(row.project_id, ref)]
-                    for ref in spec.get("fallbacks", [])
-                    if (row.project_id, ref) in versions
+                    versions[(project, ref)]
+                    for ref in route.fallbacks
+                    if (project, ref) in versions
                 ),
-                timeout=spec.get("timeout"),
-                retries=int(spec.get("retries", 2)),
+                timeout=route.timeout,
+                retries=route.retries,
             )
         return RoutingTable(routes=routes, versions=versions, latest=latest, static=self._static)
 

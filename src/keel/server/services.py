@@ -26,7 +26,7 @@ from keel.gateway.pipeline import Gateway
 from keel.guard.service import GuardService
 from keel.prompts.resolver import PromptResolver
 from keel.prompts.service import PromptService
-from keel.providers.openai_compat import OpenAICompatProvider
+from keel.providers.plugins import ProviderConfig, ProviderPlugins
 from keel.registry.catalog import ModelCatalog
 from keel.registry.seed import seed_bundled_model
 from keel.registry.service import RegistryService
@@ -98,20 +98,26 @@ class Services:
 def build_services(
     settings: Settings, database: Database, *, progress: Progress | None = None
 ) -> Services:
-    """Wire the services together (no I/O beyond reading the secret key file)."""
+    """Wire the services together (no I/O beyond reading the secret key file and the
+    installed packages' entry points)."""
     access = build_access(settings, database)
     events = access.events
+    # Provider kinds, Keel's own included, come from installed `keel.providers` entry points.
+    plugins = ProviderPlugins.load()
     registry = RegistryService(
-        database, SecretBox.load(settings.data_dir, settings.secret_key), events
+        database, SecretBox.load(settings.data_dir, settings.secret_key), events, plugins
     )
     catalog = ModelCatalog()
     for upstream in settings.upstreams:
-        provider = OpenAICompatProvider(
-            upstream.name,
-            upstream.base_url,
-            api_key=upstream.api_key,
-            connect_timeout=settings.upstream_connect_timeout,
-            read_timeout=settings.upstream_timeout,
+        provider = plugins.create(
+            "openai_compat",
+            ProviderConfig(
+                name=upstream.name,
+                base_url=upstream.base_url,
+                api_key=upstream.api_key,
+                connect_timeout=settings.upstream_connect_timeout,
+                read_timeout=settings.upstream_timeout,
+            ),
         )
         for model in upstream.models:
             catalog.add_chat(Target(model, provider, model))
@@ -134,12 +140,14 @@ def build_services(
             logs_kept=settings.local_model_logs_kept,
         ),
         progress=progress,
+        replica_client=plugins.get("openai_compat").factory,
     )
     sync = RegistrySync(
         registry,
         router,
         deployments,
         catalog.static,
+        plugins=plugins,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_timeout,
     )
