@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -16,7 +18,11 @@ from rich.panel import Panel
 from keel.cli.client import fail
 from keel.deploy.bundled import BundledModelMissing
 from keel.deploy.llamacpp import ModelServerFailed
-from keel.settings import SettingsError, load_settings
+from keel.server.protocol import HeaderDeadline
+from keel.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 console = Console(stderr=True)
 
@@ -60,6 +66,14 @@ def serve(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="keel.yaml to read (default ./keel.yaml).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes on one port; more than 1 needs KEEL_REDIS_URL and "
+            "--no-local-model.",
+        ),
+    ] = 1,
 ) -> None:
     """Start Keel: the OpenAI-compatible gateway on /v1, with the bundled local model."""
     flags = {
@@ -75,6 +89,8 @@ def serve(
         settings = load_settings(config_file=config, cli=flags).settings
     except SettingsError as exc:
         raise fail(str(exc), 2) from exc
+    if workers > 1:
+        _check_workers(settings, workers)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -85,6 +101,9 @@ def serve(
     from keel.server.app import create_app
     from keel.server.protocol import http_protocol
 
+    if workers > 1:
+        _serve_workers(settings, workers, config, flags)
+        return
     progress = _StartupProgress()
     app = create_app(settings, on_admin_key=_show_admin_key, progress=progress)
     progress(
@@ -108,3 +127,97 @@ def serve(
         raise fail(str(exc)) from exc
     if not server.started:
         raise typer.Exit(1)
+
+
+# -- several worker processes ------------------------------------------------------------------
+
+_WORKER_SPEC = "_KEEL_SERVE_WORKER"  # how `keel serve` tells its workers what it was given
+
+
+def _check_workers(settings: Settings, workers: int) -> None:
+    """Refuse worker counts that would serve wrong answers, saying what to change."""
+    problems = []
+    if not settings.redis_url:
+        problems.append(
+            "KEEL_REDIS_URL (redis_url): without Redis each worker keeps its own rate limits, "
+            "budgets and cache, and a change made through one worker (a new route, a revoked "
+            "key) never reaches the others"
+        )
+    if settings.local_model:
+        problems.append(
+            "--no-local-model: each worker would start its own copy of the bundled model "
+            "server; run model servers once and add them as providers"
+        )
+    if problems:
+        raise fail(
+            f"--workers {workers} needs " + "; and ".join(problems) + ". To scale out, set "
+            "KEEL_REDIS_URL=redis://HOST:6379/0 so the workers share limits and change "
+            "events, or run several 'keel serve' replicas behind a load balancer, all with "
+            "the same KEEL_REDIS_URL and KEEL_DATABASE_URL; or leave --workers at 1.",
+            2,
+        )
+
+
+def _serve_workers(
+    settings: Settings, workers: int, config: Path | None, flags: Mapping[str, object]
+) -> None:
+    """Serve with `workers` uvicorn processes, each building its app from the same settings."""
+    _prepare_data(settings)
+    given = {name: str(v) if isinstance(v, Path) else v for name, v in flags.items()}
+    spec = {"config": str(config) if config else None, "flags": given}
+    os.environ[_WORKER_SPEC] = json.dumps(spec)  # inherited by the worker processes
+    console.print(f"[dim]starting {workers} worker processes on {settings.host}:{settings.port}[/]")
+    uvicorn.run(
+        f"{__name__}:worker_app",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        # By name: the workers are spawned, so what they run must be importable.
+        http=f"{__name__}:WorkerProtocol",
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        # uvicorn kills a worker that does not answer its health check in time (5 s by
+        # default); a worker still starting on a busy machine is not hung.
+        timeout_worker_healthcheck=30,
+    )
+
+
+class WorkerProtocol(HeaderDeadline):
+    """The HTTP protocol of a worker process; worker_app() sets its header deadline."""
+
+
+def _prepare_data(settings: Settings) -> None:
+    """Migrate the store and create the first admin key once, before the workers start:
+    started together on an empty data dir, they would race each other through both."""
+    from keel.auth.keys import KeyService
+    from keel.store import migrate
+    from keel.store.db import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.effective_database_url)
+    try:
+        migrate.upgrade(database)
+        key = KeyService(database).bootstrap_admin(settings.data_dir)
+    finally:
+        database.dispose()
+    if key:
+        _show_admin_key(key, settings.data_dir / "admin.key")
+
+
+def worker_app() -> FastAPI:
+    """One worker's app, from what `keel serve` was given (uvicorn imports it by name)."""
+    from keel.server.app import create_app
+
+    spec = json.loads(os.environ[_WORKER_SPEC])
+    config = Path(spec["config"]) if spec["config"] else None
+    settings = load_settings(config_file=config, cli=spec["flags"]).settings
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.umask(0o077)
+    WorkerProtocol.header_timeout = settings.request_header_timeout  # this process's only
+    return create_app(settings)
