@@ -240,6 +240,18 @@ class Settings(BaseModel):
     trace_spill_max_bytes: int = Field(
         1024**3, ge=0, description="Size cap of <data_dir>/spill; records past it are dropped."
     )
+    trace_retention_days: float = Field(
+        30.0,
+        ge=0,
+        le=36_500,
+        description="Days traces, spill and quarantine files are kept; 0 keeps them forever.",
+    )
+    trace_retention_max_rows: int = Field(
+        0, ge=0, description="Most traces kept (the oldest beyond it are deleted); 0: no cap."
+    )
+    trace_retention_interval: float = Field(
+        600.0, ge=1, le=86_400, description="Seconds between two background retention sweeps."
+    )
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint to export spans to, e.g. http://127.0.0.1:4318."
     )

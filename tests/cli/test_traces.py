@@ -1,4 +1,4 @@
-"""`keel traces tail|show` and `keel stats` against a running in-process Keel."""
+"""`keel traces tail|show|prune` and `keel stats` against a running in-process Keel."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from keel.server.app import create_app
 from tests.support.app import build_services
 from tests.support.http import served_in_thread
 from tests.support.upstream import FakeUpstream
+from tests.tracing.test_retention import traces_at
 
 runner = CliRunner()
 
@@ -95,3 +96,40 @@ def test_an_unknown_trace_is_a_clear_error(keel_api: dict[str, Any]) -> None:
     result = runner.invoke(app, ["traces", "show", "f" * 32, *keel_api["options"]])
     assert result.exit_code == 1
     assert "404" in result.output
+
+
+def test_prune_counts_first_then_deletes_old_traces_of_every_project(
+    keel_api: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_traces, "PRUNE_CALL_LIMIT", 7)  # several calls, the bar moves
+    services = keel_api["services"]
+    forty_days_ago = (time.time_ns() // 1000) - 40 * 86_400 * 1_000_000
+    services.tracing.store.write(traces_at(*(forty_days_ago + n for n in range(30))))
+    recent = chat(keel_api)
+    stored(keel_api, recent)
+    options = keel_api["options"]
+    result = runner.invoke(app, ["traces", "prune", "--older-than", "30d", "--dry-run", *options])
+    assert result.exit_code == 0, result.output
+    assert "30 trace(s) started before" in keel_api["screen"].getvalue()
+    assert services.tracing.store.count() == 31  # a dry run deletes nothing
+
+    result = runner.invoke(app, ["traces", "prune", "--older-than", "30d", *options])
+    assert result.exit_code == 0, result.output
+    assert "deleted 30 trace(s) started before" in keel_api["screen"].getvalue()
+    assert services.tracing.store.count() == 1
+    stored(keel_api, recent)
+
+    _, developer = services.keys.create_key(project_id="default", role="developer", name="dev")
+    result = runner.invoke(app, ["traces", "prune", "--older-than", "30d",
+                                 "--url", keel_api["base"], "--key", developer])  # fmt: skip
+    assert result.exit_code == 1
+    assert "403" in result.output
+    assert "retention:write" in result.output
+
+
+def test_prune_refuses_a_time_it_cannot_read(keel_api: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["traces", "prune", "--older-than", "last tuesday",
+                                 *keel_api["options"]])  # fmt: skip
+    assert result.exit_code == 1
+    assert "400" in result.output
+    assert "15m, 1h or 7d" in result.output

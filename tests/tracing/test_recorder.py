@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from pathlib import Path
+
+import orjson
 
 from keel.auth.keys import Principal
 from keel.tracing.convert import Converted, convert
@@ -151,4 +155,136 @@ async def test_stored_traces_leave_the_recent_ids_and_spilled_ones_stay(tmp_path
     await recorder.flush()
     assert recorder.spill.spilled == 5
     assert recorder.recent(f"{100:032x}") == "default"
+    await recorder.close()
+
+
+class PickyStore(FlakyStore):
+    """Rejects, like PostgreSQL a NUL, every batch holding one of the `bad` trace ids."""
+
+    def __init__(self, bad: set[str]) -> None:
+        super().__init__()
+        self.bad = bad
+        self.writes = 0
+
+    def write(self, batch: list[Converted]) -> None:
+        self.writes += 1
+        rejected = [r.trace["trace_id"] for r in batch if r.trace["trace_id"] in self.bad]
+        if rejected and not self.down:
+            raise ValueError(f"PostgreSQL text fields cannot contain NUL (0x00) bytes: {rejected}")
+        super().write(batch)
+
+
+def quarantined_lines(directory: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for path in recorder_files(directory / "quarantine")
+            for line in path.read_bytes().splitlines()]  # fmt: skip
+
+
+async def test_a_record_the_store_rejects_is_quarantined_and_the_rest_stored(
+    tmp_path: Path,
+) -> None:
+    bad = {f"{7:032x}", f"{250:032x}"}
+    store = PickyStore(bad)
+    recorder = recorder_for(store, tmp_path, batch_size=500)
+    submit(recorder, 300)
+    await recorder.flush()
+    submit(recorder, 100, start=300)  # the batch after the poisoned one
+    await recorder.flush()
+    assert len(store.rows) == 398
+    assert not bad & set(store.rows)
+    assert store.writes < 40  # halves, not one write per record
+    assert recorder.quarantined == 2
+    assert not recorder.store_down
+    assert recorder.spill.spilled == 0
+    lines = quarantined_lines(tmp_path)
+    assert sorted(line["trace"]["trace_id"] for line in lines) == sorted(bad)  # type: ignore[index]
+    assert all("cannot contain NUL" in str(line["reason"]) for line in lines)
+    sample = recorder._metrics.registry.get_sample_value("keel_trace_records_quarantined_total")
+    assert sample == 2
+    await recorder.close()
+
+
+async def test_a_spill_file_holding_a_rejected_record_drains_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    bad = {f"{3:032x}"}
+    store = PickyStore(bad)
+    first = recorder_for(store, tmp_path)
+    store.down = True
+    submit(first, 20)
+    await first.close()  # all 20 spilled, the poisoned one among them
+    assert recorder_files(tmp_path)
+    store.down = False
+    second = recorder_for(store, tmp_path)
+    second.start()
+    await second.close()
+    assert len(store.rows) == 19
+    assert second.quarantined == 1
+    assert not recorder_files(tmp_path)  # the spill file is gone, not retried forever
+    # A quarantined file moved back into the spill directory is replayed like a segment.
+    (quarantined,) = recorder_files(tmp_path / "quarantine")
+    quarantined.rename(tmp_path / quarantined.name)
+    store.bad.clear()
+    third = recorder_for(store, tmp_path)
+    third.start()
+    await third.close()
+    assert len(store.rows) == 20
+
+
+async def test_a_batch_cancelled_mid_convert_at_shutdown_is_spilled_not_lost(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore()
+
+    def slow_convert(trace: RequestTrace) -> Converted:
+        time.sleep(0.002)  # 500 records take a second: close() gives up long before
+        return convert(trace, True)
+
+    metrics = GatewayMetrics(dict, lambda: 0, lambda: 0)
+    recorder = TraceRecorder(store.write, slow_convert, SpillFile(tmp_path, 10**9), metrics,
+                             batch_size=500, flush_interval=0.01, retry_interval=0.0)  # fmt: skip
+    submit(recorder, 2000)
+    recorder.start()
+    await asyncio.sleep(0.05)  # the writer takes the first batch and starts converting it
+    await recorder.close(deadline=0.1)
+    assert len(store.rows) < 2000  # the writer was cancelled before it was done
+    spilled = recorder.spill.spilled
+    assert len(store.rows) + spilled == 2000
+    assert recorder.dropped == 0
+    again = recorder_for(store, tmp_path)
+    again.start()
+    await again.close()
+    assert len(store.rows) == 2000
+
+
+async def test_spill_and_quarantine_files_past_the_retention_are_deleted_and_counted(
+    tmp_path: Path,
+) -> None:
+    store = PickyStore({f"{1:032x}"})
+    recorder = recorder_for(store, tmp_path)
+    submit(recorder, 5)
+    await recorder.flush()  # one quarantined
+    store.down = True
+    submit(recorder, 10, start=5)
+    await recorder.flush()
+    recorder.spill.close()  # a closed segment, as a restart leaves it
+    recent = time.time() - 3600
+    recorder.expire_files(recent)  # both were written just now: kept
+    assert recorder_files(tmp_path)
+    assert recorder_files(tmp_path / "quarantine")
+    old = time.time() - 40 * 86400
+    for path in [*recorder_files(tmp_path), *recorder_files(tmp_path / "quarantine")]:
+        os.utime(path, (old, old))
+    recorder.expire_files(recent)
+    assert not recorder_files(tmp_path)
+    assert not recorder_files(tmp_path / "quarantine")
+    registry = recorder._metrics.registry
+    assert (
+        registry.get_sample_value("keel_trace_records_dropped_total", {"reason": "expired"}) == 10
+    )
+    assert (
+        registry.get_sample_value(
+            "keel_trace_records_dropped_total", {"reason": "quarantine_expired"}
+        )
+        == 1
+    )
     await recorder.close()

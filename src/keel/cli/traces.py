@@ -1,4 +1,5 @@
-"""`keel traces tail|show` and `keel stats`: watch requests, read one trace, aggregate."""
+"""`keel traces tail|show|prune` and `keel stats`: watch requests, read one trace, delete
+old ones, aggregate."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -124,6 +126,52 @@ def show(
     for score in trace["scores"]:
         out.print(f"score {score['name']} = {score['value']} ({score['source']})"
                   + (f": {score['comment']}" if score["comment"] else ""))  # fmt: skip
+
+
+PRUNE_CALL_LIMIT = 10_000  # traces deleted per API call; the bar moves between calls
+
+
+@app.command("prune")
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete traces started before: an age (30d) or ISO time."
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Only count what would be deleted.")] = False,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete old traces of every project now, as retention does in the background
+    (needs an admin key); the store stays writable meanwhile."""
+    api = Api(url, key, config)
+    # The cutoff is fixed once, so a long run does not chase a moving "30 days ago".
+    counted = api.call("POST", "/api/traces/prune", {"older_than": older_than, "dry_run": True})
+    total, before = counted["matched"], counted["before"]
+    if dry_run or not total:
+        out.print(
+            f"{total:,} trace(s) started before {before}" + (" would be deleted" if total else "")
+        )
+        return
+    deleted = 0
+    columns = (
+        TextColumn("deleting traces"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task("prune", total=total)
+        more = True
+        while more:
+            result = api.call("POST", "/api/traces/prune", {"before_us": counted["before_us"],
+                                                            "limit": PRUNE_CALL_LIMIT})  # fmt: skip
+            deleted += result["deleted"]
+            more = result["more"]
+            progress.update(task, completed=min(deleted, total))
+    out.print(f"deleted {deleted:,} trace(s) started before {before}")
 
 
 def stats(

@@ -94,7 +94,8 @@ class GatewayMetrics:
         )
         self.dropped = Counter(
             "keel_trace_records_dropped",
-            "Trace records lost because the queue and the spill files were full.",
+            "Trace records lost: the queue or the spill or quarantine files were full, a "
+            "spill line was unreadable, or a spill file outlived the retention.",
             ["reason"],
             registry=r,
         )
@@ -109,6 +110,17 @@ class GatewayMetrics:
         self.replayed = Counter(
             "keel_trace_records_replayed",
             "Trace records replayed from spill files into the store.",
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "keel_trace_records_quarantined",
+            "Trace records the store rejected for their data, kept in the quarantine file.",
+            registry=r,
+        )
+        self.pruned = Counter(
+            "keel_trace_records_pruned",
+            "Trace records deleted by retention (reason: age, rows).",
+            ["reason"],
             registry=r,
         )
         r.register(_Gauges(breakers, queue_depth, spill_bytes))

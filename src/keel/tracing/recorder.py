@@ -5,6 +5,8 @@ takes batches (when one is full, or every flush interval), converts them on the 
 slices between requests and writes them in a worker thread. While the store is down,
 batches go to the spill file, which is replayed once a write succeeds again; while a
 write is merely slow, the queue is kept under its high-water mark by spilling too.
+A batch the store rejects for its data (not an outage) is split until the records it
+still rejects are found; those go to the quarantine file, and the rest is stored.
 Records are dropped, and counted in `keel_trace_records_dropped_total`, only when both
 the queue and the spill are full.
 """
@@ -21,7 +23,8 @@ from collections.abc import Callable
 from keel.tracing.convert import Converted
 from keel.tracing.metrics import GatewayMetrics
 from keel.tracing.model import RequestTrace
-from keel.tracing.spill import SpillFile
+from keel.tracing.spill import QuarantineFile, SpillFile
+from keel.tracing.store import store_unreachable
 
 log = logging.getLogger("keel.tracing")
 
@@ -31,6 +34,15 @@ CONVERT_SLICE = 16  # records converted between two turns of the event loop
 MAX_CONVERT_SLICE = 128  # ... at most, however long the backlog
 Export = Callable[[list[Converted]], None]
 RECENT_IDS = 50_000  # ids of traces not in the store yet (queued or spilled), at most
+
+
+class _Unreachable(Exception):
+    """The store went away while a batch was being written: what is left to write."""
+
+    def __init__(self, cause: Exception, rest: list[Converted]):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.rest = rest
 
 
 class TraceRecorder:
@@ -46,10 +58,13 @@ class TraceRecorder:
         flush_interval: float = 0.2,
         retry_interval: float = 1.0,
         export: Export | None = None,
+        quarantine: QuarantineFile | None = None,
     ):
         self._write = write
         self._convert_one = convert
         self.spill = spill
+        self.quarantine = quarantine or QuarantineFile(spill.directory / "quarantine",
+                                                       spill.max_bytes)  # fmt: skip
         self._metrics = metrics
         self._export = export
         self._queue: deque[RequestTrace] = deque()
@@ -59,6 +74,7 @@ class TraceRecorder:
         self._interval = flush_interval
         self._retry_interval = retry_interval
         self._recent: OrderedDict[str, str] = OrderedDict()
+        self._stranded: list[Converted] = []  # converted when close() cancelled the writer
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -66,6 +82,7 @@ class TraceRecorder:
         self.store_down = False
         self.written = 0
         self.dropped = 0
+        self.quarantined = 0
 
     # -- the request path ---------------------------------------------------------------
 
@@ -121,8 +138,11 @@ class TraceRecorder:
         # Whatever is left (a timed-out write, a cancelled writer) goes to the spill file.
         left = list(self._queue)
         self._queue.clear()
+        records, self._stranded = self._stranded, []
         if left:
-            await asyncio.to_thread(self._spill_records, await self._convert(left))
+            records += await self._convert(left)
+        if records:
+            await asyncio.to_thread(self._spill_records, records)
         await asyncio.to_thread(self.spill.close)
 
     # -- the writer ---------------------------------------------------------------------
@@ -164,19 +184,28 @@ class TraceRecorder:
         # writer catches up instead of the queue (and memory) growing until it spills.
         backlog = len(self._queue) // max(1, self._batch_size)
         step = min(CONVERT_SLICE * (1 + backlog), MAX_CONVERT_SLICE)
-        for start in range(0, len(batch), step):
-            chunk = batch[start : start + step]
-            converted = []
-            for trace in chunk:
-                try:
-                    converted.append(self._convert_one(trace))
-                except Exception:
-                    log.exception("could not convert trace %s; dropped", trace.trace_id)
-                    self._drop(1, "invalid")
-            self._metrics.observe(converted)
-            records += converted
-            if len(chunk) == step:
-                await asyncio.sleep(0)
+        done = 0
+        try:
+            for start in range(0, len(batch), step):
+                chunk = batch[start : start + step]
+                converted = []
+                for trace in chunk:
+                    try:
+                        converted.append(self._convert_one(trace))
+                    except Exception:
+                        log.exception("could not convert trace %s; dropped", trace.trace_id)
+                        self._drop(1, "invalid")
+                self._metrics.observe(converted)
+                records += converted
+                done = start + len(chunk)
+                if len(chunk) == step:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            # close() gave up waiting for the writer: this batch was taken from the queue
+            # and not handed on yet. Give it back to close(), which spills it.
+            self._stranded += records
+            self._queue.extendleft(reversed(batch[done:]))
+            raise
         return records
 
     async def _process(self, batch: list[RequestTrace]) -> None:
@@ -212,31 +241,84 @@ class TraceRecorder:
             self._spill_records(records)
             return False
         try:
-            self._write(records)
-        except Exception as exc:
-            self._store_failed(exc)
-            self._spill_records(records)
+            stored = self._store(records)
+        except _Unreachable as exc:
+            self._store_failed(exc.cause)
+            self._spill_records(exc.rest)
             return False
-        self._store_ok(len(records))
+        self._store_ok(stored)
         if self.spill.pending():
             self._replay()
         return True
+
+    def _store(self, records: list[Converted]) -> int:
+        """Write `records`; returns how many the store took, the rest being quarantined.
+
+        A batch the store rejects, other than for being unreachable, is split in halves
+        until each record it still rejects is alone: one bad record costs about twice
+        log2(batch) writes, and never holds back the records around it. Raises
+        `_Unreachable` (with what is not written yet) when the store goes away.
+        """
+        parts = [records]
+        stored = 0
+        while parts:
+            part = parts.pop()
+            try:
+                self._write(part)
+            except Exception as exc:
+                if store_unreachable(exc):
+                    raise _Unreachable(exc, [*part, *(r for p in parts for r in p)]) from exc
+                if len(part) == 1:
+                    self._quarantine(part[0], exc)
+                else:
+                    half = len(part) // 2
+                    parts += [part[half:], part[:half]]  # the first half is written first
+            else:
+                stored += len(part)
+        return stored
+
+    def _quarantine(self, record: Converted, exc: Exception) -> None:
+        reason = f"{exc.__class__.__name__}: {exc}"[:1000]
+        try:
+            kept = self.quarantine.append(record, reason)
+        except OSError:
+            log.exception("cannot write the trace quarantine file")
+            kept = False
+        if not kept:
+            self._drop(1, "quarantine_full")
+            return
+        self.quarantined += 1
+        self._metrics.quarantined.inc()
+        log.warning("the trace store rejected trace %s (%s); kept in %s",
+                    record.trace.get("trace_id"), reason, self.quarantine.directory)  # fmt: skip
 
     def _replay(self) -> None:
         if not self.spill.pending():
             return
         unreadable = self.spill.unreadable
+        stored = 0
+
+        def write(batch: list[Converted]) -> None:
+            nonlocal stored
+            stored += self._store(batch)
+
+        failure: Exception | None = None
         try:
-            replayed = self.spill.replay(self._write, self._batch_size)
+            self.spill.replay(write, self._batch_size)
+        except _Unreachable as exc:
+            failure = exc.cause  # the segment stays; it is replayed from its start later
         except Exception as exc:
-            self._store_failed(exc)
-            return
+            failure = exc
         if self.spill.unreadable > unreadable:
             self._drop(self.spill.unreadable - unreadable, "unreadable")
-        if replayed:
-            log.info("replayed %d trace records from spill files", replayed)
-            self._metrics.replayed.inc(replayed)
-            self._store_ok(replayed)
+        if stored:
+            log.info("replayed %d trace records from spill files", stored)
+            self._metrics.replayed.inc(stored)
+            self._count_written(stored)
+        if failure is not None:
+            self._store_failed(failure)
+        elif stored:
+            self._store_ok(0)
 
     def _store_failed(self, exc: Exception) -> None:
         if not self.store_down:
@@ -249,8 +331,12 @@ class TraceRecorder:
             log.info("trace store is back")
         self.store_down = False
         self._down_until = 0.0
-        self.written += count
-        self._metrics.traces_written.inc(count)
+        self._count_written(count)
+
+    def _count_written(self, count: int) -> None:
+        if count:
+            self.written += count
+            self._metrics.traces_written.inc(count)
 
     def _spill_records(self, records: list[Converted]) -> None:
         try:
@@ -262,6 +348,20 @@ class TraceRecorder:
             self._metrics.spilled.inc(kept)
         if kept < len(records):
             self._drop(len(records) - kept, "spill_full")
+
+    def expire_files(self, before: float) -> None:
+        """Delete spill and quarantine files last written before `before` (epoch seconds).
+
+        Retention runs it (in a worker thread): their records are older than the traces
+        kept, so replaying them would only have them deleted again. Counted as dropped.
+        """
+        for files, reason in ((self.spill, "expired"), (self.quarantine, "quarantine_expired")):
+            count, records = files.expire(before)
+            if count:
+                log.warning("deleted %d trace %s file(s) older than the retention (%d records)",
+                            count, "spill" if files is self.spill else "quarantine",
+                            records)  # fmt: skip
+                self._drop(records, reason)
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count

@@ -18,8 +18,9 @@ from keel.tracing.metrics import GatewayMetrics
 from keel.tracing.model import RequestTrace, header_context
 from keel.tracing.otlp import OtlpExporter
 from keel.tracing.recorder import TraceRecorder
+from keel.tracing.retention import Policy, Retention
 from keel.tracing.spill import SpillFile
-from keel.tracing.store import TraceStore
+from keel.tracing.store import PRUNE_CHUNK, TraceStore
 
 
 class Tracing:
@@ -47,6 +48,17 @@ class Tracing:
             flush_interval=settings.trace_flush_interval,
             export=self.exporter,
         )
+        max_age = settings.trace_retention_days * 86_400 or None
+        self.retention = Retention(
+            [(self.store, Policy(max_age, settings.trace_retention_max_rows or None))],
+            [(self.recorder.expire_files, max_age)],
+            interval_s=settings.trace_retention_interval,
+            chunk=PRUNE_CHUNK,
+            counted=self._pruned,
+        )
+
+    def _pruned(self, table: str, reason: str, count: int) -> None:
+        self.metrics.pruned.labels(reason).inc(count)
 
     def _depth(self) -> int:
         return self.recorder.depth()
@@ -59,23 +71,31 @@ class Tracing:
             return None
         state = scope.get("state") or {}
         session_id, metadata = header_context(scope)
+        start_ns = state.get("started_ns") or time.time_ns()
+        # Ids begin with their start in milliseconds, as the server's do: retention finds
+        # old traces by their id (see TraceStore.prune).
+        trace_id = state.get("trace_id") or f"{start_ns // 1_000_000:012x}{os.urandom(10).hex()}"
         return RequestTrace(
             self.recorder.submit,
-            state.get("trace_id") or os.urandom(16).hex(),
+            trace_id,
             op,
             principal,
             body,
-            start_ns=state.get("started_ns") or time.time_ns(),
+            start_ns=start_ns,
             auth=state.get("auth_ns"),
             session_id=session_id,
             metadata=metadata,
         )
 
     def start_writer(self) -> None:
+        """Start the writer (when tracing is on) and retention (traces stored earlier are
+        deleted on time even with tracing off)."""
         if self.enabled:
             self.recorder.start()
+        self.retention.start()
 
     async def close(self) -> None:
+        await self.retention.close()
         await self.recorder.close()
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)

@@ -1,4 +1,5 @@
-"""Append-only local files (JSON lines) that hold trace records while the store is away.
+"""Append-only local files (JSON lines) that hold trace records while the store is away,
+and those the store rejected (the quarantine).
 
 Each process appends to a segment of its own, locked with flock so another process
 sharing the data dir never replays it; replay reads closed segments and deletes them.
@@ -135,6 +136,92 @@ class SpillFile:
             with self._lock:
                 self._bytes = max(0, self._size() - size)
         return total
+
+    def expire(self, before: float) -> tuple[int, int]:
+        """Delete closed segments last written before `before` (epoch seconds), unread.
+
+        Returns (files, records) deleted: records kept past the trace retention would
+        only be deleted again once replayed.
+        """
+        with self._lock:
+            active = self._active_path
+        files, records = _expire(self._segments(), before, skip=active)
+        if files:
+            with self._lock:
+                self._bytes = None  # measured again on next use
+        return files, records
+
+
+class QuarantineFile:
+    """Records the store rejected for their data, kept for a person to look at.
+
+    A line is a spill record plus the store's reason, so a file moved into the spill
+    directory is replayed like any spill segment (after the cause is fixed). Files are
+    `traces-<time>-<pid>.jsonl`, one per process, at most `max_bytes` in all.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._bytes: int | None = None  # measured on first use: no I/O at construction
+
+    def _files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.glob("traces-*.jsonl"))
+
+    @property
+    def size(self) -> int:
+        return self._bytes or 0
+
+    def append(self, record: Converted, reason: str) -> bool:
+        """Keep one record; False when the quarantine is full (the record is dropped)."""
+        line = orjson.dumps({**record.as_json(), "reason": reason}) + b"\n"
+        with self._lock:
+            if self._bytes is None:
+                self._bytes = sum(p.stat().st_size for p in self._files())
+            if self._bytes + len(line) > self.max_bytes:
+                return False
+            if self._path is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._path = self.directory / f"traces-{time.time_ns()}-{os.getpid()}.jsonl"
+            # Rare: opened per record, so nothing stays open and nothing needs closing.
+            with self._path.open("ab") as handle:
+                handle.write(line)
+            self._bytes += len(line)
+        return True
+
+    def expire(self, before: float) -> tuple[int, int]:
+        """Delete files last written before `before` (epoch seconds): (files, records)."""
+        with self._lock:
+            files, records = _expire(self._files(), before, skip=None)
+            if files:
+                self._bytes = None
+        return files, records
+
+
+def _expire(paths: list[Path], before: float, skip: Path | None) -> tuple[int, int]:
+    files = records = 0
+    for path in paths:
+        if path == skip:
+            continue
+        try:
+            if path.stat().st_mtime >= before:
+                continue
+            with path.open("rb") as handle:
+                try:  # a segment a live process appends to is left alone
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                lines = sum(1 for _ in handle)
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue  # another process replayed or expired it
+        files += 1
+        records += lines
+    return files, records
 
 
 def _batches(handle: IO[bytes], size: int, skipped: list[int]) -> Iterator[list[Converted]]:

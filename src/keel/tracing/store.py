@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import String, Text, and_, delete, exc, func, or_, select, tuple_
 
 from keel.errors import InvalidRequest
 from keel.store.db import Database
@@ -32,8 +33,20 @@ _LIST_COLUMNS = [
 TRACE_COLUMNS = tuple(str(c.name) for c in TraceRow.__table__.c)
 SPAN_COLUMNS = tuple(str(c.name) for c in SpansRow.__table__.c)
 _METADATA = TRACE_COLUMNS.index("metadata")
+_TEXT = tuple(i for i, c in enumerate(TraceRow.__table__.c) if isinstance(c.type, String | Text))
 _trace_values = itemgetter(*TRACE_COLUMNS)
 
+# PostgreSQL text cannot hold NUL (U+0000). Both stores keep U+FFFD (the replacement
+# character) in its place, so a trace reads the same from either (docs/observability.md).
+NUL = "\x00"
+NUL_STORED_AS = "\ufffd"
+# A NUL escaped in JSON text (`\u0000`), unless its backslash is itself escaped (`\\u0000`).
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+# Traces deleted per transaction by retention: short, so the trace writer's inserts (and
+# on SQLite every other writer) wait a few milliseconds at most for the write lock.
+PRUNE_CHUNK = 500
 
 # Parameters per statement: below SQLite's limit (32766) and PostgreSQL's (65535).
 MAX_PARAMETERS = 30_000
@@ -88,13 +101,46 @@ class _MultiRowInsert:
 
 
 def _trace_row(row: dict[str, Any]) -> list[Any]:
-    """The row's values in column order, the metadata as JSON text."""
+    """The row's values in column order, the metadata as JSON text, NUL replaced."""
     try:
         values = list(_trace_values(row))
     except KeyError:  # a row without the newer columns (spilled by an older Keel)
         values = [row.get(c) for c in TRACE_COLUMNS]
-    values[_METADATA] = orjson.dumps(row["metadata"]).decode()
+    for index in _TEXT:
+        value = values[index]
+        if value.__class__ is str and NUL in value:
+            values[index] = value.replace(NUL, NUL_STORED_AS)
+    values[_METADATA] = _json_text(orjson.dumps(row["metadata"]).decode())
     return values
+
+
+def _json_text(text: str) -> str:
+    """JSON text with every NUL it encodes replaced: stored as is, an escaped NUL would
+    come back as NUL, and PostgreSQL refuses to read one out of a JSON value as text."""
+    if "\\u0000" not in text:
+        return text
+    return _JSON_NUL.sub(lambda m: m[1] + "\\ufffd", text)
+
+
+def store_unreachable(error: BaseException) -> bool:
+    """Whether a failed write means the store is away (write the batch again later) rather
+    than that something in the batch is bad (find it, keep the rest).
+
+    Batch inserts run on the driver's cursor, so their errors are the driver's own:
+    PEP 249 names OperationalError and InterfaceError the same in every driver.
+    """
+    if isinstance(error, OSError | exc.OperationalError | exc.InterfaceError
+                  | exc.DisconnectionError | exc.TimeoutError):  # fmt: skip
+        return True
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return any(k.__name__ in ("OperationalError", "InterfaceError") for k in type(error).__mro__)
+
+
+def _id_bound(before_us: int) -> str:
+    """Every trace started before `before_us` has an id below this one: ids begin with
+    their start in milliseconds (12 hex digits), so the primary key is a time index."""
+    return f"{-(-before_us // 1000):012x}"
 
 
 def encode_cursor(start_us: int, trace_id: str) -> str:
@@ -228,7 +274,7 @@ class TraceStore:
         spans: list[tuple[str, str]] = []
         for item in batch:
             traces.append(_trace_row(item.trace))
-            spans.append((item.trace["trace_id"], item.spans))
+            spans.append((item.trace["trace_id"], _json_text(item.spans)))
         if not traces:
             return
         with self._db.engine.begin() as connection:
@@ -238,6 +284,60 @@ class TraceStore:
                 self._insert_spans.run(cursor, spans)
             finally:
                 cursor.close()
+
+    # -- retention (keel.tracing.retention) --------------------------------------------
+
+    name = "traces"
+
+    def count_before(self, before_us: int) -> int:
+        """Traces (of every project) started before `before_us`."""
+        t = TraceRow
+        query = select(func.count()).where(
+            t.trace_id < _id_bound(before_us), t.start_us < before_us
+        )
+        with self._db.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def boundary(self, keep: int) -> int | None:
+        """A time before which pruning leaves the `keep` newest traces; None: no more."""
+        query = select(TraceRow.start_us).order_by(TraceRow.trace_id.desc()).limit(1).offset(keep)
+        with self._db.engine.connect() as connection:
+            start = connection.execute(query).scalar()
+        return None if start is None else int(start) + 1
+
+    def prune(self, before_us: int, limit: int = PRUNE_CHUNK) -> int:
+        """Delete up to `limit` of the oldest traces started before `before_us`, with their
+        spans and scores, in one short transaction; returns how many went."""
+        t = TraceRow
+        found = (
+            select(t.trace_id, t.project_id)
+            .where(t.trace_id < _id_bound(before_us), t.start_us < before_us)
+            .order_by(t.trace_id)
+            .limit(limit)
+        )
+        # Read first, then a transaction that only writes: on SQLite a transaction that
+        # reads and then writes fails at once when another writer committed meanwhile,
+        # while one that starts by writing waits its turn (busy_timeout).
+        with self._db.engine.connect() as connection:
+            rows = connection.execute(found).all()
+        if not rows:
+            return 0
+        ids = [row.trace_id for row in rows]
+        by_project: dict[str, list[str]] = {}
+        for row in rows:
+            by_project.setdefault(row.project_id, []).append(row.trace_id)
+        with self._db.engine.begin() as connection:
+            connection.execute(delete(SpansRow).where(SpansRow.trace_id.in_(ids)))
+            for project_id, its in by_project.items():  # scores are indexed by project
+                connection.execute(
+                    delete(ScoreRow).where(
+                        ScoreRow.project_id == project_id, ScoreRow.trace_id.in_(its)
+                    )
+                )
+            deleted = connection.execute(delete(t).where(t.trace_id.in_(ids))).rowcount
+        return int(deleted)
+
+    # -- queries --------------------------------------------------------------------------
 
     def count(self, project_id: str | None = None) -> int:
         query = select(func.count()).select_from(TraceRow)

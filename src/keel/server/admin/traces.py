@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, NotFound, ServiceUnavailable
 from keel.server.deps import ServicesDep, require
@@ -205,6 +206,27 @@ class StatsRow(BaseModel):
     guard_flags: int
 
 
+class PruneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    older_than: str | None = Field(
+        None, max_length=64, description="Traces started before this: an age (30d) or ISO time."
+    )
+    before_us: int | None = Field(
+        None, ge=0, le=_MAX_US, description="Or the same as microseconds since the epoch."
+    )
+    dry_run: bool = Field(False, description="Only count what would be deleted.")
+    limit: int = Field(10_000, ge=1, le=100_000, description="Most traces deleted by this call.")
+
+
+class PruneResult(BaseModel):
+    before_us: int
+    before: str
+    matched: int | None = Field(description="Traces started before then (dry runs only).")
+    deleted: int
+    more: bool = Field(description="Whether more may be left: call again to go on.")
+
+
 class StatsResponse(BaseModel):
     since_us: int
     until_us: int
@@ -341,6 +363,56 @@ async def score_trace(
     body: NewScore,
 ) -> Response:
     return await add_score(services, principal, trace_id, body)
+
+
+def _audit_prune(services: Services, principal: Principal, before: str, deleted: int) -> None:
+    with services.database.session() as session:
+        audit.record(session, principal, "traces.prune", "traces", "*",
+                     after={"before": before, "deleted": deleted})  # fmt: skip
+
+
+@router.post(
+    "/traces/prune",
+    summary="Delete traces of every project started before a time (retention, by hand)",
+    response_model=PruneResult,
+    responses={400: _ERRORS[400]},
+)
+async def prune_traces(
+    services: ServicesDep,
+    principal: Annotated[Principal, require("retention:write")],
+    body: PruneRequest,
+) -> Response:
+    """Deletes at most `limit` traces per call, oldest first, in short transactions;
+    `keel traces prune` calls it until nothing is left."""
+    if (body.older_than is None) == (body.before_us is None):
+        raise InvalidRequest(
+            "give either older_than (an age such as 30d, or an ISO time) or before_us",
+            param="older_than",
+        )
+    now = time.time_ns() // 1000
+    before_us = body.before_us
+    if before_us is None:
+        before_us = parse_time(body.older_than, "older_than", now) or 0
+    tracing = services.tracing
+    before = _iso(before_us)
+    if body.dry_run:
+        matched = await _db(tracing.store.count_before, before_us)
+        return json_response({"before_us": before_us, "before": before, "matched": matched,
+                              "deleted": 0, "more": matched > 0})  # fmt: skip
+    try:
+        deleted = await tracing.retention.prune(tracing.store, before_us, limit=body.limit)
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable(
+            f"the trace store is not answering ({exc.__class__.__name__}); retry shortly"
+        ) from None
+    if deleted:
+        await asyncio.to_thread(_audit_prune, services, principal, before, deleted)
+    return json_response({"before_us": before_us, "before": before, "matched": None,
+                          "deleted": deleted, "more": deleted == body.limit})  # fmt: skip
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
 
 
 @router.get(
