@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import String, Text, and_, delete, exc, func, or_, select, tuple_
+from sqlalchemy import and_, delete, exc, func, or_, select, tuple_
 
 from keel.errors import InvalidRequest
 from keel.store.db import Database
@@ -33,7 +33,10 @@ _LIST_COLUMNS = [
 TRACE_COLUMNS = tuple(str(c.name) for c in TraceRow.__table__.c)
 SPAN_COLUMNS = tuple(str(c.name) for c in SpansRow.__table__.c)
 _METADATA = TRACE_COLUMNS.index("metadata")
-_TEXT = tuple(i for i, c in enumerate(TraceRow.__table__.c) if isinstance(c.type, String | Text))
+# Text columns filled from what a client or an upstream sends; the others hold names Keel
+# made or validated (and a NUL there would still only cost its own record: quarantine).
+_CLIENT_TEXT = tuple(TRACE_COLUMNS.index(c) for c in ("model", "user", "session_id", "input",
+                                                      "output"))  # fmt: skip
 _trace_values = itemgetter(*TRACE_COLUMNS)
 
 # PostgreSQL text cannot hold NUL (U+0000). Both stores keep U+FFFD (the replacement
@@ -106,7 +109,7 @@ def _trace_row(row: dict[str, Any]) -> list[Any]:
         values = list(_trace_values(row))
     except KeyError:  # a row without the newer columns (spilled by an older Keel)
         values = [row.get(c) for c in TRACE_COLUMNS]
-    for index in _TEXT:
+    for index in _CLIENT_TEXT:
         value = values[index]
         if value.__class__ is str and NUL in value:
             values[index] = value.replace(NUL, NUL_STORED_AS)
