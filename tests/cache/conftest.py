@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,23 @@ class WordEmbedder:
 
     def close(self) -> None:
         pass
+
+
+class LoadingEmbedder(WordEmbedder):
+    """Not ready until `loaded` is set; embed() waits for it, as the local model does."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.loaded = asyncio.Event()
+        self.fail = fail
+        self.ready = False
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        await self.loaded.wait()
+        if self.fail:
+            raise RuntimeError("model files missing")
+        self.ready = True
+        return await super().embed(texts)
 
 
 def body(text: str, **extra: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 from keel.cache.redis import RedisBackend
 from keel.cache.service import ResponseCache
 from keel.limits.redis import connect
-from tests.cache.conftest import WordEmbedder, answer, body, scope
+from tests.cache.conftest import LoadingEmbedder, WordEmbedder, answer, body, scope
 from tests.support.redis import temporary_redis_prefix
 
 ROOT = Path(__file__).parents[2]
@@ -169,3 +169,25 @@ async def test_two_real_processes_share_the_cache(
     hit = await replicas[0].lookup(scope(), body("from the other process"))
     assert hit is not None
     assert hit.response["choices"][0]["message"]["content"] == "42"
+
+
+async def test_an_answer_stored_while_the_embedder_loads_is_found_by_another_replica(
+    redis_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_prefix
+    loading = LoadingEmbedder()
+    first = ResponseCache(RedisBackend(connect(url), prefix, 1000, 10**7), lambda: loading)
+    second = _replica(url, prefix)
+    both = scope(mode="both")
+    try:
+        await first.store(both, body("What is the capital of France?"), answer(), None, 1)
+        assert await second.lookup(both, body("What is the capital of France ?")) is None
+        loading.loaded.set()
+        await first.wait_for_late_embeddings()
+        hit = await second.lookup(both, body("What is the capital of France ?"))
+        assert hit is not None
+        assert hit.kind == "semantic"
+        assert (await second.stats("p1"))["entries"] == 1  # replaced in place, not added
+    finally:
+        await first.close()
+        await second.close()

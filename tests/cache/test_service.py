@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -8,9 +7,8 @@ import pytest
 from keel.cache.base import Entry, Outcome
 from keel.cache.memory import MemoryBackend
 from keel.cache.service import ResponseCache, cache_header
-from keel.embeddings.base import EmbeddingResult
 from keel.embeddings.local import LocalEmbedder
-from tests.cache.conftest import Clock, WordEmbedder, answer, body, scope
+from tests.cache.conftest import Clock, LoadingEmbedder, WordEmbedder, answer, body, scope
 
 
 def make(embedder: Any = None, clock: Clock | None = None, **limits: int) -> ResponseCache:
@@ -196,23 +194,6 @@ async def test_the_mode_decides_which_lookups_run(mode: str) -> None:
 def test_entries_round_trip_through_bytes() -> None:
     entry = Entry("id", "p", "r", None, b'{"a":1}', "q", "b", "m", None, 1.0, 2.0, 3.0)
     assert Entry.from_bytes(entry.to_bytes()) == entry
-
-
-class LoadingEmbedder(WordEmbedder):
-    """Not ready until `loaded` is set; embed() waits for it, as the local model does."""
-
-    def __init__(self, fail: bool = False) -> None:
-        super().__init__()
-        self.loaded = asyncio.Event()
-        self.fail = fail
-        self.ready = False
-
-    async def embed(self, texts: list[str]) -> EmbeddingResult:
-        await self.loaded.wait()
-        if self.fail:
-            raise RuntimeError("model files missing")
-        self.ready = True
-        return await super().embed(texts)
 
 
 async def test_an_answer_stored_before_the_embedder_is_ready_gets_its_vector_later() -> None:

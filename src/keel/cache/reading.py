@@ -103,7 +103,7 @@ _POLITE = frozenset({"please", "hey", "hi", "hello", "ok", "okay", "so", "um", "
 
 # Frames that wrap a question ("can you tell me …", "i need to know …", "i'm not sure
 # how to …"): set aside before the form, persons and negations are read.
-_ASK_FRAMES = tuple(
+_FRAMES = tuple(
     tuple(frame.split())
     for frame in sorted(
         {
@@ -129,6 +129,10 @@ _ASK_FRAMES = tuple(
         key=lambda f: -len(f.split()),
     )
 )  # fmt: skip
+_ASK_FRAMES: dict[str, tuple[tuple[str, ...], ...]] = {
+    first: tuple(frame for frame in _FRAMES if frame[0] == first)
+    for first in {frame[0] for frame in _FRAMES}
+}  # by first word, longest first
 
 # Words that carry no fact of their own: function words, request frames, and fillers.
 _LIGHT = (
@@ -195,6 +199,17 @@ def stem(word: str) -> str:
     return word.rstrip("e") if len(word) > 3 else word
 
 
+_PHRASES = dict((
+    ("would like", "want"), ("would love", "want"), ("thank you", "thanks"),
+    ("have to", "want to"), ("got to", "want to"), ("need to", "want to"),
+    ("gone through", "used"), ("go through", "use"), ("went through", "used"),
+    ("best way", "way"), ("good way", "way"), ("good recipe", "recipe"),
+    ("short for", "stand for"), ("abbreviation of", "stand for"),
+    ("abbreviation for", "stand for"), ("full form of", "stand for"),
+))  # fmt: skip
+_PHRASE = re.compile(r"\b(?:" + "|".join(map(re.escape, _PHRASES)) + r")\b")
+
+
 def words(text: str) -> list[str]:
     """Lower-cased words, contractions expanded, possessive 's dropped."""
     found: list[str] = []
@@ -213,20 +228,8 @@ def words(text: str) -> list[str]:
             continue
         found.append(token)
     # "would like to" and "have to" are "want to"; "thank you" names no one.
-    joined = " ".join(found)
-    for phrase, plain in _PHRASES:
-        joined = re.sub(rf"\b{phrase}\b", plain, joined)
+    joined = _PHRASE.sub(lambda match: _PHRASES[match.group()], " ".join(found))
     return joined.split()
-
-
-_PHRASES = (
-    ("would like", "want"), ("would love", "want"), ("thank you", "thanks"),
-    ("have to", "want to"), ("got to", "want to"), ("need to", "want to"),
-    ("gone through", "used"), ("go through", "use"), ("went through", "used"),
-    ("best way", "way"), ("good way", "way"), ("good recipe", "recipe"),
-    ("short for", "stand for"), ("abbreviation of", "stand for"),
-    ("abbreviation for", "stand for"), ("full form of", "stand for"),
-)  # fmt: skip
 
 
 def _strip_frames(tokens: list[str]) -> tuple[list[str], bool]:
@@ -237,7 +240,7 @@ def _strip_frames(tokens: list[str]) -> tuple[list[str], bool]:
         changed = False
         while tokens and tokens[0] in _POLITE:
             tokens, changed = tokens[1:], True
-        for frame in _ASK_FRAMES:
+        for frame in _ASK_FRAMES.get(tokens[0], ()) if tokens else ():
             if tuple(tokens[: len(frame)]) == frame:
                 tokens, asked, changed = tokens[len(frame) :], True, True
                 break
