@@ -28,7 +28,9 @@ def setup(database_url: str, tmp_path: Path) -> tuple[RegistryService, list[Chan
     bus = LocalChangeBus()
     changes: list[Change] = []
     bus.subscribe("registry", changes.append)
-    registry = RegistryService(database, SecretBox.load(tmp_path, None), bus, ProviderPlugins.load())
+    registry = RegistryService(
+        database, SecretBox.load(tmp_path, None), bus, ProviderPlugins.load()
+    )
     return registry, changes, database
 
 
