@@ -1,7 +1,9 @@
 """Noticing a client that leaves, so the upstream call it was waiting for stops too.
 
 ASGI servers say so with an `http.disconnect` message from `receive()` (uvicorn sends it
-as soon as the connection is lost); one watcher per request waits for it.
+as soon as the connection is lost); one watcher task per request waits for it, started
+when the first upstream call does (a request refused or answered from the cache before
+that costs none).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ class ClientWatch:
     settling limits) run to their end, never cut short half way.
     """
 
-    __slots__ = ("_cancelled", "_task", "_watcher", "gone")
+    __slots__ = ("_cancelled", "_receive", "_task", "_watcher", "gone")
 
     def __init__(self, receive: Receive):
         self.gone = False
+        self._receive = receive
         self._task: asyncio.Task[Any] | None = None  # the task inside cancelling(), if any
         self._cancelled = False  # whether this watch cancelled it
-        self._watcher = asyncio.ensure_future(self._watch(receive))
+        self._watcher: asyncio.Future[None] | None = None
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -48,6 +51,10 @@ class ClientWatch:
     def __enter__(self) -> None:
         if self.gone:
             raise ClientDisconnected()
+        if self._watcher is None:
+            # A client that left before now is reported at once: the block's first wait
+            # is where it learns so.
+            self._watcher = asyncio.ensure_future(self._watch(self._receive))
         self._task = asyncio.current_task()
         self._cancelled = False
 
@@ -66,4 +73,5 @@ class ClientWatch:
 
     def close(self) -> None:
         """Stop watching (the response is complete, or the request ends)."""
-        self._watcher.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
