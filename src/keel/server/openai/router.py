@@ -43,7 +43,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         404: "Unknown model",
         413: "Body over max_body_bytes",
         429: "A rate limit or budget is used up (see retry-after)",
-        502: "Upstream failed",
+        502: "Upstream failed (upstream_error) or refused Keel's key (upstream_auth_error)",
         503: "Upstream or model server unavailable",
         504: "Upstream timed out",
     }.items()
