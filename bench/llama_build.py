@@ -32,10 +32,11 @@ from keel.deploy.bundled import smollm2_gguf
 tokens, threads = int(sys.argv[1]), int(sys.argv[2])
 llm = llama_cpp.Llama(model_path=str(smollm2_gguf()), n_ctx=512, n_threads=threads,
                       verbose=False, seed=1)
-prompt = "Write a short story about a lighthouse keeper."
-llm(prompt, max_tokens=8, temperature=0.0)
+prompt = "Write a long story about a lighthouse keeper."
+never_stop = {llm.token_eos(): -100.0}  # a fixed number of tokens, whatever the model says
+llm(prompt, max_tokens=8, temperature=0.0, logit_bias=never_stop)
 started = time.perf_counter()
-out = llm(prompt, max_tokens=tokens, temperature=0.0, stop=[])
+out = llm(prompt, max_tokens=tokens, temperature=0.0, stop=[], logit_bias=never_stop)
 elapsed = time.perf_counter() - started
 made = out["usage"]["completion_tokens"]
 print(json.dumps({"tokens": made, "seconds": elapsed,
@@ -91,6 +92,9 @@ def bench(options: argparse.Namespace) -> dict[str, Any]:
                 result = _probe(targets[name], options.tokens, threads)
                 if "error" in result:
                     errors[name] = result["error"]
+                    continue
+                if not result["tokens"]:
+                    errors[name] = "generated no tokens"
                     continue
                 rates[name].append(result["tokens"] / result["seconds"])
                 features[name] = result["features"]

@@ -115,20 +115,6 @@ class Settings(BaseModel):
     local_model_ready_timeout: float = Field(
         120.0, gt=0, description="Seconds to wait for the llama.cpp server to become ready."
     )
-    embeddings: bool = Field(
-        True, description="Serve the bundled all-MiniLM-L6-v2 model on /v1/embeddings."
-    )
-    embedding_model_name: str = Field(
-        "all-minilm-l6-v2", description="Model id of the bundled embedding model."
-    )
-    embedding_max_inputs: int = Field(
-        2048, ge=1, description="Most inputs accepted in one /v1/embeddings request."
-    )
-    upstreams: list[UpstreamSettings] = Field(
-        default_factory=list, description="Extra OpenAI-compatible servers and their model ids."
-    )
-    upstream_connect_timeout: float = Field(
-        5.0, gt=0, description="Seconds to open a connection to an upstream."
     local_model_restart_backoff: float = Field(
         0.5, gt=0, le=3600, description="Seconds before restarting a crashed llama.cpp server; "
         "doubles with each recent crash.",
@@ -149,6 +135,20 @@ class Settings(BaseModel):
         5, ge=1, le=100, description="Earlier logs kept per llama.cpp server process "
         "(<log>.1 is the newest).",
     )  # fmt: skip
+    embeddings: bool = Field(
+        True, description="Serve the bundled all-MiniLM-L6-v2 model on /v1/embeddings."
+    )
+    embedding_model_name: str = Field(
+        "all-minilm-l6-v2", description="Model id of the bundled embedding model."
+    )
+    embedding_max_inputs: int = Field(
+        2048, ge=1, description="Most inputs accepted in one /v1/embeddings request."
+    )
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="Extra OpenAI-compatible servers and their model ids."
+    )
+    upstream_connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to open a connection to an upstream."
     )
     upstream_timeout: float = Field(
         600.0,

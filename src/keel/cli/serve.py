@@ -47,6 +47,16 @@ def _show_admin_key(key: str, path: Path) -> None:
     )
 
 
+def _guard_line(policy: str) -> str:
+    """Which guard policy covers requests that no project, route or key attachment covers."""
+    if policy:
+        return f"guard policy '{policy}' for requests no project, route or key policy covers"
+    return (
+        "guard off for requests no project, route or key policy covers "
+        "(KEEL_GUARD_POLICY=default turns it on)"
+    )
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
@@ -109,6 +119,7 @@ def serve(
     progress(
         f"data in {settings.data_dir}; database {settings.effective_database_url.split('://')[0]}"
     )
+    progress(_guard_line(settings.guard_policy))
     server = uvicorn.Server(
         uvicorn.Config(
             app,
