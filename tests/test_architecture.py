@@ -15,7 +15,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 def lint_imports(source_root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(source_root)}
     return subprocess.run(
-        [str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml"), "--no-cache"],
+        [str(LINT_IMPORTS), str(REPO / "pyproject.toml"), "--no-cache"],
         cwd=source_root, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
