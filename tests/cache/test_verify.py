@@ -80,3 +80,11 @@ def test_real_near_misses_are_not_served(cached: str, query: str) -> None:
 def test_real_paraphrases_are_served(cached: str, query: str) -> None:
     assert consistent(query, cached)
     assert consistent(cached, query)
+
+
+def test_a_long_question_gets_no_semantic_hit() -> None:
+    # The embedder reads about the first 200 words; past that, similarity says nothing
+    # (and comparing such texts word by word took seconds on the event loop).
+    text = "Please summarise the following report. " + "The figures rose again. " * 300
+    assert not consistent(text, text + " Thanks.")
+    assert not consistent(text + " Thanks.", text)

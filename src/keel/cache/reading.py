@@ -389,12 +389,23 @@ def _base(token: str) -> str:
     return token
 
 
-def _matched(word: str, others: frozenset[str]) -> bool:
-    return word in others or any(
-        len(word) >= 5 and len(other) >= 5 and (word.startswith(other) or other.startswith(word))
-        and abs(len(word) - len(other)) <= 3
-        for other in others
-    )  # fmt: skip
+def _unmatched(words: tuple[str, ...], others: tuple[str, ...]) -> set[str]:
+    """Words of one side with no equal in the other, nor a longer or shorter form of them
+    ("calorie" / "caloric"; both of five letters or more, within three of each other)."""
+    exact = set(others)
+    by_start: dict[str, list[str]] = {}
+    for other in exact:
+        if len(other) >= 5:
+            by_start.setdefault(other[:5], []).append(other)
+    return {
+        word
+        for word in words
+        if word not in exact
+        and not any(
+            (word.startswith(other) or other.startswith(word)) and abs(len(word) - len(other)) <= 3
+            for other in by_start.get(word[:5], ()) if len(word) >= 5
+        )
+    }  # fmt: skip
 
 
 def differs(a: Reading, b: Reading) -> str:
@@ -415,8 +426,7 @@ def differs(a: Reading, b: Reading) -> str:
         return "action"
     if a.negations != b.negations:
         return "negation"
-    only_a = {w for w in a.content if not _matched(w, frozenset(b.content))}
-    only_b = {w for w in b.content if not _matched(w, frozenset(a.content))}
+    only_a, only_b = _unmatched(a.content, b.content), _unmatched(b.content, a.content)
     # A word put in another's place ("time in paris" / "timezone of paris"): another fact.
     matcher = SequenceMatcher(None, a.content, b.content, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():

@@ -16,7 +16,12 @@ from difflib import SequenceMatcher
 from keel.cache.reading import differs, read, synonym, words
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'\u2019\-]*|\d+(?:[.,]\d+)*%?")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"\u201c(]\s*)$")
+# Searched in the gap before a token only (the text before it, quadratic, was slow).
+_SENTENCE_START = re.compile(r"(?:[.!?:;]\s+|[\"\u201c(]\s*)$")
+# Longer questions get no semantic hit (exact ones still): MiniLM reads only the first 256
+# word pieces (about 200 words), so their similarity says nothing about the rest, and
+# comparing them would cost the event loop milliseconds per candidate.
+_MAX_WORDS = 200
 
 _NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -137,7 +142,8 @@ def facts(text: str) -> Facts:
             numbers[_NUMBER_WORDS[folded]] += 1
         if folded in _NEGATIONS or token.lower().endswith(("n't", "n\u2019t")):
             negations += 1
-        starts_sentence = _SENTENCE_START.search(text[: match.start()]) is not None
+        gap = text[tokens[index - 1].end() if index else 0 : match.start()]
+        starts_sentence = (index == 0 and not gap) or _SENTENCE_START.search(gap) is not None
         pronoun = token[:2] in ("I", "I'", "I\u2019")  # I, I'm, I've
         if (
             (token[0].isupper() and not starts_sentence) or (len(token) > 1 and token.isupper())
@@ -194,6 +200,8 @@ def consistent(query: str, cached: str) -> bool:
 
 def why_not(query: str, cached: str) -> str:
     """The first reason `cached` answers a different question than `query` ("" if none)."""
+    if len(query.split()) > _MAX_WORDS or len(cached.split()) > _MAX_WORDS:
+        return "too long to compare"
     a, b = facts(query), facts(cached)
     if a.numbers != b.numbers:
         return "numbers"
@@ -220,9 +228,10 @@ def why_not(query: str, cached: str) -> str:
     if _one_word_swapped(_canonical(query), _canonical(cached)):
         return "minimal pair"
     # mute / unmute, connect / disconnect: a word and its negating prefix.
+    either = a.words | b.words
     for word in a.words ^ b.words:
         for prefix in _NEGATING_PREFIXES:
-            if word.startswith(prefix) and word[len(prefix) :] in (a.words | b.words) - {word}:
+            if word.startswith(prefix) and word[len(prefix) :] in either - {word}:
                 return "negating prefix"
     # "from Paris to Rome" against "from Rome to Paris": the same words in swapped roles.
     for role, word in a.roles.items():
