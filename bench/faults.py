@@ -55,6 +55,7 @@ from overhead import (
 from soak import soak as soak_load
 from soak import summarise as soak_summary
 from systems import ROUTE, System, rss_bytes, start_keel
+from tcp_proxy import TcpProxy
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "KEEL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -125,50 +126,6 @@ class Result:
 # -- plumbing ----------------------------------------------------------------------------
 
 
-class CutProxy:
-    """A TCP proxy on 127.0.0.1 in front of a service; `cut()` refuses and drops every
-    connection until `restore()`, which is an outage for whoever connects through it."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def restore(self) -> None:
-        await self.start()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-
 @dataclass(slots=True)
 class Keel:
     system: System
@@ -177,8 +134,8 @@ class Keel:
     database_url: str  # how the suite reads the store directly (never through the proxy)
     store: str  # "sqlite" or "postgresql"
     stubs: dict[str, str]  # "a", "b" → base URL of the stub upstreams
-    db_proxy: CutProxy | None = None
-    redis_proxy: CutProxy | None = None
+    db_proxy: TcpProxy | None = None
+    redis_proxy: TcpProxy | None = None
     spill_seen: dict[str, Any] = field(default_factory=dict)  # spill files during an outage
 
     @property
@@ -820,12 +777,12 @@ async def start_scale_out(
     db_proxy = redis_proxy = None
     direct = via_proxy = None
     if database:
-        db_proxy = CutProxy(5432)
+        db_proxy = TcpProxy("127.0.0.1", 5432)
         await db_proxy.start()
         direct = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
         via_proxy = direct.replace("127.0.0.1:5432", f"127.0.0.1:{db_proxy.port}")
     if redis_prefix:
-        redis_proxy = CutProxy(6379)
+        redis_proxy = TcpProxy("127.0.0.1", 6379)
         await redis_proxy.start()
         env |= {
             "KEEL_REDIS_URL": f"redis://127.0.0.1:{redis_proxy.port}/0",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ import aiohttp
 from sqlalchemy import create_engine, text
 
 from overhead import Children, _keel_executable, children, free_port, start_stub, wait_until_ready
+from tcp_proxy import TcpProxy
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "KEEL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -35,44 +35,6 @@ BODY = {"model": "stub", "messages": [{"role": "user", "content": "Say hi"}], "m
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class Proxy:
-    """127.0.0.1:<port> → PostgreSQL; `cut()` refuses and resets every connection."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._open):
-            writer.transport.abort()
-        self._open.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._open |= {writer, up_writer}
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 def start_keel(running: Children, data_dir: Path, stub_url: str, database_url: str | None) -> str:
@@ -92,7 +54,7 @@ def start_keel(running: Children, data_dir: Path, stub_url: str, database_url: s
 
 
 async def load(
-    base: str, key: str, requests: int, concurrency: int, proxy: Proxy | None, outage_s: float
+    base: str, key: str, requests: int, concurrency: int, proxy: TcpProxy | None, outage_s: float
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
     ids: set[str] = set()
@@ -163,7 +125,7 @@ async def run(args: argparse.Namespace, tmp: Path, direct_url: str | None) -> di
     proxy = None
     keel_url = direct_url
     if direct_url and args.outage:
-        proxy = Proxy()
+        proxy = TcpProxy("127.0.0.1", 5432)
         await proxy.start()
         keel_url = re.sub(r"@[^/]+/", f"@127.0.0.1:{proxy.port}/", direct_url)
     with children(tmp) as running:

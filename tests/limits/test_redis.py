@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis
 
+from bench.tcp_proxy import TcpProxy
 from keel.limits.base import Check, Settlement
 from keel.limits.memory import MemoryBackend
 from keel.limits.redis import RedisBackend, connect
@@ -19,7 +20,6 @@ from keel.server.app import create_app
 from keel.server.services import stop_services
 from tests.support.app import build_services
 from tests.support.redis import temporary_redis_prefix
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.upstream import FakeUpstream
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 
+from bench.tcp_proxy import TcpProxy
 from keel.server.app import create_app
 from keel.server.services import Services, stop_services
 from keel.store.db import Database
 from keel.tracing.store import TraceStore
 from tests.support.app import build_services
 from tests.support.services import temporary_postgres_database
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.upstream import FakeUpstream
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "Say hi"}]}

@@ -1,4 +1,7 @@
-"""A TCP proxy on loopback that a test can cut and restore, to make a server unreachable."""
+"""A TCP proxy on loopback that a test or a bench can cut and restore: a service outage.
+
+The one copy: the fault suite, the trace-load bench and the tests import it from here.
+"""
 
 from __future__ import annotations
 
