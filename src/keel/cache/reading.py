@@ -8,6 +8,7 @@ set aside and common synonyms folded, never on capital letters.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -171,6 +172,7 @@ _ACTIONS = {
     }.items()
     for word in words.split()
 }
+_ACTION_STARTS = frozenset(word[:3] for word in (*_ACTIONS, *_SYNONYMS))
 _EXTREMES = _bag(
     """lowest highest minimum maximum min max least cheapest best worst smallest
     biggest largest fastest earliest latest first last top"""
@@ -333,6 +335,7 @@ def _participle(token: str) -> bool:
     return token in _PARTICIPLES or (token.endswith("ed") and len(token) >= 4)
 
 
+@functools.lru_cache(maxsize=4096)  # a lookup reads its question once for all candidates
 def read(text: str) -> Reading:
     tokens, asked = _strip_frames(words(text))
     form = _form(tokens, asked)
@@ -373,7 +376,7 @@ def read(text: str) -> Reading:
 
 def _base(token: str) -> str:
     """The dictionary form of a verb, for the action table ("added" → "add")."""
-    if token == "using":  # "using python": a preposition, not a use
+    if token == "using" or token[:3] not in _ACTION_STARTS:  # "using python": no use
         return token
     token = _SYNONYMS.get(token, token)
     if token in _ACTIONS:

@@ -7,6 +7,7 @@ direction (enable/disable, to/from) and which entity follows "to", "from" or "th
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import Counter
@@ -123,6 +124,7 @@ def _fold(token: str) -> str:
     return lowered.replace("'", "")
 
 
+@functools.lru_cache(maxsize=4096)  # the same question is checked against every candidate
 def facts(text: str) -> Facts:
     numbers: Counter[str] = Counter()
     entities: list[str] = []
@@ -188,6 +190,7 @@ def _one_word_swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return not set(a[i1:i2]) <= _FUNCTION_WORDS and not set(b[j1:j2]) <= _FUNCTION_WORDS
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical(text: str) -> tuple[str, ...]:
     """Words with synonyms folded: "i need X" / "i want X" is no minimal pair."""
     return tuple(synonym(word) for word in words(text))
