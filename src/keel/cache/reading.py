@@ -179,10 +179,6 @@ _EXTREMES = _bag(
 )
 _NEGATIONS = frozenset({"not", "no", "never", "without", "nothing", "none", "nobody",
                         "neither", "nor", "avoid", "prevent", "except", "unless"})  # fmt: skip
-_PREPOSITIONS = frozenset({"in", "at", "for", "from", "on", "near", "of", "about",
-                           "with", "between", "into", "onto"})  # fmt: skip
-_DETERMINERS = frozenset({"the", "a", "an", "my", "your", "our", "their", "his", "her",
-                          "its", "this", "that", "these", "those", "some", "any"})  # fmt: skip
 
 
 def synonym(word: str) -> str:
@@ -251,13 +247,12 @@ def _strip_frames(tokens: list[str]) -> tuple[list[str], bool]:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    form: str  # "what", "how", "when", "where", "why", "who", "yesno", "request", "statement"
+    form: str  # what answer is wanted: see _form
     persons: tuple[int, ...]  # 1 and 2 in order of mention, repeats collapsed, frames left out
     tense: str  # "past", "present", "future" or "" (the first auxiliary, else time words)
     time: frozenset[str]  # "past" / "future" for words like last, next, until, ago
     actions: frozenset[str]
     content: tuple[str, ...]  # stems of the words that carry facts, in order
-    objects: frozenset[tuple[str, str]]  # (preposition, stem after it): where, for whom
     negations: int  # outside question frames ("not sure how to" negates nothing)
 
 
@@ -360,18 +355,9 @@ def read(text: str) -> Reading:
         if (t in _PAST or t in _FUTURE) and t not in _AUX
     )
     content = tuple(stem(t) for t in tokens if t not in _LIGHT and not t.isdigit())
-    objects: set[tuple[str, str]] = set()
-    for index, token in enumerate(tokens):
-        if token in _PREPOSITIONS:
-            for follower in tokens[index + 1 : index + 3]:
-                if follower not in _DETERMINERS:
-                    if follower not in _LIGHT and not follower.isdigit():
-                        objects.add((token, stem(follower)))
-                    break
     actions = frozenset(_ACTIONS[stem_] for t in tokens if (stem_ := _base(t)) in _ACTIONS)
     negations = sum(t in _NEGATIONS for t in tokens)
-    return Reading(form, tuple(persons), _tense(tokens), time, actions, content,
-                   frozenset(objects), negations)  # fmt: skip
+    return Reading(form, tuple(persons), _tense(tokens), time, actions, content, negations)
 
 
 def _base(token: str) -> str:
