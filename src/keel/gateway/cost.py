@@ -1,14 +1,7 @@
-"""What a request cost, from the model version's prices per million tokens."""
+"""What a request cost (kept here for callers of the gateway; the function lives in keel.cost)."""
 
 from __future__ import annotations
 
-from keel.providers.base import Usage
-from keel.routing.table import Target
+from keel.cost import cost
 
-
-def cost(target: Target, usage: Usage) -> float:
-    """Currency units (as the prices are given) for `usage` on `target`."""
-    return (
-        usage.prompt_tokens * target.input_price_per_m
-        + usage.completion_tokens * target.output_price_per_m
-    ) / 1_000_000
+__all__ = ["cost"]

@@ -26,7 +26,7 @@ from keel.auth.keys import Principal
 from keel.auth.permissions import allowed
 from keel.errors import BudgetExceeded, PermissionDenied, RateLimited
 from keel.events import Change, ChangeBus
-from keel.gateway.cost import cost
+from keel.cost import cost
 from keel.gateway.pipeline import GatewayRequest
 from keel.limits.base import Check, CheckState, Decision, LimitBackend, Settlement
 from keel.limits.plan import BudgetRule, Plan, build_plan

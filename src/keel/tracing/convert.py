@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from keel.gateway.cost import cost
+from keel.cost import cost
 from keel.routing.table import Target
 from keel.tracing.model import OPERATIONS, RequestTrace, Step, error_type, http_status
 
