@@ -21,6 +21,8 @@ class ProviderRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     base_url: Mapped[str | None] = mapped_column(String(500))
     api_key_encrypted: Mapped[str | None] = mapped_column(String(2000))
+    # A key given as {$env: NAME}: each server reads NAME from its own environment.
+    api_key_env: Mapped[str | None] = mapped_column(String(200), default=None)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
