@@ -2,6 +2,7 @@
 
 from keel.auth import tables as auth_tables
 from keel.guard import tables as guard_tables
+from keel.knowledge import tables as knowledge_tables
 from keel.limits import tables as limit_tables
 from keel.prompts import tables as prompt_tables
 from keel.registry import tables as registry_tables
@@ -9,4 +10,12 @@ from keel.store.base import Base
 from keel.tracing import tables as tracing_tables
 
 metadata = Base.metadata
-MODULES = (auth_tables, guard_tables, limit_tables, prompt_tables, registry_tables, tracing_tables)
+MODULES = (
+    auth_tables,
+    guard_tables,
+    knowledge_tables,
+    limit_tables,
+    prompt_tables,
+    registry_tables,
+    tracing_tables,
+)
