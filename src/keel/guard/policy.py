@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keel.guard.anonymize import Deanonymizer, Vault
 from keel.guard.base import ACTION_RANK, Finding, Role, ScanContext, Scanner, Verdict
 from keel.guard.leak import add_canary, new_canary
+from keel.guard.untrusted import SOURCE_ROLES, Source
 
 if TYPE_CHECKING:
     from keel.guard.embedding import WindowEncoder
@@ -399,6 +400,13 @@ class Policy:
             if blocked and self.spec.stop_on_block:
                 break
         return GuardResult(verdicts=verdicts, blocked=blocked, state=state, messages=out)
+
+    def run_untrusted(
+        self, text: str, source: Source = "retrieved", state: RequestState | None = None
+    ) -> GuardResult:
+        """Scan content the application fetched (`retrieved` documents, `tool` or `http`
+        output) as data, not as the user's request: an instruction inside it is an attack."""
+        return self.run_input([{"role": SOURCE_ROLES[source], "content": text}], state)
 
     def run_output(self, text: str, state: RequestState | None = None) -> GuardResult:
         """Scan a whole model answer; restore anonymized values unless blocked."""
