@@ -59,8 +59,8 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
     for m in _QUOTE_BLOCK.finditer(text):
         spans.append((m.start(), m.end()))
     rules = list(_RULE_LINE.finditer(text))
-    for a, b in zip(rules, [*rules[1:], None], strict=True):
-        spans.append((a.end(), b.start() if b is not None else len(text)))
+    for i, rule in enumerate(rules):
+        spans.append((rule.end(), rules[i + 1].start() if i + 1 < len(rules) else len(text)))
     lead = _LEAD_IN.search(text)
     if lead is not None and lead.start() < 300:
         spans.append((lead.end(), len(text)))
