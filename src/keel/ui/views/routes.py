@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from keel.registry.specs import RouteSpec
+from keel.routing.health import route_health
 from keel.ui.web import Console, UiError, UiRoute, db, page, redirect, ui_require
 
 router = APIRouter(route_class=UiRoute)
@@ -32,6 +33,7 @@ async def routes(c: Annotated[Console, ui_require("routes:read")]) -> Response:
     breakers = c.services.router.breaker_states()
     for route in details:
         route["breakers"] = {ref: breakers.get(ref, "closed") for ref in route["targets"]}
+        route["health"] = route_health(c.services.router, route)
         total = sum(route["targets"].values()) or 1
         route["shares"] = {ref: w * 100 / total for ref, w in route["targets"].items()}
     running = {d["model"]: d for d in c.services.deployments.status(project)}
