@@ -27,7 +27,9 @@ UNTRUSTED_ROLES: tuple[Role, ...] = ("document", "tool")
 MIN_SPAN_CHARS = 40
 MAX_SPANS = 4
 
-_FENCES = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)|\"\"\"(.*?)(?:\"\"\"|\Z)|'''(.*?)(?:'''|\Z)", re.S)
+_FENCES = re.compile(
+    r"```[^\n]*\n(.*?)(?:```|\Z)|\"\"\"(.*?)(?:\"\"\"|\Z)|'''(.*?)(?:'''|\Z)", re.S
+)
 _QUOTE_BLOCK = re.compile(r"(?:^[ \t]*>[^\n]*(?:\n|\Z))+", re.M)
 _RULE_LINE = re.compile(r"^[ \t]*(?:-{3,}|={3,}|\*{3,}|_{3,}|#{3,}|~{3,})[ \t]*$", re.M)
 # A request about data that follows it: "Summarise this e-mail:", "Translate the text below:".
