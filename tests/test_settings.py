@@ -60,11 +60,44 @@ def test_bad_values_name_the_setting_and_source(env: dict[str, str], fragment: s
         load_settings(env=env)
 
 
-def test_unknown_settings_in_a_file_are_refused(tmp_path: Path) -> None:
+def test_an_unknown_key_names_the_file_the_line_and_a_fix(tmp_path: Path) -> None:
     config = tmp_path / "keel.yaml"
-    config.write_text("prot: 8000\n")
-    with pytest.raises(SettingsError, match=r"unknown setting.*prot"):
+    config.write_text("port: 8000\n\nprot: 8000\n")
+    with pytest.raises(SettingsError) as info:
         load_settings(config_file=config, env={})
+    message = str(info.value)
+    assert f"{config}:3: unknown key 'prot' (did you mean 'port'?)" in message
+    assert "fix: rename or remove it" in message
+
+
+def test_settings_and_declarations_live_side_by_side(tmp_path: Path) -> None:
+    config = tmp_path / "keel.yaml"
+    config.write_text(
+        "port: 9100\n"
+        "providers:\n  - name: vllm\n    kind: openai_compat\n"
+        "    base_url: http://127.0.0.1:9/v1\n    api_key: {$env: NOT_SET_ON_THIS_MACHINE}\n"
+        "routes: []\n"
+    )
+    loaded = load_settings(config_file=config, env={})
+    # The settings apply; the declarations are left to `keel apply` and `keel serve`, and
+    # their {$env} references to the server (so a variable unset here is no error).
+    assert loaded.settings.port == 9100
+    assert loaded.declarations == ("providers", "routes")
+
+
+def test_a_file_of_declarations_only_leaves_every_setting_at_its_default(tmp_path: Path) -> None:
+    config = tmp_path / "keel.yaml"
+    config.write_text("models: []\nprompts: []\n")
+    loaded = load_settings(config_file=config, env={})
+    assert loaded.settings.port == 8000
+    assert set(loaded.sources.values()) == {"default"}
+
+
+def test_declaration_sections_are_the_ones_keel_apply_reads() -> None:
+    from keel.gitops.apply import SECTIONS
+    from keel.settings import DECLARATION_SECTIONS
+
+    assert set(DECLARATION_SECTIONS) == set(SECTIONS)
 
 
 def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:

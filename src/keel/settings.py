@@ -6,6 +6,7 @@ Every setting has a type, a default and a one-line help; `keel config show` prin
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -27,6 +28,9 @@ from pydantic import (
 from keel.cache.config import DEFAULT_THRESHOLD
 
 ENV_PREFIX = "KEEL_"
+# Top-level keys of keel.yaml that declare registry state (applied by `keel apply` and at
+# `keel serve` start) rather than set a setting; kept equal to keel.gitops.apply.SECTIONS.
+DECLARATION_SECTIONS = ("providers", "models", "routes", "deployments", "prompts")
 SourceName = Literal["default", "file", "env", "cli"]
 
 
@@ -287,6 +291,8 @@ class LoadedSettings:
     settings: Settings
     sources: dict[str, SourceName]
     config_file: Path | None
+    # Declaration sections the config file holds (providers:, routes:, …), in file order.
+    declarations: tuple[str, ...] = ()
 
 
 def _resolve_env_refs(value: Any, env: Mapping[str, str], where: str) -> Any:
@@ -303,17 +309,57 @@ def _resolve_env_refs(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def _read_file(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The file's settings (env references resolved) and the declaration sections it holds.
+
+    Declarations are left to `keel apply`: their `{$env: X}` references are resolved by
+    the server that applies them, not here.
+    """
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        raw = yaml.safe_load(text) or {}
     except OSError as exc:
         raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise SettingsError(f"config file {path} must hold a mapping of setting: value")
-    resolved: dict[str, Any] = _resolve_env_refs(raw, env, str(path))
-    return resolved
+        raise SettingsError(
+            f"config file {path} must hold a mapping of settings (port: 8000) and "
+            f"declaration sections ({', '.join(DECLARATION_SECTIONS)})"
+        )
+    declared = tuple(str(k) for k in raw if k in DECLARATION_SECTIONS)
+    values = {str(k): v for k, v in raw.items() if k not in DECLARATION_SECTIONS}
+    unknown = [k for k in values if k not in Settings.model_fields]
+    if unknown:
+        raise SettingsError(_unknown_keys_message(path, text, unknown))
+    resolved: dict[str, Any] = _resolve_env_refs(values, env, str(path))
+    return resolved, declared
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line of each top-level key of a YAML mapping document (1-based)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    return {str(k.value): k.start_mark.line + 1 for k, _ in root.value}
+
+
+def _unknown_keys_message(path: Path, text: str, unknown: list[str]) -> str:
+    lines = _key_lines(text)
+    known = [*Settings.model_fields, *DECLARATION_SECTIONS]
+    problems = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(f"{path}:{lines.get(key, 0)}: unknown key {key!r}{hint}")
+    return (
+        "\n".join(problems) + "\nfix: rename or remove it. keel.yaml holds settings (listed by "
+        "'keel config show', see docs/configuration.md) and the declaration sections "
+        f"{', '.join(DECLARATION_SECTIONS)} (docs/deployments.md)"
+    )
 
 
 def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -349,8 +395,9 @@ def load_settings(
     """Layer defaults < file < env < CLI and validate once, remembering each value's source."""
     env = os.environ if env is None else env
     path = find_config_file(config_file, env)
+    file_values, declared = _read_file(path, env) if path else ({}, ())
     layers: list[tuple[SourceName, dict[str, Any]]] = [
-        ("file", _read_file(path, env) if path else {}),
+        ("file", file_values),
         ("env", _read_env(env)),
         ("cli", {k: v for k, v in (cli or {}).items() if v is not None}),
     ]
@@ -375,7 +422,9 @@ def load_settings(
             for err in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from exc
-    return LoadedSettings(settings=settings, sources=sources, config_file=path)
+    return LoadedSettings(
+        settings=settings, sources=sources, config_file=path, declarations=declared
+    )
 
 
 def mask_secret(value: str) -> str:

@@ -134,7 +134,7 @@ async def test_a_folder_of_one_prompt_files_is_applied(tmp_path: Path, api: Keel
         (SUPPORT.replace("  - name: support-reply\n", "  - name: Bad Name\n"),
          ":2: prompts[0].name: String should match pattern"),
         ("guards: []\n" + SUPPORT, ":1: guards: unknown section (known: deployments, models, "
-         "prompts, providers, routes)"),
+         "prompts, providers, routes; or a setting"),
         (SUPPORT + SUPPORT.replace("prompts:\n", ""),
          ":20: prompts[1].name: prompt 'support-reply' is also defined at"),
     ],

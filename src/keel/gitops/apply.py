@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from keel.gitops.api import KeelAPI
-from keel.gitops.base import ApplyOptions, Handler, HandlerFactory, Outcome
+from keel.gitops.base import ApplyOptions, Handler, HandlerFactory, Outcome, Pruner
 from keel.gitops.prompts import PromptsHandler
 from keel.gitops.registry import (
     DeploymentsHandler,
@@ -18,12 +18,14 @@ from keel.gitops.registry import (
     RoutesHandler,
 )
 from keel.gitops.source import ApplyError, Document, Located, Problem, read_documents
+from keel.settings import DECLARATION_SECTIONS, Settings
 
 __all__ = ["SECTIONS", "ApplyError", "ApplyOptions", "Outcome", "apply_paths"]
 
 
 # Top-level YAML key → handler, applied in this order (routes name models, models name
-# providers).
+# providers); --prune removes in the reverse order. keel.yaml may also hold settings: those
+# keys are read by `keel serve`, and skipped here.
 SECTIONS: Mapping[str, HandlerFactory] = MappingProxyType(
     {
         "providers": ProvidersHandler,
@@ -47,6 +49,9 @@ def _entries(
 ) -> Iterable[tuple[str, Located]]:
     short = shorthand_section(document)
     if short is not None and short in known:
+        handler = known[short]
+        if isinstance(handler, Pruner):
+            handler.declare(Located(document, (), document.data))
         yield short, Located(document, (), document.data)
         return
     if not isinstance(document.data, dict):
@@ -56,13 +61,25 @@ def _entries(
         return
     for key, value in document.data.items():
         where = Located(document, (str(key),), value)
+        if key in Settings.model_fields:
+            continue  # a setting of keel.yaml: `keel serve` reads it
         if key not in known:
             names = ", ".join(sorted(known))
-            problems.append(where.problem(f"unknown section (known: {names})"))
+            problems.append(
+                where.problem(
+                    f"unknown section (known: {names}; or a setting, listed by "
+                    "'keel config show'); rename or remove it"
+                )
+            )
             continue
+        if value is None:
+            value = []  # `providers:` with nothing under it: an empty section
         if not isinstance(value, list):
             problems.append(where.problem("must be a list of entries"))
             continue
+        handler = known[key]
+        if isinstance(handler, Pruner):
+            handler.declare(where)
         for index, item in enumerate(value):
             yield str(key), Located(document, (str(key), index), item)
 
@@ -89,7 +106,21 @@ async def apply_paths(
         problems += await handler.plan(api)
     if problems:
         raise ApplyError(problems)
+    pruners = [h for h in reversed(handlers.values()) if isinstance(h, Pruner)]
+    if options.prune:
+        for pruner in pruners:
+            problems += await pruner.plan_removals(api)
+        if problems:
+            raise ApplyError(problems)
     outcomes: list[Outcome] = []
     for handler in handlers.values():
         outcomes += await handler.apply(api, dry_run=dry_run)
+    if options.prune:
+        for pruner in pruners:
+            outcomes += await pruner.remove(api, dry_run=dry_run)
     return outcomes
+
+
+def declaration_sections() -> tuple[str, ...]:
+    """The section names, as settings knows them (a test keeps the two lists equal)."""
+    return DECLARATION_SECTIONS
