@@ -92,7 +92,8 @@ def test_rollback_walks_back_through_history_and_everything_is_audited(
     history = registry.get_route(P, "chat")["history"]
     assert [h["reverted"] for h in history] == [False, True, True]
     actions = [e.action for e in AuditLog(database).list(P, target_type="route")]
-    assert actions == ["route.rollback", "route.rollback", "route.update", "route.update",
+    # Each kind of change has its own action, so the log tells a promotion from a split.
+    assert actions == ["route.rollback", "route.rollback", "route.promote", "route.split",
                        "route.create"]  # fmt: skip
     assert Change("registry", "chat", P) in changes
 
@@ -116,8 +117,11 @@ def test_specs_refuse_bad_names_and_weights() -> None:
         RouteSpec(name="Chat Default", targets={"m@1": 1})
     with pytest.raises(ValueError, match="name@number"):
         RouteSpec(name="chat", targets={"m": 1})
-    with pytest.raises(ValueError, match="at least one target"):
+    with pytest.raises(ValueError, match="every weight is 0.*weights are relative"):
         RouteSpec(name="chat", targets={"m@1": 0})
+    # A negative weight is blamed on the number, with the rule, never on the syntax.
+    with pytest.raises(ValueError, match=r"weight of m@2 is -10, below 0; weights are relative"):
+        RouteSpec(name="chat", targets={"m@1": 90, "m@2": -10})
     with pytest.raises(ValueError, match="not a provider kind"):
         ProviderSpec(name="x", kind="Open AI")
 

@@ -6,6 +6,9 @@ same transaction and then publishes a change event, so routers refresh at once.
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -15,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from keel.auth import audit
 from keel.auth.keys import Principal
-from keel.errors import InvalidRequest, NotFound
+from keel.errors import InvalidRequest, KeelError, NotFound
 from keel.events import Change, ChangeBus
 from keel.providers.plugins import ProviderPlugins
 from keel.registry.snapshot import (
@@ -46,6 +49,13 @@ TOPIC = "registry"
 Actor = Principal | str
 
 
+class InUse(KeelError):
+    """409: what the caller wants deleted is still used by something else, named in the message."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
 class Encryptor(Protocol):
     def encrypt(self, plaintext: str) -> str: ...
 
@@ -62,7 +72,8 @@ def provider_view(row: ProviderRow) -> dict[str, Any]:
         "name": row.name,
         "kind": row.kind,
         "base_url": row.base_url,
-        "has_api_key": row.api_key_encrypted is not None,
+        "has_api_key": row.api_key_encrypted is not None or row.api_key_env is not None,
+        "api_key_env": row.api_key_env,
         "config": row.config,
     }
 
@@ -89,27 +100,49 @@ def route_view(row: RouteRow) -> dict[str, Any]:
 
 class RegistryService:
     def __init__(
-        self, database: Database, secrets: Encryptor, events: ChangeBus, kinds: ProviderPlugins
+        self,
+        database: Database,
+        secrets: Encryptor,
+        events: ChangeBus,
+        kinds: ProviderPlugins,
+        env: Mapping[str, str] | None = None,
     ):
-        """`kinds`: the provider plugins installed, which decide what a provider's kind may be."""
+        """`kinds`: the provider plugins installed, which decide what a provider's kind may be.
+        `env`: where `api_key_env` names are read (this process's environment by default)."""
         self._db = database
         self._secrets = secrets
         self._events = events
         self._kinds = kinds
+        self._env = os.environ if env is None else env
 
     def _changed(self, project_id: str, key: str) -> None:
         self._events.publish(Change(TOPIC, key, project_id))
 
     # -- providers -------------------------------------------------------------------
 
-    def put_provider(
-        self, project_id: str, spec: ProviderSpec, actor: Actor
-    ) -> tuple[dict[str, Any], bool]:
-        """Create or update a provider; returns (view, whether anything changed)."""
+    def check_provider(self, spec: ProviderSpec) -> None:
+        """InvalidRequest (400) when this server cannot serve `spec`: an unknown kind, or a
+        key variable its environment lacks."""
         problem = check_provider_kind(spec, self._kinds)
         if problem is not None:
             field, message = problem
             raise InvalidRequest(message, param=field)
+        if spec.api_key_env is not None and spec.api_key_env not in self._env:
+            raise InvalidRequest(
+                f"environment variable {spec.api_key_env} is not set on the Keel server "
+                f"{socket.gethostname()!r}: a key written {{$env: {spec.api_key_env}}} is read "
+                "by the server that uses it, not by the machine running 'keel apply'. Set "
+                f"{spec.api_key_env} in the environment of 'keel serve' (on every replica) "
+                "and apply again",
+                param="api_key_env",
+                code="missing_env",
+            )
+
+    def put_provider(
+        self, project_id: str, spec: ProviderSpec, actor: Actor
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update a provider; returns (view, whether anything changed)."""
+        self.check_provider(spec)
         with self._db.session() as session:
             row = session.scalar(
                 select(ProviderRow).where(
@@ -125,16 +158,22 @@ class RegistryService:
                 row.api_key_encrypted is None
                 or self._secrets.decrypt(row.api_key_encrypted) != spec.api_key
             )
+            env_changed = spec.api_key_env is not None and spec.api_key_env != row.api_key_env
             same = (
                 before is not None
                 and (row.kind, row.base_url, row.config) == (spec.kind, spec.base_url, spec.config)
                 and not key_changed
+                and not env_changed
             )
             if same:
                 return provider_view(row), False
             row.kind, row.base_url, row.config = spec.kind, spec.base_url, spec.config
             if key_changed and spec.api_key is not None:
                 row.api_key_encrypted = self._secrets.encrypt(spec.api_key)
+                row.api_key_env = None
+            if env_changed:
+                row.api_key_env = spec.api_key_env
+                row.api_key_encrypted = None
             row.updated_at = _now()
             session.flush()
             after = provider_view(row)
@@ -173,6 +212,30 @@ class RegistryService:
                 param="provider",
             )
         return row
+
+    def delete_provider(self, project_id: str, name: str, actor: Actor) -> dict[str, Any]:
+        """Delete a provider no model version uses; InUse (409) naming the versions if any do."""
+        with self._db.session() as session:
+            row = self._provider(session, project_id, name)
+            users = session.scalars(
+                select(ModelVersionRow).where(
+                    ModelVersionRow.project_id == project_id, ModelVersionRow.provider == name
+                )
+            ).all()
+            if users:
+                refs = ", ".join(f"{m.name}@{m.version}" for m in users)
+                raise InUse(
+                    f"provider {name!r} serves model version(s) {refs}; delete them first "
+                    "('keel models delete REF', or drop them from keel.yaml and apply --prune)",
+                    param="provider",
+                    code="in_use",
+                )
+            before = provider_view(row)
+            session.delete(row)
+            audit.record(session, actor, "provider.delete", "provider", name, before=before,
+                         project_id=project_id)  # fmt: skip
+        self._changed(project_id, name)
+        return before
 
     # -- model versions --------------------------------------------------------------
 
@@ -235,12 +298,48 @@ class RegistryService:
             )
         return row
 
+    def delete_model_version(self, project_id: str, ref: str, actor: Actor) -> dict[str, Any]:
+        """Delete a version no route and no deployment uses; InUse (409) naming them if any do."""
+        with self._db.session() as session:
+            row = self._model(session, project_id, ref)
+            using = []
+            for route in session.scalars(select(RouteRow).where(RouteRow.project_id == project_id)):
+                weight = route.spec.get("targets", {}).get(ref)
+                if weight is not None:
+                    using.append(f"route {route.name!r} (weight {weight})")
+                elif ref in route.spec.get("fallbacks", []):
+                    using.append(f"route {route.name!r} (fallback)")
+            deployed = session.scalar(
+                select(DeploymentRow).where(
+                    DeploymentRow.project_id == project_id, DeploymentRow.model == ref
+                )
+            )
+            if deployed is not None:
+                using.append(f"a deployment of {deployed.replicas} replica(s)")
+            if using:
+                raise InUse(
+                    f"model version {ref} is used by {', '.join(using)}; take it out of those "
+                    "routes ('keel routes set-split') and undeploy it ('keel undeploy') first",
+                    param="model",
+                    code="in_use",
+                )
+            before = model_view(row)
+            session.delete(row)
+            audit.record(session, actor, "model.delete", "model", ref, before=before,
+                         project_id=project_id)  # fmt: skip
+        self._changed(project_id, ref)
+        return before
+
     # -- routes ----------------------------------------------------------------------
 
     def put_route(
-        self, project_id: str, spec: RouteSpec, actor: Actor
+        self, project_id: str, spec: RouteSpec, actor: Actor, *, action: str = "route.update"
     ) -> tuple[dict[str, Any], bool]:
-        """Create or change a route; each change is a new revision (what rollback undoes)."""
+        """Create or change a route; each change is a new revision (what rollback undoes).
+
+        `action` names the change in the audit log (route.update, route.split,
+        route.promote, route.apply); a new route is always route.create.
+        """
         with self._db.session() as session:
             for ref in spec.refs():
                 self._model(session, project_id, ref)
@@ -261,8 +360,8 @@ class RegistryService:
                                          created_at=_now()))  # fmt: skip
             session.flush()
             after = route_view(row)
-            action = "route.create" if before is None else "route.update"
-            audit.record(session, actor, action, "route", spec.name, before=before, after=after,
+            done = "route.create" if before is None else action
+            audit.record(session, actor, done, "route", spec.name, before=before, after=after,
                          project_id=project_id)  # fmt: skip
         self._changed(project_id, spec.name)
         return after, True
@@ -271,12 +370,15 @@ class RegistryService:
         self, project_id: str, name: str, targets: dict[str, int], actor: Actor
     ) -> tuple[dict[str, Any], bool]:
         current = self.route_spec(project_id, name)
-        return self.put_route(project_id, current.model_copy(update={"targets": targets}), actor)
+        spec = current.model_copy(update={"targets": targets})
+        return self.put_route(project_id, spec, actor, action="route.split")
 
     def promote(
         self, project_id: str, name: str, ref: str, actor: Actor
     ) -> tuple[dict[str, Any], bool]:
-        return self.set_split(project_id, name, {ref: 100}, actor)
+        current = self.route_spec(project_id, name)
+        spec = current.model_copy(update={"targets": {ref: 100}})
+        return self.put_route(project_id, spec, actor, action="route.promote")
 
     def rollback(self, project_id: str, name: str, actor: Actor) -> dict[str, Any]:
         """Restore the route's previous state (the latest revision not rolled back)."""
@@ -310,6 +412,21 @@ class RegistryService:
                          after=after, project_id=project_id)  # fmt: skip
         self._changed(project_id, name)
         return after
+
+    def delete_route(self, project_id: str, name: str, actor: Actor) -> dict[str, Any]:
+        """Delete a route and its history; clients sending its name get 404 from now on."""
+        with self._db.session() as session:
+            row = self._route_row(session, project_id, name)
+            before = route_view(row)
+            for revision in session.scalars(
+                select(RouteRevisionRow).where(RouteRevisionRow.route_id == row.id)
+            ):
+                session.delete(revision)
+            session.delete(row)
+            audit.record(session, actor, "route.delete", "route", name, before=before,
+                         project_id=project_id)  # fmt: skip
+        self._changed(project_id, name)
+        return before
 
     def route_spec(self, project_id: str, name: str) -> RouteSpec:
         with self._db.session() as session:
@@ -437,6 +554,8 @@ class RegistryService:
 
     def _provider_entry(self, row: ProviderRow) -> ProviderEntry:
         key = self._secrets.decrypt(row.api_key_encrypted) if row.api_key_encrypted else None
+        if row.api_key_env is not None:
+            key = self._env.get(row.api_key_env)
         return ProviderEntry(
             project_id=row.project_id,
             name=row.name,
@@ -444,6 +563,7 @@ class RegistryService:
             base_url=row.base_url,
             api_key=key,
             config=MappingProxyType(dict(row.config)),
+            api_key_env=row.api_key_env,
         )
 
 
@@ -471,7 +591,17 @@ def _route_entry(row: RouteRow) -> RouteEntry:
         fallbacks=tuple(str(ref) for ref in spec.get("fallbacks", [])),
         timeout=float(timeout) if timeout is not None else None,
         retries=int(spec.get("retries", 2)),
+        breaker_failures=_int_or_none(spec.get("breaker_failures")),
+        breaker_cooldown=_float_or_none(spec.get("breaker_cooldown")),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 def _model_spec(row: ModelVersionRow) -> ModelVersionSpec:

@@ -18,6 +18,8 @@ class ProviderEntry:
     base_url: str | None
     api_key: str | None = field(repr=False)  # decrypted, for the provider's client only
     config: Mapping[str, Any]
+    # Set when the key is read from this server's environment; api_key None: it is unset here.
+    api_key_env: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class RouteEntry:
     fallbacks: tuple[str, ...]
     timeout: float | None
     retries: int
+    breaker_failures: int | None = None
+    breaker_cooldown: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,32 @@ def parse_version_ref(ref: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
+MAX_WEIGHT = 1_000_000
+WEIGHT_RULE = (
+    "weights are relative: each target gets weight / (sum of the weights) of the traffic, "
+    f"so each must be a whole number from 0 to {MAX_WEIGHT} and at least one above 0"
+)
+
+
+def check_weights(targets: dict[str, int]) -> dict[str, int]:
+    """Refs and weights of a split; ValueError naming the rule that a weight breaks."""
+    for ref, weight in targets.items():
+        parse_version_ref(ref)
+        if weight < 0:
+            raise ValueError(f"weight of {ref} is {weight}, below 0; {WEIGHT_RULE}")
+        if weight > MAX_WEIGHT:
+            raise ValueError(f"weight of {ref} is {weight}, above {MAX_WEIGHT}; {WEIGHT_RULE}")
+    if targets and sum(targets.values()) <= 0:
+        raise ValueError(f"every weight is 0, so no target would get traffic; {WEIGHT_RULE}")
+    return targets
+
+
+def shares(targets: dict[str, int]) -> dict[str, float]:
+    """Each target's share of the traffic in percent (weights are relative)."""
+    total = sum(targets.values())
+    return {ref: (100.0 * w / total if total else 0.0) for ref, w in targets.items()}
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +76,13 @@ class ProviderBody(_Spec):
     )
     api_key: str | None = Field(
         None, description="Upstream key; stored encrypted, never returned.", repr=False
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$",
+        description="Environment variable that holds the upstream key, read by the Keel "
+        "server itself (each replica from its own environment); keel.yaml's "
+        "`api_key: {$env: NAME}`. Not with api_key.",
     )
     config: dict[str, Any] = Field(
         default_factory=dict,
@@ -70,6 +103,8 @@ class ProviderBody(_Spec):
     def _local_needs(self) -> ProviderBody:
         if self.kind == LOCAL_KIND and "model_path" not in self.config:
             raise ValueError("a local provider needs config.model_path (a .gguf file)")
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("give api_key or api_key_env, not both")
         return self
 
 
@@ -115,7 +150,9 @@ class RouteBody(_Spec):
     """A route without its name (the API takes the name from the path)."""
 
     targets: dict[str, int] = Field(
-        min_length=1, description="Model version → weight, e.g. {smollm2@1: 90, smollm2@2: 10}."
+        min_length=1,
+        description="Model version → relative weight: each target gets weight / sum of "
+        "weights of the traffic ({a@1: 90, a@2: 10} and {a@1: 9, a@2: 1} are the same split).",
     )
     sticky: Literal["key", "user"] | None = Field(
         None, description="Keep each API key, or each `user`, on one target."
@@ -125,17 +162,25 @@ class RouteBody(_Spec):
     )
     timeout: float | None = Field(None, gt=0, le=3600, description="Seconds per attempt.")
     retries: int = Field(2, ge=0, le=10, description="Extra attempts after the first.")
+    breaker_failures: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Consecutive failures that open this route's breaker of a target "
+        "(default: the breaker_failures setting).",
+    )
+    breaker_cooldown: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="Seconds this route's open breaker waits before a probe "
+        "(default: the breaker_cooldown setting).",
+    )
 
     @field_validator("targets")
     @classmethod
     def _weights(cls, value: dict[str, int]) -> dict[str, int]:
-        for ref, weight in value.items():
-            parse_version_ref(ref)
-            if weight < 0 or weight > 1_000_000:
-                raise ValueError(f"weight of {ref} must be between 0 and 1000000")
-        if sum(value.values()) <= 0:
-            raise ValueError("at least one target needs a weight above 0")
-        return value
+        return check_weights(value)
 
     @field_validator("fallbacks")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -17,12 +17,25 @@ from keel.registry.specs import (
     RouteBody,
     RouteSpec,
 )
+from keel.routing.health import route_health
 from keel.server.deps import ServicesDep, require
 from keel.server.responses import json_response
 
 router = APIRouter(tags=["registry"])
 
 Name = Annotated[str, Path(max_length=100, description="Name within the project.")]
+# `keel apply` says so, so that the audit log tells its changes from hand-made ones.
+ChangeSource = Annotated[
+    str | None,
+    Header(
+        alias="X-Keel-Change-Source",
+        max_length=20,
+        description="'apply' when keel apply makes the change (audit action route.apply).",
+    ),
+]
+IN_USE: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Still used (by model versions, routes or deployments)"}
+}
 
 
 class ProviderView(BaseModel):
@@ -30,6 +43,7 @@ class ProviderView(BaseModel):
     kind: str
     base_url: str | None
     has_api_key: bool
+    api_key_env: str | None = None
     config: dict[str, Any]
 
 
@@ -54,6 +68,8 @@ class RouteView(BaseModel):
     fallbacks: list[str]
     timeout: float | None
     retries: int
+    breaker_failures: int | None = None
+    breaker_cooldown: float | None = None
     revision: int
     updated_at: str
 
@@ -99,8 +115,14 @@ async def put_provider(
     body: ProviderBody,
     services: ServicesDep,
     principal: Annotated[Principal, require("providers:write")],
+    dry_run: Annotated[
+        bool, Query(description="Only check it (kind, this server's environment); save nothing.")
+    ] = False,
 ) -> Response:
     spec = ProviderSpec(name=name, **body.model_dump())
+    if dry_run:
+        services.registry.check_provider(spec)
+        return json_response({"changed": False, "data": {"name": name, "checked": True}})
     result = await asyncio.to_thread(
         services.registry.put_provider, principal.project_id, spec, principal
     )
@@ -113,6 +135,20 @@ async def get_provider(
 ) -> Response:
     row = await asyncio.to_thread(services.registry.get_provider, principal.project_id, name)
     return json_response(row)
+
+
+@router.delete(
+    "/providers/{name}",
+    summary="Delete a provider that no model version uses (409 names the versions that do)",
+    responses=IN_USE,
+)
+async def delete_provider(
+    name: Name, services: ServicesDep, principal: Annotated[Principal, require("providers:write")]
+) -> Response:
+    before = await asyncio.to_thread(
+        services.registry.delete_provider, principal.project_id, name, principal
+    )
+    return json_response({"deleted": True, "data": before})
 
 
 # -- model versions ----------------------------------------------------------------------
@@ -156,6 +192,22 @@ async def get_model(
     )
 
 
+@router.delete(
+    "/models/{ref}",
+    summary="Delete a model version no route or deployment uses (409 names those that do)",
+    responses=IN_USE,
+)
+async def delete_model(
+    ref: Annotated[str, Path(max_length=120)],
+    services: ServicesDep,
+    principal: Annotated[Principal, require("models:write")],
+) -> Response:
+    before = await asyncio.to_thread(
+        services.registry.delete_model_version, principal.project_id, ref, principal
+    )
+    return json_response({"deleted": True, "data": before})
+
+
 # -- routes ------------------------------------------------------------------------------
 
 
@@ -173,21 +225,34 @@ async def put_route(
     body: RouteBody,
     services: ServicesDep,
     principal: Annotated[Principal, require("routes:write")],
+    source: ChangeSource = None,
 ) -> Response:
     spec = RouteSpec(name=name, **body.model_dump())
+    action = "route.apply" if source == "apply" else "route.update"
     result = await asyncio.to_thread(
-        services.registry.put_route, principal.project_id, spec, principal
+        services.registry.put_route, principal.project_id, spec, principal, action=action
     )
     return _changed(result)
 
 
-@router.get("/routes/{name}", summary="Show a route and its revision history")
+@router.delete("/routes/{name}", summary="Delete a route and its history")
+async def delete_route(
+    name: Name, services: ServicesDep, principal: Annotated[Principal, require("routes:write")]
+) -> Response:
+    before = await asyncio.to_thread(
+        services.registry.delete_route, principal.project_id, name, principal
+    )
+    return json_response({"deleted": True, "data": before})
+
+
+@router.get("/routes/{name}", summary="Show a route, its targets' health and its history")
 async def get_route(
     name: Name, services: ServicesDep, principal: Annotated[Principal, require("routes:read")]
 ) -> Response:
     route = await asyncio.to_thread(services.registry.get_route, principal.project_id, name)
     breakers = services.router.breaker_states()
     route["breakers"] = {ref: breakers.get(ref, "closed") for ref in route["targets"]}
+    route["health"] = route_health(services.router, route)
     return json_response(route)
 
 
