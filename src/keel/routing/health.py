@@ -28,7 +28,10 @@ def _breaker_key(ref: str, route: Mapping[str, Any]) -> str:
 def route_health(router: Router, route: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target and fallback of a route (its registry view) → its breaker's health."""
     known = router.target_health()
-    refs = [*route["targets"], *(f for f in route.get("fallbacks", []) if f not in route["targets"])]
+    refs = [
+        *route["targets"],
+        *(f for f in route.get("fallbacks", []) if f not in route["targets"]),
+    ]
     return {ref: dict(known.get(_breaker_key(ref, route), NEVER_CALLED)) for ref in refs}
 
 

@@ -19,7 +19,7 @@ import hashlib
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from keel.auth.keys import Principal
 from keel.errors import KeelError, NotFound, ServiceUnavailable, UpstreamAuthError
@@ -44,6 +44,9 @@ class Outcome(Generic[T]):
             "X-Keel-Target": self.target.ref,
             "X-Keel-Attempts": str(self.attempts),
         }
+
+
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def _sticky_point(route: str, subject: str, total: int) -> int:
@@ -99,15 +102,38 @@ class Router:
         self._cooldown = cooldown
         self._rng = rng or random.Random()
 
-    def breaker(self, target: Target) -> CircuitBreaker:
-        breaker = self._breakers.get(target.ref)
-        if breaker is None:
-            breaker = CircuitBreaker(self._failure_threshold, self._cooldown)
-            self._breakers[target.ref] = breaker
+    def breaker(self, target: Target, route: Route | None = None) -> CircuitBreaker:
+        """The target's breaker; a route with its own breaker settings has its own breakers
+        (keyed `ref route=NAME`), so its thresholds never change another route's."""
+        key = target.ref
+        if route is not None and route.own_breakers:
+            key = f"{target.ref} route={route.name}"
+            failures = route.breaker_failures or self._failure_threshold
+            cooldown = route.breaker_cooldown or self._cooldown
+        else:
+            failures, cooldown = self._failure_threshold, self._cooldown
+        breaker = self._breakers.get(key)
+        if breaker is None or (breaker.failure_threshold, breaker.cooldown) != (failures, cooldown):
+            breaker = CircuitBreaker(failures, cooldown, name=key)
+            self._breakers[key] = breaker
         return breaker
 
     def breaker_states(self) -> dict[str, str]:
-        return {ref: breaker.state for ref, breaker in self._breakers.items()}
+        """Each target's breaker state; with per-route breakers, the worst of them."""
+        states: dict[str, str] = {}
+        for key, breaker in self._breakers.items():
+            ref = key.split(" ", 1)[0]
+            state = breaker.state
+            if _SEVERITY[state] > _SEVERITY.get(states.get(ref, "closed"), 0):
+                states[ref] = state
+            else:
+                states.setdefault(ref, state)
+        return states
+
+    def target_health(self) -> dict[str, dict[str, Any]]:
+        """Per breaker (`ref`, or `ref route=NAME` for routes with their own): state, last
+        error and failures per minute. Targets never called yet have no entry (healthy)."""
+        return {key: breaker.health() for key, breaker in sorted(self._breakers.items())}
 
     def resolve(self, project_id: str, model: str) -> Route:
         route = self.table.lookup(project_id, model)
@@ -139,7 +165,7 @@ class Router:
             for target in attempt_order(route, primary):
                 if _served_by(target, refused):
                     continue
-                breaker = self.breaker(target)
+                breaker = self.breaker(target, route)
                 if not breaker.allow():
                     continue
                 tried_any = True
@@ -151,10 +177,10 @@ class Router:
                     else:
                         value = await call(target)
                 except TimeoutError:
-                    breaker.record_failure()
                     last = ServiceUnavailable(
                         f"{target.ref} did not answer within the route's {route.timeout}s"
                     )
+                    breaker.record_failure(last.message)
                     continue
                 except UpstreamAuthError as error:
                     breaker.record_success()  # the upstream is up; Keel's key is what is wrong
@@ -165,7 +191,7 @@ class Router:
                     if not policy.retryable(error):
                         breaker.record_success()  # the upstream answered; the request was bad
                         raise
-                    breaker.record_failure()
+                    breaker.record_failure(f"{error.status}: {error.message}")
                     last = error
                     continue
                 breaker.record_success()

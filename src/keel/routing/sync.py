@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import socket
 from typing import Any
 
 from keel.deploy.manager import DeploymentManager, Wanted, resolve_model_path
@@ -150,6 +151,13 @@ class RegistrySync:
         client = self._clients.get(fingerprint)
         if client is not None:
             return client
+        if entry.api_key_env is not None and entry.api_key is None:
+            host = socket.gethostname()
+            why = (f"provider {entry.name!r} reads its key from the environment variable "
+                   f"{entry.api_key_env}, which is not set on this Keel server ({host}); "
+                   "set it where 'keel serve' runs and restart")  # fmt: skip
+            log.error("%s", why)
+            return Unavailable(entry.name, why)
         config = ProviderConfig(
             name=entry.name,
             base_url=entry.base_url,
@@ -234,6 +242,8 @@ class RegistrySync:
                 ),
                 timeout=route.timeout,
                 retries=route.retries,
+                breaker_failures=route.breaker_failures,
+                breaker_cooldown=route.breaker_cooldown,
             )
         return RoutingTable(routes=routes, versions=versions, latest=latest, static=self._static)
 

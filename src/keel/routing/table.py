@@ -32,6 +32,9 @@ class Route:
     fallbacks: tuple[Target, ...] = ()
     timeout: float | None = None
     retries: int = 2
+    # The route's own circuit-breaker settings; None: the gateway-wide breaker_* settings.
+    breaker_failures: int | None = None
+    breaker_cooldown: float | None = None
     # Derived once per table build, so a request pays O(log n) to choose, not O(n²).
     cumulative: tuple[int, ...] = field(init=False, repr=False)
     failover: tuple[Target, ...] = field(init=False, repr=False)
@@ -55,6 +58,11 @@ class Route:
         weighted = ",".join(f"{target.ref}:{weight}" for target, weight in self.weighted)
         fallbacks = ",".join(target.ref for target in self.fallbacks)
         object.__setattr__(self, "identity", f"{self.name}|{weighted}|{fallbacks}")
+
+    @property
+    def own_breakers(self) -> bool:
+        """Does this route fence its targets off with its own breakers (own settings)?"""
+        return self.breaker_failures is not None or self.breaker_cooldown is not None
 
     @property
     def total_weight(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from keel.routing.health import unhealthy_targets
 from keel.server.deps import ServicesDep
 from keel.server.responses import json_response
 
@@ -22,8 +23,18 @@ async def healthz() -> Response:
     responses={503: {"description": "Something is starting, restarting or failed"}},
 )
 async def readyz(services: ServicesDep) -> Response:
+    """`targets` lists every upstream target the router has called, with its breaker state,
+    last error and failures per minute; `unhealthy` names those whose breaker is open or
+    probing. They do not make the gateway unready: it still serves (by failing over), and a
+    load balancer that pulled every replica for one dead upstream would stop all traffic."""
     checks = services.readiness()
     ready = all(bool(check["ready"]) for check in checks.values())
+    targets = services.router.target_health()
+    unhealthy = sorted(unhealthy_targets(services.router))
+    status = "ready" if ready else "not ready"
+    if ready and unhealthy:
+        status = "ready (degraded)"
     return json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+        {"status": status, "checks": checks, "targets": targets, "unhealthy": unhealthy},
+        200 if ready else 503,
     )
