@@ -1,4 +1,4 @@
-"""`keel apply -f FILE|DIR`: apply declarative YAML (prompts today) to a running Keel."""
+"""`keel apply -f FILE|DIR`: apply keel.yaml's declarations to a running Keel."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from keel.cli.client import err, fail, resolve_target
+from keel.cli.client import err, fail, resolve_target_and_source
 from keel.gitops.api import ApiError, KeelAPI
 from keel.gitops.apply import ApplyError, ApplyOptions, Outcome, apply_paths
 
@@ -28,10 +28,10 @@ def run_apply(
     options: ApplyOptions | None = None,
 ) -> list[Outcome]:
     """Apply files against the Keel the CLI points at; problems end the command (exit 1)."""
-    base, token = resolve_target(url, key, config)
+    base, token, source = resolve_target_and_source(url, key, config)
 
     async def run() -> list[Outcome]:
-        api = KeelAPI.connect(base, token)
+        api = KeelAPI.connect(base, token, key_source=source)
         try:
             return await apply_paths(paths, api, dry_run=dry_run, options=options)
         finally:
@@ -56,6 +56,14 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would change, and change nothing.")
     ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Also remove what the server holds and the files no longer declare, in each "
+            "section the files name. A model version that still gets traffic is refused.",
+        ),
+    ] = False,
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Commit message for new versions.")
     ] = None,
@@ -63,13 +71,21 @@ def apply(
     key: Annotated[str | None, typer.Option(help="API key (default: the local admin key).")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="keel.yaml.")] = None,
 ) -> None:
-    """Apply YAML files (a `prompts:` section, or one prompt per file): only what changed.
+    """Apply keel.yaml's declarations to a running Keel: only what differs from the server.
 
-    Everything is checked first; on an error (file, line, field) nothing is changed.
+    Sections, applied in this order: providers (kind, base_url, `api_key: {$env: NAME}`,
+    config), models (one entry per immutable version: the n-th entry of a name is
+    version n), routes (targets with relative weights, sticky, fallbacks, timeout,
+    retries, breaker_failures, breaker_cooldown), deployments (model, replicas) and
+    prompts (or a file holding one prompt). Settings in the same file are skipped here:
+    `keel serve -c keel.yaml` reads them, and applies the declarations at start.
+
+    Everything is checked first, against the files and the server; on an error (file,
+    line, field) nothing is changed. --dry-run prints the plan; --prune also removes what
+    the files no longer declare (each removal is an audit record).
     """
-    outcomes = run_apply(
-        files, url, key, config, dry_run=dry_run, options=ApplyOptions(message=message)
-    )
+    options = ApplyOptions(message=message, prune=prune)
+    outcomes = run_apply(files, url, key, config, dry_run=dry_run, options=options)
     for outcome in outcomes:
         out.print(escape(str(outcome)))
     if not any(o.changed for o in outcomes):

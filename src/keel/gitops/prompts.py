@@ -1,5 +1,6 @@
-"""The `prompts:` section of `keel apply`: a new version only when the content changed,
-and labels pointed at a version number or at `latest` (the newest after this apply).
+"""The `prompts:` section of `keel apply`: a new version only when no version holds the
+content yet, and labels pointed at a version number or at `latest` (the version that holds
+the file's content after this apply: a new one, or an earlier one with the same text).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class _Planned:
     message: str
     create: bool = False
     restores: bool = False
-    version_after: int = 0
+    version_after: int = 0  # the newest version after this apply
+    content_version: int = 0  # the version holding the file's content after this apply
     moves: list[tuple[str, int | None, int]] = field(default_factory=list)
 
 
@@ -67,6 +69,13 @@ class PromptsHandler:
         self._specs: list[tuple[PromptFile, Located]] = []
         self._seen: dict[str, Located] = {}
         self._plan: list[_Planned] = []
+        self._declared: Located | None = None
+        self._current: dict[str, dict[str, Any]] = {}
+        self._archive: list[str] = []
+
+    def declare(self, where: Located) -> None:
+        if self._declared is None:
+            self._declared = where
 
     def load(self, entry: Located) -> list[Problem]:
         if not isinstance(entry.value, dict):
@@ -96,6 +105,7 @@ class PromptsHandler:
     async def plan(self, api: KeelAPI) -> list[Problem]:
         listed = await api.call("GET", "/api/prompts", params={"include_archived": "true"})
         current = {p["name"]: p for p in listed["data"]}
+        self._current = current
         problems: list[Problem] = []
         for spec, entry in self._specs:
             default = f"keel apply {entry.document.path.name}"
@@ -107,14 +117,17 @@ class PromptsHandler:
             else:
                 labels = info["labels"]
                 latest = info["latest_version"]
-                newest = await api.call("GET", _path(spec.name), params={"version": latest})
-                same = _content_of(newest).content_hash() == spec.content().content_hash()
+                holding = await _version_holding(api, spec, latest)
                 planned.restores = bool(info["archived"])
-                planned.create = not same or planned.restores
+                planned.create = holding is None or planned.restores
                 planned.version_after = latest + 1 if planned.create else latest
+                if not planned.create and holding is not None:
+                    planned.content_version = holding
+            if planned.create:
+                planned.content_version = planned.version_after
             if self._options.labels:
                 for label, target in spec.labels.items():
-                    version = planned.version_after if target == LATEST else int(target)
+                    version = planned.content_version if target == LATEST else int(target)
                     if version > planned.version_after:
                         problems.append(
                             entry.problem(
@@ -142,6 +155,10 @@ class PromptsHandler:
                 extra = " (restores the archived prompt)" if planned.restores else ""
                 detail = f"{verb} version {version}{extra}"
                 outcomes.append(Outcome(self.section, name, detail, True))
+            elif planned.content_version != planned.version_after:
+                detail = (f"no changes (the text is version {planned.content_version}'s; "
+                          f"newest is {planned.version_after})")  # fmt: skip
+                outcomes.append(Outcome(self.section, name, detail, False))
             else:
                 detail = f"no changes (version {planned.version_after})"
                 outcomes.append(Outcome(self.section, name, detail, False))
@@ -154,6 +171,41 @@ class PromptsHandler:
                     Outcome(self.section, name, f"{verb} {label} {start} → {after}", True)
                 )
         return outcomes
+
+    async def plan_removals(self, api: KeelAPI) -> list[Problem]:
+        if self._declared is None:
+            return []
+        kept = {spec.name for spec, _ in self._specs}
+        self._archive = sorted(
+            name
+            for name, info in self._current.items()
+            if name not in kept and not info["archived"]
+        )
+        return []
+
+    async def remove(self, api: KeelAPI, *, dry_run: bool) -> list[Outcome]:
+        outcomes = []
+        for name in self._archive:
+            if not dry_run:
+                await api.call("POST", f"{_path(name)}/archive")
+            verb = "would archive" if dry_run else "archived"
+            outcomes.append(
+                Outcome(self.section, name, f"{verb} (not in the files; --prune)", True)
+            )
+        return outcomes
+
+
+async def _version_holding(api: KeelAPI, spec: PromptFile, latest: int) -> int | None:
+    """The newest version whose content equals the file's; None when none does."""
+    wanted = spec.content().content_hash()
+    newest = await api.call("GET", _path(spec.name), params={"version": latest})
+    if _content_of(newest).content_hash() == wanted:
+        return latest
+    listed = await api.call("GET", f"{_path(spec.name)}/versions", params={"content": "true"})
+    for version in listed["data"]:  # newest first
+        if _content_of(version).content_hash() == wanted:
+            return int(version["version"])
+    return None
 
 
 def _content_of(version: dict[str, Any]) -> PromptContent:

@@ -1,19 +1,21 @@
 """The providers:, models:, routes: and deployments: sections of `keel apply`.
 
 Applied in that order, each only where the file differs from the server, so applying the
-same file twice changes nothing. Provider keys must be `{$env: NAME}` references.
+same file twice changes nothing. Provider keys must be `{$env: NAME}` references, which
+the server resolves from its own environment. With --prune, what the server holds and the
+files no longer declare is removed, in the reverse order (routes before the model versions
+they name, model versions before their providers).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 
-from keel.gitops.api import KeelAPI
+from keel.gitops.api import ApiError, KeelAPI
 from keel.gitops.base import ApplyOptions, Outcome
 from keel.gitops.source import Located, Problem
 from keel.providers.plugins import ProviderPlugins
@@ -26,18 +28,24 @@ from keel.registry.specs import (
     parse_version_ref,
 )
 
-PLANNED_VERSIONS = "registry.planned_versions"  # key in ApplyOptions.context
+# Keys in ApplyOptions.context that one section leaves for another.
+PLANNED_VERSIONS = "registry.planned_versions"
+SERVER_MODELS = "registry.server_models"  # refs the server holds before this apply
+SERVER_ROUTES = "registry.server_routes"  # name → route, before this apply
+FILE_ROUTES = "registry.file_routes"  # name → (spec, entry) of the files' routes
+FILE_DEPLOYMENTS = "registry.file_deployments"  # model refs the files deploy
+PRUNED_DEPLOYMENTS = "registry.pruned_deployments"  # model refs --prune undeploys
+PRUNED_MODELS = "registry.pruned_models"  # refs --prune deletes
 
 
-def _resolve_env(entry: Located, data: dict[str, Any], problems: list[Problem]) -> None:
+def _env_reference(entry: Located, data: dict[str, Any], problems: list[Problem]) -> None:
+    """`api_key: {$env: NAME}` → api_key_env NAME: the server reads NAME where it runs."""
     key = data.get("api_key")
     if key is None:
         return
     if isinstance(key, dict) and set(key) == {"$env"}:
-        name = str(key["$env"])
-        if name not in os.environ:
-            problems.append(entry.problem(f"environment variable {name} is not set", ("api_key",)))
-        data["api_key"] = os.environ.get(name)
+        data.pop("api_key")
+        data["api_key_env"] = str(key["$env"])
         return
     problems.append(
         entry.problem("write keys as {$env: NAME}; keys are never inlined in files", ("api_key",))
@@ -53,8 +61,33 @@ class _Section:
     seen: dict[str, Located] = field(default_factory=dict)
     planned: list[tuple[BaseModel, Located, str]] = field(default_factory=list)
 
+    section = ""  # set by each subclass: the top-level YAML key
     spec_type: type[BaseModel] = BaseModel
     key_field: str | None = "name"  # None: entries may repeat (model versions)
+    declared: Located | None = None  # where the files name this section (--prune acts in it)
+    removals: list[tuple[str, str]] = field(default_factory=list)  # (name, API path) to remove
+
+    def declare(self, where: Located) -> None:
+        if self.declared is None:
+            self.declared = where
+
+    def section_problem(self, message: str) -> Problem:
+        assert self.declared is not None
+        return self.declared.problem(message)
+
+    async def plan_removals(self, api: KeelAPI) -> list[Problem]:
+        return []
+
+    async def remove(self, api: KeelAPI, *, dry_run: bool) -> list[Outcome]:
+        outcomes = []
+        for name, path in self.removals:
+            if not dry_run:
+                await api.call("DELETE", path)
+            verb = "would remove" if dry_run else "removed"
+            outcomes.append(
+                Outcome(self.section, name, f"{verb} (not in the files; --prune)", True)
+            )
+        return outcomes
 
     def load(self, entry: Located) -> list[Problem]:
         if not isinstance(entry.value, dict):
@@ -92,9 +125,10 @@ class ProvidersHandler(_Section):
     def __init__(self, options: ApplyOptions):
         super().__init__(options, spec_type=ProviderSpec)
         self._plugins: ProviderPlugins | None = None
+        self._current: dict[str, dict[str, Any]] = {}
 
     def prepare(self, entry: Located, data: dict[str, Any], problems: list[Problem]) -> None:
-        _resolve_env(entry, data, problems)
+        _env_reference(entry, data, problems)
 
     def check(self, entry: Located, spec: BaseModel) -> list[Problem]:
         """Kinds are checked against the plugins installed here, before anything changes;
@@ -110,17 +144,37 @@ class ProvidersHandler(_Section):
 
     async def plan(self, api: KeelAPI) -> list[Problem]:
         current = {p["name"]: p for p in await api.call("GET", "/api/providers")}
+        self._current = current
+        problems = []
         for spec, entry in self.entries:
             assert isinstance(spec, ProviderSpec)
             now = current.get(spec.name)
+            mine = (spec.kind, spec.base_url, spec.config, spec.api_key_env)
+            if now is not None and mine == (
+                now["kind"], now["base_url"], now["config"], now.get("api_key_env"),
+            ):  # fmt: skip
+                continue
+            # The server checks what only it knows (its plugins, its environment) now,
+            # so that a missing variable stops the apply before anything changed.
+            body = spec.model_dump(exclude={"name"})
+            try:
+                await api.call(
+                    "PUT", f"/api/providers/{quote(spec.name)}", json=body,
+                    params={"dry_run": "true"},
+                )  # fmt: skip
+            except ApiError as exc:
+                if exc.status is None or exc.status >= 500:
+                    raise
+                field_name = "api_key" if "environment variable" in str(exc) else "kind"
+                problems.append(entry.problem(exc.message, (field_name,)))
+                continue
             if now is None:
                 self.planned.append((spec, entry, "create"))
-            elif (now["kind"], now["base_url"], now["config"]) != (
-                spec.kind, spec.base_url, spec.config,
-            ) or spec.api_key is not None:  # fmt: skip
-                # A key is never read back, so the server decides whether it changed.
-                self.planned.append((spec, entry, "update"))
-        return []
+            else:
+                before = {**now, "api_key_env": now.get("api_key_env")}
+                after = spec.model_dump(exclude={"name", "api_key"})
+                self.planned.append((spec, entry, "update: " + _diff(before, after)))
+        return problems
 
     async def apply(self, api: KeelAPI, *, dry_run: bool) -> list[Outcome]:
         outcomes = []
@@ -135,12 +189,32 @@ class ProvidersHandler(_Section):
                 outcomes.append(Outcome(self.section, spec.name, action, True))
         return outcomes
 
+    async def plan_removals(self, api: KeelAPI) -> list[Problem]:
+        if not self.declared:
+            return []
+        kept = {str(getattr(spec, "name", "")) for spec, _ in self.entries}
+        pruned_models = set(self.options.context.get(PRUNED_MODELS, ()))
+        models = await api.call("GET", "/api/models")
+        problems = []
+        for name in sorted(set(self._current) - kept):
+            users = [m["ref"] for m in models if m["provider"] == name]
+            users = [ref for ref in users if ref not in pruned_models]
+            if users:
+                problems.append(self.section_problem(
+                    f"cannot prune provider {name!r}: model version(s) {', '.join(users)} "
+                    "still use it; remove them from the files too, or keep the provider"
+                ))  # fmt: skip
+                continue
+            self.removals.append((name, f"/api/providers/{quote(name)}"))
+        return problems
+
 
 class ModelsHandler(_Section):
     section = "models"
 
     def __init__(self, options: ApplyOptions):
         super().__init__(options, spec_type=ModelVersionSpec, key_field=None)
+        self._counts: dict[str, int] = {}
 
     async def plan(self, api: KeelAPI) -> list[Problem]:
         """The n-th entry of a name is version n: equal → nothing, new → created, else refused.
@@ -165,6 +239,51 @@ class ModelsHandler(_Section):
                 ))  # fmt: skip
         known = set(existing) | {f"{n}@{v}" for n, c in counts.items() for v in range(1, c + 1)}
         self.options.context[PLANNED_VERSIONS] = known
+        self.options.context[SERVER_MODELS] = existing
+        self._counts = counts
+        return problems
+
+    async def plan_removals(self, api: KeelAPI) -> list[Problem]:
+        """Versions of names the files leave out, and numbers past a name's entry count.
+
+        A version that carries traffic now (weight above 0 in a route the files keep) is
+        refused: set its weight to 0 and apply first, then prune it.
+        """
+        if not self.declared:
+            return []
+        existing: dict[str, dict[str, Any]] = self.options.context.get(SERVER_MODELS, {})
+        server_routes: dict[str, dict[str, Any]] = self.options.context.get(SERVER_ROUTES, {})
+        file_routes: dict[str, RouteSpec] = self.options.context.get(FILE_ROUTES, {})
+        file_deployed: set[str] = self.options.context.get(FILE_DEPLOYMENTS, set())
+        undeployed: set[str] = self.options.context.get(PRUNED_DEPLOYMENTS, set())
+        deployed = {d["model"] for d in await api.call("GET", "/api/deployments")}
+        problems = []
+        pruned: set[str] = set()
+        for ref, model in sorted(existing.items()):
+            if model["version"] <= self._counts.get(model["name"], 0):
+                continue
+            why = []
+            for name, route in sorted(server_routes.items()):
+                weight = route["targets"].get(ref, 0)
+                if weight > 0 and name in file_routes:
+                    total = sum(route["targets"].values()) or 1
+                    why.append(
+                        f"route {name!r} sends it {100 * weight / total:.0f}% of its traffic "
+                        f"now (weight {weight}); set its weight to 0 and apply, then prune it"
+                    )
+            for name, spec in sorted(file_routes.items()):
+                if ref in spec.refs():
+                    why.append(f"route {name!r} in the files still names it")
+            if ref in file_deployed or (ref in deployed and ref not in undeployed):
+                why.append("it is deployed; remove its deployment too ('keel undeploy')")
+            if why:
+                problems.append(
+                    self.section_problem(f"cannot prune model version {ref}: " + "; ".join(why))
+                )
+                continue
+            pruned.add(ref)
+            self.removals.append((ref, f"/api/models/{quote(ref)}"))
+        self.options.context[PRUNED_MODELS] = pruned
         return problems
 
     async def apply(self, api: KeelAPI, *, dry_run: bool) -> list[Outcome]:
@@ -189,6 +308,10 @@ class RoutesHandler(_Section):
         if known is None:
             known = {m["ref"] for m in await api.call("GET", "/api/models")}
         current = {r["name"]: r for r in await api.call("GET", "/api/routes")}
+        self.options.context[SERVER_ROUTES] = current
+        self.options.context[FILE_ROUTES] = {
+            spec.name: spec for spec, _ in self.entries if isinstance(spec, RouteSpec)
+        }
         problems = []
         for spec, entry in self.entries:
             assert isinstance(spec, RouteSpec)
@@ -201,15 +324,26 @@ class RoutesHandler(_Section):
                 )  # fmt: skip
             now = current.get(spec.name)
             wanted = spec.model_dump()
-            if now is None or any(now.get(k) != v for k, v in wanted.items()):
-                self.planned.append((spec, entry, "create" if now is None else "update"))
+            if now is None:
+                split = ", ".join(f"{r} {w}" for r, w in spec.targets.items())
+                self.planned.append((spec, entry, f"create: {split}"))
+            elif any(now.get(k) != v for k, v in wanted.items()):
+                self.planned.append((spec, entry, "update: " + _diff(now, wanted)))
         return problems
+
+    async def plan_removals(self, api: KeelAPI) -> list[Problem]:
+        if not self.declared:
+            return []
+        current: dict[str, Any] = self.options.context.get(SERVER_ROUTES, {})
+        kept = {str(getattr(spec, "name", "")) for spec, _ in self.entries}
+        for name in sorted(set(current) - kept):
+            self.removals.append((name, f"/api/routes/{quote(name)}"))
+        return []
 
     async def apply(self, api: KeelAPI, *, dry_run: bool) -> list[Outcome]:
         outcomes = []
-        for spec, _, action in self.planned:
+        for spec, _, detail in self.planned:
             assert isinstance(spec, RouteSpec)
-            detail = f"{action}: " + ", ".join(f"{r} {w}" for r, w in spec.targets.items())
             if not dry_run:
                 body = spec.model_dump(exclude={"name"})
                 await api.call("PUT", f"/api/routes/{quote(spec.name)}", json=body)
@@ -222,12 +356,27 @@ class DeploymentsHandler(_Section):
 
     def __init__(self, options: ApplyOptions):
         super().__init__(options, spec_type=DeploymentSpec, key_field="model")
+        self._current: dict[str, int] = {}
+
+    async def plan_removals(self, api: KeelAPI) -> list[Problem]:
+        if not self.declared:
+            return []
+        kept = self.options.context.get(FILE_DEPLOYMENTS, set())
+        gone = sorted(set(self._current) - kept)
+        for ref in gone:
+            self.removals.append((ref, f"/api/deployments/{quote(ref)}"))
+        self.options.context[PRUNED_DEPLOYMENTS] = set(gone)
+        return []
 
     async def plan(self, api: KeelAPI) -> list[Problem]:
         known = self.options.context.get(PLANNED_VERSIONS)
         if known is None:
             known = {m["ref"] for m in await api.call("GET", "/api/models")}
         current = {d["model"]: d["replicas"] for d in await api.call("GET", "/api/deployments")}
+        self._current = current
+        self.options.context[FILE_DEPLOYMENTS] = {
+            spec.model for spec, _ in self.entries if isinstance(spec, DeploymentSpec)
+        }
         problems = []
         for spec, entry in self.entries:
             assert isinstance(spec, DeploymentSpec)
@@ -246,3 +395,23 @@ class DeploymentsHandler(_Section):
                 await api.call("PUT", "/api/deployments", json=spec.model_dump())
             outcomes.append(Outcome(self.section, spec.model, detail, True))
         return outcomes
+
+
+def _diff(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """`field old → new` for each field `after` sets to another value than `before` has."""
+    changes = []
+    for key, value in after.items():
+        old = before.get(key)
+        if old == value:
+            continue
+        if isinstance(old, dict) and isinstance(value, dict):
+            for sub in sorted(set(old) | set(value), key=str):
+                if old.get(sub) != value.get(sub):
+                    changes.append(f"{key}.{sub} {_shown(old.get(sub))} → {_shown(value.get(sub))}")
+        else:
+            changes.append(f"{key} {_shown(old)} → {_shown(value)}")
+    return ", ".join(changes) or "no visible change"
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else str(value)

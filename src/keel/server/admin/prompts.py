@@ -192,10 +192,16 @@ async def create_version(
     responses=_ERRORS,
 )
 async def list_versions(
-    name: Name, prompts: PromptsDep, principal: Annotated[Principal, require("prompts:read")]
+    name: Name,
+    prompts: PromptsDep,
+    principal: Annotated[Principal, require("prompts:read")],
+    content: Annotated[
+        bool, Query(description="Include each version's messages, variables and config.")
+    ] = False,
 ) -> Response:
     records = await asyncio.to_thread(prompts.list_versions, principal.project_id, name)
-    return json_response({"name": name, "data": [r.summary() for r in records]})
+    rows = [r.as_dict() if content else r.summary() for r in records]
+    return json_response({"name": name, "data": rows})
 
 
 @router.get(
