@@ -117,7 +117,7 @@ def test_specs_refuse_bad_names_and_weights() -> None:
         RouteSpec(name="Chat Default", targets={"m@1": 1})
     with pytest.raises(ValueError, match="name@number"):
         RouteSpec(name="chat", targets={"m": 1})
-    with pytest.raises(ValueError, match="every weight is 0.*weights are relative"):
+    with pytest.raises(ValueError, match=r"every weight is 0.*weights are relative"):
         RouteSpec(name="chat", targets={"m@1": 0})
     # A negative weight is blamed on the number, with the rule, never on the syntax.
     with pytest.raises(ValueError, match=r"weight of m@2 is -10, below 0; weights are relative"):
