@@ -96,9 +96,12 @@ def serve(
         "log_level": log_level,
     }
     try:
-        settings = load_settings(config_file=config, cli=flags).settings
+        loaded = load_settings(config_file=config, cli=flags)
     except SettingsError as exc:
         raise fail(str(exc), 2) from exc
+    settings = loaded.settings
+    # Providers, models, routes, … in the same file are applied at start, idempotently.
+    declarations = loaded.config_file if loaded.declarations else None
     if workers > 1:
         _check_workers(settings, workers)
     logging.basicConfig(
@@ -115,7 +118,9 @@ def serve(
         _serve_workers(settings, workers, config, flags)
         return
     progress = _StartupProgress()
-    app = create_app(settings, on_admin_key=_show_admin_key, progress=progress)
+    app = create_app(
+        settings, on_admin_key=_show_admin_key, progress=progress, declarations=declarations
+    )
     progress(
         f"data in {settings.data_dir}; database {settings.effective_database_url.split('://')[0]}"
     )
@@ -224,11 +229,15 @@ def worker_app() -> FastAPI:
 
     spec = json.loads(os.environ[_WORKER_SPEC])
     config = Path(spec["config"]) if spec["config"] else None
-    settings = load_settings(config_file=config, cli=spec["flags"]).settings
+    loaded = load_settings(config_file=config, cli=spec["flags"])
+    settings = loaded.settings
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.umask(0o077)
     WorkerProtocol.header_timeout = settings.request_header_timeout  # this process's only
-    return create_app(settings)
+    # Each worker applies the declarations; a lock in the data dir makes them take turns,
+    # so the first applies and the others find nothing to change.
+    declarations = loaded.config_file if loaded.declarations else None
+    return create_app(settings, declarations=declarations)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 import keel
 from keel import ui
 from keel.server import admin, errors, health, metrics
+from keel.server.declarations import apply_at_start
 from keel.server.hot import HotRoutes, document_bodies
 from keel.server.middleware import RequestContext
 from keel.server.openai.feedback import router as feedback_router
@@ -34,17 +36,27 @@ def create_app(
     on_admin_key: AdminKeyNotice = log_admin_key,
     progress: Progress | None = None,
     services: Services | None = None,
+    declarations: Path | None = None,
 ) -> FastAPI:
-    """Build the app. Pass `services` to serve ones the caller started (tests do)."""
+    """Build the app. Pass `services` to serve ones the caller started (tests do), and
+    `declarations` (keel.yaml) to apply its providers, models, routes, … at start."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
+            if declarations is not None:
+                await apply_at_start(app, services, declarations, progress)
             yield
             return
         private_dir(settings.data_dir)  # before anything is written into it
         started = await start_services(settings, on_admin_key=on_admin_key, progress=progress)
         app.state.services = started
+        if declarations is not None:
+            try:
+                await apply_at_start(app, started, declarations, progress)
+            except BaseException:
+                await stop_services(started)
+                raise
         # Everything imported and built at start lives for the whole process: keep it out of
         # the collector's full passes, which otherwise pause requests for tens of ms.
         gc.freeze()
