@@ -8,8 +8,7 @@ import pytest
 from keel.auth.keys import Principal
 from keel.errors import BudgetExceeded, PermissionDenied, RateLimited
 from keel.events import Change, LocalChangeBus
-from keel.gateway.pipeline import GatewayRequest
-from keel.limits.admission import PROJECTS_TOPIC, Admission, SpendSink, budget_period
+from keel.limits.admission import PROJECTS_TOPIC, Admission, Admitted, SpendSink, budget_period
 from keel.limits.memory import MemoryBackend
 from keel.limits.spec import NO_PROJECT_LIMITS, Limits, ProjectLimits
 from keel.providers.base import Usage
@@ -30,9 +29,11 @@ def test_budget_periods_follow_the_utc_calendar() -> None:
     assert (month.id, month.reset_s) == ("m2026-02", 12 * 3600)
 
 
-def request_for(principal: Principal) -> GatewayRequest:
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    return GatewayRequest("chat/completions", body, principal, "trace")
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def admit(admission: Admission, principal: Principal) -> Admitted:
+    return await admission(principal, BODY)
 
 
 async def test_a_spent_daily_budget_comes_back_the_next_day() -> None:
@@ -40,21 +41,22 @@ async def test_a_spent_daily_budget_comes_back_the_next_day() -> None:
     admission = Admission(MemoryBackend(clock), lambda _: NO_PROJECT_LIMITS, clock=clock)
     limits = Limits.model_validate({"budget": {"amount": 5, "period": "day"}})
     principal = Principal(key_id="k", project_id="p", role="app", limits=limits)
-    admitted = await admission(request_for(principal))
+    admitted = await admit(admission, principal)
     assert admitted.settlement is not None
     await admitted.settlement.settle(PRICED, Usage(3, 2))  # 5 tokens at 1 per token
     with pytest.raises(BudgetExceeded, match="budget of 5"):
-        await admission(request_for(principal))
+        await admit(admission, principal)
     clock.now = at("2026-12-02T00:00:01")
-    assert (await admission(request_for(principal))).settlement is not None
+    assert (await admit(admission, principal)).settlement is not None
 
 
 async def test_a_request_without_limits_or_scopes_gets_no_ticket() -> None:
     admission = Admission(MemoryBackend(), lambda _: NO_PROJECT_LIMITS)
-    request = request_for(Principal(key_id="k", project_id="p", role="app"))
-    assert await admission(request) is request
+    admitted = await admit(admission, Principal(key_id="k", project_id="p", role="app"))
+    assert admitted.settlement is None
+    assert admitted.body is BODY  # nothing to change either
     with pytest.raises(PermissionDenied, match="inference"):
-        await admission(request_for(Principal(key_id="v", project_id="p", role="viewer")))
+        await admit(admission, Principal(key_id="v", project_id="p", role="viewer"))
 
 
 async def test_changed_limits_apply_to_the_next_request() -> None:
@@ -63,21 +65,21 @@ async def test_changed_limits_apply_to_the_next_request() -> None:
     project = {"p": ProjectLimits.model_validate({"rpm": 10})}
     admission = Admission(MemoryBackend(Clock()), lambda pid: project[pid], events=events)
     key = Principal(key_id="k", project_id="p", role="app", limits=Limits(rpm=5))
-    first = await admission(request_for(key))
+    first = await admit(admission, key)
     assert first.headers["x-ratelimit-limit-requests"] == "5"  # the tighter of key and project
 
     project["p"] = ProjectLimits.model_validate({"routes": {"m": {"rpm": 1}}})
     events.publish(Change(PROJECTS_TOPIC, "p", "p"))
-    second = await admission(request_for(key))
+    second = await admit(admission, key)
     assert second.headers["x-ratelimit-limit-requests"] == "1"  # the route's, now
     with pytest.raises(RateLimited, match="route m"):
-        await admission(request_for(key))
+        await admit(admission, key)
 
     project["p"] = NO_PROJECT_LIMITS
     events.publish(Change(PROJECTS_TOPIC, "*", "p"))
     reread = Principal(key_id="k", project_id="p", role="app", limits=Limits(rpm=2))
     with pytest.raises(RateLimited, match="key k allows 2"):  # two were counted this minute
-        await admission(request_for(reread))
+        await admit(admission, reread)
 
 
 async def test_a_new_budget_period_counts_from_zero() -> None:
@@ -85,16 +87,16 @@ async def test_a_new_budget_period_counts_from_zero() -> None:
     admission = Admission(MemoryBackend(clock), lambda _: NO_PROJECT_LIMITS, clock=clock)
     limits = Limits.model_validate({"budget": {"amount": 5, "period": "month"}})
     principal = Principal(key_id="k", project_id="p", role="app", limits=limits)
-    december = await admission(request_for(principal))
+    december = await admit(admission, principal)
     assert december.settlement is not None
     await december.settlement.settle(PRICED, Usage(3, 2))
     with pytest.raises(BudgetExceeded, match=r"in 1s\)"):
-        await admission(request_for(principal))
+        await admit(admission, principal)
     clock.now = at("2027-01-01T00:00:00")
-    assert (await admission(request_for(principal))).settlement is not None
+    assert (await admit(admission, principal)).settlement is not None
     clock.now = at("2026-12-31T23:59:59.5")  # a clock stepped back lands in December again
     with pytest.raises(BudgetExceeded):
-        await admission(request_for(principal))
+        await admit(admission, principal)
 
 
 class Audits(SpendSink):
@@ -111,10 +113,10 @@ class Audits(SpendSink):
 
 async def warn_all(admission: Admission, keys: list[Principal]) -> None:
     for key in keys:
-        spent = await admission(request_for(key))
+        spent = await admit(admission, key)
         assert spent.settlement is not None
         await spent.settlement.settle(PRICED, Usage(1, 1))  # 2, past the soft limit of 1
-        await admission(request_for(key))  # warns (once per key and period)
+        await admit(admission, key)  # warns (once per key and period)
 
 
 async def test_budget_warnings_are_remembered_for_this_period_only(
@@ -134,7 +136,7 @@ async def test_budget_warnings_are_remembered_for_this_period_only(
     assert len(admission._warned) <= 10
 
     clock.now = at("2026-12-02T12:00:00")
-    await admission(request_for(keys[0]))
+    await admit(admission, keys[0])
     assert not admission._warned  # the markers of the day that ended are gone
     await warn_all(admission, keys[:3])
     assert audits.warnings[-3:] == [f"k{n}:d2026-12-02" for n in range(3)]

@@ -1,4 +1,4 @@
-"""Step 2 of the request path (admit) and step 11 (settle): scopes, rate limits, budgets.
+"""Step 3 of the request path (admit) and step 12 (settle): scopes, rate limits, budgets.
 
 Limits come from the key, its project and the project's per-route table; all of them are
 checked and counted in one backend call, from a plan built once per key and route. A
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import dataclasses
 import logging
 import math
 import os
@@ -24,10 +23,9 @@ import orjson
 
 from keel.auth.keys import Principal
 from keel.auth.permissions import allowed
+from keel.cost import cost
 from keel.errors import BudgetExceeded, PermissionDenied, RateLimited
 from keel.events import Change, ChangeBus
-from keel.cost import cost
-from keel.gateway.pipeline import GatewayRequest
 from keel.limits.base import Check, CheckState, Decision, LimitBackend, Settlement
 from keel.limits.plan import BudgetRule, Plan, build_plan
 from keel.limits.spec import ProjectLimits
@@ -121,6 +119,16 @@ def _requested_max_tokens(body: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An admitted request: its body (a scope may set max_tokens), the hold on its limits
+    (None when nothing limits it) and the x-ratelimit-* headers for its response."""
+
+    body: dict[str, Any]
+    settlement: Ticket | None = None
+    headers: dict[str, str] | None = None
+
+
 class Ticket:
     """One admitted request's hold on its limits, released exactly once."""
 
@@ -179,20 +187,9 @@ class Ticket:
             self._admission.settle_failures += 1
             log.exception("settling a request's limits failed")
 
-    def abandon(self) -> None:
-        if self._done:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop left (shutdown): leases expire on their own
-        task = loop.create_task(self.settle(None, None))
-        self._admission.background.add(task)
-        task.add_done_callback(self._admission.background.discard)
-
 
 class Admission:
-    """RequestStep: check scopes, rate limits and budgets; hand a Ticket to step 11."""
+    """Step 3: check scopes, rate limits and budgets; hand a Ticket for step 12 (settle)."""
 
     def __init__(
         self,
@@ -214,7 +211,6 @@ class Admission:
         # Checked by identity against the limits objects on each use, so a change (which
         # replaces the object) rebuilds the plan without an invalidation of its own.
         self._plans: dict[tuple[str, str, str | None], Plan] = {}
-        self.background: set[asyncio.Task[None]] = set()
         self.settle_failures = 0
         if events is not None:
             events.subscribe(PROJECTS_TOPIC, self._on_change)
@@ -245,46 +241,49 @@ class Admission:
 
     # -- admission ---------------------------------------------------------------------
 
-    async def __call__(self, request: GatewayRequest) -> GatewayRequest:
-        principal = request.principal
+    async def __call__(
+        self, principal: Principal, body: dict[str, Any], prompt: str | None = None
+    ) -> Admitted:
+        """Admit a request for `body` (after prompt resolution; `prompt`: the stored prompt
+        it uses, if any), or raise the refusal the client gets."""
         if not allowed(principal.role, "inference"):
             raise PermissionDenied(
                 f"role '{principal.role}' may not call models (inference); "
                 "use a key with role app, developer or admin"
             )
-        body = request.body
         if not principal.scopes.empty:
-            body = self._check_scopes(principal, request)
+            body = self._check_scopes(principal, body, prompt)
         project = self._projects.get(principal.project_id)  # cached: no coroutine to run
         if project is None:
             project = await self._project(principal.project_id)
         if principal.limits.empty and project.empty:
-            return request if body is request.body else dataclasses.replace(request, body=body)
-        return await self._admit(request, body, project)
+            return Admitted(body)
+        return await self._admit(principal, body, project)
 
-    def _check_scopes(self, principal: Principal, request: GatewayRequest) -> dict[str, Any]:
+    def _check_scopes(
+        self, principal: Principal, body: dict[str, Any], prompt: str | None
+    ) -> dict[str, Any]:
         scopes = principal.scopes
-        if scopes.routes is not None and request.model not in scopes.routes:
+        model = str(body.get("model"))
+        if scopes.routes is not None and model not in scopes.routes:
             raise PermissionDenied(
-                f"this key's 'routes' scope does not allow model {request.model!r} "
+                f"this key's 'routes' scope does not allow model {model!r} "
                 f"(allowed: {', '.join(scopes.routes) or 'none'})",
                 param="model",
                 code="scope_violation",
             )
-        if scopes.prompts is not None:
-            prompt = request.headers.get("X-Keel-Prompt")  # set by step 3 when a prompt was used
-            if prompt not in scopes.prompts:
-                used = f"prompt {prompt!r}" if prompt else "a request without a stored prompt"
-                raise PermissionDenied(
-                    f"this key's 'prompts' scope does not allow {used} "
-                    f"(allowed: {', '.join(scopes.prompts) or 'none'})",
-                    param="prompt",
-                    code="scope_violation",
-                )
+        if scopes.prompts is not None and prompt not in scopes.prompts:
+            used = f"prompt {prompt!r}" if prompt else "a request without a stored prompt"
+            raise PermissionDenied(
+                f"this key's 'prompts' scope does not allow {used} "
+                f"(allowed: {', '.join(scopes.prompts) or 'none'})",
+                param="prompt",
+                code="scope_violation",
+            )
         if scopes.max_tokens is not None:
-            asked = _requested_max_tokens(request.body)
+            asked = _requested_max_tokens(body)
             if asked is None:
-                return {**request.body, "max_tokens": scopes.max_tokens}
+                return {**body, "max_tokens": scopes.max_tokens}
             if asked > scopes.max_tokens:
                 raise PermissionDenied(
                     f"max_tokens {asked} is above this key's 'max_tokens' scope "
@@ -292,12 +291,12 @@ class Admission:
                     param="max_tokens",
                     code="scope_violation",
                 )
-        return request.body
+        return body
 
     async def _admit(
-        self, request: GatewayRequest, body: dict[str, Any], project: ProjectLimits
-    ) -> GatewayRequest:
-        plan = self._plan(request.principal, project, request.model)
+        self, principal: Principal, body: dict[str, Any], project: ProjectLimits
+    ) -> Admitted:
+        plan = self._plan(principal, project, str(body.get("model")))
         reserve = 0
         if plan.token_keys:
             max_tokens = _requested_max_tokens(body)
@@ -337,9 +336,7 @@ class Admission:
                 period = spans[index].period(now)
                 await self._warn_once(rule, spend_keys[index], period, spent)
         ticket = Ticket(self, plan, decision, lease, reserve, spans, spend_keys, now)
-        if request.headers:
-            headers = {**request.headers, **headers}
-        return dataclasses.replace(request, body=body, settlement=ticket, headers=headers)
+        return Admitted(body, ticket, headers)
 
     def _plan(self, principal: Principal, project: ProjectLimits, model: str | None) -> Plan:
         route = model if model in project.routes else None  # other names share one plan

@@ -1,4 +1,4 @@
-"""The gateway step that turns a prompt reference into messages (step 3 of the request path).
+"""The gateway step that turns a prompt reference into messages (step 2 of the request path).
 
 Prompts come from an in-process cache (labels per prompt, compiled templates per
 version); change events drop stale entries, and misses load in a worker thread.
@@ -7,16 +7,15 @@ version); change events drop stale entries, and misses load in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from keel.calls import PromptUsed
 from keel.errors import InvalidRequest, NotFound
 from keel.events import Change, ChangeBus
-from keel.gateway.pipeline import GatewayRequest
 from keel.prompts.render import CompiledPrompt
 from keel.prompts.service import TOPIC, Pointers, PromptService, label_not_found
 from keel.prompts.spec import (
@@ -122,8 +121,16 @@ def reference(body: dict[str, Any]) -> PromptReference | None:
     return PromptReference(name, label, version, variables, "prompt_variables", False)
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A request whose prompt reference was rendered: the new body, and which prompt it used."""
+
+    body: dict[str, Any]
+    prompt: PromptUsed
+
+
 class PromptResolver:
-    """RequestStep: render the referenced prompt version into the request's messages."""
+    """Step 2: render the referenced prompt version into the request's messages."""
 
     def __init__(self, service: PromptService, events: ChangeBus, *, cache_size: int = 4096):
         self._service = service
@@ -140,19 +147,21 @@ class PromptResolver:
             # "*": changes may have been missed (a lost Redis connection); forget them all.
             self._pointers.drop(lambda k: change.key == "*" or k == key)
 
-    async def __call__(self, request: GatewayRequest) -> GatewayRequest:
-        if request.op != "chat/completions":
-            return request  # /v1/completions has a `prompt` of its own: plain text
-        ref = reference(request.body)
+    async def __call__(self, project: str, body: dict[str, Any]) -> Resolved | None:
+        """The chat request `body` with its prompt rendered in; None when it names none.
+
+        (/v1/completions has a `prompt` of its own, plain text: never call this for it.)
+        """
+        ref = reference(body)
         if ref is None:
-            return request
-        project = request.principal.project_id
+            return None
+        request_body = body
         version = await self._version(project, ref)
         compiled = await self._template(project, ref.name, version)
         messages = compiled.render(ref.variables, param=ref.param)
 
-        body = {k: v for k, v in request.body.items() if k not in ("prompt", "prompt_variables")}
-        body["messages"] = [*messages, *(request.body.get("messages") or [])]
+        body = {k: v for k, v in request_body.items() if k not in ("prompt", "prompt_variables")}
+        body["messages"] = [*messages, *(request_body.get("messages") or [])]
         config = compiled.content.config.request_fields()
         if not ref.model_given:
             if "model" not in config:
@@ -165,12 +174,7 @@ class PromptResolver:
         for name in CONFIG_FIELDS:
             if name in config and body.get(name) is None:
                 body[name] = config[name]
-        headers = {
-            **request.headers,
-            "X-Keel-Prompt": ref.name,
-            "X-Keel-Prompt-Version": str(version),
-        }
-        return dataclasses.replace(request, body=body, headers=headers)
+        return Resolved(body, PromptUsed(ref.name, version))
 
     async def _version(self, project: str, ref: PromptReference) -> int:
         key = (project, ref.name)

@@ -20,8 +20,6 @@ from keel.deploy.crashes import RestartPolicy
 from keel.deploy.manager import DeploymentManager, ServerOptions
 from keel.deploy.metrics import DeploymentMetrics
 from keel.events import ChangeBus
-from keel.gateway.cache import CacheStep
-from keel.gateway.guard import GuardStep
 from keel.gateway.pipeline import Gateway
 from keel.guard.service import GuardService
 from keel.prompts.resolver import PromptResolver
@@ -158,6 +156,7 @@ def build_services(
     guard = GuardService(
         database, events, default_policy=settings.guard_policy, declared=settings.guard_policies
     )
+    tracing = Tracing(settings, database, router.breaker_states)
     return Services(
         settings=settings,
         database=database,
@@ -172,12 +171,15 @@ def build_services(
         gateway=Gateway(
             catalog,
             router,
+            tracing=tracing,
             prompts=PromptResolver(prompts, events),
             admission=access.admission,
-            guard=GuardStep(guard),
-            cache=CacheStep(cache, settings.cache_routes),
+            guard=guard,
+            cache=cache,
+            cache_routes=settings.cache_routes,
+            embedding_max_inputs=settings.embedding_max_inputs,
         ),
-        tracing=Tracing(settings, database, router.breaker_states),
+        tracing=tracing,
         access=access,
         cache=cache,
         prompts=prompts,

@@ -7,9 +7,9 @@ recorder's worker thread turns a finished trace into rows (see `convert.py`).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from keel.auth.keys import Principal
 from keel.errors import KeelError
@@ -17,16 +17,12 @@ from keel.providers.base import Usage
 from keel.routing.router import Outcome
 from keel.routing.table import Target
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 # gen_ai.operation.name per gateway operation (OpenTelemetry GenAI semantic conventions).
 OPERATIONS = {
     "chat/completions": "chat",
     "completions": "text_completion",
     "embeddings": "embeddings",
 }
-_ACTION_RANK = {"allow": 0, "flag": 1, "redact": 2, "block": 3}
 KEEL_HEADERS = b"x-keel-"
 SESSION_HEADER = b"x-keel-session-id"
 METADATA_PREFIX = b"x-keel-metadata-"
@@ -183,22 +179,6 @@ class RequestTrace:
         if error is not None:
             step.error = error_type(error)
 
-    def prepared(self, body: dict[str, Any], headers: dict[str, str]) -> None:
-        """Steps before routing are done: keep the final body and the prompt used."""
-        self.body = body
-        name = headers.get("X-Keel-Prompt")
-        version = headers.get("X-Keel-Prompt-Version", "")
-        if name is not None and version.isdigit():
-            self.prompt = (name, int(version))
-
-    def guarded(self, step: Step, policy: str, verdicts: list[Any], action: str) -> None:
-        """A guard step is over: keep its verdicts and the strongest action so far."""
-        self.end(step)
-        step.verdicts = verdicts
-        self.guard_policy = policy
-        if self.guard_action is None or _ACTION_RANK[action] > _ACTION_RANK[self.guard_action]:
-            self.guard_action = action
-
     def routed(self, step: Step, outcome: Outcome[Any]) -> None:
         """Step 6 is over: the router found a target that answered."""
         self.end(step)
@@ -211,20 +191,6 @@ class RequestTrace:
         self.usage = usage
         self.response_model = response_model if isinstance(response_model, str) else None
         self.output = output
-
-    def chunk(self, chunk: dict[str, Any]) -> None:
-        """A streamed chunk with choices is about to go to the client."""
-        if self.first_token_ns is None:
-            self.first_token_ns = time.time_ns()
-            model = chunk.get("model")
-            self.response_model = model if isinstance(model, str) else None
-        self.last_chunk = chunk
-
-    def streamed(self, text: list[str], usage: Usage | None, error: BaseException | None) -> None:
-        """The stream ended (`error` None only when it ran to [DONE]): finish the trace."""
-        self.output = text
-        self.usage = usage
-        self.finish(error)
 
     def finish(self, error: BaseException | None = None) -> None:
         """End the request (and any step still open) and hand the trace to the recorder."""
@@ -239,43 +205,3 @@ class RequestTrace:
                 if error is not None and step.error is None:
                     step.error = error_type(error)
         self.sink(self)
-
-
-def traced_attempts(
-    trace: RequestTrace | None,
-    call: Callable[[Target], Awaitable[T]],
-    *,
-    keep_open: bool = False,
-) -> Callable[[Target], Awaitable[T]]:
-    """Wrap the router's per-target call so each provider attempt becomes a span.
-
-    With `keep_open` (streams) the successful attempt's span lasts until the request
-    finishes, so it covers the whole generation.
-    """
-    if trace is None:
-        return call
-
-    async def attempt(target: Target) -> T:
-        step = trace.begin("attempt", parent="route", target=target)
-        try:
-            value = await call(target)
-        except BaseException as exc:
-            trace.end(step, exc)
-            raise
-        if not keep_open:
-            trace.end(step)
-        return value
-
-    return attempt
-
-
-async def run_step(
-    trace: RequestTrace | None, name: str, step: Callable[[R], Awaitable[R]], request: R
-) -> R:
-    """Run one request step (prompt, admit, …) as a span of the trace."""
-    if trace is None:
-        return await step(request)
-    span = trace.begin(name)
-    result = await step(request)
-    trace.end(span)
-    return result

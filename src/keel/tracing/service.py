@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from keel.auth.keys import Principal
+from keel.calls import Call
 from keel.settings import Settings
 from keel.store.db import Database
 from keel.tracing.convert import Converted, convert
 from keel.tracing.metrics import GatewayMetrics
-from keel.tracing.model import RequestTrace, header_context
+from keel.tracing.model import RequestTrace
 from keel.tracing.otlp import OtlpExporter
 from keel.tracing.recorder import TraceRecorder
 from keel.tracing.retention import Policy, Retention
@@ -63,28 +61,24 @@ class Tracing:
     def _depth(self) -> int:
         return self.recorder.depth()
 
-    def start(
-        self, scope: Mapping[str, Any], op: str, principal: Principal, body: dict[str, Any]
-    ) -> RequestTrace | None:
-        """A trace for one gateway request, or None when tracing is off."""
+    def start(self, call: Call, start_ns: int) -> RequestTrace | None:
+        """A trace for one gateway call, or None when tracing is off (the gateway's own;
+        nothing else starts one)."""
         if not self.enabled:
             return None
-        state = scope.get("state") or {}
-        session_id, metadata = header_context(scope)
-        start_ns = state.get("started_ns") or time.time_ns()
         # Ids begin with their start in milliseconds, as the server's do: retention finds
         # old traces by their id (see TraceStore.prune).
-        trace_id = state.get("trace_id") or f"{start_ns // 1_000_000:012x}{os.urandom(10).hex()}"
+        trace_id = call.trace_id or f"{start_ns // 1_000_000:012x}{os.urandom(10).hex()}"
         return RequestTrace(
             self.recorder.submit,
             trace_id,
-            op,
-            principal,
-            body,
+            call.op,
+            call.principal,
+            call.body,
             start_ns=start_ns,
-            auth=state.get("auth_ns"),
-            session_id=session_id,
-            metadata=metadata,
+            auth=call.auth_ns,
+            session_id=call.session_id,
+            metadata=dict(call.metadata),
         )
 
     def start_writer(self) -> None:

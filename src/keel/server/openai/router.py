@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +10,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from keel.auth.keys import Principal
-from keel.errors import InvalidRequest
-from keel.gateway.choices import choice_count
-from keel.gateway.disconnect import ClientWatch
-from keel.gateway.pipeline import GatewayRequest
-from keel.providers.base import Operation, Usage
+from keel.calls import Call, CallOp
+from keel.gateway.answer import Answer
 from keel.server.deps import PrincipalDep, ServicesDep, authenticate_request, bearer_token
 from keel.server.hot import Endpoint, body_docs, json_body
 from keel.server.openai.protocol import (
@@ -28,9 +24,10 @@ from keel.server.openai.protocol import (
     ErrorResponse,
     ModelList,
 )
-from keel.server.responses import EventStream, json_response
+from keel.server.responses import EventStream as SSEResponse
+from keel.server.responses import json_response
 from keel.server.services import Services
-from keel.tracing.model import ClientDisconnected, RequestTrace
+from keel.tracing.model import ClientDisconnected, header_context
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -51,38 +48,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _answer(services: Services, request: GatewayRequest) -> Response:
-    trace, stream, client = request.trace, bool(request.body.get("stream")), request.client
+async def _answer(services: Services, call: Call) -> Response:
+    """The gateway's answer as an HTTP response (a client that left gets none: 499)."""
     try:
-        if stream and choice_count(request.body) > 1:
-            raise InvalidRequest(
-                "n above 1 is answered whole only; send stream: false with n, or one "
-                "streamed request per choice",
-                param="n",
-            )
-        request = await services.gateway.prepare(request)
-        if trace is not None:
-            trace.prepared(request.body, request.headers)
-        if stream:
-            events = await services.gateway.open_stream(request)  # the relay finishes the trace
-            client = None  # watched on by the stream, which closes it
-            return EventStream(events, request.client, {**_SSE_HEADERS, **request.headers})
-        body = await services.gateway.complete(request)
-    except ClientDisconnected as exc:
-        if trace is not None:
-            trace.finish(exc)
+        answer = await services.gateway.handle(call)
+    except ClientDisconnected:
         return Response(status_code=499)  # nobody is there to read it
-    except BaseException as exc:
-        if trace is not None:
-            trace.finish(exc)
-        raise
-    finally:
-        if client is not None:
-            client.close()
-    if trace is not None:
-        # The client may have left after the upstream answered: the answer reached nobody.
-        trace.finish(ClientDisconnected() if client is not None and client.gone else None)
-    return json_response(body, headers=request.headers)
+    if isinstance(answer, Answer):
+        return json_response(answer.body, headers=answer.headers)
+    return SSEResponse(answer.events, answer.client, {**_SSE_HEADERS, **answer.headers})
 
 
 # The completion routes are served by server/hot.py, outside FastAPI's dependency and
@@ -117,7 +91,7 @@ async def chat_completions(http: Request) -> Response:
     services: Services = http.app.state.services
     principal = await _caller(http, services)
     wire = await json_body(http, ChatCompletionRequest)
-    return await _answer(services, _request(http, services, "chat/completions", principal, wire))
+    return await _answer(services, _call(http, "chat/completions", principal, wire))
 
 
 @_hot_post(
@@ -132,17 +106,18 @@ async def completions(http: Request) -> Response:
     wire = await json_body(http, CompletionRequest)
     if isinstance(wire["prompt"], list):
         wire["prompt"] = wire["prompt"][0]
-    return await _answer(services, _request(http, services, "completions", principal, wire))
+    return await _answer(services, _call(http, "completions", principal, wire))
 
 
-def _request(
-    http: Request, services: Services, op: Operation, principal: Principal, wire: dict[str, Any]
-) -> GatewayRequest:
-    trace = services.tracing.start(http.scope, op, principal, wire)
-    trace_id: str = http.scope.get("state", {}).get("trace_id", "")
-    return GatewayRequest(
-        op, wire, principal, trace_id, trace=trace, client_headers=http.headers,
-        client=ClientWatch(http.receive),
+def _call(http: Request, op: CallOp, principal: Principal, wire: dict[str, Any]) -> Call:
+    """The gateway call for an HTTP request: the server's ids and timings, the client's
+    X-Keel-* context, and the channel on which a client that leaves is noticed."""
+    scope = http.scope
+    state = scope.get("state") or {}
+    session_id, metadata = header_context(scope)
+    return Call(
+        op, wire, principal, state.get("trace_id", ""), http.headers, http.receive,
+        state.get("started_ns", 0), state.get("auth_ns"), session_id, metadata,
     )  # fmt: skip
 
 
@@ -155,61 +130,8 @@ def _request(
 async def embeddings(
     body: EmbeddingRequest, services: ServicesDep, principal: PrincipalDep, http: Request
 ) -> Response:
-    wire = {"model": body.model, "input": body.input}
-    trace = services.tracing.start(http.scope, "embeddings", principal, wire)
-    try:
-        response = await _embeddings(body, services, principal, trace)
-    except BaseException as exc:
-        if trace is not None:
-            trace.finish(exc)
-        raise
-    if trace is not None:
-        trace.finish()
-    return response
-
-
-async def _embeddings(
-    body: EmbeddingRequest, services: Services, principal: Principal, trace: RequestTrace | None
-) -> Response:
-    await services.access.admission.admit_embeddings(principal, body.model)
-    chat_models = services.router.table.names(principal.project_id)
-    embedder = services.catalog.resolve_embedder(body.model, chat_models)
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    limit = services.settings.embedding_max_inputs
-    if len(texts) > limit:
-        raise InvalidRequest(
-            f"{len(texts)} inputs in one request; at most {limit} are accepted "
-            "(split the batch, or raise embedding_max_inputs)",
-            param="input",
-        )
-    if body.dimensions is not None and body.dimensions != embedder.dimension:
-        raise InvalidRequest(
-            f"model {embedder.name!r} returns {embedder.dimension} dimensions; "
-            f"omit 'dimensions' or set it to {embedder.dimension}",
-            param="dimensions",
-        )
-    step = trace.begin("embed") if trace is not None else None
-    result = await embedder.embed(texts)
-    if trace is not None and step is not None:
-        trace.end(step)
-        trace.route, trace.attempts, trace.embedding_model = body.model, 1, embedder.name
-        trace.usage = Usage(result.prompt_tokens, 0)
-    data: list[dict[str, Any]] = []
-    for index, vector in enumerate(result.vectors):
-        encoded: Any = (
-            base64.b64encode(vector.astype("<f4").tobytes()).decode()
-            if body.encoding_format == "base64"
-            else vector.tolist()
-        )
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "model": embedder.name,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-        }
-    )
+    wire = body.model_dump(exclude_unset=True)
+    return await _answer(services, _call(http, "embeddings", principal, wire))
 
 
 @router.get("/models", summary="List the models clients may use", response_model=ModelList)

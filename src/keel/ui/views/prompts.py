@@ -11,8 +11,9 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from keel.calls import Call
 from keel.errors import KeelError
-from keel.gateway.pipeline import GatewayRequest
+from keel.gateway.answer import Answer
 from keel.prompts.spec import DEFAULT_LABEL, LATEST, MAX_VERSION, NAME_PATTERN, PromptContent
 from keel.server.openai.protocol import ChatCompletionRequest
 from keel.ui.web import Console, UiError, UiRoute, db, page, redirect, ui_require
@@ -217,33 +218,24 @@ async def playground(c: Annotated[Console, ui_require("inference")], name: Name)
         raise UiError(400, f"invalid playground request: {exc.errors()[0]['msg']}") from None
     wire = body.model_dump(exclude_unset=True)
     services, request = c.services, c.request
-    trace_id = str(request.scope.get("state", {}).get("trace_id", ""))
-    trace = services.tracing.start(request.scope, "chat/completions", c.principal, wire)
-    call = GatewayRequest("chat/completions", wire, c.principal, trace_id, trace=trace)
-    answer: dict[str, Any] | None = None
+    http_state = request.scope.get("state") or {}
+    trace_id = str(http_state.get("trace_id", ""))
+    call = Call("chat/completions", wire, c.principal, trace_id,
+                started_ns=http_state.get("started_ns", 0))  # fmt: skip
+    answer: Answer | None = None
     error: str | None = None
     try:
-        call = await services.gateway.prepare(call)
-        if trace is not None:
-            trace.prepared(call.body, call.headers)
-        answer = await services.gateway.complete(call)
+        handled = await services.gateway.handle(call)  # not streamed: a whole Answer
+        assert isinstance(handled, Answer)
+        answer = handled
     except KeelError as exc:
         error = exc.message
-        if trace is not None:
-            trace.finish(exc)
-    except BaseException as exc:
-        if trace is not None:
-            trace.finish(exc)
-        raise
-    else:
-        if trace is not None:
-            trace.finish()
-    text = None
+    text, usage, headers = None, None, {}
     if answer is not None:
-        choices = answer.get("choices") or [{}]
+        choices: Any = answer.body.get("choices") or [{}]
         text = (choices[0].get("message") or {}).get("content")
+        usage, headers = answer.body.get("usage"), answer.headers
     return page(
         c.request, "playground.html", console=c, name=name, answer=text, error=error,
-        keel_headers=call.headers, usage=(answer or {}).get("usage"), trace_id=trace_id,
-        traced=trace is not None,
+        keel_headers=headers, usage=usage, trace_id=trace_id, traced=services.tracing.enabled,
     )  # fmt: skip

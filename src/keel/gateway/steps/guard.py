@@ -1,4 +1,4 @@
-"""Steps 4 and 8 of the request path: the input guard and the output guard.
+"""Steps 5 and 9 of the request path: the input guard and the output guard.
 
 The input guard runs after admission (rate limits protect the scanners too) on the
 rendered messages; it may block (400 guardrail_violation), redact, or anonymize PII into
@@ -17,18 +17,15 @@ import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from keel.calls import Call, CallState
 from keel.errors import GuardrailViolation
 from keel.guard.anonymize import Deanonymizer
 from keel.guard.base import ACTION_RANK, Verdict
 from keel.guard.policy import Policy, RequestState
 from keel.guard.service import GuardService
 from keel.guard.streaming import StreamingOutputGuard
-
-if TYPE_CHECKING:
-    from keel.gateway.pipeline import GatewayRequest
-    from keel.tracing.model import RequestTrace
 
 
 def _action(verdicts: Sequence[Verdict]) -> str:
@@ -88,19 +85,18 @@ def masked_for_record(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _messages(request: GatewayRequest) -> list[dict[str, Any]] | None:
-    body = request.body
-    if request.op == "chat/completions":
+def _messages(op: str, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if op == "chat/completions":
         messages = body.get("messages")
         return messages if isinstance(messages, list) else None
     prompt = body.get("prompt")
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else None
 
 
-def _with_messages(request: GatewayRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    if request.op == "chat/completions":
-        return {**request.body, "messages": messages}
-    return {**request.body, "prompt": messages[0]["content"] if messages else ""}
+def _with_messages(op: str, body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    if op == "chat/completions":
+        return {**body, "messages": messages}
+    return {**body, "prompt": messages[0]["content"] if messages else ""}
 
 
 @dataclass
@@ -109,14 +105,11 @@ class RequestGuard:
 
     policy: Policy
     state: RequestState
-    trace: RequestTrace | None = None
+    call: CallState  # where the verdicts go (the guard steps' spans, the strongest action)
     verdicts: list[Verdict] = field(default_factory=list)
 
     def _record(self, name: str, start_ns: int, verdicts: list[Verdict]) -> None:
-        if self.trace is not None:
-            step = self.trace.begin(name)
-            step.start_ns = start_ns
-            self.trace.guarded(step, self.policy.name, verdicts, _action(verdicts))
+        self.call.guarded(name, start_ns, self.policy.name, verdicts, _action(verdicts))
 
     async def answer(self, op: str, choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Scan a whole answer's choices in place, restoring placeholders for the client.
@@ -233,32 +226,38 @@ def _set_choice_text(op: str, choice: dict[str, Any], text: str) -> dict[str, An
     return {**choice, "text": text}
 
 
-class GuardStep:
-    """Step 4: choose the request's policy and scan its input."""
+class GuardInput:
+    """Step 5: choose the call's policy and scan its input (block, redact, anonymize)."""
 
     def __init__(self, service: GuardService):
         self.service = service
 
-    async def __call__(self, request: GatewayRequest) -> GatewayRequest:
-        policy = await self.service.policy_for(
-            request.principal, request.model, request.client_headers
-        )
+    async def run(self, call: Call, state: CallState) -> None:
+        policy = await self.service.policy_for(call.principal, state.model, call.client_headers)
         if policy is None:
-            return request
-        messages = _messages(request)
+            return
+        messages = _messages(call.op, state.body)
         if messages is None:
-            return request
-        trace = request.trace
+            return
         start = time.time_ns()
         result = await asyncio.to_thread(policy.run_input, messages)
-        guard = RequestGuard(policy, result.state, trace)
+        guard = RequestGuard(policy, result.state, state)
         guard._record("guard.input", start, result.verdicts)
-        request.headers["X-Keel-Guard-Policy"] = policy.name
         if result.blocked:
-            if trace is not None:  # the trace keeps no raw PII, even of a blocked request
+            if state.trace is not None:  # the trace keeps no raw PII, even of a blocked request
                 masked = await asyncio.to_thread(masked_for_record, messages)
-                trace.body = _with_messages(request, masked)
+                state.body = _with_messages(call.op, state.body, masked)
             raise violation(policy, result.verdicts, "request")
-        return dataclasses.replace(
-            request, body=_with_messages(request, result.messages), guard=guard
-        )
+        state.body = _with_messages(call.op, state.body, result.messages)
+        state.guard = guard
+
+
+class GuardOutput:
+    """Step 9 for whole answers (and cache hits): scan the choices, restore placeholders
+    for the client; returns the choices as the trace keeps them."""
+
+    async def run(self, call: Call, state: CallState, choices: Any) -> Any:
+        guard: RequestGuard | None = state.guard
+        if guard is None or not isinstance(choices, list):
+            return choices
+        return await guard.answer(call.op, choices)
