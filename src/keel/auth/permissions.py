@@ -19,6 +19,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "datasets:write",
             "traces:write",
             "cache:write",
+            "kb:write",
         }
     ),
     "viewer": frozenset({"*:read"}),

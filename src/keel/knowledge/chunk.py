@@ -59,6 +59,7 @@ def tokenizer_counter(tokenizer_json: Path) -> TokenCounter:
 
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
     tokenizer.no_truncation()
+    tokenizer.no_padding()
 
     def count(texts: Sequence[str]) -> list[int]:
         if not texts:

@@ -237,6 +237,23 @@ class KbIndex:
         )
 
 
+def check_filters(filters: dict[str, Any]) -> None:
+    """Refuse a filter `matches` cannot apply, naming it (ValueError with the fix)."""
+    for key, wanted in filters.items():
+        if isinstance(wanted, dict):
+            unknown = set(wanted) - {"$in", "$prefix"}
+            if unknown or not wanted:
+                raise ValueError(
+                    f"filter {key!r}: operators are $in and $prefix, not {sorted(unknown)}"
+                )
+            if "$in" in wanted and not isinstance(wanted["$in"], list):
+                raise ValueError(f"filter {key!r}: $in takes a list of values")
+            if "$prefix" in wanted and not isinstance(wanted["$prefix"], str):
+                raise ValueError(f"filter {key!r}: $prefix takes a string")
+        elif isinstance(wanted, list):
+            raise ValueError(f"filter {key!r}: give one value, or {{'$in': [...]}} for several")
+
+
 def matches(document: dict[str, Any], filters: dict[str, Any]) -> bool:
     """Equality on a metadata field (or `source`), `{"$in": [...]}` for any of several,
     `{"$prefix": "..."}` on text: every filter must hold."""

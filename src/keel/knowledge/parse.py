@@ -253,7 +253,8 @@ def _docx(source: str, data: bytes) -> ParsedDocument:
             title = title or paragraph.text
         elif style.startswith("Heading"):
             level = style.removeprefix("Heading").strip()
-            builder.heading(int(level) if level.isdigit() else 1, paragraph.text)
+            # One below the Title, which sits at level 1.
+            builder.heading((int(level) if level.isdigit() else 1) + 1, paragraph.text)
         else:
             builder.paragraph(paragraph.text)
     for table in document.tables:

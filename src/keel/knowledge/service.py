@@ -34,7 +34,14 @@ from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound, ServiceUnavailable
 from keel.knowledge.chunk import Chunk, Chunker, TokenCounter
 from keel.knowledge.fusion import Fusion, fuse
-from keel.knowledge.index import DenseIndex, KbIndex, LexicalIndex, top_k, words
+from keel.knowledge.index import (
+    DenseIndex,
+    KbIndex,
+    LexicalIndex,
+    check_filters,
+    top_k,
+    words,
+)
 from keel.knowledge.parse import ParsedDocument, parse
 from keel.knowledge.tables import (
     KnowledgeBaseRow,
@@ -738,6 +745,12 @@ class KnowledgeBases:
             raise InvalidRequest("query is empty; send the text to search for", param="query")
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidRequest(f"top_k must be 1-{MAX_TOP_K}", param="top_k")
+        if mode not in ("dense", "lexical", "hybrid"):
+            raise InvalidRequest("mode is one of dense, lexical, hybrid", param="mode")
+        try:
+            check_filters(filters or {})
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="filters") from exc
         kb = await asyncio.to_thread(self.get, project_id, name)
         index = await asyncio.to_thread(self.index_for, kb)
         query_vector: Any = None

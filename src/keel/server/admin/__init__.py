@@ -9,6 +9,7 @@ from keel.server.admin import (
     guard,
     identity,
     keys,
+    knowledge,
     prompts,
     registry,
     traces,
@@ -26,3 +27,4 @@ router.include_router(keys.router)
 router.include_router(traces.router)
 router.include_router(cache.router)
 router.include_router(guard.router)
+router.include_router(knowledge.router)
