@@ -11,6 +11,7 @@ from keel.cli import (
     config,
     deployments,
     guard,
+    kb,
     keys,
     models,
     projects,
@@ -51,6 +52,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(cache.app, name="cache")
 app.add_typer(guard.app, name="guard")
+app.add_typer(kb.app, name="kb")
 
 
 @app.command()
