@@ -79,3 +79,15 @@ def show_model(
 ) -> None:
     """Show one model version."""
     out.print_json(data=Api(url, key, config).call("GET", f"/api/models/{ref}"))
+
+
+@app.command("delete")
+def delete_model(
+    ref: Annotated[str, typer.Argument(help="Model version, e.g. smollm2@2.")],
+    url: UrlOption = None,
+    key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete a model version that no route and no deployment uses (else: which do)."""
+    Api(url, key, config).call("DELETE", f"/api/models/{ref}")
+    out.print(f"deleted model version [bold]{ref}[/]")

@@ -6,22 +6,36 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keel.cli.client import Api, ConfigOption, KeyOption, UrlOption, fail
+from keel.registry.specs import check_weights
 
 app = typer.Typer(help="Routes: weighted splits over model versions.", no_args_is_help=True)
 out = Console()
 
 
 def parse_split(pairs: list[str]) -> dict[str, int]:
-    """['smollm2@1=90', 'smollm2@2=10'] → {'smollm2@1': 90, 'smollm2@2': 10}."""
+    """['smollm2@1=90', 'smollm2@2=10'] → {'smollm2@1': 90, 'smollm2@2': 10}.
+
+    The syntax is checked here, the numbers by the rule every split follows (the same
+    message as the API's): a negative weight is blamed on the number, not the syntax.
+    """
     split: dict[str, int] = {}
     for pair in pairs:
         ref, sep, weight = pair.partition("=")
-        if not sep or not weight.strip().isdigit():
+        try:
+            number = int(weight.strip())
+        except ValueError:
+            number = None
+        if not sep or not ref.strip() or number is None:
             raise fail(f"{pair!r} is not version=weight, e.g. smollm2@1=90", 2)
-        split[ref.strip()] = int(weight)
+        split[ref.strip()] = number
+    try:
+        check_weights(split)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
     return split
 
 
@@ -33,6 +47,18 @@ def _split_text(targets: dict[str, int]) -> str:
 def _print_route(route: dict[str, Any]) -> None:
     out.print(f"[bold]{route['name']}[/] (revision {route['revision']}): "
               f"{_split_text(route['targets'])}")  # fmt: skip
+
+
+def _health_table(route: dict[str, Any]) -> Table:
+    table = Table("target", "weight", "health", "breaker", "failures/min", "last error",
+                  title="Targets")  # fmt: skip
+    for ref, info in route.get("health", {}).items():
+        weight = route["targets"].get(ref)
+        health = "[green]healthy[/]" if info["healthy"] else "[bold red]unhealthy[/]"
+        table.add_row(ref, "fallback" if weight is None else str(weight), health,
+                      info["state"].replace("_", "-"), str(info["failures_per_minute"]),
+                      escape(info["last_error"] or "-"))  # fmt: skip
+    return table
 
 
 @app.command("list")
@@ -55,13 +81,22 @@ def add_route(
     sticky: Annotated[str | None, typer.Option(help="key or user.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
     retries: Annotated[int, typer.Option(help="Extra attempts after the first.")] = 2,
+    breaker_failures: Annotated[
+        int | None,
+        typer.Option(help="Consecutive failures that open this route's breaker of a target."),
+    ] = None,
+    breaker_cooldown: Annotated[
+        float | None, typer.Option(help="Seconds this route's open breaker waits for a probe.")
+    ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create or replace a route."""
+    """Create or replace a route. Weights are relative: each target gets weight / (sum of
+    the weights) of the traffic, so 90 and 10 make 90 % and 10 %, as do 9 and 1."""
     body = {"targets": parse_split(split), "fallbacks": fallback or [], "sticky": sticky,
-            "timeout": timeout, "retries": retries}  # fmt: skip
+            "timeout": timeout, "retries": retries, "breaker_failures": breaker_failures,
+            "breaker_cooldown": breaker_cooldown}  # fmt: skip
     result = Api(url, key, config).call("PUT", f"/api/routes/{name}", body)
     _print_route(result["data"])
 
@@ -73,9 +108,11 @@ def show_route(
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Show a route and its revision history."""
+    """Show a route, each target's health (breaker, failures per minute, last error) and
+    the route's revision history."""
     route = Api(url, key, config).call("GET", f"/api/routes/{name}")
     _print_route(route)
+    out.print(_health_table(route))
     table = Table("revision", "split", "by", "at", "rolled back")
     for h in route["history"]:
         table.add_row(str(h["revision"]), _split_text(h["targets"]), h["actor"], h["at"],
@@ -118,3 +155,15 @@ def rollback(
 ) -> None:
     """Restore the route's previous split (from its history)."""
     _print_route(Api(url, key, config).call("POST", f"/api/routes/{name}/rollback")["data"])
+
+
+@app.command("delete")
+def delete_route(
+    name: Annotated[str, typer.Argument(help="Route name.")],
+    url: UrlOption = None,
+    key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete a route and its history (clients sending its name get 404 from then on)."""
+    Api(url, key, config).call("DELETE", f"/api/routes/{name}")
+    out.print(f"deleted route [bold]{name}[/]")

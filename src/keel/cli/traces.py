@@ -177,14 +177,22 @@ def prune(
 def stats(
     since: Annotated[str, typer.Option(help="Start: an age (15m, 1h, 7d) or ISO time.")] = "1h",
     until: Annotated[str | None, typer.Option(help="End (default now).")] = None,
-    by: Annotated[str, typer.Option(help="Group by: none, route, model, key or prompt.")] = "route",
+    by: Annotated[
+        str,
+        typer.Option(
+            help="Group by: none, route, model (the model version that answered, e.g. "
+            "chat@2; model_version is the same), key or prompt."
+        ),
+    ] = "route",
     bucket: Annotated[int | None, typer.Option(help="Bucket length in seconds.")] = None,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Requests, errors, latency and TTFT percentiles, tokens and cost per time bucket."""
-    params: dict[str, str | None] = {"since": since, "until": until, "by": by}
+    # A trace's model is the version that answered (name@N), so both names group alike.
+    group = "model" if by == "model_version" else by
+    params: dict[str, str | None] = {"since": since, "until": until, "by": group}
     params["bucket"] = str(bucket or 0)  # without --bucket: the whole range, one row per group
     result = Api(url, key, config).call("GET", "/api/stats", **params)
     table = Table("from (UTC)", by, "requests", "error %", "p50 ms", "p95 ms", "p99 ms",
