@@ -112,8 +112,10 @@ def test_export_round_trips_everything_apply_reads(
     assert code == 0, output
     code, exported = keel("export", *target)
     assert code == 0
-    assert "prompts:" in exported and "Greet the user." in exported
-    assert "GITOPS_TEST_KEY" in exported and "sk-test" not in exported
+    assert "prompts:" in exported
+    assert "Greet the user." in exported
+    assert "GITOPS_TEST_KEY" in exported
+    assert "sk-test" not in exported
     code, output = keel("apply", "-f", str(write(tmp_path / "e.yaml", exported)), *target)
     assert code == 0, output
     assert_no_changes(output)
@@ -197,10 +199,12 @@ def test_delete_refuses_what_a_route_uses_with_409_and_the_reason(
     keel("apply", "-f", str(write(tmp_path / "keel.yaml", DECLARED)), *target)
     code, output = keel("models", "delete", "chat@2", *target)
     assert code == 1
-    assert "409" in output and "route 'chat-default' (weight 10)" in output
+    assert "409" in output
+    assert "route 'chat-default' (weight 10)" in output
     code, output = keel("providers", "delete", "spare", *target)
     assert code == 1
-    assert "409" in output and "old@1" in output
+    assert "409" in output
+    assert "old@1" in output
     assert keel("routes", "delete", "legacy", *target)[0] == 0
     assert keel("models", "delete", "old@1", *target)[0] == 0
     code, output = keel("providers", "delete", "spare", *target)
@@ -255,7 +259,8 @@ def test_audit_tail_shows_before_and_after_and_distinct_actions(
     assert routes[1]["after"]["targets"] == {"chat@1": 50, "chat@2": 50}
     code, output = keel("audit", "tail", "--no-follow", "--target-type", "route", *target)
     assert code == 0
-    assert "before" in output and "after" in output
+    assert "before" in output
+    assert "after" in output
 
 
 def test_routes_show_has_each_targets_health(
@@ -265,7 +270,8 @@ def test_routes_show_has_each_targets_health(
     keel("apply", "-f", str(write(tmp_path / "keel.yaml", DECLARED)), *target)
     code, output = keel("routes", "show", "chat-default", *target)
     assert code == 0, output
-    assert "failures/min" in output and "healthy" in output
+    assert "failures/min" in output
+    assert "healthy" in output
 
 
 def test_apply_help_covers_every_section() -> None:
