@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import string
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,17 @@ LABELLED = {"PERSON": "PERSON", "PERSON2": "PERSON", "FIRST": "PERSON", "LAST": 
             "ADDRESS": "STREET_ADDRESS", "ADDRESS2": "STREET_ADDRESS",
             "ORG": "ORGANIZATION", "ORG2": "ORGANIZATION"}  # fmt: skip
 SLOT = re.compile(r"\{([A-Z0-9]+)\}")
+
+
+def fixed_hash_seed() -> None:
+    """Re-run this command under PYTHONHASHSEED=0 unless it already is.
+
+    Some Faker locales draw from sets, whose order follows the string hash: the same seed
+    gives the same text only when the hash seed is fixed too.
+    """
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 @dataclass
@@ -77,7 +90,9 @@ class Values:
             name = f"{first} {last}"
         elif roll < 0.5:
             name = str(f.name())
-            name = re.sub(r"^(?:Mr|Mrs|Ms|Miss|Dr|Prof|Herr|Frau|M|Mme|Sr|Sra|Ing|Mgr)\.?\s+", "", name)
+            name = re.sub(
+                r"^(?:Mr|Mrs|Ms|Miss|Dr|Prof|Herr|Frau|M|Mme|Sr|Sra|Ing|Mgr)\.?\s+", "", name
+            )
         elif roll < 0.62:
             name = f"{first} {r.choice(string.ascii_uppercase)}{r.choice(['.', '', '.'])} {last}"
         elif roll < 0.7:
@@ -87,7 +102,8 @@ class Values:
         elif roll < 0.8:
             name = f"{r.choice(string.ascii_uppercase)}. {last}"
         elif roll < 0.84:
-            name = f"{first} {r.choice(['van der', 'de la', 'von', 'de', 'da', 'van', 'di', 'Mac', 'O'])} {last}"
+            particle = r.choice(["van der", "de la", "von", "de", "da", "van", "di", "Mac", "O"])
+            name = f"{first} {particle} {last}"
         else:
             name = f"{first} {last}"
         case = r.random()
@@ -118,9 +134,10 @@ class Values:
             # presidio-research's shape: a number, a street with its own number
             base = f"{r.randint(1, 9999)} {f.street_address()}"
         if r.random() < 0.3:
-            unit = self._try(f, "secondary_address") or (
-                f"{r.choice(['Apt.', 'Suite', 'Unit', 'Flat', 'Apartment', '#'])} {r.randint(1, 999)}"
-            )
+            unit = self._try(f, "secondary_address")
+            if not unit:
+                kind = r.choice(["Apt.", "Suite", "Unit", "Flat", "Apartment", "#"])
+                unit = f"{kind} {r.randint(1, 999)}"
             base = f"{base}{r.choice([' ', ', ', chr(10) + ' '])}{unit}"
         return base
 
@@ -168,17 +185,52 @@ class Values:
             "SMALLNUM": lambda: str(r.randint(2, 12)),
             "NUMBER": lambda: str(r.randint(10000, 9999999)),
             "YEAR": lambda: str(r.randint(1950, 2030)),
-            "TIME": lambda: f"{r.randint(1, 12)}:{r.choice(['00', '15', '30', '45'])} {r.choice(['am', 'pm'])}",
+            "TIME": lambda: (
+                f"{r.randint(1, 12)}:{r.choice(['00', '15', '30', '45'])} {r.choice(['am', 'pm'])}"
+            ),
             "MONEY": lambda: f"${r.randint(5, 900_000):,}",
             "CARD": lambda: str(f.credit_card_number()),
-            "WEEKDAY": lambda: r.choice(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]),
+            "WEEKDAY": lambda: r.choice(
+                ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+            ),
             "MONTH": lambda: r.choice(["January", "March", "May", "July", "October", "December"]),
-            "PRODUCT": lambda: r.choice(["Kindle", "MacBook Pro", "Galaxy S24", "ThinkPad", "Nespresso machine", "PlayStation", "washing machine", "sofa", "Model 3", "Surface Pro"]),
-            "LANGUAGE": lambda: r.choice(["French", "German", "Spanish", "Japanese", "Portuguese", "Polish", "Dutch"]),
-            "SOFTWARE": lambda: r.choice(["Excel", "Jira", "Salesforce", "GitHub", "Zoom", "Slack", "Photoshop"]),
-            "HOLIDAY": lambda: r.choice(["Christmas", "Easter", "Black Friday", "Thanksgiving", "Halloween"]),
+            "PRODUCT": lambda: r.choice(
+                [
+                    "Kindle",
+                    "MacBook Pro",
+                    "Galaxy S24",
+                    "ThinkPad",
+                    "Nespresso machine",
+                    "PlayStation",
+                    "washing machine",
+                    "sofa",
+                    "Model 3",
+                    "Surface Pro",
+                ]
+            ),
+            "LANGUAGE": lambda: r.choice(
+                ["French", "German", "Spanish", "Japanese", "Portuguese", "Polish", "Dutch"]
+            ),
+            "SOFTWARE": lambda: r.choice(
+                ["Excel", "Jira", "Salesforce", "GitHub", "Zoom", "Slack", "Photoshop"]
+            ),
+            "HOLIDAY": lambda: r.choice(
+                ["Christmas", "Easter", "Black Friday", "Thanksgiving", "Halloween"]
+            ),
             "CARRIER": lambda: r.choice(["UPS", "FedEx", "DHL", "Royal Mail", "USPS", "La Poste"]),
-            "RELATION": lambda: r.choice(["wife", "husband", "son", "daughter", "mother", "father", "brother", "sister", "friend"]),
+            "RELATION": lambda: r.choice(
+                [
+                    "wife",
+                    "husband",
+                    "son",
+                    "daughter",
+                    "mother",
+                    "father",
+                    "brother",
+                    "sister",
+                    "friend",
+                ]
+            ),
         }
         return fillers[slot]()
 
@@ -244,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    fixed_hash_seed()
     with args.out.open("w", encoding="utf-8") as fh:
         for record in generate(args.n, args.seed):
             fh.write(json.dumps(record.as_json(), ensure_ascii=False) + "\n")

@@ -5,8 +5,6 @@ The held-out set (`training/pii/heldout.py`) has its own templates and locales; 
 here may be copied there.
 """
 
-# ruff: noqa: E501
-
 TRAIN_TEMPLATES = [
     # names with a cue
     "My name is {PERSON}.",

@@ -28,12 +28,14 @@ from keel.guard.pii_tagger import (
     case_class,
     trainable_state,
 )
-from training.pii.generate import TRAIN_LOCALES, Record, generate
+from training.pii.generate import TRAIN_LOCALES, Record, fixed_hash_seed, generate
 
 LABEL_ID = {name: i for i, name in enumerate(LABELS)}
 
 
-def encode(tokenizer: Any, record: Record, max_tokens: int) -> tuple[list[int], list[int], list[int]]:
+def encode(
+    tokenizer: Any, record: Record, max_tokens: int
+) -> tuple[list[int], list[int], list[int]]:
     """Token ids, casing classes and BIO labels of one record (truncated to max_tokens)."""
     enc = tokenizer(record.text, add_special_tokens=False, return_offsets_mapping=True)
     ids, cases, labels = [], [], []
@@ -72,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=artifact_dir())
     args = parser.parse_args(argv)
+    fixed_hash_seed()
 
     import torch
     from transformers import AutoTokenizer, BertModel
@@ -132,7 +135,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
+            if len(losses) % 50 == 0:
+                print(
+                    json.dumps(
+                        {"step": len(losses), "loss": round(float(np.mean(losses[-50:])), 4)}
+                    ),
+                    flush=True,
+                )
         print(
             json.dumps({"epoch": epoch + 1, "loss": round(float(np.mean(losses[-50:])), 4)}),
             flush=True,

