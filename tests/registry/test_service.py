@@ -12,7 +12,7 @@ from keel.auth.secrets import SecretBox
 from keel.errors import InvalidRequest, NotFound
 from keel.events import Change, LocalChangeBus
 from keel.providers.plugins import ProviderPlugins
-from keel.registry.service import RegistryService
+from keel.registry.service import InUse, RegistryService
 from keel.registry.specs import DeploymentSpec, ModelVersionSpec, ProviderSpec, RouteSpec
 from keel.registry.tables import ProviderRow
 from keel.store import migrate
@@ -141,3 +141,48 @@ def test_a_provider_kind_must_be_installed_and_get_what_it_needs(
     assert "'keel.providers' entry point" in message
     assert registry.list_providers(P) == []
     assert changes == []
+
+
+def test_deleting_what_a_route_uses_is_refused_with_409_naming_it(
+    setup,  # type: ignore[no-untyped-def]
+) -> None:
+    registry, _, database = setup
+    add_two_versions(registry)
+    registry.put_route(P, RouteSpec(name="chat", targets={"m@1": 90, "m@2": 10}), "t")
+    with pytest.raises(InUse, match=r"m@2 is used by route 'chat' \(weight 10\)") as info:
+        registry.delete_model_version(P, "m@2", "t")
+    assert info.value.status == 409
+    with pytest.raises(InUse, match="serves model version\\(s\\) m@1, m@2"):
+        registry.delete_provider(P, "up", "t")
+    registry.set_split(P, "chat", {"m@1": 100}, "t")
+    registry.delete_model_version(P, "m@2", "t")
+    registry.delete_route(P, "chat", "t")
+    registry.delete_model_version(P, "m@1", "t")
+    registry.delete_provider(P, "up", "t")
+    assert registry.list_providers(P) == []
+    deleted = [e.action for e in AuditLog(database).list(P) if e.action.endswith(".delete")]
+    assert sorted(deleted) == ["model.delete", "model.delete", "provider.delete", "route.delete"]
+    with pytest.raises(NotFound):
+        registry.get_route(P, "chat")
+
+
+def test_a_key_variable_is_read_by_the_server_from_its_own_environment(
+    database_url: str, tmp_path: Path
+) -> None:
+    database = Database(database_url)
+    migrate.upgrade(database)
+    env = {"VLLM_KEY": "sk-from-the-server"}
+    registry = RegistryService(
+        database, SecretBox.load(tmp_path, None), LocalChangeBus(), ProviderPlugins.load(), env=env
+    )
+    spec = ProviderSpec(name="vllm", kind="openai_compat", base_url="http://x.test/v1",
+                        api_key_env="VLLM_KEY")  # fmt: skip
+    view, changed = registry.put_provider(P, spec, "t")
+    assert changed
+    assert (view["has_api_key"], view["api_key_env"]) == (True, "VLLM_KEY")
+    assert registry.snapshot().providers[0].api_key == "sk-from-the-server"
+    assert registry.put_provider(P, spec, "t")[1] is False  # the same reference: no change
+    missing = spec.model_copy(update={"api_key_env": "NOT_HERE"})
+    with pytest.raises(InvalidRequest, match="NOT_HERE is not set on the Keel server") as info:
+        registry.put_provider(P, missing, "t")
+    assert "not by the machine running 'keel apply'" in info.value.message

@@ -122,3 +122,39 @@ def test_late_failures_while_open_do_not_extend_the_cooldown(clock: FakeClock) -
 def test_nonsense_settings_are_refused(threshold: int, cooldown: float) -> None:
     with pytest.raises(ValueError, match="must be"):
         CircuitBreaker(failure_threshold=threshold, cooldown=cooldown)
+
+
+def test_health_says_state_last_error_and_failures_in_the_last_minute(clock: FakeClock) -> None:
+    breaker = CircuitBreaker(failure_threshold=3, cooldown=10.0, clock=clock, name="chat@2")
+    breaker.record_failure("502: connection refused")
+    breaker.record_failure("502: connection refused")
+    health = breaker.health()
+    assert health["state"] == "closed"
+    assert health["healthy"] is True
+    assert health["failures_per_minute"] == 2
+    assert health["last_error"] == "502: connection refused"
+    breaker.record_failure("504: timed out")
+    assert breaker.health()["healthy"] is False
+    assert breaker.health()["last_error"] == "504: timed out"
+    clock.advance(61)
+    assert breaker.failures_per_minute() == 0  # older than a minute: no longer counted
+
+
+def test_opening_and_closing_each_log_one_warning(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    breaker = CircuitBreaker(failure_threshold=2, cooldown=5.0, clock=clock, name="chat@2")
+    with caplog.at_level("WARNING", logger="keel.routing"):
+        for _ in range(4):  # two open it; late failures while open change nothing
+            breaker.record_failure("502: connection refused")
+        clock.advance(5)
+        assert breaker.allow()  # the probe
+        breaker.record_failure("502: still refused")  # re-opens: the outage goes on, quietly
+        clock.advance(5)
+        assert breaker.allow()
+        breaker.record_success()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("circuit breaker of chat@2 opened after 2 consecutive failures")
+    assert "502: connection refused" in lines[0]
+    assert lines[1].startswith("circuit breaker of chat@2 closed")

@@ -145,3 +145,32 @@ def test_unknown_model_lists_what_is_known() -> None:
     with pytest.raises(NotFound, match=r"known: fake"):
         router.resolve("default", "gpt-5")
     assert router.resolve("default", "fake").weighted[0][0].ref == "fake"
+
+
+async def test_target_health_counts_failed_attempts_a_retry_saved() -> None:
+    dead = Scripted("a", [ServiceUnavailable("connection refused")] * 10)
+    route = Route("r", ((target("a@1", dead), 100),), fallbacks=(target("b@1"),), retries=0)
+    router = Router(rng=random.Random(0))
+    outcome = await router.run(route, PRINCIPAL, None, call_send)
+    assert outcome.target.ref == "b@1"  # the client never saw the failure
+    health = router.target_health()
+    assert health["a@1"]["failures_per_minute"] == 1
+    assert health["a@1"]["last_error"] == "503: connection refused"
+    assert health["b@1"]["failures_per_minute"] == 0
+
+
+async def test_a_route_with_its_own_breaker_settings_has_its_own_breakers() -> None:
+    shared = Scripted("a", [ServiceUnavailable("down")] * 10)
+    a = target("a@1", shared)
+    strict = Route("strict", ((a, 1),), retries=0, breaker_failures=1, breaker_cooldown=60)
+    lenient = Route("lenient", ((a, 1),), retries=0)
+    router = Router(failure_threshold=5, rng=random.Random(0))
+    with pytest.raises(ServiceUnavailable):
+        await router.run(strict, PRINCIPAL, None, call_send)
+    health = router.target_health()
+    assert health["a@1 route=strict"]["state"] == "open"  # one failure opens it
+    assert "a@1" not in health  # the gateway-wide breaker of a@1 never saw that failure
+    with pytest.raises(ServiceUnavailable):
+        await router.run(lenient, PRINCIPAL, None, call_send)
+    assert router.target_health()["a@1"]["state"] == "closed"  # 1 of 5
+    assert router.breaker_states()["a@1"] == "open"  # the worst of a@1's breakers
