@@ -453,13 +453,12 @@ class KnowledgeBases:
             found: dict[str, str] = {}
             for first in range(0, len(sources), 500):
                 batch = sources[first : first + 500]
-                found.update(
-                    session.execute(
-                        select(KnowledgeDocumentRow.source, KnowledgeDocumentRow.content_hash)
-                        .where(KnowledgeDocumentRow.kb_id == row.id)
-                        .where(KnowledgeDocumentRow.source.in_(batch))
-                    ).tuples()
-                )
+                pairs = session.execute(
+                    select(KnowledgeDocumentRow.source, KnowledgeDocumentRow.content_hash)
+                    .where(KnowledgeDocumentRow.kb_id == row.id)
+                    .where(KnowledgeDocumentRow.source.in_(batch))
+                ).all()
+                found.update((source, content_hash) for source, content_hash in pairs)
             return info, found
 
     async def ingest(

@@ -1,0 +1,108 @@
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from keel.errors import InvalidRequest, NotFound
+from keel.knowledge.parse import DocumentError
+from keel.knowledge.service import KnowledgeBases
+from keel.knowledge.tables import KnowledgeChunkRow, KnowledgeEmbeddingRow
+from tests.knowledge.samples import HTML, MARKDOWN, pdf_bytes
+
+P = "default"
+
+
+async def _handbook(kbs: KnowledgeBases) -> None:
+    kbs.create(P, "handbook", actor="test")
+    await kbs.ingest(P, "handbook", "handbook.md", MARKDOWN, actor="test")
+    await kbs.ingest(P, "handbook", "policy.html", HTML, actor="test")
+    report = pdf_bytes(["The cafeteria opens at 8 am.", "Lunch is served until 2 pm."])
+    await kbs.ingest(P, "handbook", "cafeteria.pdf", report, actor="test")
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+async def test_search_finds_the_chunk_that_answers(kbs: KnowledgeBases, mode: str) -> None:
+    await _handbook(kbs)
+    hits = await kbs.search(P, "handbook", "how many days of paid holiday do I get?", 3, mode=mode)  # type: ignore[arg-type]
+    assert hits[0].source == "handbook.md"
+    assert hits[0].heading_path == ["Handbook", "Holidays"]
+    highlighted = MARKDOWN.decode()[hits[0].highlight_start : hits[0].highlight_end]
+    assert "28 days of paid holiday" in highlighted
+
+
+async def test_unchanged_documents_cost_no_embedding_and_changed_ones_are_replaced(
+    kbs: KnowledgeBases, database: object
+) -> None:
+    await _handbook(kbs)
+    again = await kbs.ingest(P, "handbook", "handbook.md", MARKDOWN, actor="test")
+    assert [r.status for r in again] == ["unchanged"]
+    assert again[0].version == 1
+    changed = MARKDOWN.replace(b"28 days", b"30 days")
+    [result] = await kbs.ingest(P, "handbook", "handbook.md", changed, actor="test")
+    assert (result.status, result.version) == ("updated", 2)
+    hits = await kbs.search(P, "handbook", "days of paid holiday", 1)
+    assert "30 days" in hits[0].text
+    with kbs.database.session() as session:  # no chunk or vector of version 1 is left
+        texts = session.scalars(select(KnowledgeChunkRow.text)).all()
+        assert not any("28 days" in text for text in texts)
+        vectors = session.scalar(select(func.count()).select_from(KnowledgeEmbeddingRow))
+        assert vectors == len(texts)
+
+
+async def test_deleting_a_document_removes_it_from_search(kbs: KnowledgeBases) -> None:
+    await _handbook(kbs)
+    [doc] = kbs.documents(P, "handbook", source="cafeteria.pdf")[0]
+    assert (await kbs.search(P, "handbook", "when does the cafeteria open", 1))[0].source == (
+        "cafeteria.pdf"
+    )
+    kbs.delete_document(P, "handbook", doc.id, actor="test")
+    hits = await kbs.search(P, "handbook", "when does the cafeteria open", 5)
+    assert all(hit.source != "cafeteria.pdf" for hit in hits)
+
+
+async def test_metadata_filters_restrict_the_results(kbs: KnowledgeBases) -> None:
+    kbs.create(P, "docs", actor="test")
+    rows = [
+        {"id": "a", "text": "Refunds are paid within 14 days.", "team": "billing"},
+        {"id": "b", "text": "Refunds of shipping costs are not possible.", "team": "shipping"},
+    ]
+    data = "\n".join(json.dumps(row) for row in rows).encode()
+    await kbs.ingest(P, "docs", "faq.jsonl", data, actor="test")
+    hits = await kbs.search(P, "docs", "refunds", 5, filters={"team": "shipping"})
+    assert [hit.source for hit in hits] == ["faq.jsonl#b"]
+    hits = await kbs.search(P, "docs", "refunds", 5, filters={"team": {"$in": ["billing"]}})
+    assert [hit.source for hit in hits] == ["faq.jsonl#a"]
+    with pytest.raises(InvalidRequest, match=r"\$in takes a list"):
+        await kbs.search(P, "docs", "refunds", 5, filters={"team": {"$in": "billing"}})
+
+
+async def test_a_bad_file_stores_nothing(kbs: KnowledgeBases) -> None:
+    kbs.create(P, "handbook", actor="test")
+    with pytest.raises(DocumentError, match="not a PDF"):
+        await kbs.ingest(P, "handbook", "fake.pdf", b"hello", actor="test")
+    assert kbs.get(P, "handbook").documents == 0
+    with pytest.raises(NotFound, match="unknown knowledge base 'nope'"):
+        await kbs.ingest(P, "nope", "a.txt", b"text", actor="test")
+
+
+async def test_the_index_is_rebuilt_from_the_store_when_its_files_are_gone(
+    kbs: KnowledgeBases, tmp_path: Path
+) -> None:
+    await _handbook(kbs)
+    before = await kbs.search(P, "handbook", "password manager", 3)
+    kb_id = kbs.get(P, "handbook").id
+    assert (kbs.folder / kb_id / "manifest.json").exists()
+    fresh = KnowledgeBases(kbs.database, tmp_path / "other", kbs._embedder, kbs._count_tokens)
+    after = await fresh.search(P, "handbook", "password manager", 3)
+    assert [h.chunk_id for h in after] == [h.chunk_id for h in before]
+    assert before[0].source == "policy.html"
+
+
+async def test_deleting_a_base_removes_its_index_files(kbs: KnowledgeBases) -> None:
+    await _handbook(kbs)
+    await kbs.search(P, "handbook", "holidays", 1)
+    kb_id = kbs.get(P, "handbook").id
+    kbs.delete(P, "handbook", actor="test")
+    assert not (kbs.folder / kb_id).exists()
+    assert kbs.list_bases(P) == []
