@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,6 @@ def database(tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-async def kbs(
-    database: Database, tmp_path: Path, minilm: LocalEmbedder
-) -> AsyncIterator[KnowledgeBases]:
+def kbs(database: Database, tmp_path: Path, minilm: LocalEmbedder) -> KnowledgeBases:
     counter = tokenizer_counter(minilm_dir() / "tokenizer.json")
-    yield KnowledgeBases(database, tmp_path / "data", lambda: minilm, counter)
+    return KnowledgeBases(database, tmp_path / "data", lambda: minilm, counter)
