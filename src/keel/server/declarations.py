@@ -42,6 +42,10 @@ async def apply_at_start(
     """
     lock = await asyncio.to_thread(_lock, services.settings.data_dir)
     app.dependency_overrides[authenticate] = lambda: ACTOR
+    # The in-process calls would each log an httpx line: the outcomes below say what changed.
+    client_log = logging.getLogger("httpx")
+    level = client_log.level
+    client_log.setLevel(logging.WARNING)
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://keel") as client:
@@ -56,6 +60,7 @@ async def apply_at_start(
         ) from exc
     finally:
         app.dependency_overrides.pop(authenticate, None)
+        client_log.setLevel(level)
         lock.close()  # releases the lock
     changed = [o for o in outcomes if o.changed]
     for outcome in changed:
