@@ -85,6 +85,15 @@ class AuditLog:
     def __init__(self, database: Database):
         self._db = database
 
+    def add(
+        self, actor: Principal | str, action: str, target_type: str, target_id: str, *,
+        after: Any = None,
+    ) -> None:  # fmt: skip
+        """Record an action that changed no row of ours (a purge, a prune) in its own
+        transaction; blocking: call it from a worker thread."""
+        with self._db.session() as session:
+            record(session, actor, action, target_type, target_id, after=after)
+
     def list(
         self,
         project_id: str,
