@@ -1,5 +1,6 @@
-"""The tracing service the server wires in: starts request traces, owns the recorder,
-the store queries, the Prometheus metrics and the optional OTLP export."""
+"""The tracing service the server wires in: starts the gateway's traces, owns the recorder,
+the Prometheus metrics and the optional OTLP export, and answers queries of stored traces
+(the API and the console ask it, never the store)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import functools
 import os
 from collections.abc import Callable
+from typing import Any
 
 from keel.calls import Call
 from keel.settings import Settings
@@ -18,7 +20,8 @@ from keel.tracing.otlp import OtlpExporter
 from keel.tracing.recorder import TraceRecorder
 from keel.tracing.retention import Policy, Retention
 from keel.tracing.spill import SpillFile
-from keel.tracing.store import PRUNE_CHUNK, TraceStore
+from keel.tracing.stats import GroupBy, stats
+from keel.tracing.store import PRUNE_CHUNK, TraceFilter, TraceStore
 
 
 class Tracing:
@@ -80,6 +83,42 @@ class Tracing:
             session_id=call.session_id,
             metadata=dict(call.metadata),
         )
+
+    # -- queries: what the API and the console ask of stored traces. Each blocks on the
+    # -- database: call them from a worker thread (`prune` is a coroutine of its own).
+
+    def get(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
+        """The trace with its spans as a tree and its scores; None outside the project."""
+        return self.store.get(project_id, trace_id)
+
+    def exists(self, project_id: str, trace_id: str) -> bool:
+        return self.store.exists(project_id, trace_id)
+
+    def add_score(self, project_id: str, trace_id: str, score: dict[str, Any]) -> dict[str, Any]:
+        return self.store.add_score(project_id, trace_id, score)
+
+    def count_before(self, before_us: int) -> int:
+        """Traces of every project started before `before_us` (a prune's dry run)."""
+        return self.store.count_before(before_us)
+
+    async def prune(self, before_us: int, limit: int) -> int:
+        """Delete at most `limit` traces of every project started before `before_us`,
+        oldest first, in short transactions; returns how many."""
+        return await self.retention.prune(self.store, before_us, limit=limit)
+
+    def stats(
+        self, project_id: str, *, since_us: int, until_us: int, bucket_s: int,
+        group_by: GroupBy = "none",
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Aggregates per time bucket (and group): counts, errors, latency, tokens, cost."""
+        return stats(self.store.database, project_id, since_us=since_us, until_us=until_us,
+                     bucket_s=bucket_s, group_by=group_by)  # fmt: skip
+
+    def list(
+        self, project_id: str, filters: TraceFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first: a page of trace summaries and the next page's cursor (None: the end)."""
+        return self.store.list(project_id, filters, limit=limit, cursor=cursor)
 
     def start_writer(self) -> None:
         """Start the writer (when tracing is on) and retention (traces stored earlier are

@@ -9,12 +9,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.errors import ServiceUnavailable
 from keel.server.deps import ServicesDep, require
 from keel.server.openai.protocol import ErrorResponse
-from keel.server.services import Services
 
 router = APIRouter(tags=["cache"])
 
@@ -69,13 +67,6 @@ async def cache_stats(
         raise _unavailable(exc) from None
 
 
-def _audit(services: Services, principal: Principal, request: PurgeRequest, purged: int) -> None:
-    target = request.entry_id or request.route or request.prompt or "*"
-    with services.database.session() as session:
-        audit.record(session, principal, "cache.purge", "cache", target,
-                     after={**request.model_dump(exclude_none=True), "purged": purged})  # fmt: skip
-
-
 @router.post("/cache/purge", summary="Delete cached answers of your project",
              response_model=PurgeResult, responses=_ERRORS)  # fmt: skip
 async def cache_purge(
@@ -90,5 +81,8 @@ async def cache_purge(
         )
     except (RedisError, OSError) as exc:
         raise _unavailable(exc) from None
-    await asyncio.to_thread(_audit, services, principal, request, purged)
+    target = request.entry_id or request.route or request.prompt or "*"
+    after = {**request.model_dump(exclude_none=True), "purged": purged}
+    await asyncio.to_thread(services.audit.add, principal, "cache.purge", "cache", target,
+                            after=after)  # fmt: skip
     return {"purged": purged}

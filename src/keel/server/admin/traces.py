@@ -16,14 +16,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, NotFound, ServiceUnavailable
 from keel.server.deps import ServicesDep, require
 from keel.server.openai.protocol import ErrorResponse
 from keel.server.responses import json_response
 from keel.server.services import Services
-from keel.tracing.stats import GroupBy, stats
+from keel.tracing.stats import GroupBy
 from keel.tracing.store import TraceFilter
 
 router = APIRouter(tags=["traces"])
@@ -254,11 +253,11 @@ async def add_score(
     fields = score_fields(body)
     project = principal.project_id
     pending = services.tracing.recorder.recent(trace_id) == project
-    if not pending and not await _db(services.tracing.store.exists, project, trace_id):
+    if not pending and not await _db(services.tracing.exists, project, trace_id):
         raise NotFound(f"no trace {trace_id} in this project", param="trace_id")
     score = {**fields, "name": body.name, "comment": _clean(body.comment, "comment"),
              "source": body.source, "author": f"key:{principal.key_id}"}  # fmt: skip
-    saved = await _db(services.tracing.store.add_score, project, trace_id, score)
+    saved = await _db(services.tracing.add_score, project, trace_id, score)
     return json_response(saved, status=201)
 
 
@@ -322,9 +321,8 @@ async def list_traces(
         metadata=_metadata(metadata),
         text=q or None,
     )
-    store = services.tracing.store
     page, next_cursor = await _db(
-        store.list, principal.project_id, filters, limit=limit, cursor=cursor
+        services.tracing.list, principal.project_id, filters, limit=limit, cursor=cursor
     )
     return json_response({"data": page, "next_cursor": next_cursor})
 
@@ -340,7 +338,7 @@ async def get_trace(
     principal: Annotated[Principal, require("traces:read")],
     trace_id: TraceId,
 ) -> Response:
-    found = await _db(services.tracing.store.get, principal.project_id, trace_id)
+    found = await _db(services.tracing.get, principal.project_id, trace_id)
     if found is None:
         hint = ""
         if services.tracing.recorder.recent(trace_id) == principal.project_id:
@@ -363,12 +361,6 @@ async def score_trace(
     body: NewScore,
 ) -> Response:
     return await add_score(services, principal, trace_id, body)
-
-
-def _audit_prune(services: Services, principal: Principal, before: str, deleted: int) -> None:
-    with services.database.session() as session:
-        audit.record(session, principal, "traces.prune", "traces", "*",
-                     after={"before": before, "deleted": deleted})  # fmt: skip
 
 
 @router.post(
@@ -396,17 +388,19 @@ async def prune_traces(
     tracing = services.tracing
     before = _iso(before_us)
     if body.dry_run:
-        matched = await _db(tracing.store.count_before, before_us)
+        matched = await _db(tracing.count_before, before_us)
         return json_response({"before_us": before_us, "before": before, "matched": matched,
                               "deleted": 0, "more": matched > 0})  # fmt: skip
     try:
-        deleted = await tracing.retention.prune(tracing.store, before_us, limit=body.limit)
+        deleted = await tracing.prune(before_us, body.limit)
     except SQLAlchemyError as exc:
         raise ServiceUnavailable(
             f"the trace store is not answering ({exc.__class__.__name__}); retry shortly"
         ) from None
     if deleted:
-        await asyncio.to_thread(_audit_prune, services, principal, before, deleted)
+        after = {"before": before, "deleted": deleted}
+        await asyncio.to_thread(services.audit.add, principal, "traces.prune", "traces", "*",
+                                after=after)  # fmt: skip
     return json_response({"before_us": before_us, "before": before, "matched": None,
                           "deleted": deleted, "more": deleted == body.limit})  # fmt: skip
 
@@ -442,8 +436,7 @@ async def get_stats(
             "more than 10000 buckets; widen 'bucket' or narrow the time range", param="bucket"
         )
     rows = await _db(
-        stats,
-        services.database,
+        services.tracing.stats,
         principal.project_id,
         since_us=since_us,
         until_us=until_us,

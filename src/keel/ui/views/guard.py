@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from keel.tracing.store import TraceFilter, TraceStore
+from keel.tracing.service import Tracing
+from keel.tracing.store import TraceFilter
 from keel.ui.views.traces import flatten, guard_verdicts
 from keel.ui.web import Console, UiRoute, db, page, ui_require
 
@@ -20,10 +21,10 @@ router = APIRouter(route_class=UiRoute)
 PAGE = 25
 
 
-def _with_verdicts(store: TraceStore, project_id: str, rows: list[dict[str, Any]]) -> None:
+def _with_verdicts(tracing: Tracing, project_id: str, rows: list[dict[str, Any]]) -> None:
     # One primary-key read per row of a short page: the verdicts live in the spans.
     for row in rows:
-        found = store.get(project_id, row["trace_id"])
+        found = tracing.get(project_id, row["trace_id"])
         row["verdicts"] = guard_verdicts(flatten(found["spans"])) if found else []
 
 
@@ -33,10 +34,10 @@ async def guard(
     action: Annotated[Literal["block", "flag", "redact"], Query()] = "block",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    store = c.services.tracing.store
+    tracing = c.services.tracing
     filters = TraceFilter(guard_action=action)
-    rows, next_cursor = await db(store.list, c.principal.project_id, filters, limit=PAGE,
+    rows, next_cursor = await db(tracing.list, c.principal.project_id, filters, limit=PAGE,
                                  cursor=cursor)  # fmt: skip
-    await db(_with_verdicts, store, c.principal.project_id, rows)
+    await db(_with_verdicts, tracing, c.principal.project_id, rows)
     return page(c.request, "guard.html", console=c, rows=rows,
                 action=action, next_cursor=next_cursor)  # fmt: skip

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from keel.tracing.stats import stats
 from keel.tracing.store import TraceFilter
 from keel.ui import format as fmt
 from keel.ui.charts import PALETTE_SIZE, Chart, Series
@@ -143,14 +142,14 @@ async def overview(
     until_us = time.time_ns() // 1000
     since_us = until_us - seconds * 1_000_000
     project = c.principal.project_id
-    database = c.services.database
+    tracing = c.services.tracing
     # Two independent reads, each in its own worker thread. The tiles are sums of the chart
     # rows: a second whole-range query for overall percentiles would double the cost of the
     # page, and the percentile charts show them per bucket.
     rows, errors = await asyncio.gather(
-        db(stats, database, project, since_us=since_us, until_us=until_us, bucket_s=bucket_s,
+        db(tracing.stats, project, since_us=since_us, until_us=until_us, bucket_s=bucket_s,
            group_by=by),
-        db(c.services.tracing.store.list, project,
+        db(tracing.list, project,
            TraceFilter(since_us=since_us, status="error"), limit=ERROR_SAMPLE),
     )  # fmt: skip
     charts, groups, hidden = build_charts(rows, since_us, until_us, bucket_s)

@@ -75,7 +75,7 @@ async def traces(
         guard_action=guard_action or None, cache=cache or None,
     )  # fmt: skip
     rows, next_cursor = await db(
-        c.services.tracing.store.list, c.principal.project_id, filters, limit=limit, cursor=cursor
+        c.services.tracing.list, c.principal.project_id, filters, limit=limit, cursor=cursor
     )
     current = {k: v for k, v in text_filters.items() if v}
     current.update({k: v for k, v in (("status", status), ("guard_action", guard_action),
@@ -157,7 +157,7 @@ def guard_verdicts(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @router.get("/traces/{trace_id}")
 async def trace(c: Annotated[Console, ui_require("traces:read")], trace_id: TraceId) -> Response:
-    found = await db(c.services.tracing.store.get, c.principal.project_id, trace_id)
+    found = await db(c.services.tracing.get, c.principal.project_id, trace_id)
     if found is None:
         if c.services.tracing.recorder.recent(trace_id) == c.principal.project_id:
             return page(c.request, "trace_pending.html", 404, console=c, trace_id=trace_id)
