@@ -36,3 +36,16 @@ def test_a_provider_importing_the_server_is_caught(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "Providers import nothing of Keel's above them BROKEN" in done.stdout
     assert "keel.providers.base -> keel.server.app" in done.stdout
+
+
+def test_limits_importing_the_gateway_is_caught(tmp_path: Path) -> None:
+    # The request type lives in keel.calls so that steps below the gateway need not reach up.
+    shutil.copytree(
+        REPO / "src" / "keel", tmp_path / "keel", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    admission = tmp_path / "keel" / "limits" / "admission.py"
+    admission.write_text(admission.read_text() + "\nimport keel.gateway.pipeline  # noqa: E402\n")
+    done = lint_imports(tmp_path)
+    assert done.returncode != 0
+    assert "Services below the request path never import the gateway BROKEN" in done.stdout
+    assert "keel.limits.admission -> keel.gateway.pipeline" in done.stdout
