@@ -74,7 +74,7 @@ class CallState:
     trace: RequestTrace | None = None  # spans (timings) of the steps, when tracing is on
     prompt: PromptUsed | None = None  # resolve prompt
     settlement: Settlement | None = None  # admit
-    limit_headers: dict[str, str] | None = None  # admit: x-ratelimit-*, budget warning
+    limit_headers: Mapping[str, str] | None = None  # admit: x-ratelimit-*, budget warning
     guard: Any = None  # guard input: the request's scan state, for guard output
     guard_policy: str | None = None  # guard input
     guard_action: str | None = None  # guard input and output: the strongest action

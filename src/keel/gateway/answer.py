@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from keel.gateway.disconnect import ClientWatch
 
@@ -15,7 +16,7 @@ from keel.gateway.disconnect import ClientWatch
 class Answer:
     """A whole answer: the response body (the client's model name, usage) and headers."""
 
-    body: dict[str, object]
+    body: dict[str, Any]
     headers: dict[str, str]
 
 

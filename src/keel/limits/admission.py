@@ -14,9 +14,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ MAX_PLANS = 10_000  # (key, route) pairs kept; past that the cache starts over
 # Budget warnings this process remembers having sent; past that it starts over, and the
 # backend's own once-per-period marker keeps the audit record from repeating.
 MAX_WARNED = 10_000
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 ProjectLoader = Callable[[str], ProjectLimits]
 
@@ -126,7 +128,7 @@ class Admitted:
 
     body: dict[str, Any]
     settlement: Ticket | None = None
-    headers: dict[str, str] | None = None
+    headers: Mapping[str, str] = NO_HEADERS
 
 
 class Ticket:
