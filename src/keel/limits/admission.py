@@ -127,8 +127,8 @@ class Admitted:
     (None when nothing limits it) and the x-ratelimit-* headers for its response."""
 
     body: dict[str, Any]
-    settlement: Ticket | None = None
-    headers: Mapping[str, str] = NO_HEADERS
+    settlement: Ticket | None
+    headers: Mapping[str, str]
 
 
 class Ticket:
@@ -259,7 +259,7 @@ class Admission:
         if project is None:
             project = await self._project(principal.project_id)
         if principal.limits.empty and project.empty:
-            return Admitted(body)
+            return Admitted(body, None, NO_HEADERS)
         return await self._admit(principal, body, project)
 
     def _check_scopes(
