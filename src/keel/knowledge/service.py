@@ -330,6 +330,23 @@ class KnowledgeBases:
             ).all()
             return [self._info(session, row) for row in rows]
 
+    def _current(self, project_id: str, name: str) -> KnowledgeBase:
+        """The base's row alone (no counts): what a search needs to know, cheaply."""
+        with self.database.session() as session:
+            row = self._row(session, project_id, name)
+            return KnowledgeBase(
+                id=row.id,
+                name=row.name,
+                description=row.description,
+                embedding_model=row.embedding_model,
+                config=KnowledgeConfig.from_dict(row.config),
+                revision=row.revision,
+                documents=-1,
+                chunks=-1,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+            )
+
     def get(self, project_id: str, name: str) -> KnowledgeBase:
         with self.database.session() as session:
             return self._info(session, self._row(session, project_id, name))
@@ -750,7 +767,7 @@ class KnowledgeBases:
             check_filters(filters or {})
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="filters") from exc
-        kb = await asyncio.to_thread(self.get, project_id, name)
+        kb = await asyncio.to_thread(self._current, project_id, name)
         index = await asyncio.to_thread(self.index_for, kb)
         query_vector: Any = None
         if mode != "lexical":

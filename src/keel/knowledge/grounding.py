@@ -1,0 +1,313 @@
+"""Groundedness: is each sentence of an answer supported by the retrieved context?
+
+`GroundednessScorer` is the pluggable interface (one method, `score`). The offline default,
+`AlignmentScorer`, needs no download: each answer sentence is aligned with every context
+sentence and pair of adjacent sentences by the bundled MiniLM, then a small logistic model
+(trained by training/grounding/train.py, weights in knowledge/models/grounding.json) reads
+the alignment together with word, number, negation and direction checks against the best
+aligned span. Long contexts are cut into sentence windows that are all scored: nothing is
+truncated into a silent pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from keel.embeddings.base import Embedder
+from keel.knowledge.index import words
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    Floats = npt.NDArray[np.float32]
+
+MODEL_FILE = Path(__file__).parent / "models" / "grounding.json"
+
+
+@dataclass(frozen=True)
+class SentenceVerdict:
+    text: str
+    start: int  # offsets in the answer
+    end: int
+    score: float  # probability that the context supports it
+    supported: bool
+    evidence: str  # the context span it aligned with best
+
+
+@dataclass(frozen=True)
+class Groundedness:
+    score: float  # the weakest sentence's score: one unsupported claim makes an answer unsafe
+    grounded: bool
+    sentences: list[SentenceVerdict] = field(default_factory=list)
+
+    @property
+    def unsupported(self) -> list[SentenceVerdict]:
+        return [s for s in self.sentences if not s.supported]
+
+
+class GroundednessScorer(Protocol):
+    name: str
+
+    async def score(self, answer: str, contexts: list[str]) -> Groundedness: ...
+
+
+# A sentence ends at . ! ? followed by space and a capital/digit/bracket, not after common
+# abbreviations or inside decimals ("e.g. the", "p < 0.05").
+_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9(\[\"'])|\n\s*\n|\n(?=[-*•] )")
+_ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "vs.", "Fig.", "fig.", "approx.", "Dr.", "No.")
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of `text`."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SPLIT.finditer(text):
+        piece = text[start : match.start()]
+        if piece.rstrip().endswith(_ABBREVIATIONS):
+            continue
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            spans.append((start + lead, start + len(piece.rstrip())))
+        start = match.end()
+    piece = text[start:]
+    if piece.strip():
+        lead = len(piece) - len(piece.lstrip())
+        spans.append((start + lead, start + len(piece.rstrip())))
+    return spans
+
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*%?")
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|none|neither|nor|cannot|without|lack|lacks|lacking|absent|absence|"
+    r"fail|fails|failed|unable|doesn't|don't|didn't|isn't|aren't|wasn't|weren't|won't|"
+    r"unaffected|insignificant|non-significant|nonsignificant)\b",
+    re.IGNORECASE,
+)
+_UP = re.compile(
+    r"\b(?:increas\w*|rais\w*|higher|high|greater|more|elevat\w*|enhanc\w*|improv\w*|promot\w*|"
+    r"induc\w*|activat\w*|upregulat\w*|up-regulat\w*|stimulat\w*|gain\w*|rise|rises|rose|"
+    r"positive\w*|benefi\w*|accelerat\w*|exacerbat\w*|worsen\w*)\b",
+    re.IGNORECASE,
+)
+_DOWN = re.compile(
+    r"\b(?:decreas\w*|reduc\w*|lower\w*|low|less|fewer|diminish\w*|inhibit\w*|suppress\w*|"
+    r"impair\w*|downregulat\w*|down-regulat\w*|attenuat\w*|declin\w*|loss|lose|loses|lost|"
+    r"negative\w*|prevent\w*|block\w*|slow\w*|protect\w*|decline\w*)\b",
+    re.IGNORECASE,
+)
+_QUANTIFIER = re.compile(
+    r"\b(?:all|always|every|only|entirely|completely|exclusively|most|majority|minority|"
+    r"rarely|sometimes|often|significantly|strongly|weakly)\b",
+    re.IGNORECASE,
+)
+_ENTITY = re.compile(r"\b(?:[A-Z][A-Za-z0-9-]*[A-Z0-9][A-Za-z0-9-]*|[A-Za-z]+\d[A-Za-z0-9-]*)\b")
+
+FEATURES = (
+    "cos_max",
+    "cos_second",
+    "cos_pair_max",
+    "cos_context_mean",
+    "cover_best",
+    "cover_context",
+    "bigram_cover_context",
+    "numbers_missing",
+    "has_numbers",
+    "entities_missing",
+    "negation_mismatch",
+    "claim_negated",
+    "direction_conflict",
+    "direction_agree",
+    "quantifier_unmatched",
+    "claim_length",
+)
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.rstrip("%").replace(",", "") for n in _NUMBER.findall(text)}
+
+
+def _direction(text: str) -> int:
+    up, down = len(_UP.findall(text)), len(_DOWN.findall(text))
+    return (up > down) - (down > up)
+
+
+def alignment_features(
+    claim: str,
+    claim_vector: Floats,
+    context: str,
+    context_sentences: list[str],
+    sentence_vectors: Floats,
+    pair_vectors: Floats,
+) -> Floats:
+    """The features of FEATURES for one answer sentence against one context."""
+    cos = sentence_vectors @ claim_vector if len(context_sentences) else np.zeros(1, np.float32)
+    order = np.argsort(-cos)
+    best = int(order[0]) if len(context_sentences) else 0
+    second = float(cos[order[1]]) if cos.shape[0] > 1 else float(cos[order[0]])
+    pair_max = (
+        float((pair_vectors @ claim_vector).max()) if pair_vectors.shape[0] else float(cos.max())
+    )
+    # The evidence: the best sentence and its neighbours (claims often span two sentences).
+    window = " ".join(context_sentences[max(0, best - 1) : best + 2]) if context_sentences else ""
+    claim_words = set(words(claim))
+    window_words = set(words(window))
+    context_words = set(words(context))
+    cover_best = len(claim_words & window_words) / max(1, len(claim_words))
+    cover_context = len(claim_words & context_words) / max(1, len(claim_words))
+    claim_tokens = words(claim)
+    bigrams = set(itertools.pairwise(claim_tokens))
+    context_tokens = words(context)
+    context_bigrams = set(itertools.pairwise(context_tokens))
+    bigram_cover = len(bigrams & context_bigrams) / max(1, len(bigrams))
+    claim_numbers = _numbers(claim)
+    numbers_missing = (
+        len(claim_numbers - _numbers(context)) / len(claim_numbers) if claim_numbers else 0.0
+    )
+    entities = set(_ENTITY.findall(claim))
+    entities_missing = (
+        sum(1 for e in entities if e.lower() not in context.lower()) / len(entities)
+        if entities
+        else 0.0
+    )
+    claim_negated = bool(_NEGATION.search(claim))
+    window_negated = bool(_NEGATION.search(window))
+    claim_direction, window_direction = _direction(claim), _direction(window)
+    quantifiers = {q.lower() for q in _QUANTIFIER.findall(claim)}
+    quantifier_unmatched = bool(quantifiers - {q.lower() for q in _QUANTIFIER.findall(context)})
+    return np.asarray(
+        [
+            float(cos[order[0]]),
+            second,
+            pair_max,
+            float(cos.mean()),
+            cover_best,
+            cover_context,
+            bigram_cover,
+            numbers_missing,
+            float(bool(claim_numbers)),
+            entities_missing,
+            float(claim_negated != window_negated),
+            float(claim_negated),
+            float(claim_direction * window_direction < 0),
+            float(claim_direction * window_direction > 0),
+            float(quantifier_unmatched),
+            min(len(claim_tokens), 40) / 40,
+        ],
+        dtype=np.float32,
+    )
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """Standardised features, then a logistic regression; `threshold` on its probability."""
+
+    mean: Floats
+    scale: Floats
+    coef: Floats
+    intercept: float
+    threshold: float
+
+    def probability(self, features: Floats) -> Floats:
+        z = ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float32)
+
+    @classmethod
+    def load(cls, path: Path = MODEL_FILE) -> LogisticModel:
+        raw = json.loads(path.read_text())
+        if tuple(raw["features"]) != FEATURES:
+            raise ValueError(f"{path} was trained on other features; retrain it")
+        return cls(
+            mean=np.asarray(raw["mean"], dtype=np.float32),
+            scale=np.asarray(raw["scale"], dtype=np.float32),
+            coef=np.asarray(raw["coef"], dtype=np.float32),
+            intercept=float(raw["intercept"]),
+            threshold=float(raw["threshold"]),
+        )
+
+
+@lru_cache(maxsize=1)
+def default_model() -> LogisticModel:
+    return LogisticModel.load()
+
+
+class AlignmentScorer:
+    """The offline default: MiniLM alignment plus word, number, negation and direction checks."""
+
+    name = "alignment"
+
+    def __init__(self, embedder: Embedder, model: LogisticModel | None = None):
+        self.embedder = embedder
+        self.model = model or default_model()
+
+    async def features(
+        self, answer: str, contexts: list[str]
+    ) -> tuple[list[tuple[int, int]], np.ndarray, list[str]]:
+        """Answer sentence spans, their feature rows (best context for each), and evidence."""
+        spans = sentences(answer)
+        claims = [answer[s:e] for s, e in spans]
+        context_sentences = [
+            [context[s:e] for s, e in sentences(context)] for context in contexts if context.strip()
+        ]
+        pairs = [[f"{a} {b}" for a, b in itertools.pairwise(found)] for found in context_sentences]
+        flat = claims + [s for found in context_sentences for s in found]
+        flat += [p for found in pairs for p in found]
+        vectors = (
+            (await self.embedder.embed(flat)).vectors if flat else np.zeros((0, 1), np.float32)
+        )
+        claim_vectors = vectors[: len(claims)]
+        position = len(claims)
+        sentence_vectors, pair_vectors = [], []
+        for found in context_sentences:
+            sentence_vectors.append(vectors[position : position + len(found)])
+            position += len(found)
+        for found in pairs:
+            pair_vectors.append(vectors[position : position + len(found)])
+            position += len(found)
+        rows, evidence = [], []
+        texts = [c for c in contexts if c.strip()]
+        for claim, vector in zip(claims, claim_vectors, strict=True):
+            best_row, best_p, best_evidence = None, -1.0, ""
+            for index, found in enumerate(context_sentences):
+                if not found:
+                    continue
+                row = alignment_features(
+                    claim, vector, texts[index], found, sentence_vectors[index],
+                    pair_vectors[index],
+                )  # fmt: skip
+                p = float(self.model.probability(row[None, :])[0])
+                if p > best_p:
+                    top = int(np.argmax(sentence_vectors[index] @ vector))
+                    best_row, best_p, best_evidence = row, p, found[top]
+            rows.append(best_row if best_row is not None else np.zeros(len(FEATURES), np.float32))
+            evidence.append(best_evidence)
+        matrix = np.stack(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
+        return spans, matrix, evidence
+
+    async def score(self, answer: str, contexts: list[str]) -> Groundedness:
+        spans, matrix, evidence = await self.features(answer, contexts)
+        if not spans:
+            return Groundedness(score=1.0, grounded=True)
+        probabilities = self.model.probability(matrix)
+        verdicts = [
+            SentenceVerdict(
+                text=answer[start:end],
+                start=start,
+                end=end,
+                score=round(float(p), 4),
+                supported=bool(p >= self.model.threshold),
+                evidence=found,
+            )
+            for (start, end), p, found in zip(spans, probabilities, evidence, strict=True)
+        ]
+        weakest = min(v.score for v in verdicts)
+        return Groundedness(
+            score=weakest, grounded=all(v.supported for v in verdicts), sentences=verdicts
+        )

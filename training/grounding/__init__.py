@@ -1,0 +1,1 @@
+"""Train and measure the groundedness scorer; the runtime loads only its weights."""
