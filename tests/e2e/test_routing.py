@@ -94,7 +94,7 @@ def test_rollback_restores_the_exact_previous_split_and_is_audited(keel: KeelPro
     assert keel.api("GET", "/api/routes/rb")["targets"] == {"m@1": 100}
     assert set(asyncio.run(_targets(keel, 16, body))) == {"m@1"}  # the very next requests
     actions = [e["action"] for e in keel.api("GET", "/api/audit?target_id=rb")["data"]]
-    assert actions[:2] == ["route.rollback", "route.update"]
+    assert actions[:2] == ["route.rollback", "route.split"]
 
 
 def test_killing_an_upstream_mid_load_fails_no_request(
