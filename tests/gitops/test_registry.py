@@ -110,3 +110,25 @@ async def test_editing_an_existing_version_in_place_is_refused(
     assert [m["ref"] for m in models] == ["chat@1", "chat@2"]
     with pytest.raises(ApplyError, match="immutable"):
         await apply_paths([edited], api)
+
+
+async def test_a_key_variable_the_server_lacks_stops_the_apply_naming_the_server(
+    api: KeelAPI, canary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The in-process server shares this environment: unset there means unset on the server.
+    monkeypatch.delenv("VLLM_TEST_KEY")
+    with pytest.raises(ApplyError) as info:
+        await apply_paths([canary], api)
+    text = str(info.value)
+    assert f"{canary}:5: providers[0].api_key: environment variable VLLM_TEST_KEY is not set " \
+           "on the Keel server" in text  # fmt: skip
+    assert "not by the machine running 'keel apply'" in text
+    assert await api.call("GET", "/api/providers") == []
+
+
+async def test_the_key_is_sent_as_a_reference_never_as_its_value(
+    api: KeelAPI, canary: Path
+) -> None:
+    await apply_paths([canary], api)
+    provider = await api.call("GET", "/api/providers/vllm")
+    assert provider["api_key_env"] == "VLLM_TEST_KEY"
