@@ -10,7 +10,12 @@ import httpx
 import typer
 from rich.console import Console
 
-from keel.cli.client import connection_hint, describe_http_error, fail, resolve_target
+from keel.cli.client import (
+    connection_hint,
+    describe_http_error,
+    fail,
+    resolve_target_and_source,
+)
 
 out = Console(highlight=False)
 
@@ -26,7 +31,7 @@ def chat(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="keel.yaml.")] = None,
 ) -> None:
     """Chat with a model through Keel, streaming tokens as they arrive."""
-    base, token = resolve_target(url, key, config)
+    base, token, source = resolve_target_and_source(url, key, config)
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     body: dict[str, Any] = {
@@ -52,7 +57,7 @@ def chat(
         ):
             if response.status_code != 200:
                 response.read()
-                raise fail(describe_http_error(response))
+                raise fail(describe_http_error(response, source))
             for line in response.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue

@@ -15,7 +15,12 @@ from rich.table import Table
 from rich.text import Text
 
 from keel.cli.apply import run_apply
-from keel.cli.client import connection_hint, describe_http_error, fail, resolve_target
+from keel.cli.client import (
+    connection_hint,
+    describe_http_error,
+    fail,
+    resolve_target_and_source,
+)
 from keel.gitops.apply import ApplyOptions
 from keel.prompts.spec import PromptContent, dump_yaml
 
@@ -41,7 +46,7 @@ def _api(
     json_body: Any = None,
     params: dict[str, Any] | None = None,
 ) -> Any:
-    base, token = resolve_target(*target)
+    base, token, source = resolve_target_and_source(*target)
     try:
         response = httpx.request(
             method,
@@ -54,7 +59,7 @@ def _api(
     except httpx.HTTPError as exc:
         raise fail(connection_hint(base, exc)) from exc
     if response.status_code >= 400:
-        raise fail(escape(describe_http_error(response)))
+        raise fail(escape(describe_http_error(response, source)))
     return response.json()
 
 
