@@ -106,3 +106,15 @@ async def test_deleting_a_base_removes_its_index_files(kbs: KnowledgeBases) -> N
     kbs.delete(P, "handbook", actor="test")
     assert not (kbs.folder / kb_id).exists()
     assert kbs.list_bases(P) == []
+
+
+async def test_vectors_of_two_models_are_never_mixed(kbs: KnowledgeBases) -> None:
+    from tests.support.app import HashEmbedder
+
+    kbs.create(P, "handbook", actor="test")  # embedded with MiniLM
+    other = KnowledgeBases(kbs.database, kbs.folder.parent, HashEmbedder, kbs._count_tokens)
+    with pytest.raises(InvalidRequest, match="vectors of two models are never mixed"):
+        await other.ingest(P, "handbook", "a.txt", b"Some text.", actor="test")
+    with pytest.raises(InvalidRequest, match="search it with mode 'lexical'"):
+        await other.search(P, "handbook", "text", 3)
+    assert await other.search(P, "handbook", "text", 3, mode="lexical") == []
