@@ -2,6 +2,7 @@
 
 from keel.auth import tables as auth_tables
 from keel.guard import tables as guard_tables
+from keel.jobs import tables as job_tables
 from keel.knowledge import tables as knowledge_tables
 from keel.limits import tables as limit_tables
 from keel.prompts import tables as prompt_tables
@@ -13,6 +14,7 @@ metadata = Base.metadata
 MODULES = (
     auth_tables,
     guard_tables,
+    job_tables,
     knowledge_tables,
     limit_tables,
     prompt_tables,
