@@ -1,7 +1,7 @@
 """First start: put the bundled model in the registry, deployed, behind a route of its name.
 
-Runs once: when a provider named `local` exists, the registry is left as the operator
-made it (they may have scaled, re-routed or removed the bundled model).
+Runs once: when a provider named `local` exists, or existed and was deleted (by hand or
+by `keel apply --prune`), the registry is left as the operator made it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ def seed_bundled_model(registry: RegistryService, settings: Settings) -> bool:
     """Register and deploy the bundled model once; returns whether it did anything."""
     project = DEFAULT_PROJECT
     if any(p["name"] == "local" for p in registry.list_providers(project)):
+        return False
+    if registry.provider_was_deleted(project, "local"):
         return False
     name = settings.local_model_name
     path = str(settings.local_model_path) if settings.local_model_path else "bundled:smollm2"

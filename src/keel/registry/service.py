@@ -183,6 +183,13 @@ class RegistryService:
         self._changed(project_id, spec.name)
         return after, True
 
+    def provider_was_deleted(self, project_id: str, name: str) -> bool:
+        """Has an operator deleted this provider (so first-start seeding must not undo it)?"""
+        deleted = audit.AuditLog(self._db).list(
+            project_id, target_type="provider", target_id=name, action="provider.delete", limit=1
+        )
+        return bool(deleted)
+
     def list_providers(self, project_id: str) -> list[dict[str, Any]]:
         with self._db.session() as session:
             rows = session.scalars(
