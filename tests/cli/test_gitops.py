@@ -294,6 +294,7 @@ def test_a_local_keel_yaml_with_declarations_breaks_no_command(
     code, output = keel("config", "show")
     assert code == 0, output
     assert "keel.yaml" in output
+    assert "declarations in it: providers, models, routes, prompts" in output
     for command in (["routes", "list"], ["models", "list"], ["providers", "list"],
                     ["prompts", "list"], ["export"]):  # fmt: skip
         code, output = keel(*command, *target)

@@ -31,3 +31,8 @@ def show(
     console = Console()
     console.print(table)
     console.print(f"config file: {loaded.config_file or '(none)'}")
+    if loaded.declarations:
+        console.print(
+            f"declarations in it: {', '.join(loaded.declarations)} (applied by 'keel serve' "
+            "at start and by 'keel apply -f'; not settings)"
+        )
