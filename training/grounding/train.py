@@ -2,7 +2,7 @@
 
     .venv/bin/python -m training.grounding.train
         [--data ../shared/data/groundedness/scifact_claims_train.jsonl] [--folds 5]
-        [--write] [--cache /tmp/grounding-features.npz]
+        [--write] [--cache /tmp/grounding-vectors.npz]
 
 Features come from keel.knowledge.grounding (MiniLM alignment and the word, number,
 negation and direction checks), one row per (claim, context). Folds are grouped by claim,
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import statistics
 import time
@@ -43,19 +42,31 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.open() if line.strip()]
 
 
-async def featurise(rows: list[dict[str, Any]], embedder: LocalEmbedder) -> np.ndarray:
-    out = []
+async def embed_rows(rows: list[dict[str, Any]], embedder: LocalEmbedder) -> dict[str, Any]:
+    """Claim and context-sentence vectors of every row (what is slow; features are cheap)."""
+    claims, found_all, offsets = [], [], [0]
     for row in rows:
         context = row["context"]
         found = [context[s:e] for s, e in sentences(context)]
-        pairs = [f"{a} {b}" for a, b in itertools.pairwise(found)]
-        vectors = (await embedder.embed([row["claim"], *found, *pairs])).vectors
-        claim_vector = vectors[0]
-        sentence_vectors = vectors[1 : 1 + len(found)]
-        pair_vectors = vectors[1 + len(found) :]
+        found_all.extend(found)
+        offsets.append(offsets[-1] + len(found))
+        claims.append(row["claim"])
+    claim_vectors = (await embedder.embed(claims)).vectors
+    sentence_vectors = (await embedder.embed(found_all)).vectors
+    return {"claims": claim_vectors, "sentences": sentence_vectors, "offsets": offsets}
+
+
+def featurise(rows: list[dict[str, Any]], vectors: dict[str, Any]) -> np.ndarray:
+    out = []
+    offsets = vectors["offsets"]
+    for position, row in enumerate(rows):
+        context = row["context"]
+        found = [context[s:e] for s, e in sentences(context)]
+        sentence_vectors = vectors["sentences"][offsets[position] : offsets[position + 1]]
+        assert len(found) == len(sentence_vectors)
         out.append(
             alignment_features(
-                row["claim"], claim_vector, context, found, sentence_vectors, pair_vectors
+                row["claim"], vectors["claims"][position], context, found, sentence_vectors
             )
         )
     return np.stack(out)
@@ -116,22 +127,23 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--cache", type=Path, default=None, help="features .npz to reuse")
+    parser.add_argument("--cache", type=Path, default=None, help="vectors .npz to reuse")
     parser.add_argument("--write", action="store_true", help="write the shipped model")
     args = parser.parse_args()
     rows = load(args.data)
     labels = np.asarray([int(row["label"]) for row in rows])
     groups = np.asarray([row["claim_id"] for row in rows])
     if args.cache is not None and args.cache.exists():
-        features = np.load(args.cache)["features"]
+        vectors = dict(np.load(args.cache))
     else:
         embedder = LocalEmbedder("all-minilm-l6-v2", minilm_dir())
         started = time.perf_counter()
-        features = await featurise(rows, embedder)
+        vectors = await embed_rows(rows, embedder)
         embedder.close()
-        print(f"features in {time.perf_counter() - started:.0f}s", flush=True)
+        print(f"embedded in {time.perf_counter() - started:.0f}s", flush=True)
         if args.cache is not None:
-            np.savez(args.cache, features=features)
+            np.savez(args.cache, **vectors)
+    features = featurise(rows, vectors)
     report: dict[str, Any] = {
         "data": str(args.data.name),
         "rows": len(rows),

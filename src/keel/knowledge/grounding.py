@@ -2,7 +2,7 @@
 
 `GroundednessScorer` is the pluggable interface (one method, `score`). The offline default,
 `AlignmentScorer`, needs no download: each answer sentence is aligned with every context
-sentence and pair of adjacent sentences by the bundled MiniLM, then a small logistic model
+sentence (and pair of adjacent sentences) by the bundled MiniLM, then a small logistic model
 (trained by training/grounding/train.py, weights in knowledge/models/grounding.json) reads
 the alignment together with word, number, negation and direction checks against the best
 aligned span. Long contexts are cut into sentence windows that are all scored: nothing is
@@ -145,16 +145,20 @@ def alignment_features(
     context: str,
     context_sentences: list[str],
     sentence_vectors: Floats,
-    pair_vectors: Floats,
 ) -> Floats:
     """The features of FEATURES for one answer sentence against one context."""
     cos = sentence_vectors @ claim_vector if len(context_sentences) else np.zeros(1, np.float32)
     order = np.argsort(-cos)
     best = int(order[0]) if len(context_sentences) else 0
     second = float(cos[order[1]]) if cos.shape[0] > 1 else float(cos[order[0]])
-    pair_max = (
-        float((pair_vectors @ claim_vector).max()) if pair_vectors.shape[0] else float(cos.max())
-    )
+    # Two adjacent sentences read together: the normalised sum of their vectors stands in for
+    # embedding the pair, at no extra model call.
+    if sentence_vectors.shape[0] > 1:
+        pairs = sentence_vectors[:-1] + sentence_vectors[1:]
+        pairs /= np.maximum(np.linalg.norm(pairs, axis=1, keepdims=True), 1e-6)
+        pair_max = float((pairs @ claim_vector).max())
+    else:
+        pair_max = float(cos.max())
     # The evidence: the best sentence and its neighbours (claims often span two sentences).
     window = " ".join(context_sentences[max(0, best - 1) : best + 2]) if context_sentences else ""
     claim_words = set(words(claim))
@@ -256,20 +260,15 @@ class AlignmentScorer:
         context_sentences = [
             [context[s:e] for s, e in sentences(context)] for context in contexts if context.strip()
         ]
-        pairs = [[f"{a} {b}" for a, b in itertools.pairwise(found)] for found in context_sentences]
         flat = claims + [s for found in context_sentences for s in found]
-        flat += [p for found in pairs for p in found]
         vectors = (
             (await self.embedder.embed(flat)).vectors if flat else np.zeros((0, 1), np.float32)
         )
         claim_vectors = vectors[: len(claims)]
         position = len(claims)
-        sentence_vectors, pair_vectors = [], []
+        sentence_vectors = []
         for found in context_sentences:
             sentence_vectors.append(vectors[position : position + len(found)])
-            position += len(found)
-        for found in pairs:
-            pair_vectors.append(vectors[position : position + len(found)])
             position += len(found)
         rows, evidence = [], []
         texts = [c for c in contexts if c.strip()]
@@ -279,9 +278,8 @@ class AlignmentScorer:
                 if not found:
                     continue
                 row = alignment_features(
-                    claim, vector, texts[index], found, sentence_vectors[index],
-                    pair_vectors[index],
-                )  # fmt: skip
+                    claim, vector, texts[index], found, sentence_vectors[index]
+                )
                 p = float(self.model.probability(row[None, :])[0])
                 if p > best_p:
                     top = int(np.argmax(sentence_vectors[index] @ vector))
