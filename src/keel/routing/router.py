@@ -105,16 +105,18 @@ class Router:
     def breaker(self, target: Target, route: Route | None = None) -> CircuitBreaker:
         """The target's breaker; a route with its own breaker settings has its own breakers
         (keyed `ref route=NAME`), so its thresholds never change another route's."""
-        key = target.ref
-        if route is not None and route.own_breakers:
-            key = f"{target.ref} route={route.name}"
-            failures = route.breaker_failures or self._failure_threshold
-            cooldown = route.breaker_cooldown or self._cooldown
-        else:
-            failures, cooldown = self._failure_threshold, self._cooldown
+        if route is None or not route.own_breakers:  # the hot path: one dict lookup
+            breaker = self._breakers.get(target.ref)
+            if breaker is None:
+                breaker = CircuitBreaker(self._failure_threshold, self._cooldown, name=target.ref)
+                self._breakers[target.ref] = breaker
+            return breaker
+        key = f"{target.ref} route={route.name}"
+        failures = route.breaker_failures or self._failure_threshold
+        cooldown = route.breaker_cooldown or self._cooldown
         breaker = self._breakers.get(key)
         if breaker is None or (breaker.failure_threshold, breaker.cooldown) != (failures, cooldown):
-            breaker = CircuitBreaker(failures, cooldown, name=key)
+            breaker = CircuitBreaker(failures, cooldown, name=key)  # new settings: a fresh one
             self._breakers[key] = breaker
         return breaker
 

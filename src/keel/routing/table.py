@@ -40,6 +40,8 @@ class Route:
     failover: tuple[Target, ...] = field(init=False, repr=False)
     # What answers this route: changes with any target, weight or fallback (cache keys).
     identity: str = field(init=False, repr=False)
+    # Does this route fence its targets off with breakers of its own (own settings)?
+    own_breakers: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         running, cumulative = 0, []
@@ -58,11 +60,8 @@ class Route:
         weighted = ",".join(f"{target.ref}:{weight}" for target, weight in self.weighted)
         fallbacks = ",".join(target.ref for target in self.fallbacks)
         object.__setattr__(self, "identity", f"{self.name}|{weighted}|{fallbacks}")
-
-    @property
-    def own_breakers(self) -> bool:
-        """Does this route fence its targets off with its own breakers (own settings)?"""
-        return self.breaker_failures is not None or self.breaker_cooldown is not None
+        own = self.breaker_failures is not None or self.breaker_cooldown is not None
+        object.__setattr__(self, "own_breakers", own)
 
     @property
     def total_weight(self) -> int:
