@@ -29,15 +29,23 @@ log = logging.getLogger("keel.jobs")
 
 
 class ItemFailed(Exception):
-    """An item's attempt failed; `error` is kept with the item, `retry_after` (seconds) is
-    set when another attempt may succeed (a rate limit, an upstream that failed)."""
+    """An item's attempt failed; `error` is kept with the item. `retryable`: another attempt
+    may succeed (an upstream that failed), after `retry_after` seconds when given. `paced`:
+    the key's own limits refused it before anything was sent, so waiting costs no attempt."""
 
-    def __init__(self, error: dict[str, Any], *, retryable: bool = False,
-                 retry_after: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        error: dict[str, Any],
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        paced: bool = False,
+    ):
         super().__init__(error.get("message", "item failed"))
         self.error = error
-        self.retryable = retryable
+        self.retryable = retryable or paced
         self.retry_after = retry_after
+        self.paced = paced
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,9 +298,15 @@ class LocalExecutor:
                 finish = Finish(state="failed", error=f"could not finish: {error}")
             state = "cancelled" if cancelled else finish.state
             await asyncio.to_thread(
-                lambda: self.store.finish(job.id, lease, state, result=finish.result,
-                                          files=finish.files, error=finish.error)
-            )  # fmt: skip
+                lambda: self.store.finish(
+                    job.id,
+                    lease,
+                    state,
+                    result=finish.result,
+                    files=finish.files,
+                    error=finish.error,
+                )
+            )
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -329,6 +343,8 @@ class LocalExecutor:
                 try:
                     result = await kind.run_item(job, item)
                 except ItemFailed as failure:
+                    if failure.paced:
+                        attempt -= 1
                     if not (failure.retryable and attempt < self.options.max_attempts):
                         await ledger.write(Finished(item.id, False, failure.error))
                         self._count(job, False)

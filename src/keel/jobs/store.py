@@ -119,10 +119,18 @@ class JobStore:
         job_id = new_id(kind)
         with self.database.session() as session:
             row = JobRow(
-                id=job_id, kind=kind, project_id=project_id, key_id=key_id, params=params,
-                state="queued", total=len(items), done=0, failed=0, result={},
+                id=job_id,
+                kind=kind,
+                project_id=project_id,
+                key_id=key_id,
+                params=params,
+                state="queued",
+                total=len(items),
+                done=0,
+                failed=0,
+                result={},
                 created_at=now,
-            )  # fmt: skip
+            )
             session.add(row)
             session.flush()
             session.add_all(
@@ -190,8 +198,9 @@ class JobStore:
                 .order_by(JobEventRow.id)
                 .limit(limit)
             ).all()
-            return [Event(r.id, aware(r.at) or utcnow(), r.level, r.message, dict(r.data))
-                    for r in rows]  # fmt: skip
+            return [
+                Event(r.id, aware(r.at) or utcnow(), r.level, r.message, dict(r.data)) for r in rows
+            ]
 
     def add_event(
         self, job_id: str, message: str, level: str = "info", data: dict[str, Any] | None = None
@@ -279,9 +288,14 @@ class JobStore:
                     _event(session, job_id, "started", data={"worker": worker})
                 if previous is not None:
                     lost = _interrupt_sent(session, row, now)
-                    _event(session, job_id, f"resumed by {worker} after its worker stopped; "
-                           f"{lost} items in flight then were failed as interrupted, not resent",
-                           "warning", {"worker": worker, "interrupted": lost})  # fmt: skip
+                    _event(
+                        session,
+                        job_id,
+                        f"resumed by {worker} after its worker stopped; "
+                        f"{lost} items in flight then were failed as interrupted, not resent",
+                        "warning",
+                        {"worker": worker, "interrupted": lost},
+                    )
                 session.flush()
                 session.refresh(row)
                 return _job(row)
@@ -304,11 +318,14 @@ class JobStore:
         with self.database.session() as session:
             rows = session.scalars(
                 select(JobItemRow)
-                .where(JobItemRow.job_id == job_id, JobItemRow.state == "queued",
-                       JobItemRow.ordinal > after_ordinal)
+                .where(
+                    JobItemRow.job_id == job_id,
+                    JobItemRow.state == "queued",
+                    JobItemRow.ordinal > after_ordinal,
+                )
                 .order_by(JobItemRow.ordinal)
                 .limit(limit)
-            ).all()  # fmt: skip
+            ).all()
             return [_item(row) for row in rows]
 
     def write(self, job_id: str, lease: str, ops: Sequence[Op]) -> list[bool] | None:
@@ -325,13 +342,19 @@ class JobStore:
             for op in ops:
                 match op:
                     case Sent(item_id):
-                        values: dict[str, Any] = {"state": "sent", "lease": lease,
-                                                  "attempts": JobItemRow.attempts + 1,
-                                                  "updated_at": now}  # fmt: skip
+                        values: dict[str, Any] = {
+                            "state": "sent",
+                            "lease": lease,
+                            "attempts": JobItemRow.attempts + 1,
+                            "updated_at": now,
+                        }
                         where = JobItemRow.state == "queued"
                     case Finished(item_id, ok, outcome):
-                        values = {"state": "done" if ok else "failed", "updated_at": now,
-                                  "result" if ok else "error": outcome}  # fmt: skip
+                        values = {
+                            "state": "done" if ok else "failed",
+                            "updated_at": now,
+                            "result" if ok else "error": outcome,
+                        }
                         where = (JobItemRow.state == "sent") & (JobItemRow.lease == lease)
                     case Requeued(item_id, error):
                         values = {"state": "queued", "error": error, "updated_at": now}
@@ -377,19 +400,29 @@ class JobStore:
                 file_id = new_id("file")
                 session.add(
                     StoredFileRow(
-                        id=file_id, project_id=row.project_id, key_id=row.key_id,
-                        purpose=new.purpose, filename=new.filename, size_bytes=len(new.content),
-                        lines=new.lines, content=new.content, created_at=now,
+                        id=file_id,
+                        project_id=row.project_id,
+                        key_id=row.key_id,
+                        purpose=new.purpose,
+                        filename=new.filename,
+                        size_bytes=len(new.content),
+                        lines=new.lines,
+                        content=new.content,
+                        created_at=now,
                     )
-                )  # fmt: skip
+                )
                 refs[new.ref] = file_id
             if state == "cancelled":
                 _cancel_items(session, job_id)
             row.state, row.result, row.error, row.finished_at = state, refs, error, now
             row.lease, row.lease_until = None, None
             counts = f"{row.done} done, {row.failed} failed of {row.total}"
-            _event(session, job_id, f"{state}: {counts}" + (f" ({error})" if error else ""),
-                   "error" if state == "failed" else "info")  # fmt: skip
+            _event(
+                session,
+                job_id,
+                f"{state}: {counts}" + (f" ({error})" if error else ""),
+                "error" if state == "failed" else "info",
+            )
             session.flush()
             return _job(row)
 
@@ -416,8 +449,9 @@ def _event(
     level: str = "info",
     data: dict[str, Any] | None = None,
 ) -> None:
-    session.add(JobEventRow(job_id=job_id, at=utcnow(), level=level, message=message,
-                            data=data or {}))  # fmt: skip
+    session.add(
+        JobEventRow(job_id=job_id, at=utcnow(), level=level, message=message, data=data or {})
+    )
 
 
 def _cancel_items(session: Session, job_id: str) -> None:
