@@ -67,14 +67,18 @@ class LexicalIndex:
         self.size = 0
 
     def build(self, texts: list[str]) -> None:
+        self.build_from_words([words(text) for text in texts])
+
+    def build_from_words(self, tokens: list[list[str]]) -> None:
+        """Index texts already split by `words()`."""
         import bm25s
 
-        self.size = len(texts)
-        if not texts:
+        self.size = len(tokens)
+        if not tokens:
             self._retriever = None
             return
         # An empty text still needs a row: positions must match the dense index's.
-        tokens = [words(text) or ["\u2205"] for text in texts]
+        tokens = [found or ["\u2205"] for found in tokens]
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
         retriever.index(tokens, show_progress=False)
         self._retriever = retriever
