@@ -92,6 +92,18 @@ def test_tail_lists_new_requests_and_stats_aggregate_them(keel_api: dict[str, An
     assert "7" in screen  # input tokens of the one request
 
 
+def test_stats_by_model_version_groups_by_the_version_that_answered(
+    keel_api: dict[str, Any],
+) -> None:
+    stored(keel_api, chat(keel_api))
+    result = runner.invoke(app, ["stats", "--since", "1h", "--by", "model_version",
+                                 *keel_api["options"]])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    screen = keel_api["screen"].getvalue()
+    assert "model_version" in screen  # the column is named as asked
+    assert "fake-model" in screen  # the target that answered
+
+
 def test_an_unknown_trace_is_a_clear_error(keel_api: dict[str, Any]) -> None:
     result = runner.invoke(app, ["traces", "show", "f" * 32, *keel_api["options"]])
     assert result.exit_code == 1
