@@ -140,7 +140,7 @@ def report(
     for f, s in sorted(scores.items()):
         idx = np.nonzero(family == f)[0]
         pooled_scores[idx], scored[idx] = s, True
-        m = confusion(labels[idx], s >= threshold)
+        m: dict[str, Any] = dict(confusion(labels[idx], s >= threshold))
         m["held_out"] = "left out of training" if f in recipe.families else "never trained on"
         m["kinds"] = sorted(set(kinds[idx].tolist()))
         by_family[f] = m
@@ -190,7 +190,8 @@ def choose_threshold(
     labels = np.asarray([r.label for r in p.rows])
     best = (-1.0, 0.5)
     for t in np.arange(0.05, 0.951, 0.01):
-        f1s, fp, neg = [], 0, 0
+        f1s: list[float] = []
+        fp, neg = 0.0, 0.0
         for f in families:
             idx = np.nonzero(family == f)[0]
             m = confusion(labels[idx], scores[f] >= t)

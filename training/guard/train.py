@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "guard"
 DEFAULT_PII_DATA = REPO.parent / "shared" / "data" / "pii" / "synth_pii_dev.json"
 DEFAULT_OUT = REPO / "src" / "keel" / "guard" / "models"
+# Window embeddings by token ids, so retraining and the generalisation bench embed once.
+EMBEDDING_CACHE = Path.home() / ".cache" / "keel" / "guard-embeddings"
 
 # Sources left out of training, and why (recorded in the model card).
 EXCLUDED_SOURCES = {
@@ -102,20 +104,40 @@ def prepare(items: list[Item]) -> None:
 
 
 def embed(
-    encoder: WindowEncoder, texts: list[str]
+    encoder: WindowEncoder, texts: list[str], cache: Path | None = EMBEDDING_CACHE
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """Window embeddings of every text, and the text each window belongs to."""
+    """Window embeddings of every text, and the text each window belongs to. Windows
+    already embedded with the same settings are read from `cache` (a folder)."""
     windows: list[list[int]] = []
     owner: list[int] = []
     for i, text in enumerate(texts):
         for w in encoder.windows(text):
             windows.append(w)
             owner.append(i)
-    order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
+    keys = [hashlib.sha1(np.asarray(w, dtype=np.int32).tobytes()).hexdigest() for w in windows]
+    known: dict[str, npt.NDArray[np.float32]] = {}
+    store = None
+    if cache is not None:
+        store = cache / f"minilm-{int(encoder.quantize)}.npz"
+        if store.is_file():
+            with np.load(store) as data:
+                known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
     vectors = np.zeros((len(windows), EMBEDDING_DIM), dtype=np.float32)
+    todo = []
+    for k, key in enumerate(keys):
+        if key in known:
+            vectors[k] = known[key]
+        else:
+            todo.append(k)
+    order = sorted(todo, key=lambda k: len(windows[k]))
     for start in range(0, len(order), 64):
         batch = order[start : start + 64]
         vectors[batch] = encoder.encode_windows([windows[k] for k in batch])
+    if store is not None and todo:
+        for k in todo:
+            known[keys[k]] = vectors[k]
+        store.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(store, keys=np.asarray(list(known)), vectors=np.stack(list(known.values())))
     return vectors, np.asarray(owner, dtype=np.int64)
 
 
@@ -305,6 +327,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="benign documents (presidio-research synth JSON); pass '' to leave them out",
     )
     parser.add_argument("--skip-loso", action="store_true", help="skip leave-one-source-out")
+    parser.add_argument(
+        "--recipe",
+        choices=("v2", "v3"),
+        default="v3",
+        help="v2: train.jsonl, hard negatives, PII documents; v3: also the extra sources a "
+        "shipped model may learn from and the generated indirect injections",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="decision threshold (default: grouped CV); v3 takes it from leave-one-source-out",
+    )
+    parser.add_argument("--skip-below", type=float, help="fast path cut (default: from CV)")
+    parser.add_argument(
+        "--config",
+        help="one grid point 'C,word_scale' instead of the whole grid (e.g. 8,1.5)",
+    )
     args = parser.parse_args(argv)
     train_file, val_file = args.data / "train.jsonl", args.data / "validation.jsonl"
     if not train_file.is_file() or not val_file.is_file():
@@ -332,6 +371,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             Item(d["full_text"], 0, DOCUMENTS_SOURCE, group_key=str(d.get("template_id", i)))
             for i, d in enumerate(documents)
         ]
+    extra_sources: dict[str, Any] = {}
+    licences: dict[str, str] = {}
+    never_trained: dict[str, str] = {}
+    if args.recipe == "v3":
+        from training.guard.sources import LICENCES, V2_FAMILIES, V3_FAMILIES, load
+
+        added = [
+            r
+            for r in load(args.data, args.documents)
+            if r.trainable and r.family in V3_FAMILIES and r.family not in V2_FAMILIES
+        ]
+        items += [Item(r.text, r.label, r.family) for r in added]
+        counts_added = Counter((r.family, r.label) for r in added)
+        extra_sources = {
+            family: {
+                "licence": LICENCES[family],
+                "attacks": counts_added[(family, 1)],
+                "benign": counts_added[(family, 0)],
+                "synthetic": family.startswith("keel-"),
+            }
+            for family in sorted({r.family for r in added})
+        }
+        licences = {f: LICENCES[f] for f in sorted(V3_FAMILIES)}
+        never_trained = {
+            "tensor-trust, big-prompt-library": "no licence for a shipped model: evaluation only",
+            "NotInject, validation.jsonl": "validation split",
+            "keel-indirect-heldout": "the generator's held-out half of attacks and carriers",
+            "microsoft/BIPIA text": EXCLUDED_SOURCES["microsoft/BIPIA text"],
+            "sealed evaluation": "CyberSecEval prompt injection, verazuo/jailbreak_llms, "
+            "jackhhao/jailbreak-classification, self-instruct user-oriented, CLINC150 test: "
+            "never read by this code",
+        }
     log(f"training items: {len(items)} ({sum(it.label for it in items)} positive)")
     prepare(items)
 
@@ -350,7 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     folds = list(GroupKFold(n_splits=args.folds).split(all_items, labels, groups))
     search: list[dict[str, Any]] = []
     best: tuple[float, dict[str, float], Any, Any] | None = None
-    for config in GRID:
+    grid = GRID
+    if args.config:
+        c, word = (float(v) for v in args.config.split(","))
+        grid = [{"C": c, "word_scale": word, "emb_scale": 0.5}]
+    for config in grid:
         oof_full, oof_fast = np.zeros(len(items)), np.zeros(len(items))
         for tr, te in folds:
             oof_full[te], oof_fast[te] = item_scores(design, tr, te, config, args.seed)
@@ -362,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert best is not None
     _, config, oof_full, oof_fast = best
     _, threshold = choose_threshold(labels, oof_full, MAX_FPR)
+    if args.threshold is not None:
+        threshold = args.threshold
 
     # The fast path may skip the embedding only where it loses almost nothing.
     suspicious = np.asarray([it.suspicious for it in items])
@@ -371,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lost = caught & ~suspicious & (oof_fast < t)
         if lost.sum() <= FAST_PATH_MAX_LOSS * (labels == 1).sum():
             skip_below = round(float(t), 3)
+    if args.skip_below is not None:
+        skip_below = args.skip_below
     skips = ~suspicious & (oof_fast < skip_below)
     oof_cascade = np.where(skips, oof_fast, oof_full)
 
@@ -413,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "why": "diverse benign sentences and documents (news, chat, addresses) so "
                 "that text unlike the short benign queries is not taken for an attack",
             },
+            "added_sources": extra_sources,
+            "licences": licences,
+            "never_trained_on": never_trained,
             "training_items": len(items),
             "training_positives": int(labels.sum()),
         },
@@ -451,7 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "selection": {
             "cv": f"GroupKFold({args.folds}) on near-duplicate groups of the train split",
             "groups": len(set(groups)),
-            "threshold_rule": f"best out-of-fold F1 with out-of-fold FPR <= {MAX_FPR}",
+            "threshold_rule": f"best out-of-fold F1 with out-of-fold FPR <= {MAX_FPR}"
+            if args.threshold is None
+            else "given: the best mean F1 over held-out attack families with held-out FPR "
+            "<= 0.02, leave-one-source-out (python -m bench.guard_generalisation)",
+            "recipe": args.recipe,
             "grid": search,
         },
         "threshold": threshold,

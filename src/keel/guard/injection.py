@@ -5,6 +5,12 @@ Layers, cheapest first: undo obfuscation (`normalize`), match hand-written rules
 that fast model is sure the text is benign and nothing looked odd, add the MiniLM
 embedding of every window of every decoded view. The score is the highest over views and
 windows, and never lower than the weight of a strong rule that matched.
+
+Content an application fetched (retrieved documents, tool and HTTP output) is scanned as
+data: `scan_untrusted(text, source)`, or a `document`/`tool` role. There an instruction to
+the assistant is the attack, so rules for text that addresses the assistant apply too. The
+parts of a user message that quote such content ("summarise this e-mail: ...", see
+`untrusted.quoted_spans`) are scanned the same way, beside the message as a whole.
 """
 
 from __future__ import annotations
@@ -17,16 +23,18 @@ from keel.guard.features import NgramHasher, extra_features, tfidf_rows
 from keel.guard.heuristics import Hit, scan_document_rules, scan_rules
 from keel.guard.model import InjectionModel, sigmoid
 from keel.guard.normalize import Normalized, View, normalize
+from keel.guard.untrusted import SOURCE_ROLES, UNTRUSTED_ROLES, Source, quoted_spans
 
 STRONG_RULE = 0.9
-INDIRECT_ROLES = ("document", "tool")
+INDIRECT_ROLES = UNTRUSTED_ROLES
 
 
 class InjectionScanner:
     """Scores how likely a text tries to override the model's instructions.
 
     `fast_path=False` always runs the embedding (slower, for offline evaluation).
-    Text longer than `max_chars` is scanned as its head and tail.
+    Text longer than `max_chars` is scanned as its head and tail. `scan_quoted=False`
+    reads a user message only as a whole, not also the content it quotes.
     """
 
     name = "injection"
@@ -41,6 +49,7 @@ class InjectionScanner:
         encoder: WindowEncoder | None = None,
         max_chars: int = 20_000,
         max_views: int = 6,
+        scan_quoted: bool = True,
     ) -> None:
         self.model = model if model is not None else InjectionModel.load()
         emb = self.model.embedding
@@ -55,6 +64,7 @@ class InjectionScanner:
         self.fast_path = fast_path
         self.max_chars = max_chars
         self.max_views = max_views
+        self.scan_quoted = scan_quoted
         self._hasher = NgramHasher()
 
     def warm_up(self) -> None:
@@ -66,8 +76,28 @@ class InjectionScanner:
     def probability(
         self, text: str, context: ScanContext | None = None, *, force_embedding: bool = False
     ) -> tuple[float, Normalized, list[tuple[View, Hit]], bool]:
-        """(score, normalised text, rule hits, whether the embedding ran)."""
+        """(score, normalised text, rule hits, whether the embedding ran).
+
+        A user message is also read as the content it quotes: the score is the higher."""
         context = context or ScanContext()
+        score, norm, hits, embedded = self._probability(text, context.role, force_embedding)
+        if context.role == "user" and self.scan_quoted:
+            for start, end in quoted_spans(text):
+                quoted = self._probability(text[start:end], "document", force_embedding)
+                hits += quoted[2]
+                embedded = embedded or quoted[3]
+                score = max(score, quoted[0])
+        return score, norm, hits, embedded
+
+    def scan_untrusted(self, text: str, source: Source = "retrieved") -> Verdict:
+        """Scan content the application fetched rather than the user wrote: `retrieved`
+        documents, `tool` or `http` output, `quoted` text. An instruction in it is an
+        attack even when the same words from the user would be a request."""
+        return self.scan(text, ScanContext(role=SOURCE_ROLES[source]))
+
+    def _probability(
+        self, text: str, role: str, force_embedding: bool
+    ) -> tuple[float, Normalized, list[tuple[View, Hit]], bool]:
         if len(text) > self.max_chars:
             half = self.max_chars // 2
             text = text[:half] + "\n" + text[-half:]
@@ -77,7 +107,7 @@ class InjectionScanner:
         document_hits: list[tuple[View, Hit]] = []
         for view in views:
             hits.extend((view, h) for h in scan_rules(view.text))
-            if context.role in INDIRECT_ROLES:
+            if role in INDIRECT_ROLES:
                 document_hits.extend((view, h) for h in scan_document_rules(view.text))
         # Document rules are not classifier features (the model never saw them): they
         # only raise the score, below.
