@@ -29,7 +29,11 @@ class Fusion:
     method: Method = "convex"
     dense_weight: float = 0.5  # the lexical list gets 1 - dense_weight
     rrf_k: int = 60
-    depth: int = 100  # candidates taken from each list
+    depth: int = 300  # candidates taken from each list
+    # Pseudo-relevance feedback: the query vector moves toward the mean of the first
+    # fused ranking's top `feedback` chunks (Rocchio), then both lists are fused again.
+    feedback: int = 0
+    feedback_weight: float = 0.5
 
 
 def _rescaled(scores: Floats, positions: Ints) -> dict[int, float]:
@@ -79,3 +83,23 @@ def fuse(
     values = np.fromiter(fused.values(), dtype=np.float32, count=len(fused))
     order, best = top_k(values, k)
     return positions[order], best
+
+
+def hybrid(
+    query_vector: Floats,
+    vectors: Floats,
+    lexical: Floats,
+    fusion: Fusion,
+    k: int,
+    mask: Mask | None = None,
+) -> tuple[Ints, Floats, Floats]:
+    """Fused top `k` (positions, scores) and the dense scores used, with feedback if set."""
+    dense = np.asarray(vectors @ query_vector, dtype=np.float32)
+    positions, scores = fuse(dense, lexical, fusion, max(k, fusion.feedback), mask)
+    if fusion.feedback > 0 and positions.size:
+        centroid = vectors[positions[: fusion.feedback]].mean(axis=0)
+        moved = query_vector + fusion.feedback_weight * centroid
+        moved = moved / max(float(np.linalg.norm(moved)), 1e-6)
+        dense = np.asarray(vectors @ moved, dtype=np.float32)
+        positions, scores = fuse(dense, lexical, fusion, k, mask)
+    return positions[:k], scores[:k], dense

@@ -33,7 +33,7 @@ from keel.auth.keys import Principal
 from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound, ServiceUnavailable
 from keel.knowledge.chunk import Chunk, Chunker, TokenCounter
-from keel.knowledge.fusion import Fusion, fuse
+from keel.knowledge.fusion import Fusion, hybrid
 from keel.knowledge.index import (
     DenseIndex,
     KbIndex,
@@ -796,21 +796,23 @@ class KnowledgeBases:
     ) -> list[SearchHit]:
         mask = index.mask(filters)
         lexical = index.lexical.scores(query) if mode != "dense" else None
-        dense = index.dense.scores(query_vector) if query_vector is not None else None
+        dense = None
         if mode == "hybrid":
-            assert dense is not None
             assert lexical is not None
-            positions, scores = fuse(dense, lexical, kb.config.fusion, k, mask)
+            positions, scores, dense = hybrid(
+                query_vector, index.dense.vectors, lexical, kb.config.fusion, k, mask
+            )
+        elif mode == "dense":
+            # Exact below ANN_MIN chunks or with a filter, else the usearch graph.
+            positions, scores = index.dense.search(query_vector, k, mask)
         else:
-            single = dense if mode == "dense" else lexical
-            assert single is not None
+            assert lexical is not None
             if mask is not None:
-                single = np.where(mask, single, -np.inf).astype(np.float32)
-            positions, scores = top_k(single, k)
-            if mode == "lexical":
-                keep = scores > 0
-                positions, scores = positions[keep], scores[keep]
-        return self._hits(index, positions, scores, dense, lexical, query)
+                lexical = np.where(mask, lexical, -np.inf).astype(np.float32)
+            positions, scores = top_k(lexical, k)
+            keep = scores > 0
+            positions, scores = positions[keep], scores[keep]
+        return self._hits(index, positions, scores, dense, lexical, query, mode)
 
     def _hits(
         self,
@@ -820,6 +822,7 @@ class KnowledgeBases:
         dense: Any,
         lexical: Any,
         query: str,
+        mode: Mode,
     ) -> list[SearchHit]:
         ids = [int(index.chunk_ids[p]) for p in positions]
         if not ids:
@@ -850,7 +853,12 @@ class KnowledgeBases:
                     heading_path=list(row.heading_path),
                     metadata=dict(document.get("metadata", {})),
                     score=round(float(score), 6),
-                    dense_score=round(float(dense[position]), 6) if dense is not None else 0.0,
+                    dense_score=round(
+                        float(dense[position] if dense is not None else score)
+                        if mode != "lexical"
+                        else 0.0,
+                        6,
+                    ),
                     lexical_score=round(float(lexical[position]), 6)
                     if lexical is not None
                     else 0.0,

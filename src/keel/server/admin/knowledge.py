@@ -80,7 +80,9 @@ class FusionBody(BaseModel):
     method: Literal["convex", "rrf"] = "convex"
     dense_weight: float = Field(Fusion().dense_weight, ge=0, le=1)
     rrf_k: int = Field(60, ge=1, le=1000)
-    depth: int = Field(100, ge=10, le=1000)
+    depth: int = Field(Fusion().depth, ge=10, le=1000)
+    feedback: int = Field(Fusion().feedback, ge=0, le=20)
+    feedback_weight: float = Field(Fusion().feedback_weight, ge=0, le=4)
 
 
 class CreateBody(BaseModel):
