@@ -45,9 +45,10 @@ class RequestContext:
             elif name == b"content-length":
                 length = value
             elif name == b"content-type":
-                json_typed = value.startswith(b"application/json")
+                # File uploads (/v1/files) are the one body that is not JSON.
+                json_typed = value.startswith((b"application/json", b"multipart/form-data"))
         if not json_typed and scope["method"] in _WITH_BODY:
-            # Every body Keel takes is JSON; curl -d sends it as a form. Read it as JSON anyway.
+            # Every other body Keel takes is JSON; curl -d sends it as a form. Read it as JSON.
             scope["headers"] = [
                 *((n, v) for n, v in scope["headers"] if n != b"content-type"),
                 (b"content-type", b"application/json"),
