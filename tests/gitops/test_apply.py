@@ -87,3 +87,16 @@ async def test_documents_of_the_wrong_shape_are_explained(
     path.write_text(text)
     with pytest.raises(ApplyError, match=message):
         await apply_paths([path], api)
+
+
+async def test_settings_beside_declarations_are_skipped_and_a_typo_gets_a_suggestion(
+    tmp_path: Path, api: KeelAPI
+) -> None:
+    path = tmp_path / "keel.yaml"
+    path.write_text("port: 8000\nbreaker_failures: 3\nprompts: []\n")
+    assert await apply_paths([path], api) == []  # settings are `keel serve`'s, not apply's
+    path.write_text("port: 8000\nprovider: []\n")
+    with pytest.raises(ApplyError) as info:
+        await apply_paths([path], api)
+    assert f"{path}:2: provider: unknown section" in str(info.value)
+    assert "did you mean 'providers'?" in str(info.value)

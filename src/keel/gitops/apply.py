@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -65,10 +66,12 @@ def _entries(
             continue  # a setting of keel.yaml: `keel serve` reads it
         if key not in known:
             names = ", ".join(sorted(known))
+            close = difflib.get_close_matches(str(key), [*known, *Settings.model_fields], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(
                 where.problem(
                     f"unknown section (known: {names}; or a setting, listed by "
-                    "'keel config show'); rename or remove it"
+                    f"'keel config show'){hint} Rename or remove it"
                 )
             )
             continue
