@@ -17,8 +17,9 @@ from keel.jobs.store import Finished, JobStore, Sent
 from keel.store import migrate
 from keel.store.db import Database
 
-FAST = ExecutorOptions(concurrency=4, lease_seconds=2, heartbeat_seconds=0.05,
-                       poll_seconds=0.05, backoff_seconds=0.01)  # fmt: skip
+FAST = ExecutorOptions(
+    concurrency=4, lease_seconds=2, heartbeat_seconds=0.05, poll_seconds=0.05, backoff_seconds=0.01
+)
 
 
 class Echo:

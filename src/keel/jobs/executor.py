@@ -195,6 +195,7 @@ class LocalExecutor:
     async def start(self) -> None:
         if self._loop_task is None:
             self._stopping = False
+            self._slots = asyncio.Semaphore(self.options.concurrency)  # options as they are now
             self._loop_task = asyncio.create_task(self._loop(), name="jobs-executor")
 
     async def stop(self) -> None:

@@ -1,0 +1,86 @@
+"""JobSystem: the job store, the file store and the executor one Keel process runs.
+
+Built from the gateway and the key service (a batch line is a call of its owner's key), so
+the server only translates HTTP to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from keel.auth.keys import Principal
+from keel.gateway.pipeline import Gateway
+from keel.jobs.batch import BatchKind
+from keel.jobs.executor import ExecutorOptions, JobKind, LocalExecutor
+from keel.jobs.files import FileStore
+from keel.jobs.model import Job
+from keel.jobs.store import JobStore
+from keel.store.db import Database
+
+# Largest line of a batch input file; the whole file is bounded by max_body_bytes.
+MAX_LINE_BYTES = 1024 * 1024
+
+
+@dataclass
+class JobCounts:
+    """Items ended since start, for /metrics (jobs' states are read from the store)."""
+
+    items_ok: int = 0
+    items_failed: int = 0
+
+    def on_item(self, _job: Job, ok: bool) -> None:
+        if ok:
+            self.items_ok += 1
+        else:
+            self.items_failed += 1
+
+
+class JobSystem:
+    def __init__(
+        self,
+        database: Database,
+        gateway: Gateway,
+        principal_of: Callable[[str], Awaitable[Principal | None]],
+        options: ExecutorOptions | None = None,
+    ):
+        self.store = JobStore(database)
+        self.files = FileStore(database)
+        self.counts = JobCounts()
+        kinds: dict[str, JobKind] = {"batch": BatchKind(gateway, self.store, principal_of)}
+        self.executor = LocalExecutor(self.store, kinds, options, on_item=self.counts.on_item)
+
+    async def start(self) -> None:
+        await self.executor.start()
+
+    async def stop(self) -> None:
+        await self.executor.stop()
+
+
+class JobMetrics(Collector):
+    """keel_jobs{state}, keel_job_items_total{outcome} and keel_jobs_running_here."""
+
+    def __init__(self, system: JobSystem):
+        self.system = system
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        jobs = GaugeMetricFamily("keel_jobs", "Jobs in the store, by state", labels=["state"])
+        try:
+            counts = self.system.store.counts_by_state()
+        except Exception:  # a store that does not answer leaves the gauge empty, not /metrics
+            counts = {}
+        for state in ("queued", "running", "cancelling", "succeeded", "failed", "cancelled"):
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+        items = CounterMetricFamily(
+            "keel_job_items", "Job items this process ended, by outcome", labels=["outcome"]
+        )
+        items.add_metric(["ok"], self.system.counts.items_ok)
+        items.add_metric(["failed"], self.system.counts.items_failed)
+        yield items
+        running = GaugeMetricFamily("keel_jobs_running_here", "Jobs this process is running")
+        running.add_metric([], len(self.system.executor.running_jobs))
+        yield running
