@@ -8,6 +8,7 @@ from keel.server.admin import (
     deployments,
     guard,
     identity,
+    jobs,
     keys,
     knowledge,
     prompts,
@@ -28,3 +29,4 @@ router.include_router(traces.router)
 router.include_router(cache.router)
 router.include_router(guard.router)
 router.include_router(knowledge.router)
+router.include_router(jobs.router)
