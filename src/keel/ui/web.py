@@ -61,6 +61,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/ui/prompts", "Prompts", "prompts:read"),
     ("/ui/routes", "Routes", "routes:read"),
     ("/ui/guard", "Guard", "traces:read"),
+    ("/ui/kbs", "Knowledge", "kb:read"),
     ("/ui/audit", "Audit log", "audit:read"),
     ("/ui/keys", "Keys", "keys:write"),
     ("/ui/users", "Users", "users:write"),
