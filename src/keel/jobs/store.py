@@ -274,7 +274,8 @@ class JobStore:
                 until = aware(row.lease_until)
                 if until is not None and until >= now:
                     continue
-                seen = JobRow.lease.is_(None) if row.lease is None else JobRow.lease == row.lease
+                previous = row.lease  # read before the update, which refreshes `row`
+                seen = JobRow.lease.is_(None) if previous is None else JobRow.lease == previous
                 taken = session.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id, seen)
@@ -282,7 +283,6 @@ class JobStore:
                 )
                 if taken.rowcount != 1:  # type: ignore[attr-defined]
                     continue
-                previous = row.lease
                 if row.state == "queued":
                     row.state, row.started_at = "running", now
                     _event(session, job_id, "started", data={"worker": worker})
