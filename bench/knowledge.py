@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -38,9 +39,10 @@ from keel.auth.keys import KeyService
 from keel.deploy.bundled import minilm_dir
 from keel.embeddings.base import EmbeddingResult
 from keel.embeddings.local import LocalEmbedder
-from keel.knowledge.chunk import tokenizer_counter
+from keel.knowledge.chunk import Chunker, tokenizer_counter
 from keel.knowledge.fusion import Fusion, fuse, hybrid
 from keel.knowledge.index import DenseIndex, KbIndex, LexicalIndex, top_k, words
+from keel.knowledge.parse import parse
 from keel.knowledge.service import KnowledgeBases, KnowledgeConfig
 from keel.store import migrate
 from keel.store.db import Database
@@ -52,10 +54,14 @@ KB = "scifact"
 
 
 class CountingEmbedder:
-    """The real embedder, counting the texts it is asked to embed."""
+    """The real embedder, counting the texts it is asked to embed. With `cached` (text
+    digest -> vector, made by --shard runs of this script with the same model), known texts
+    are served from it; only the others reach the model."""
 
-    def __init__(self, inner: LocalEmbedder):
+    def __init__(self, inner: LocalEmbedder, cached: dict[str, np.ndarray] | None = None):
         self.inner = inner
+        self.cached = cached or {}
+        self.from_cache = 0
         self.name = inner.name
         self.dimension = inner.dimension
         self.error: str | None = None
@@ -70,10 +76,40 @@ class CountingEmbedder:
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         self.texts += len(texts)
-        return await self.inner.embed(texts)
+        keys = [_digest(text) for text in texts]
+        missing = [text for text, key in zip(texts, keys, strict=True) if key not in self.cached]
+        if missing:
+            result = await self.inner.embed(missing)
+            fresh = dict(zip((_digest(t) for t in missing), result.vectors, strict=True))
+        else:
+            fresh = {}
+        self.from_cache += len(texts) - len(missing)
+        vectors = np.stack([self.cached.get(key, fresh.get(key)) for key in keys])
+        return EmbeddingResult(vectors.astype(np.float32), prompt_tokens=0)
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+async def shard(corpus: bytes, part: int, parts: int, out: Path, first_row: int = 0) -> None:
+    """Embed the chunks of every `parts`-th row (from `part`), as the service would chunk
+    and embed them, into `out` (.npz of digest -> vector): run several in parallel, then
+    the bench with --vectors to ingest with them."""
+    counter = tokenizer_counter(minilm_dir() / "tokenizer.json")
+    chunker = Chunker(counter, KnowledgeConfig().chunk_tokens, KnowledgeConfig().overlap_tokens)
+    lines = corpus.splitlines()[first_row:][part::parts]
+    texts = []
+    for document in parse("corpus.jsonl", b"\n".join(lines)):
+        title = document.title
+        texts.extend(chunk.embedding_text(title) for chunk in chunker.chunk(document))
+    embedder = LocalEmbedder("all-minilm-l6-v2", minilm_dir())
+    vectors = (await embedder.embed(texts)).vectors
+    embedder.close()
+    np.savez(out, keys=np.asarray([_digest(t) for t in texts]), vectors=vectors)
 
 
 def load_scifact(folder: Path) -> tuple[bytes, list[dict[str, str]], dict[str, dict[str, int]]]:
@@ -122,6 +158,7 @@ async def ingest(kbs: KnowledgeBases, corpus: bytes, embedder: CountingEmbedder)
         "index_build_s": round(index_seconds, 2),
         "reingest_unchanged_s": round(time.perf_counter() - again_started, 1),
         "reingest_texts_embedded": embedder.texts - embedded,
+        "texts_from_shard_vectors": embedder.from_cache,
     }
 
 
@@ -295,13 +332,26 @@ async def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true", help="latency alone")
     parser.add_argument("--sizes", default="5000,100000")
+    parser.add_argument("--shard", default=None, help="I/N: only embed part I of N (see shard)")
+    parser.add_argument("--first-row", type=int, default=0, help="with --shard: skip rows")
+    parser.add_argument("--vectors", type=Path, nargs="*", default=[], help="shard .npz files")
     args = parser.parse_args()
+    if args.shard is not None:
+        part, parts = (int(v) for v in args.shard.split("/"))
+        corpus = (args.scifact / "corpus.jsonl").read_bytes()
+        out = Path(f"/tmp/keel-kb-shard-{part}-of-{parts}.npz")
+        await shard(corpus, part, parts, out, args.first_row)
+        return
+    cached: dict[str, np.ndarray] = {}
+    for file in args.vectors:
+        loaded = np.load(file)
+        cached.update(zip(loaded["keys"].tolist(), loaded["vectors"], strict=True))
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="keel-kb-bench-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(f"sqlite:///{data_dir / 'keel.db'}")
     migrate.upgrade(database)
     KeyService(database).ensure_project(PROJECT)
-    embedder = CountingEmbedder(LocalEmbedder("all-minilm-l6-v2", minilm_dir()))
+    embedder = CountingEmbedder(LocalEmbedder("all-minilm-l6-v2", minilm_dir()), cached)
     counter = tokenizer_counter(minilm_dir() / "tokenizer.json")
     kbs = KnowledgeBases(database, data_dir, lambda: embedder, counter)
     corpus, queries, qrels = load_scifact(args.scifact)
