@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from keel.knowledge.grounding import FEATURES, AlignmentScorer, alignment_features, sentences
+
+
+def test_sentences_do_not_split_at_abbreviations_or_decimals() -> None:
+    text = "Aspirin lowers fever, e.g. in adults. The effect was 1.5 times larger (p < 0.05). Done"
+    found = [text[s:e] for s, e in sentences(text)]
+    assert found == [
+        "Aspirin lowers fever, e.g. in adults.",
+        "The effect was 1.5 times larger (p < 0.05).",
+        "Done",
+    ]
+
+
+def _features(claim: str, context: str) -> dict[str, float]:
+    found = [context[s:e] for s, e in sentences(context)]
+    vectors = np.eye(len(found), 4, dtype=np.float32)
+    row = alignment_features(claim, vectors[0], context, found, vectors)
+    return dict(zip(FEATURES, row.tolist(), strict=True))
+
+
+def test_a_claim_that_negates_its_evidence_is_flagged() -> None:
+    context = "Metformin reduces the risk of diabetes. Patients were followed for 5 years."
+    assert _features("Metformin reduces the risk of diabetes.", context)["negation_mismatch"] == 0
+    assert (
+        _features("Metformin does not reduce the risk of diabetes.", context)["negation_mismatch"]
+        == 1
+    )
+
+
+def test_opposite_directions_and_missing_numbers_are_flagged() -> None:
+    context = "Exercise decreased blood pressure by 12 percent."
+    flipped = _features("Exercise increases blood pressure by 12 percent.", context)
+    assert flipped["direction_conflict"] == 1
+    assert flipped["numbers_missing"] == 0
+    assert (
+        _features("Exercise decreased blood pressure by 30 percent.", context)["numbers_missing"]
+        == 1
+    )
+
+
+@pytest.fixture
+def scorer(minilm):  # type: ignore[no-untyped-def]
+    return AlignmentScorer(minilm)
+
+
+async def test_supported_and_unsupported_sentences_of_an_answer(scorer: AlignmentScorer) -> None:
+    context = (
+        "The cafeteria opens at 8 am and closes at 3 pm. Lunch is served from noon. "
+        "Employees get a 20 percent discount on all meals."
+    )
+    answer = (
+        "The cafeteria opens at 8 am. Employees get a 20 percent discount on meals. "
+        "Parking in the company garage is free for all visitors on weekends."
+    )
+    result = await scorer.score(answer, [context])
+    verdicts = {v.text: v for v in result.sentences}
+    assert verdicts["The cafeteria opens at 8 am."].supported
+    assert not verdicts[
+        "Parking in the company garage is free for all visitors on weekends."
+    ].supported
+    assert not result.grounded
+    assert result.score == min(v.score for v in result.sentences)
+    assert [v.text for v in result.unsupported] == [
+        "Parking in the company garage is free for all visitors on weekends."
+    ]
+
+
+async def test_a_long_context_is_read_to_its_end(scorer: AlignmentScorer) -> None:
+    filler = " ".join(f"Section {i} describes the weather on day {i}." for i in range(300))
+    context = filler + " The vault code is changed every Monday at noon by the security team."
+    result = await scorer.score("The security team changes the vault code every Monday.", [context])
+    assert result.sentences[0].evidence.startswith("The vault code is changed every Monday")
