@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from keel.jobs.model import FINAL_STATES, Event, Item, Job, NewFile
@@ -330,52 +330,61 @@ class JobStore:
 
     def write(self, job_id: str, lease: str, ops: Sequence[Op]) -> list[bool] | None:
         """Apply item changes in one transaction; None (nothing applied) when the lease is
-        not this one's any more. Each op's flag says whether it applied: an item is marked
-        sent only from queued, and ends only from sent under this lease."""
+        not this one's any more. With the job's row locked under this lease, nobody else
+        moves its items: an item is marked sent only from queued, and ends only from sent
+        under this lease. Each kind of change is one statement run for all its items."""
         now = utcnow()
-        applied: list[bool] = []
+        items = cast(Table, JobItemRow.__table__)
+        sent: list[dict[str, Any]] = []
+        ended: dict[str, list[dict[str, Any]]] = {"done": [], "failed": [], "queued": []}
+        for op in ops:
+            match op:
+                case Sent(item_id):
+                    sent.append({"b_id": item_id})
+                case Finished(item_id, ok, outcome):
+                    ended["done" if ok else "failed"].append({"b_id": item_id, "b_value": outcome})
+                case Requeued(item_id, error):
+                    ended["queued"].append({"b_id": item_id, "b_value": error})
         with self.database.session() as session:
-            held = session.scalar(select(JobRow.lease).where(JobRow.id == job_id))
+            held = session.scalar(select(JobRow.lease).where(JobRow.id == job_id).with_for_update())
             if held != lease:
                 return None
-            done = failed = 0
-            for op in ops:
-                match op:
-                    case Sent(item_id):
-                        values: dict[str, Any] = {
-                            "state": "sent",
-                            "lease": lease,
-                            "attempts": JobItemRow.attempts + 1,
-                            "updated_at": now,
-                        }
-                        where = JobItemRow.state == "queued"
-                    case Finished(item_id, ok, outcome):
-                        values = {
-                            "state": "done" if ok else "failed",
-                            "updated_at": now,
-                            "result" if ok else "error": outcome,
-                        }
-                        where = (JobItemRow.state == "sent") & (JobItemRow.lease == lease)
-                    case Requeued(item_id, error):
-                        values = {"state": "queued", "error": error, "updated_at": now}
-                        where = (JobItemRow.state == "sent") & (JobItemRow.lease == lease)
-                result = session.execute(
-                    update(JobItemRow)
-                    .where(JobItemRow.id == item_id, JobItemRow.job_id == job_id, where)
-                    .values(**values)
+            if sent:
+                session.execute(
+                    update(items)
+                    .where(
+                        items.c.id == bindparam("b_id"),
+                        items.c.job_id == job_id,
+                        items.c.state == "queued",
+                    )
+                    .values(
+                        state="sent", lease=lease, attempts=items.c.attempts + 1, updated_at=now
+                    ),
+                    sent,
                 )
-                ok_row = result.rowcount == 1  # type: ignore[attr-defined]
-                applied.append(ok_row)
-                if ok_row and isinstance(op, Finished):
-                    done += op.ok
-                    failed += not op.ok
+            for state, rows in ended.items():
+                if not rows:
+                    continue
+                column = "result" if state == "done" else "error"
+                session.execute(
+                    update(items)
+                    .where(
+                        items.c.id == bindparam("b_id"),
+                        items.c.job_id == job_id,
+                        items.c.state == "sent",
+                        items.c.lease == lease,
+                    )
+                    .values({"state": state, "updated_at": now, column: bindparam("b_value")}),
+                    rows,
+                )
+            done, failed = len(ended["done"]), len(ended["failed"])
             if done or failed:
                 session.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id)
                     .values(done=JobRow.done + done, failed=JobRow.failed + failed)
                 )
-        return applied
+        return [True] * len(ops)
 
     def finish(
         self,
