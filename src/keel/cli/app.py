@@ -11,6 +11,7 @@ from keel.cli import (
     config,
     deployments,
     guard,
+    jobs,
     kb,
     keys,
     models,
@@ -53,6 +54,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(cache.app, name="cache")
 app.add_typer(guard.app, name="guard")
 app.add_typer(kb.app, name="kb")
+app.add_typer(jobs.app, name="jobs")
 
 
 @app.command()
