@@ -127,6 +127,10 @@ FEATURES = (
     "direction_agree",
     "quantifier_unmatched",
     "claim_length",
+    # A close paraphrase that flips a negation or a direction is a contradiction, not support.
+    "cos_x_negation_mismatch",
+    "cos_x_direction_conflict",
+    "cos_x_cover_best",
 )
 
 
@@ -204,6 +208,9 @@ def alignment_features(
             float(claim_direction * window_direction > 0),
             float(quantifier_unmatched),
             min(len(claim_tokens), 40) / 40,
+            float(cos[order[0]]) * float(claim_negated != window_negated),
+            float(cos[order[0]]) * float(claim_direction * window_direction < 0),
+            float(cos[order[0]]) * cover_best,
         ],
         dtype=np.float32,
     )
