@@ -359,6 +359,7 @@ async def main() -> None:
         "bench": "knowledge",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_at_start": [round(v, 1) for v in os.getloadavg()],
     }
     if not args.skip_quality:
         report["ingest"] = await ingest(kbs, corpus, embedder)
@@ -372,6 +373,7 @@ async def main() -> None:
         sizes = [int(size) for size in args.sizes.split(",")]
         report["latency"] = await latency(texts, [q["text"] for q in queries], embedder.inner,
                                           sizes)  # fmt: skip
+    report["load_average_at_end"] = [round(v, 1) for v in os.getloadavg()]
     print(json.dumps(report, indent=2))
     embedder.close()
     database.dispose()
