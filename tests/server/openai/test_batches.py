@@ -34,9 +34,10 @@ class Keel:
 
 
 @pytest.fixture
-async def keel(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Keel]:
+async def keel(tmp_path: Path, upstream: FakeUpstream, database_url: str) -> AsyncIterator[Keel]:
+    """Keel over SQLite, then over PostgreSQL, with the SDK as its client."""
     upstream.echo = True  # each answer repeats its line's message: results can be matched
-    services, key = build_services(tmp_path, upstream.base_url)
+    services, key = build_services(tmp_path, upstream.base_url, database_url=database_url)
     app = create_app(services.settings, services=services)
     system = job_system(services)
     system.executor.options = ExecutorOptions(
