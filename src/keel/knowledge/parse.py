@@ -229,21 +229,28 @@ def _pdf(source: str, data: bytes) -> ParsedDocument:
         title = reader.metadata.title if reader.metadata is not None else None
     except DocumentError:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise DocumentError(f"{source!r} is a damaged PDF ({type(exc).__name__}: {exc})") from exc
+    except (PyPdfError, Exception) as exc:  # any parser failure on uploaded bytes is a 400
+        raise DocumentError(
+            f"{source!r} is a damaged PDF ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     return builder.build(source, "application/pdf", title=title or None)
 
 
 def _docx(source: str, data: bytes) -> ParsedDocument:
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DocumentError(f"{source!r} is not a .docx file (not a zip archive)")
-    import docx
-    from docx.opc.exceptions import PackageNotFoundError
-
     try:
-        document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise DocumentError(f"{source!r} is not a readable .docx file ({exc})") from exc
+        return _docx_read(source, data)
+    except Exception as exc:  # any parser failure on uploaded bytes is a 400
+        raise DocumentError(
+            f"{source!r} is not a readable .docx file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
+
+
+def _docx_read(source: str, data: bytes) -> ParsedDocument:
+    import docx
+
+    document = docx.Document(io.BytesIO(data))
     builder = _Builder()
     title = document.core_properties.title or None
     for paragraph in document.paragraphs:
