@@ -131,6 +131,7 @@ async def test_cancel_stops_new_items_and_cancels_the_rest(store: JobStore) -> N
             await asyncio.sleep(0.01)
     finally:
         await executor.stop()
+    assert current is not None
     assert current.state == "cancelled"
     assert current.done == sum(kind.calls.values()) < 100
     counts = store.item_counts(job.id)
