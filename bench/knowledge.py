@@ -222,12 +222,12 @@ def quality(
         found = per_query_for(method, None)
         report[method] = {"ndcg10": mean(found, ids, "ndcg10"),
                           "recall100": mean(found, ids, "recall100")}  # fmt: skip
-    grid = [Fusion("rrf", weight, 60, depth) for weight in (0.5, 0.4, 0.6)]
-    for weight in (0.4, 0.5, 0.6):
-        grid.append(Fusion("convex", weight, 60, depth))
-        for feedback in (3, 5):
-            for feedback_weight in (0.5, 1.0):
-                grid.append(Fusion("convex", weight, 60, depth, feedback, feedback_weight))
+    grid = [Fusion("rrf", 0.5, 60, depth)]
+    grid += [Fusion("convex", weight, 60, depth) for weight in (0.4, 0.5, 0.6)]
+    grid += [
+        Fusion("convex", weight, 60, depth, feedback, feedback_weight)
+        for weight, feedback, feedback_weight in ((0.5, 3, 0.5), (0.5, 5, 1.0), (0.6, 3, 0.5))
+    ]
     by_setting = {fusion: per_query_for("hybrid", fusion) for fusion in grid}
     default = Fusion(**{**KnowledgeConfig().fusion.__dict__, "depth": depth})
     if default not in by_setting:
