@@ -6,8 +6,11 @@ the server only translates HTTP to it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -23,6 +26,9 @@ from keel.store.db import Database
 
 # Largest line of a batch input file; the whole file is bounded by max_body_bytes.
 MAX_LINE_BYTES = 1024 * 1024
+STATE_COUNT_SECONDS = 5.0
+
+log = logging.getLogger("keel.jobs")
 
 
 @dataclass
@@ -31,6 +37,7 @@ class JobCounts:
 
     items_ok: int = 0
     items_failed: int = 0
+    states: dict[str, int] = field(default_factory=dict)
 
     def on_item(self, _job: Job, ok: bool) -> None:
         if ok:
@@ -52,12 +59,30 @@ class JobSystem:
         self.counts = JobCounts()
         kinds: dict[str, JobKind] = {"batch": BatchKind(gateway, self.store, principal_of)}
         self.executor = LocalExecutor(self.store, kinds, options, on_item=self.counts.on_item)
+        self._counting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.executor.start()
+        if self._counting is None:
+            self._counting = asyncio.create_task(self._count_states(), name="jobs-count")
 
     async def stop(self) -> None:
+        if self._counting is not None:
+            self._counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._counting
+            self._counting = None
         await self.executor.stop()
+
+    async def _count_states(self) -> None:
+        """Jobs by state for /metrics, read in a thread every few seconds: a scrape never
+        waits on the store."""
+        while True:
+            try:
+                self.counts.states = await asyncio.to_thread(self.store.counts_by_state)
+            except Exception:  # a store that does not answer leaves the last counts
+                log.warning("jobs: could not count jobs by state", exc_info=True)
+            await asyncio.sleep(STATE_COUNT_SECONDS)
 
 
 class JobMetrics(Collector):
@@ -67,11 +92,10 @@ class JobMetrics(Collector):
         self.system = system
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        jobs = GaugeMetricFamily("keel_jobs", "Jobs in the store, by state", labels=["state"])
-        try:
-            counts = self.system.store.counts_by_state()
-        except Exception:  # a store that does not answer leaves the gauge empty, not /metrics
-            counts = {}
+        jobs = GaugeMetricFamily(
+            "keel_jobs", "Jobs in the store, by state (read every few seconds)", labels=["state"]
+        )
+        counts = self.system.counts.states
         for state in ("queued", "running", "cancelling", "succeeded", "failed", "cancelled"):
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs

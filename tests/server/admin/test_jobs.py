@@ -3,6 +3,8 @@ job counts on /metrics."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from keel.server.openai.files import job_system
@@ -55,6 +57,16 @@ async def test_metrics_count_jobs_by_state(gateway: Gateway) -> None:
     client, key = gateway
     system = job_system(services_of(client))  # type: ignore[arg-type]
     system.store.create("batch", "default", "k", {}, [("a", {})])
-    text = (await client.get("/metrics", headers={"Authorization": f"Bearer {key}"})).text
-    assert 'keel_jobs{state="queued"} 1.0' in text
+    system.store.request_cancel(system.store.page()[0][0].id)  # ends it: nothing runs
+    await system.start()  # counts jobs by state at once, then every few seconds
+    try:
+        for _ in range(1000):  # the first count, read in a thread
+            if system.counts.states:
+                break
+            await asyncio.sleep(0.01)
+        text = (await client.get("/metrics", headers={"Authorization": f"Bearer {key}"})).text
+    finally:
+        await system.stop()
+    assert 'keel_jobs{state="cancelled"} 1.0' in text
+    assert 'keel_jobs{state="queued"} 0.0' in text
     assert 'keel_job_items_total{outcome="ok"} 0.0' in text
