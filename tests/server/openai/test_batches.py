@@ -210,3 +210,21 @@ async def test_batches_list_newest_first_and_stay_in_their_project(keel: Keel) -
     with pytest.raises(openai.NotFoundError):
         await stranger.batches.retrieve(ids[0])
     assert (await stranger.batches.list()).data == []
+
+
+async def test_a_batch_is_paced_by_its_keys_limits_and_loses_no_line(keel: Keel) -> None:
+    _, limited = keel.services.keys.create_key(
+        project_id="default", role="app", name="two-at-a-time", limits={"concurrency": 2}
+    )
+    client = openai.AsyncOpenAI(
+        api_key=limited, base_url="http://keel/v1", http_client=keel.client._client
+    )
+    uploaded = await client.files.create(file=("in.jsonl", batch_file(20)), purpose="batch")
+    created = await client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = await wait_final(client, created.id)  # 8 slots, but the key allows 2 at a time
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (20, 0)
+    assert len(keel.upstream.requests) == 20
