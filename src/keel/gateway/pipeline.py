@@ -37,7 +37,6 @@ from keel.prompts.resolver import PromptResolver
 from keel.registry.catalog import ModelCatalog
 from keel.routing.router import Router
 from keel.routing.table import Route
-from keel.tracing.model import ClientDisconnected
 from keel.tracing.service import Tracing
 
 _N_STREAMED = (
@@ -95,10 +94,8 @@ class Gateway:
         return EventStream(cast(AsyncIterator[bytes], steps), head.headers, head.client)
 
     async def _steps(self, call: Call) -> AsyncGenerator[Answer | _StreamHead | bytes, None]:
-        """Every step, in order; yields the answer, or a stream's head and then its events.
-
-        The one place a call ends: the `finally` settles and records, on every exit.
-        """
+        """Every step in order, yielding the answer (or a stream's head, then its events);
+        the `finally` is the one place a call ends: it settles and records, on every exit."""
         state = self._start(call)
         watch = ClientWatch(call.receive) if call.receive is not None else None
         events: AsyncGenerator[bytes, None] | None = None
@@ -146,8 +143,6 @@ class Gateway:
             if state.settlement is not None:
                 await state.settlement.settle(state.target, state.usage)
             if state.trace is not None:
-                if state.error is None and state.gone:
-                    state.error = ClientDisconnected()  # the answer reached nobody
                 Record.run(state.trace, state)
 
     def _start(self, call: Call) -> CallState:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from keel.calls import CallState
-from keel.tracing.model import RequestTrace
+from keel.tracing.model import ClientDisconnected, RequestTrace
 
 
 def render_headers(state: CallState) -> dict[str, str]:
@@ -42,4 +42,6 @@ class Record:
             state.saved_cost,
             state.saved_ms,
         )
+        if state.error is None and state.gone:
+            state.error = ClientDisconnected()  # a whole answer that reached nobody
         trace.finish(state.error)
