@@ -292,6 +292,9 @@ class LocalExecutor:
             if self._stopping and cancel.is_set() and not cancelled:
                 await asyncio.to_thread(self.store.release, job.id, lease)
                 return
+            if await asyncio.to_thread(self.store.interrupt_sent, job.id, lease) is None:
+                return  # the lease went to another worker meanwhile
+            current = await asyncio.to_thread(self.store.get, job.id) or current
             try:
                 finish = await kind.finish(current, cancelled)
             except Exception as error:

@@ -435,6 +435,26 @@ class JobStore:
             session.flush()
             return _job(row)
 
+    def interrupt_sent(self, job_id: str, lease: str) -> int | None:
+        """Before a job ends: items still `sent` (their end could not be recorded, the store
+        failed meanwhile) are not known to be unsent, so they end as interrupted, as those a
+        crash left in flight do. None when the lease is lost."""
+        with self.database.session() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.lease != lease:
+                return None
+            lost = _interrupt_sent(session, row, utcnow())
+            if lost:
+                _event(
+                    session,
+                    job_id,
+                    f"{lost} items whose end was not recorded were failed "
+                    "as interrupted, not resent",
+                    "warning",
+                    {"interrupted": lost},
+                )
+            return lost
+
     def release(self, job_id: str, lease: str) -> None:
         """Give the lease back without finishing (the process is stopping): another worker,
         or this one after a restart, resumes the job at once instead of after the lease."""
