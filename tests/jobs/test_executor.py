@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from keel.auth.keys import KeyService
 from keel.jobs.executor import ExecutorOptions, Finish, ItemFailed, LocalExecutor
 from keel.jobs.model import Item, Job, NewFile
-from keel.jobs.store import Finished, JobStore, Sent
+from keel.jobs.store import Finished, JobStore, Op, Sent
 from keel.store import migrate
 from keel.store.db import Database
 
@@ -169,3 +170,30 @@ async def test_a_job_whose_worker_died_resumes_without_resending_what_was_in_fli
     # The dead worker's lease can write nothing any more.
     assert store.write(job.id, dead.lease, [Finished(items[3].id, True, {})]) is None
     assert any("resumed by" in e.message for e in store.events(job.id))
+
+
+class FlakyStore(JobStore):
+    """Fails the first write that ends items, as a store that drops out for a moment."""
+
+    failed_once = False
+
+    def write(self, job_id: str, lease: str, ops: Sequence[Op]) -> list[bool] | None:
+        if not self.failed_once and any(isinstance(op, Finished) for op in ops):
+            self.failed_once = True
+            raise OperationalError("UPDATE", {}, Exception("database is locked"))
+        return super().write(job_id, lease, ops)
+
+
+async def test_an_item_whose_end_was_not_recorded_ends_interrupted_not_resent(
+    store: JobStore,
+) -> None:
+    flaky = FlakyStore(store.database)
+    kind = Echo()
+    job = make_job(flaky, 1)
+    done = await run_until_final(flaky, LocalExecutor(flaky, {"echo": kind}, FAST), job.id)
+    assert done.state == "succeeded"
+    assert (done.done, done.failed) == (0, 1)
+    assert kind.calls == {"item-0": 1}
+    [item] = flaky.items(job.id)
+    assert item.error is not None
+    assert item.error["code"] == "interrupted"
