@@ -4,6 +4,7 @@ with their errors kept, cancellation, and a job taken over from a worker that di
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -197,3 +198,31 @@ async def test_an_item_whose_end_was_not_recorded_ends_interrupted_not_resent(
     [item] = flaky.items(job.id)
     assert item.error is not None
     assert item.error["code"] == "interrupted"
+
+
+async def test_a_stopped_worker_hands_its_job_over_at_once_and_nothing_is_lost(
+    store: JobStore,
+) -> None:
+    kind = Echo()
+    kind.gate = asyncio.Event()
+    job = make_job(store, 20)
+    first = LocalExecutor(store, {"echo": kind}, FAST)
+    await first.start()
+    await kind.waiting.wait()  # four items in flight
+    stopping = asyncio.create_task(first.stop())  # as on SIGTERM: in-flight items end first
+    await asyncio.sleep(0)
+    kind.gate.set()
+    await stopping
+    handed = store.get(job.id)
+    assert handed is not None
+    assert handed.state == "running"
+    assert handed.done == 4
+    assert "sent" not in store.item_counts(job.id)
+    # The lease was given back: the next worker takes the job without waiting for it to expire.
+    second = LocalExecutor(store, {"echo": kind}, dataclasses.replace(FAST, lease_seconds=3600))
+    done = await run_until_final(store, second, job.id)
+    assert (done.done, done.failed) == (20, 0)
+    assert set(kind.calls.values()) == {1}
+    messages = [e.message for e in store.events(job.id)]
+    assert not any("resumed by" in m for m in messages)  # nothing was lost in flight
+    assert any(m.startswith("handed back:") for m in messages)

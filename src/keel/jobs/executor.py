@@ -277,20 +277,22 @@ class LocalExecutor:
             if lost.is_set() or ledger.lost:
                 log.warning("job %s: its lease went to another worker; stopped here", job.id)
                 return
+            stopping = f"{self.worker} is stopping" if self._stopping else None
             if self._stopping and not cancel.is_set():
-                await asyncio.to_thread(self.store.release, job.id, lease)
+                await asyncio.to_thread(self.store.release, job.id, lease, stopping)
                 return
             current = await asyncio.to_thread(self.store.get, job.id)
             assert current is not None
             cancelled = current.state == "cancelling"
             left = await asyncio.to_thread(self.store.next_items, job.id, -1, 1)
             if left and not cancelled:
-                # Items were requeued for a retry after the page passed them: go round again.
-                await asyncio.to_thread(self.store.release, job.id, lease)
+                # Items were requeued for a retry after the page passed them (or the worker is
+                # stopping): go round again, here or elsewhere.
+                await asyncio.to_thread(self.store.release, job.id, lease, stopping)
                 self._wake.set()
                 return
             if self._stopping and cancel.is_set() and not cancelled:
-                await asyncio.to_thread(self.store.release, job.id, lease)
+                await asyncio.to_thread(self.store.release, job.id, lease, stopping)
                 return
             if await asyncio.to_thread(self.store.interrupt_sent, job.id, lease) is None:
                 return  # the lease went to another worker meanwhile

@@ -286,6 +286,8 @@ class JobStore:
                 if row.state == "queued":
                     row.state, row.started_at = "running", now
                     _event(session, job_id, "started", data={"worker": worker})
+                elif previous is None:
+                    _event(session, job_id, f"taken up by {worker}", data={"worker": worker})
                 if previous is not None:
                     lost = _interrupt_sent(session, row, now)
                     _event(
@@ -455,15 +457,18 @@ class JobStore:
                 )
             return lost
 
-    def release(self, job_id: str, lease: str) -> None:
-        """Give the lease back without finishing (the process is stopping): another worker,
-        or this one after a restart, resumes the job at once instead of after the lease."""
+    def release(self, job_id: str, lease: str, reason: str | None = None) -> None:
+        """Give the lease back without finishing (the process is stopping, or items were put
+        back for a retry): any worker takes the job up at once, not after the lease runs out,
+        and nothing is in flight under it to be failed as interrupted."""
         with self.database.session() as session:
-            session.execute(
+            released = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.lease == lease)
-                .values(lease_until=utcnow() - timedelta(seconds=1))
+                .values(lease=None, lease_until=None)
             )
+            if reason is not None and released.rowcount == 1:  # type: ignore[attr-defined]
+                _event(session, job_id, f"handed back: {reason}")
 
     def counts_by_state(self) -> dict[str, int]:
         with self.database.session() as session:
