@@ -32,8 +32,7 @@ TRAIN_LOCALES = (
     "no_NO", "hr_HR", "sk_SK", "es_AR", "fr_CH", "de_CH", "ga_IE",
 )  # fmt: skip
 LABELLED = {"PERSON": "PERSON", "PERSON2": "PERSON", "FIRST": "PERSON", "LAST": "PERSON",
-            "FIRST2": "PERSON", "FIRST3": "PERSON", "FIRST4": "PERSON", "LAST2": "PERSON",
-            "LAST3": "PERSON", "ADDRESS": "STREET_ADDRESS", "ADDRESS2": "STREET_ADDRESS",
+            "ADDRESS": "STREET_ADDRESS", "ADDRESS2": "STREET_ADDRESS",
             "ORG": "ORGANIZATION", "ORG2": "ORGANIZATION"}  # fmt: skip
 SLOT = re.compile(r"\{([A-Z0-9]+)\}")
 
@@ -219,23 +218,6 @@ class Values:
                 ["Christmas", "Easter", "Black Friday", "Thanksgiving", "Halloween"]
             ),
             "CARRIER": lambda: r.choice(["UPS", "FedEx", "DHL", "Royal Mail", "USPS", "La Poste"]),
-            "JOB_TITLE": lambda: str(f.job()),
-            "SSN": lambda: f"{r.randint(100, 899)}-{r.randint(10, 99)}-{r.randint(1000, 9999)}",
-            "TITLE": lambda: r.choice(
-                [
-                    "Carry Me Back",
-                    "Paint It Black",
-                    "The Long Road Home",
-                    "Blue Monday",
-                    "Midnight City",
-                    "The Great Gatsby",
-                    "Gone Girl",
-                    "Silver Linings",
-                ]
-            ),
-            "NATIONALITY": lambda: r.choice(
-                ["Belizian", "Ecuadorean", "Norwegian", "Kenyan", "Peruvian", "Maltese"]
-            ),
             "RELATION": lambda: r.choice(
                 [
                     "wife",
@@ -255,9 +237,9 @@ class Values:
     def value(self, slot: str) -> str:
         if slot in ("PERSON", "PERSON2"):
             return self.person()
-        if slot.startswith("FIRST"):
+        if slot == "FIRST":
             return self.first()
-        if slot.startswith("LAST"):
+        if slot == "LAST":
             return self.last()
         if slot in ("ADDRESS", "ADDRESS2"):
             return self.address()
@@ -304,30 +286,8 @@ def generate(
                 record.text + sep + extra.text,
                 record.spans + [(s + shift, e + shift, t) for s, e, t in extra.spans],
             )
-        # Quoted mail ("> " on every line) and texts typed in lower case.
-        roll = rng.random()
-        if roll < 0.04:
-            record = _quoted(record, rng.choice([">", "> "]))
-        elif roll < 0.07:
-            record = Record(record.text.lower(), record.spans)
         records.append(record)
     return records
-
-
-def _quoted(record: Record, prefix: str) -> Record:
-    text, spans = record.text, list(record.spans)
-    out: list[str] = []
-    shift = [0] * (len(text) + 1)
-    added = 0
-    for i, ch in enumerate(text):
-        if i == 0 or text[i - 1] == "\n":
-            out.append(prefix)
-            added += len(prefix)
-        shift[i] = added
-        out.append(ch)
-    shift[len(text)] = added
-    moved = [(s + shift[s], e + shift[e - 1] if e > s else e + added, t) for s, e, t in spans]
-    return Record("".join(out), moved)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Train the PII tagger (names, street addresses, organisations) on generated text.
 
-    python -m training.pii.train            # --n 4000 --epochs 2 --layers 3 --out DIR
+    python -m training.pii.train            # --n 3000 --epochs 2 --layers 2 --out DIR
 
 Fine-tunes LoRA factors, layer norms, a casing embedding and a BIO head on the first
 `--layers` layers of the bundled all-MiniLM-L6-v2, on 2 CPU threads, with fixed seeds.
@@ -63,10 +63,10 @@ def encode(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="train the PII tagger")
-    parser.add_argument("--n", type=int, default=4000, help="generated training texts")
+    parser.add_argument("--n", type=int, default=3000, help="generated training texts")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--layers", type=int, default=3, help="MiniLM layers kept (of 6)")
+    parser.add_argument("--layers", type=int, default=2, help="MiniLM layers kept (of 6)")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch", type=int, default=16)
