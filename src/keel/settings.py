@@ -148,6 +148,9 @@ class Settings(BaseModel):
     embedding_max_inputs: int = Field(
         2048, ge=1, description="Most inputs accepted in one /v1/embeddings request."
     )
+    jobs_concurrency: int = Field(
+        32, ge=1, le=1024, description="Batch lines (job items) in flight at once per process."
+    )
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Extra OpenAI-compatible servers and their model ids."
     )

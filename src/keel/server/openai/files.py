@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from keel.calls import CallOp
 from keel.errors import InvalidRequest, NotFound, PayloadTooLarge
 from keel.jobs.batch import parse_lines
+from keel.jobs.executor import ExecutorOptions
 from keel.jobs.files import FileInfo
 from keel.jobs.system import MAX_LINE_BYTES, JobMetrics, JobSystem
 from keel.server.deps import PrincipalDep, ServicesDep
@@ -43,7 +44,8 @@ def job_system(services: Services) -> JobSystem:
     """The app's job system, built on first use (tests that skip the lifespan get one too)."""
     system = services.extras.get("jobs")
     if system is None:
-        system = JobSystem(services.database, services.gateway, services.keys.principal_of)
+        options = ExecutorOptions(concurrency=services.settings.jobs_concurrency)
+        system = JobSystem(services.database, services.gateway, services.keys.principal_of, options)
         services.extras["jobs"] = system
         services.tracing.metrics.registry.register(JobMetrics(system))
     assert isinstance(system, JobSystem)
