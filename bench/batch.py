@@ -31,7 +31,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "stub-model"
 ANSWER_USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
-CONCURRENCY = 32  # the local executor's default: the batch runs at this concurrency
+CONCURRENCY = 32  # live clients, and the batch's jobs_concurrency
 
 
 # -- the counting stub ---------------------------------------------------------------------
@@ -107,7 +107,7 @@ def wait_http(url: str, timeout: float = 120) -> None:
 
 
 def start(
-    data_dir: Path, stub_port: int
+    data_dir: Path, stub_port: int, concurrency: int
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
     stub = subprocess.Popen([sys.executable, __file__, "--stub", str(stub_port)], cwd=ROOT)
     wait_http(f"http://127.0.0.1:{stub_port}/count")
@@ -120,6 +120,7 @@ def start(
         "KEEL_CONFIG": "/dev/null",
         "KEEL_UPSTREAMS": json.dumps(upstreams),
         "HF_HUB_OFFLINE": "1",
+        "KEEL_JOBS_CONCURRENCY": str(concurrency),
     }
     log = (data_dir.parent / "serve.log").open("wb")
     keel = subprocess.Popen(
@@ -241,7 +242,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         stub_port = free_port()
-        stub, keel, base = start(data_dir, stub_port)
+        stub, keel, base = start(data_dir, stub_port, args.concurrency)
         try:
             key = (data_dir / "admin.key").read_text().strip()
             asyncio.run(live(base, key, 500, args.concurrency))  # warm-up

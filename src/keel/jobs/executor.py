@@ -340,6 +340,16 @@ class LocalExecutor:
     async def _run_item(
         self, kind: JobKind, job: Job, item: Item, ledger: _Ledger, cancel: asyncio.Event
     ) -> None:
+        held = True
+
+        def free_slot() -> None:
+            # The call is over: the next item may start while this one's end is committed
+            # (its `sent` mark then joins the same transaction as this `done` mark).
+            nonlocal held
+            if held:
+                held = False
+                self._slots.release()
+
         try:
             attempt = item.attempts
             while True:
@@ -352,6 +362,7 @@ class LocalExecutor:
                     if failure.paced:
                         attempt -= 1
                     if not (failure.retryable and attempt < self.options.max_attempts):
+                        free_slot()
                         await ledger.write(Finished(item.id, False, failure.error))
                         self._count(job, False)
                         return
@@ -368,14 +379,16 @@ class LocalExecutor:
                         "code": "internal_error",
                         "message": f"{type(error).__name__}: {error}",
                     }
+                    free_slot()
                     await ledger.write(Finished(item.id, False, error_body))
                     self._count(job, False)
                     return
+                free_slot()
                 await ledger.write(Finished(item.id, True, result))
                 self._count(job, True)
                 return
         finally:
-            self._slots.release()
+            free_slot()
 
     async def _backoff(
         self, attempt: int, retry_after: float | None, cancel: asyncio.Event
