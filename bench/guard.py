@@ -1,6 +1,7 @@
 """Latency of the `default` input guard policy on a 1,000-character prompt.
 
     .venv/bin/python bench/guard.py [--runs 3000] [--embedding-runs 500] [--warmup 100]
+                                    [--model injection-v3]
 
 Prints JSON: p50/p90/p99/max in milliseconds per prompt kind, and each scanner's p50.
 Kinds: `benign` (an ordinary request: the injection scanner's fast path), `pii` (the
@@ -93,10 +94,14 @@ def main() -> None:
     parser.add_argument(
         "--embedding-runs", type=int, default=500, help="runs of the prompts that embed"
     )
+    parser.add_argument("--model", help="injection model version (default: the shipped one)")
     args = parser.parse_args()
     import torch
 
-    resources = GuardResources()
+    from keel.guard.model import InjectionModel
+
+    model = InjectionModel.load(version=args.model) if args.model else None
+    resources = GuardResources(injection_model=model)
     policy = Policy.builtin("default", resources)
     started = time.perf_counter()
     policy.warm_up()
@@ -124,6 +129,9 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "guard default input policy",
+                "injection_model": resources.injection_model.version
+                if resources.injection_model
+                else None,
                 "prompt_chars": args.chars,
                 "runs": args.runs,
                 "embedding_runs": args.embedding_runs,

@@ -74,6 +74,13 @@ def main() -> int:
     parser.add_argument("--recipes", default="v2,v3")
     parser.add_argument("--shipped", action="store_true", help="also scan with the shipped model")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--v3-threshold",
+        type=float,
+        help="score v3 at this threshold (the artifact's) instead of choosing one on the "
+        "held-out scores",
+    )
+    parser.add_argument("--scores-out", type=Path, help="save every held-out score (.npz)")
     args = parser.parse_args()
     started = time.monotonic()
     p = prepare_rows(load())
@@ -86,8 +93,12 @@ def main() -> int:
         elif name == "v3":
             recipe = v3()
             scores = loso_scores(p, recipe)
-            # The threshold is chosen on the held-out scores of the families it trains on.
-            threshold = choose_threshold(p, scores, sorted(recipe.families))
+            # Unless given, the threshold is chosen on the held-out scores of the families
+            # it trains on.
+            threshold = args.v3_threshold or choose_threshold(p, scores, sorted(recipe.families))
+            results.setdefault("v3_threshold_chosen_on_held_out", threshold)
+        if args.scores_out:
+            np.savez(args.scores_out.with_suffix(f".{name}.npz"), **scores)
         else:
             print(f"unknown recipe {name!r} (known: v2, v3)", file=sys.stderr)
             return 2
