@@ -387,6 +387,10 @@ class LocalExecutor:
                 await ledger.write(Finished(item.id, True, result))
                 self._count(job, True)
                 return
+        except Exception:
+            # The store failed a write (the ledger logged it): the item stays queued and is
+            # taken up again, or stays sent and ends as interrupted when the job does.
+            log.warning("job %s item %s: its state could not be recorded", job.id, item.key)
         finally:
             free_slot()
 
