@@ -342,11 +342,11 @@ async def latency(
 ) -> dict[str, Any]:
     report: dict[str, Any] = {}
     embed_ms = []
-    for query in queries[:100]:
+    for query in queries[:50]:
         started = time.perf_counter()
         await embedder.embed([query])
         embed_ms.append((time.perf_counter() - started) * 1000)
-    vectors = (await embedder.embed(queries[:200])).vectors
+    vectors = (await embedder.embed(queries[:100])).vectors
     report["query_embedding_ms"] = _percentiles(embed_ms)
     fusion = KnowledgeConfig().fusion
     for size in sizes:
@@ -354,7 +354,7 @@ async def latency(
         index = synthetic_index(size, texts, embedder.dimension)
         build_s = time.perf_counter() - build_started
         timings: dict[str, list[float]] = {"hybrid": [], "dense_exact": [], "lexical": []}
-        for query, vector in zip(queries[:200], vectors, strict=True):
+        for query, vector in zip(queries[:100], vectors, strict=True):
             started = time.perf_counter()
             fuse(index.dense.scores(vector), index.lexical.scores(query), fusion, 10)
             timings["hybrid"].append((time.perf_counter() - started) * 1000)
