@@ -330,9 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--recipe",
         choices=("v2", "v3"),
-        default="v3",
-        help="v2: train.jsonl, hard negatives, PII documents; v3: also the extra sources a "
-        "shipped model may learn from and the generated indirect injections",
+        default="v2",
+        help="v2 (shipped): train.jsonl, hard negatives, PII documents; v3 (measured, not "
+        "shipped): also the extra sources a shipped model may learn from and the generated "
+        "indirect injections",
     )
     parser.add_argument(
         "--threshold",
@@ -372,10 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, d in enumerate(documents)
         ]
     extra_sources: dict[str, Any] = {}
-    licences: dict[str, str] = {}
+    from training.guard.sources import LICENCES, V2_FAMILIES
+
+    licences = {f: LICENCES[f] for f in sorted(V2_FAMILIES)}
     never_trained: dict[str, str] = {}
     if args.recipe == "v3":
-        from training.guard.sources import LICENCES, V2_FAMILIES, V3_FAMILIES, load
+        from training.guard.sources import V3_FAMILIES, load
 
         added = [
             r
