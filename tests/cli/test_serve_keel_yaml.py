@@ -10,6 +10,7 @@ import collections
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,6 +167,25 @@ def test_a_killed_upstream_shows_unhealthy_within_one_breaker_window(
     assert re.search(r'data-health="chat@1">healthy', page)
     log = process.log()
     assert log.count("circuit breaker of chat@2 opened after 3 consecutive failures") == 1
+    # Stats count the dead target's failed attempts, though failover saved every request.
+    assert failed_attempts_in_stats(process, "chat@2", expect=3) == 3
+
+
+def failed_attempts_in_stats(keel: KeelProcess, target: str, expect: int) -> int:
+    """The target's failed attempts in /api/stats by model, once the recorder wrote them
+    (`expect` of them, or whatever is there after 30 s)."""
+    headers = {"Authorization": f"Bearer {keel.api_key}"}
+    params = {"since": "1h", "bucket": "0", "by": "model"}
+    deadline = time.monotonic() + 30  # traces are written in batches, off the request path
+    with httpx.Client(base_url=keel.base_url, timeout=30) as client:
+        while True:
+            response = client.get("/api/stats", params=params, headers=headers)
+            assert response.status_code == 200, response.text
+            rows = {row["group"]: row for row in response.json()["data"]}
+            failed = int(rows.get(target, {}).get("failed_attempts", 0))
+            if failed >= expect or time.monotonic() > deadline:
+                return failed
+            time.sleep(0.2)
 
 
 def console_routes(client: httpx.Client, key: str) -> str:

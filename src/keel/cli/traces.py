@@ -196,7 +196,7 @@ def stats(
     params["bucket"] = str(bucket or 0)  # without --bucket: the whole range, one row per group
     result = Api(url, key, config).call("GET", "/api/stats", **params)
     table = Table("from (UTC)", by, "requests", "error %", "p50 ms", "p95 ms", "p99 ms",
-                  "ttft p50", "ttft p95", "tokens in", "tokens out", "cost",
+                  "ttft p50", "ttft p95", "tokens in", "tokens out", "cost", "failed attempts",
                   title=f"Requests since {since}")  # fmt: skip
     for row in result["data"]:
         table.add_row(row["bucket_start"][:16].replace("T", " "), str(row["group"] or "-"),
@@ -204,5 +204,6 @@ def stats(
                       _ms(row["latency_p50_ms"]), _ms(row["latency_p95_ms"]),
                       _ms(row["latency_p99_ms"]), _ms(row["ttft_p50_ms"]),
                       _ms(row["ttft_p95_ms"]), f"{row['input_tokens']:,}",
-                      f"{row['output_tokens']:,}", f"{row['cost']:.6f}")  # fmt: skip
+                      f"{row['output_tokens']:,}", f"{row['cost']:.6f}",
+                      f"{row.get('failed_attempts', 0):,}")  # fmt: skip
     out.print(table)

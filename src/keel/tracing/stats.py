@@ -85,6 +85,23 @@ def _sqlite_sql(group: str) -> str:
     )
 
 
+def _failures_sql(group: str, group_by: str) -> str:
+    """Failed upstream attempts per (bucket, group). By model, the group is the target that
+    failed, not the one that answered; otherwise the attempt counts where its trace does."""
+    bucket = "(f.start_us - :origin) / :bucket * :bucket + :origin"
+    where = "f.project_id = :project AND f.start_us >= :since AND f.start_us < :until"
+    if group_by == "model":
+        return (
+            f"SELECT {bucket} AS bucket, f.target AS grp, COUNT(*) AS failed "
+            f"FROM trace_attempt_failures f WHERE {where} GROUP BY 1, 2"
+        )
+    return (
+        f"SELECT {bucket} AS bucket, {group} AS grp, COUNT(*) AS failed "
+        "FROM trace_attempt_failures f JOIN traces t ON t.trace_id = f.trace_id "
+        f"WHERE {where} GROUP BY 1, 2"
+    )
+
+
 def stats(
     database: Database,
     project_id: str,
@@ -106,8 +123,17 @@ def stats(
         bucket_us, origin = max(1, until_us - since_us), since_us
     params = {"project": project_id, "since": since_us, "until": until_us,
               "bucket": bucket_us, "origin": origin}  # fmt: skip
+    failures_sql = _failures_sql(group, group_by)
+    if database.backend == "postgresql":  # typed as the main query types them
+        failures_sql = failures_sql.replace(":origin", "CAST(:origin AS BIGINT)").replace(
+            ":bucket", "CAST(:bucket AS BIGINT)"
+        )
     with database.engine.connect() as connection:
         rows = connection.execute(text(sql), params).mappings().all()
+        failures = {
+            (int(row["bucket"]), row["grp"]): int(row["failed"])
+            for row in connection.execute(text(failures_sql), params).mappings()
+        }
     result = []
     for row in rows:
         requests = int(row["requests"])
@@ -132,10 +158,30 @@ def stats(
             "saved_ms": float(row["saved_ms"] or 0.0),
             "guard_blocks": int(row["guard_blocks"] or 0),
             "guard_flags": int(row["guard_flags"] or 0),
+            "failed_attempts": failures.pop((int(row["bucket"]), row["grp"]), 0),
         }
         for prefix in ("latency", "ttft"):
             for name, _ in PERCENTILES:
                 value = row[f"{prefix}_{name}"]
                 item[f"{prefix}_{name}_ms"] = None if value is None else float(value)
         result.append(item)
+    # A target that failed every attempt answered no request: it still gets a row.
+    if failures:
+        result.extend(
+            _failures_only(bucket, group, failed) for (bucket, group), failed in failures.items()
+        )
+        result.sort(key=lambda item: (item["bucket_start_us"], str(item["group"] or "")))
     return result
+
+
+def _failures_only(bucket: int, group: Any, failed: int) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "bucket_start_us": bucket, "group": group, "requests": 0, "errors": 0,
+        "error_rate": 0.0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0,
+        "cache_lookups": 0, "cache_hits": 0, "cache_hit_rate": 0.0, "saved_cost": 0.0,
+        "saved_ms": 0.0, "guard_blocks": 0, "guard_flags": 0, "failed_attempts": failed,
+    }  # fmt: skip
+    for prefix in ("latency", "ttft"):
+        for name, _ in PERCENTILES:
+            item[f"{prefix}_{name}_ms"] = None
+    return item

@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, exc, func, or_, select, tuple_
 from keel.errors import InvalidRequest
 from keel.store.db import Database
 from keel.tracing.convert import Converted
-from keel.tracing.tables import ScoreRow, SpansRow, TraceRow
+from keel.tracing.tables import AttemptFailureRow, ScoreRow, SpansRow, TraceRow
 
 PREVIEW_CHARS = 300
 _LIST_COLUMNS = [
@@ -32,6 +32,7 @@ _LIST_COLUMNS = [
 
 TRACE_COLUMNS = tuple(str(c.name) for c in TraceRow.__table__.c)
 SPAN_COLUMNS = tuple(str(c.name) for c in SpansRow.__table__.c)
+FAILURE_COLUMNS = tuple(str(c.name) for c in AttemptFailureRow.__table__.c)
 _METADATA = TRACE_COLUMNS.index("metadata")
 # Text columns filled from what a client or an upstream sends; the others hold names Keel
 # made or validated (and a NUL there would still only cost its own record: quarantine).
@@ -262,22 +263,37 @@ class TraceStore:
         dialect = database.backend
         self._insert_traces = _MultiRowInsert("traces", TRACE_COLUMNS, dialect)
         self._insert_spans = _MultiRowInsert("trace_spans", SPAN_COLUMNS, dialect)
+        self._insert_failures = _MultiRowInsert("trace_attempt_failures", FAILURE_COLUMNS, dialect)
 
     @property
     def database(self) -> Database:
         return self._db
 
     def write(self, batch: Iterable[Converted]) -> None:
-        """Insert traces and their spans in one transaction; existing ids are skipped.
+        """Insert traces, their spans and their failed attempts in one transaction; existing
+        ids are skipped.
 
         Straight through the driver: this runs for every request, and SQLAlchemy's
         per-row parameter processing would cost more than the insert itself.
         """
         traces: list[list[Any]] = []
         spans: list[tuple[str, str]] = []
+        failures: list[tuple[Any, ...]] = []
         for item in batch:
-            traces.append(_trace_row(item.trace))
-            spans.append((item.trace["trace_id"], _json_text(item.spans)))
+            trace = item.trace
+            traces.append(_trace_row(trace))
+            spans.append((trace["trace_id"], _json_text(item.spans)))
+            failures.extend(
+                (
+                    trace["trace_id"],
+                    seq,
+                    trace["project_id"],
+                    trace["start_us"],
+                    target[:200],
+                    error[:64],
+                )
+                for seq, (target, error) in enumerate(item.errors)
+            )
         if not traces:
             return
         with self._db.engine.begin() as connection:
@@ -285,6 +301,8 @@ class TraceStore:
             try:
                 self._insert_traces.run(cursor, traces)
                 self._insert_spans.run(cursor, spans)
+                if failures:
+                    self._insert_failures.run(cursor, failures)
             finally:
                 cursor.close()
 
@@ -331,6 +349,7 @@ class TraceStore:
             by_project.setdefault(row.project_id, []).append(row.trace_id)
         with self._db.engine.begin() as connection:
             connection.execute(delete(SpansRow).where(SpansRow.trace_id.in_(ids)))
+            connection.execute(delete(AttemptFailureRow).where(AttemptFailureRow.trace_id.in_(ids)))
             for project_id, its in by_project.items():  # scores are indexed by project
                 connection.execute(
                     delete(ScoreRow).where(

@@ -74,6 +74,23 @@ class SpansRow(Base):
     spans: Mapped[str] = mapped_column(Text)  # orjson-encoded in the recorder
 
 
+class AttemptFailureRow(Base):
+    """One failed upstream attempt of a trace, by the target that failed: a request a retry
+    or a fallback saved still counts against the target that let it down in stats."""
+
+    __tablename__ = "trace_attempt_failures"
+    __table_args__ = (
+        Index("ix_trace_attempt_failures_project_id_start_us", "project_id", "start_us"),
+    )
+
+    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    start_us: Mapped[int] = mapped_column(BigInteger)
+    target: Mapped[str] = mapped_column(String(200))
+    error_type: Mapped[str] = mapped_column(String(64))
+
+
 class ScoreRow(Base):
     __tablename__ = "trace_scores"
 

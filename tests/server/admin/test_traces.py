@@ -85,6 +85,33 @@ async def test_stats_percentiles_tokens_and_cost_are_computed_by_the_store(api: 
     assert [(r["group"], r["requests"]) for r in whole.json()["data"]] == [("a", 10), ("b", 4)]
 
 
+async def test_failed_attempts_count_against_the_target_that_failed_even_when_saved(
+    api: Client,
+) -> None:
+    client, services, headers = api
+    # chat@2 is dead: each request failed on it first, then chat@1 answered (attempts 2).
+    saved = [record(200 + n, target="chat@1", attempts=2) for n in range(5)]
+    for item in saved:
+        item.errors = [("chat@2", "upstream_unavailable")]
+    services.tracing.store.write([*saved, record(300, target="chat@1")])
+    by_model = await client.get("/api/stats", params={"since": "1h", "bucket": 0,
+                                                      "by": "model"}, headers=headers)  # fmt: skip
+    assert by_model.status_code == 200, by_model.text
+    rows = {row["group"]: row for row in by_model.json()["data"]}
+    # The dead target answered nothing, yet it has a row with its 5 failures.
+    assert (rows["chat@2"]["requests"], rows["chat@2"]["failed_attempts"]) == (0, 5)
+    assert (rows["chat@1"]["requests"], rows["chat@1"]["failed_attempts"]) == (6, 0)
+    by_route = await client.get("/api/stats", params={"since": "1h", "bucket": 0,
+                                                      "by": "route"}, headers=headers)  # fmt: skip
+    [route] = by_route.json()["data"]
+    assert (route["requests"], route["errors"], route["failed_attempts"]) == (6, 0, 5)
+    # Retention takes a trace's failed attempts with it.
+    assert services.tracing.store.prune(NOW_US + 1) == 6
+    after = await client.get("/api/stats", params={"since": "1h", "bucket": 0, "by": "model"},
+                             headers=headers)  # fmt: skip
+    assert after.json()["data"] == []
+
+
 async def test_traces_are_filtered_and_paged_newest_first(api: Client) -> None:
     client, services, headers = api
     records = [record(n) for n in range(7)]

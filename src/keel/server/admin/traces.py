@@ -203,6 +203,10 @@ class StatsRow(BaseModel):
     saved_ms: float
     guard_blocks: int
     guard_flags: int
+    failed_attempts: int = Field(
+        description="Upstream attempts that failed, counted against the target that failed "
+        "(by model) or where their request counts, even when a retry or fallback saved it."
+    )
 
 
 class PruneRequest(BaseModel):
