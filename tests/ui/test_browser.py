@@ -187,7 +187,7 @@ def _admin_journey(browser: Any, keel: KeelProcess) -> None:
     assert route["targets"] == {"smollm2@1": 70, "smollm2@2": 30}
     _shot(page, "routes")
 
-    for name in ("guard", "audit", "keys", "users", "projects"):
+    for name in ("guard", "jobs", "audit", "keys", "users", "projects"):
         page.goto(f"{keel.base_url}/ui/{name}")
         assert page.locator("h1").count() == 1
         _shot(page, name)

@@ -62,6 +62,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/ui/routes", "Routes", "routes:read"),
     ("/ui/guard", "Guard", "traces:read"),
     ("/ui/kbs", "Knowledge", "kb:read"),
+    ("/ui/jobs", "Jobs", "jobs:read"),
     ("/ui/audit", "Audit log", "audit:read"),
     ("/ui/keys", "Keys", "keys:write"),
     ("/ui/users", "Users", "users:write"),
