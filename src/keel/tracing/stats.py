@@ -6,6 +6,7 @@ percentile is picked by rank with window functions. Both give the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from sqlalchemy import text
@@ -33,6 +34,16 @@ _SUMS = (
 )
 
 
+def _bucket(start: str, postgres: bool) -> str:
+    """The SQL start of the time bucket that `start` (microseconds) falls in."""
+    if postgres:  # PostgreSQL types untyped parameters itself; integer division needs BIGINT
+        return (
+            f"({start} - CAST(:origin AS BIGINT)) / CAST(:bucket AS BIGINT) "
+            "* CAST(:bucket AS BIGINT) + CAST(:origin AS BIGINT)"
+        )
+    return f"({start} - :origin) / :bucket * :bucket + :origin"
+
+
 def _postgres_sql(group: str) -> str:
     percentiles = ", ".join(
         f"percentile_cont({p}) WITHIN GROUP (ORDER BY {column}) AS {prefix}_{name}"
@@ -40,8 +51,7 @@ def _postgres_sql(group: str) -> str:
         for name, p in PERCENTILES
     )
     return (
-        "SELECT (start_us - CAST(:origin AS BIGINT)) / CAST(:bucket AS BIGINT) "
-        "* CAST(:bucket AS BIGINT) + CAST(:origin AS BIGINT) AS bucket, "
+        f"SELECT {_bucket('start_us', postgres=True)} AS bucket, "
         f"{group} AS grp, {_SUMS}, {percentiles} FROM traces WHERE {_WHERE} "
         "GROUP BY 1, 2 ORDER BY 1, 2"
     )
@@ -72,7 +82,7 @@ def _sqlite_sql(group: str) -> str:
         f"{prefix}_p.{prefix}_{name}" for prefix in ("latency", "ttft") for name, _ in PERCENTILES
     )
     return (
-        "WITH base AS (SELECT (start_us - :origin) / :bucket * :bucket + :origin AS bucket, "
+        f"WITH base AS (SELECT {_bucket('start_us', postgres=False)} AS bucket, "
         f"{group} AS grp, status, duration_ms, ttft_ms, input_tokens, output_tokens, cost, "
         "cache, saved_cost, saved_ms, guard_action "
         f"FROM traces WHERE {_WHERE}), "
@@ -85,10 +95,10 @@ def _sqlite_sql(group: str) -> str:
     )
 
 
-def _failures_sql(group: str, group_by: str) -> str:
+def _failures_sql(group: str, group_by: str, postgres: bool) -> str:
     """Failed upstream attempts per (bucket, group). By model, the group is the target that
     failed, not the one that answered; otherwise the attempt counts where its trace does."""
-    bucket = "(f.start_us - :origin) / :bucket * :bucket + :origin"
+    bucket = _bucket("f.start_us", postgres)
     where = "f.project_id = :project AND f.start_us >= :since AND f.start_us < :until"
     if group_by == "model":
         return (
@@ -117,71 +127,56 @@ def stats(
     `bucket_s=0` makes the whole range one bucket, starting at `since_us`.
     """
     group = GROUPS[group_by]
-    sql = _postgres_sql(group) if database.backend == "postgresql" else _sqlite_sql(group)
+    postgres = database.backend == "postgresql"
+    sql = _postgres_sql(group) if postgres else _sqlite_sql(group)
+    failures_sql = _failures_sql(group, group_by, postgres)
     bucket_us, origin = bucket_s * 1_000_000, 0
     if bucket_s == 0:
         bucket_us, origin = max(1, until_us - since_us), since_us
     params = {"project": project_id, "since": since_us, "until": until_us,
               "bucket": bucket_us, "origin": origin}  # fmt: skip
-    failures_sql = _failures_sql(group, group_by)
-    if database.backend == "postgresql":  # typed as the main query types them
-        failures_sql = failures_sql.replace(":origin", "CAST(:origin AS BIGINT)").replace(
-            ":bucket", "CAST(:bucket AS BIGINT)"
-        )
     with database.engine.connect() as connection:
         rows = connection.execute(text(sql), params).mappings().all()
         failures = {
             (int(row["bucket"]), row["grp"]): int(row["failed"])
             for row in connection.execute(text(failures_sql), params).mappings()
         }
-    result = []
-    for row in rows:
-        requests = int(row["requests"])
-        errors = int(row["errors"] or 0)
-        item: dict[str, Any] = {
-            "bucket_start_us": int(row["bucket"]),
-            "group": row["grp"],
-            "requests": requests,
-            "errors": errors,
-            "error_rate": errors / requests if requests else 0.0,
-            "input_tokens": int(row["input_tokens"] or 0),
-            "output_tokens": int(row["output_tokens"] or 0),
-            "cost": float(row["cost"] or 0.0),
-            "cache_lookups": int(row["cache_lookups"] or 0),
-            "cache_hits": int(row["cache_hits"] or 0),
-            "cache_hit_rate": (
-                int(row["cache_hits"] or 0) / int(row["cache_lookups"])
-                if row["cache_lookups"]
-                else 0.0
-            ),
-            "saved_cost": float(row["saved_cost"] or 0.0),
-            "saved_ms": float(row["saved_ms"] or 0.0),
-            "guard_blocks": int(row["guard_blocks"] or 0),
-            "guard_flags": int(row["guard_flags"] or 0),
-            "failed_attempts": failures.pop((int(row["bucket"]), row["grp"]), 0),
-        }
-        for prefix in ("latency", "ttft"):
-            for name, _ in PERCENTILES:
-                value = row[f"{prefix}_{name}"]
-                item[f"{prefix}_{name}_ms"] = None if value is None else float(value)
-        result.append(item)
+    result = [_item(row, failures.pop((int(row["bucket"]), row["grp"]), 0)) for row in rows]
     # A target that failed every attempt answered no request: it still gets a row.
     if failures:
         result.extend(
-            _failures_only(bucket, group, failed) for (bucket, group), failed in failures.items()
+            _item({"bucket": bucket, "grp": group, "requests": 0}, failed)
+            for (bucket, group), failed in failures.items()
         )
         result.sort(key=lambda item: (item["bucket_start_us"], str(item["group"] or "")))
     return result
 
 
-def _failures_only(bucket: int, group: Any, failed: int) -> dict[str, Any]:
+def _item(row: Mapping[Any, Any], failed_attempts: int) -> dict[str, Any]:
+    """One stats row from the query's columns (a column left out reads as none)."""
+    requests = int(row["requests"])
+    errors = int(row.get("errors") or 0)
+    lookups, hits = int(row.get("cache_lookups") or 0), int(row.get("cache_hits") or 0)
     item: dict[str, Any] = {
-        "bucket_start_us": bucket, "group": group, "requests": 0, "errors": 0,
-        "error_rate": 0.0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0,
-        "cache_lookups": 0, "cache_hits": 0, "cache_hit_rate": 0.0, "saved_cost": 0.0,
-        "saved_ms": 0.0, "guard_blocks": 0, "guard_flags": 0, "failed_attempts": failed,
-    }  # fmt: skip
+        "bucket_start_us": int(row["bucket"]),
+        "group": row["grp"],
+        "requests": requests,
+        "errors": errors,
+        "error_rate": errors / requests if requests else 0.0,
+        "input_tokens": int(row.get("input_tokens") or 0),
+        "output_tokens": int(row.get("output_tokens") or 0),
+        "cost": float(row.get("cost") or 0.0),
+        "cache_lookups": lookups,
+        "cache_hits": hits,
+        "cache_hit_rate": hits / lookups if lookups else 0.0,
+        "saved_cost": float(row.get("saved_cost") or 0.0),
+        "saved_ms": float(row.get("saved_ms") or 0.0),
+        "guard_blocks": int(row.get("guard_blocks") or 0),
+        "guard_flags": int(row.get("guard_flags") or 0),
+        "failed_attempts": failed_attempts,
+    }
     for prefix in ("latency", "ttft"):
         for name, _ in PERCENTILES:
-            item[f"{prefix}_{name}_ms"] = None
+            value = row.get(f"{prefix}_{name}")
+            item[f"{prefix}_{name}_ms"] = None if value is None else float(value)
     return item
