@@ -151,6 +151,20 @@ class Settings(BaseModel):
     jobs_concurrency: int = Field(
         32, ge=1, le=1024, description="Batch lines (job items) in flight at once per process."
     )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster that runs batch lines (auto, host:port or ray://host:10001); "
+        "default none: lines run in this process.",
+    )
+    ray_callback_url: str | None = Field(
+        None,
+        description="URL the Ray actors use to reach this Keel's API (a load balancer in front "
+        "of the replicas); default http://127.0.0.1:<port>.",
+    )
+    ray_actors: int = Field(
+        2, ge=1, le=1024, description="Ray actors that run batch lines, jobs_concurrency split "
+        "between them.",
+    )  # fmt: skip
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Extra OpenAI-compatible servers and their model ids."
     )
