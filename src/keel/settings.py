@@ -151,6 +151,11 @@ class Settings(BaseModel):
     jobs_concurrency: int = Field(
         32, ge=1, le=1024, description="Batch lines (job items) in flight at once per process."
     )
+    run_jobs: bool = Field(
+        True,
+        description="Run jobs (batches) in this keel serve process; false leaves them to "
+        "keel worker processes on the same database.",
+    )
     ray_address: str | None = Field(
         None,
         description="Ray cluster that runs batch lines (auto, host:port or ray://host:10001); "
