@@ -4,55 +4,20 @@ no line twice."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
-import pytest
-from aiohttp import web
 
+from tests.jobs.conftest import SlowEcho
 from tests.support.keel_process import KeelProcess, start_keel
-from tests.support.upstream import FakeUpstream
 
 N = 1500
 KILL_AFTER = 300  # lines completed before the kill
-
-
-class SlowEcho(FakeUpstream):
-    """Echoes each line's message after 50 ms, so a batch is still running when it is killed."""
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(0.05)
-        return await super()._chat(request)
-
-
-@pytest.fixture
-def stub() -> Iterator[SlowEcho]:
-    """The stub in a thread of its own: it keeps answering while the test waits on Keel."""
-    fake = SlowEcho(echo=True)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(fake.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(30)
-    yield fake
-    asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(30)
 
 
 def serve(data_dir: Path, stub: SlowEcho) -> KeelProcess:

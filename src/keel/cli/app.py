@@ -26,6 +26,7 @@ from keel.cli.apply import apply
 from keel.cli.chat import chat
 from keel.cli.export import export
 from keel.cli.serve import serve
+from keel.cli.worker import worker
 
 app = typer.Typer(
     help="Keel: an LLMOps platform around an OpenAI-compatible gateway.",
@@ -34,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(serve)
+app.command()(worker)
 app.command()(chat)
 app.add_typer(models.app, name="models")
 app.add_typer(providers.app, name="providers")

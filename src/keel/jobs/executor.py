@@ -47,6 +47,24 @@ class ItemFailed(Exception):
         self.retry_after = retry_after
         self.paced = paced
 
+    def as_dict(self) -> dict[str, Any]:
+        """The failure as JSON, to cross a process boundary (a Ray actor's answer)."""
+        return {
+            "error": self.error,
+            "retryable": self.retryable,
+            "retry_after": self.retry_after,
+            "paced": self.paced,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ItemFailed:
+        return cls(
+            dict(data["error"]),
+            retryable=bool(data.get("retryable")),
+            retry_after=data.get("retry_after"),
+            paced=bool(data.get("paced")),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Finish:

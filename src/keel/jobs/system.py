@@ -21,7 +21,10 @@ from keel.jobs.batch import BatchKind
 from keel.jobs.executor import ExecutorOptions, JobKind, LocalExecutor
 from keel.jobs.files import FileStore
 from keel.jobs.model import Job
+from keel.jobs.ray_executor import RayExecutor, RayOptions
 from keel.jobs.store import JobStore
+from keel.jobs.tokens import ItemSigner
+from keel.settings import Settings
 from keel.store.db import Database
 
 # Largest line of a batch input file; the whole file is bounded by max_body_bytes.
@@ -46,6 +49,19 @@ class JobCounts:
             self.items_failed += 1
 
 
+def ray_options(settings: Settings) -> RayOptions | None:
+    """The Ray executor's options when KEEL_RAY_ADDRESS is set, else None (run locally)."""
+    if not settings.ray_address:
+        return None
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return RayOptions(
+        address=settings.ray_address,
+        callback_url=settings.ray_callback_url or f"http://{host}:{settings.port}",
+        actors=settings.ray_actors,
+        timeout=settings.upstream_timeout,
+    )
+
+
 class JobSystem:
     def __init__(
         self,
@@ -53,16 +69,33 @@ class JobSystem:
         gateway: Gateway,
         principal_of: Callable[[str], Awaitable[Principal | None]],
         options: ExecutorOptions | None = None,
+        *,
+        signer: ItemSigner | None = None,
+        ray: RayOptions | None = None,
     ):
         self.store = JobStore(database)
         self.files = FileStore(database)
         self.counts = JobCounts()
-        kinds: dict[str, JobKind] = {"batch": BatchKind(gateway, self.store, principal_of)}
-        self.executor = LocalExecutor(self.store, kinds, options, on_item=self.counts.on_item)
+        self.batch = BatchKind(gateway, self.store, principal_of)
+        # Item tokens let Ray actors run lines here; without a signer no token is accepted.
+        self.signer = signer
+        self.executor: LocalExecutor
+        if ray is not None:
+            if signer is None:
+                raise ValueError("the Ray executor needs an item signer")
+            self.executor = RayExecutor(
+                self.store, self.batch, signer, ray, options, on_item=self.counts.on_item
+            )
+        else:
+            kinds: dict[str, JobKind] = {"batch": self.batch}
+            self.executor = LocalExecutor(self.store, kinds, options, on_item=self.counts.on_item)
         self._counting: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.executor.start()
+    async def start(self, *, run: bool = True) -> None:
+        """Start counting jobs for /metrics and, when `run`, the executor (a `keel serve`
+        with run_jobs off leaves the work to `keel worker` processes)."""
+        if run:
+            await self.executor.start()
         if self._counting is None:
             self._counting = asyncio.create_task(self._count_states(), name="jobs-count")
 

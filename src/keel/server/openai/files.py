@@ -16,12 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from keel.auth.secrets import SecretBox
 from keel.calls import CallOp
 from keel.errors import InvalidRequest, NotFound, PayloadTooLarge
 from keel.jobs.batch import parse_lines
 from keel.jobs.executor import ExecutorOptions
 from keel.jobs.files import FileInfo
-from keel.jobs.system import MAX_LINE_BYTES, JobMetrics, JobSystem
+from keel.jobs.system import MAX_LINE_BYTES, JobMetrics, JobSystem, ray_options
+from keel.jobs.tokens import PURPOSE as ITEM_TOKENS
+from keel.jobs.tokens import ItemSigner
 from keel.server.deps import PrincipalDep, ServicesDep
 from keel.server.errors import validation_error
 from keel.server.openai.protocol import (
@@ -44,8 +47,17 @@ def job_system(services: Services) -> JobSystem:
     """The app's job system, built on first use (tests that skip the lifespan get one too)."""
     system = services.extras.get("jobs")
     if system is None:
-        options = ExecutorOptions(concurrency=services.settings.jobs_concurrency)
-        system = JobSystem(services.database, services.gateway, services.keys.principal_of, options)
+        settings = services.settings
+        options = ExecutorOptions(concurrency=settings.jobs_concurrency)
+        secrets = SecretBox.load(settings.data_dir, settings.secret_key)
+        system = JobSystem(
+            services.database,
+            services.gateway,
+            services.keys.principal_of,
+            options,
+            signer=ItemSigner(secrets.derive(ITEM_TOKENS)),
+            ray=ray_options(settings),
+        )
         services.extras["jobs"] = system
         services.tracing.metrics.registry.register(JobMetrics(system))
     assert isinstance(system, JobSystem)
@@ -55,8 +67,9 @@ def job_system(services: Services) -> JobSystem:
 @asynccontextmanager
 async def _jobs_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the executor with the app (resuming what a stopped process left), stop it first."""
-    system = job_system(app.state.services)
-    await system.start()
+    services: Services = app.state.services
+    system = job_system(services)
+    await system.start(run=services.settings.run_jobs)
     try:
         yield
     finally:

@@ -1,0 +1,173 @@
+"""The Ray executor: the local executor's leases, group-committed item writes and retries,
+with each batch line run by one of a pool of Ray actors instead of in this process.
+
+This process keeps the job's lease and every store write: an item is committed `sent`
+before its Ray call and `done` after it, so the guarantees of executor.py hold unchanged.
+The actor posts the line, with a token signed for it, to a Keel server's item route, which
+runs it through `Gateway.handle` as the batch's owner. Ray never retries a call
+(max_task_retries=0): a line whose actor died is failed as interrupted, never sent twice.
+Ray is imported only here, when KEEL_RAY_ADDRESS is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from keel.jobs.batch import BatchKind
+from keel.jobs.executor import ExecutorOptions, Finish, ItemFailed, JobKind, LocalExecutor
+from keel.jobs.model import Item, Job
+from keel.jobs.store import JobStore
+from keel.jobs.tokens import ItemSigner
+
+log = logging.getLogger("keel.jobs")
+
+NAMESPACE = "keel"
+_INSTALL = "pip install 'keel[ray]' (or pip install 'ray>=2.40')"
+
+
+class RayMissing(RuntimeError):
+    pass
+
+
+def import_ray() -> ModuleType:
+    try:
+        import ray
+    except ImportError:
+        raise RayMissing(
+            f"KEEL_RAY_ADDRESS is set but Ray is not installed; {_INSTALL}, or unset "
+            "KEEL_RAY_ADDRESS to run jobs in this process"
+        ) from None
+    return ray
+
+
+@dataclass(frozen=True, slots=True)
+class RayOptions:
+    address: str  # auto, host:port or ray://host:10001
+    callback_url: str  # how the actors reach a Keel server's API
+    actors: int = 2
+    timeout: float = 600.0  # one line, end to end
+
+
+def line_body(item: Item) -> bytes:
+    """The exact bytes the actor posts, and the token signs."""
+    return orjson.dumps({"custom_id": item.key, **item.payload})
+
+
+class RayBatchKind:
+    """The batch kind with its lines sent to Ray actors; the files are written here."""
+
+    name = "batch"
+
+    def __init__(self, inner: BatchKind, signer: ItemSigner, actors: list[Any], ray: ModuleType):
+        self.inner = inner
+        self.signer = signer
+        self.actors = actors
+        self._next = itertools.cycle(range(len(actors)))
+        self._dead = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.ActorUnavailableError,
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.ObjectLostError,
+        )
+
+    async def run_item(self, job: Job, item: Item) -> dict[str, Any]:
+        body = line_body(item)
+        token = self.signer.sign(job.id, item.id, job.key_id, body)
+        actor = self.actors[next(self._next)]
+        try:
+            answer: dict[str, Any] = await actor.run.remote(job.id, item.id, token, body)
+        except self._dead as error:
+            # The call may have reached the gateway and the upstream: never send it again.
+            raise ItemFailed(
+                {
+                    "code": "interrupted",
+                    "message": f"the Ray actor running this line died ({type(error).__name__}); "
+                    "the line may have reached the upstream, so it is not sent again; "
+                    "resubmit it",
+                }
+            ) from None
+        if answer.get("ok"):
+            result: dict[str, Any] = answer["result"]
+            return result
+        raise ItemFailed.from_dict(answer)
+
+    async def finish(self, job: Job, cancelled: bool) -> Finish:
+        return await self.inner.finish(job, cancelled)
+
+
+class RayExecutor(LocalExecutor):
+    """Connects to the Ray cluster at start, runs a pool of ItemCaller actors (restarted by
+    Ray when they die), and kills them at stop."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        batch: BatchKind,
+        signer: ItemSigner,
+        ray_options: RayOptions,
+        options: ExecutorOptions | None = None,
+        *,
+        on_item: Callable[[Job, bool], None] | None = None,
+    ):
+        kinds: dict[str, JobKind] = {}  # filled at start, once the actors exist
+        super().__init__(store, kinds, options, on_item=on_item)
+        self.batch = batch
+        self.signer = signer
+        self.ray_options = ray_options
+        self._actors: list[Any] = []
+        self._ray: ModuleType | None = None
+
+    async def start(self) -> None:
+        if self._ray is None:
+            ray = import_ray()
+            await asyncio.to_thread(self._connect, ray)
+            self._ray = ray
+            self.kinds["batch"] = RayBatchKind(self.batch, self.signer, self._actors, ray)
+        await super().start()
+
+    def _connect(self, ray: ModuleType) -> None:
+        from keel.jobs.ray_caller import ItemCaller
+
+        if not ray.is_initialized():
+            ray.init(
+                address=self.ray_options.address,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        per_actor = max(1, -(-self.options.concurrency // self.ray_options.actors))
+        caller = ray.remote(ItemCaller).options(
+            num_cpus=0,  # waits on HTTP: takes no CPU from Ray's other work
+            max_concurrency=per_actor,
+            max_restarts=-1,  # Ray brings a dead actor back
+            max_task_retries=0,  # ... but never re-runs a call it was running
+            scheduling_strategy="SPREAD",
+        )
+        self._actors[:] = [
+            caller.remote(self.ray_options.callback_url, self.ray_options.timeout)
+            for _ in range(self.ray_options.actors)
+        ]
+        log.info(
+            "jobs: running batch lines on %d Ray actors at %s, calling back %s",
+            len(self._actors),
+            self.ray_options.address,
+            self.ray_options.callback_url,
+        )
+
+    async def stop(self) -> None:
+        await super().stop()
+        ray = self._ray
+        if ray is not None:
+            for actor in self._actors:
+                ray.kill(actor)
+            self._actors.clear()
+            self.kinds.clear()
+            self._ray = None
