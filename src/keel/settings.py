@@ -30,7 +30,9 @@ from keel.cache.config import DEFAULT_THRESHOLD
 ENV_PREFIX = "KEEL_"
 # Top-level keys of keel.yaml that declare registry state (applied by `keel apply` and at
 # `keel serve` start) rather than set a setting; kept equal to keel.gitops.apply.SECTIONS.
-DECLARATION_SECTIONS = ("providers", "models", "routes", "deployments", "prompts")
+DECLARATION_SECTIONS = (
+    "providers", "models", "routes", "deployments", "prompts", "workflows", "agents",
+)  # fmt: skip
 SourceName = Literal["default", "file", "env", "cli"]
 
 
@@ -277,6 +279,12 @@ class Settings(BaseModel):
     )
     trace_retention_interval: float = Field(
         600.0, ge=1, le=86_400, description="Seconds between two background retention sweeps."
+    )
+    workflow_retention_days: float = Field(
+        30.0, ge=0, le=36_500, description="Days finished workflow runs are kept; 0: forever."
+    )
+    workflow_retention_max_runs: int = Field(
+        0, ge=0, description="Most finished workflow runs kept (oldest go first); 0: no cap."
     )
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint to export spans to, e.g. http://127.0.0.1:4318."

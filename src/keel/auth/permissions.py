@@ -20,6 +20,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "traces:write",
             "cache:write",
             "kb:write",
+            "workflows:write",
         }
     ),
     "viewer": frozenset({"*:read"}),

@@ -21,6 +21,7 @@ from keel.cli import (
     routes,
     traces,
     users,
+    workflows,
 )
 from keel.cli.apply import apply
 from keel.cli.chat import chat
@@ -57,6 +58,8 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(guard.app, name="guard")
 app.add_typer(kb.app, name="kb")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(workflows.app, name="workflows")
+app.command("run")(workflows.run)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from keel.gitops.registry import (
     RoutesHandler,
 )
 from keel.gitops.source import ApplyError, Document, Located, Problem, read_documents
+from keel.gitops.workflows import AgentsHandler, WorkflowsHandler
 from keel.settings import DECLARATION_SECTIONS, Settings
 
 __all__ = ["SECTIONS", "ApplyError", "ApplyOptions", "Outcome", "apply_paths"]
@@ -34,6 +35,8 @@ SECTIONS: Mapping[str, HandlerFactory] = MappingProxyType(
         "routes": RoutesHandler,
         "deployments": DeploymentsHandler,
         "prompts": PromptsHandler,
+        "workflows": WorkflowsHandler,  # after prompts: their llm steps name prompts
+        "agents": AgentsHandler,
     }
 )
 

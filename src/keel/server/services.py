@@ -222,6 +222,11 @@ async def start_services(
         services.tracing.start_writer()  # also replays spill files left by an earlier run
         started = await services.sync.refresh()
         await asyncio.gather(*started)
+        from keel.server.admin.workflows import build_workflows  # imports this module
+
+        workflows = build_workflows(services)
+        services.extras["workflows"] = workflows
+        workflows.start()  # resumes runs a stopped process left, in the background
     except BaseException:
         await stop_services(services)
         raise
@@ -229,6 +234,9 @@ async def start_services(
 
 
 async def stop_services(services: Services) -> None:
+    workflows = services.extras.get("workflows")
+    if workflows is not None:
+        await workflows.close()  # runs stop between steps; their checkpoints stay
     await services.tracing.close()  # flush queued traces to the store, else to the spill file
     await services.sync.close()
     await stop_access(services.access)

@@ -9,6 +9,7 @@ from keel.prompts import tables as prompt_tables
 from keel.registry import tables as registry_tables
 from keel.store.base import Base
 from keel.tracing import tables as tracing_tables
+from keel.workflows import tables as workflow_tables
 
 metadata = Base.metadata
 MODULES = (
@@ -20,4 +21,5 @@ MODULES = (
     prompt_tables,
     registry_tables,
     tracing_tables,
+    workflow_tables,
 )

@@ -6,14 +6,36 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from keel.ui.views import admin, auth, guard, jobs, knowledge, overview, prompts, routes, traces
+from keel.ui.views import (
+    admin,
+    auth,
+    guard,
+    jobs,
+    knowledge,
+    overview,
+    prompts,
+    routes,
+    traces,
+    workflows,
+)
 from keel.ui.web import HERE, UiRoute, build_state
 
 
 def mount(app: FastAPI) -> None:
     """Serve the console at /ui (pages are left out of the OpenAPI schema: they are HTML)."""
     router = APIRouter(prefix="/ui", route_class=UiRoute, include_in_schema=False)
-    for module in (auth, overview, traces, prompts, routes, guard, knowledge, jobs, admin):
+    for module in (
+        auth,
+        overview,
+        traces,
+        prompts,
+        routes,
+        guard,
+        knowledge,
+        jobs,
+        workflows,
+        admin,
+    ):
         router.include_router(module.router)
     app.state.console = build_state()
     app.include_router(router)

@@ -63,6 +63,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/ui/guard", "Guard", "traces:read"),
     ("/ui/kbs", "Knowledge", "kb:read"),
     ("/ui/jobs", "Jobs", "jobs:read"),
+    ("/ui/workflows", "Workflows", "workflows:read"),
     ("/ui/audit", "Audit log", "audit:read"),
     ("/ui/keys", "Keys", "keys:write"),
     ("/ui/users", "Users", "users:write"),

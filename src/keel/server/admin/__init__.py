@@ -14,6 +14,7 @@ from keel.server.admin import (
     prompts,
     registry,
     traces,
+    workflows,
 )
 from keel.server.admin.text import refuse_nul
 
@@ -30,3 +31,4 @@ router.include_router(cache.router)
 router.include_router(guard.router)
 router.include_router(knowledge.router)
 router.include_router(jobs.router)
+router.include_router(workflows.router)

@@ -24,6 +24,7 @@ from keel.server.openai.protocol import (
     ErrorResponse,
     ModelList,
 )
+from keel.server.openai.workflows import is_workflow_model, workflow_chat
 from keel.server.responses import EventStream as SSEResponse
 from keel.server.responses import json_response
 from keel.server.services import Services
@@ -91,6 +92,8 @@ async def chat_completions(http: Request) -> Response:
     services: Services = http.app.state.services
     principal = await _caller(http, services)
     wire = await json_body(http, ChatCompletionRequest)
+    if is_workflow_model(wire.get("model")):  # workflow:NAME, agent:NAME: a run, not a call
+        return await workflow_chat(services, principal, wire)
     return await _answer(services, _call(http, "chat/completions", principal, wire))
 
 

@@ -1,0 +1,251 @@
+"""/api/workflows and /api/workflow-runs: workflow and agent definitions (versioned, checked
+whole before they are stored), runs (sync or async), resume and cancel.
+
+Reading takes `workflows:read`, defining `workflows:write`, running `inference` (a run
+makes model calls as its caller, like /v1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel.auth.keys import Principal
+from keel.server.deps import ServicesDep, require
+from keel.server.openai.protocol import ErrorResponse
+from keel.server.responses import json_response
+from keel.server.services import Services
+from keel.workflows.definitions import invalid, parse
+from keel.workflows.service import Streamed, Workflows
+
+router = APIRouter(tags=["workflows"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid spec or input (the message says where)"},
+    404: {"model": ErrorResponse, "description": "No such workflow, agent or run here"},
+    422: {"model": ErrorResponse, "description": "The run failed at a step (resume it)"},
+}
+Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+RunId = Annotated[str, Path(pattern=r"^wfr_[0-9a-f]{24}$", description="Run id (wfr_…).")]
+KindQuery = Annotated[Literal["workflow", "agent"], Query(description="workflow or agent")]
+
+
+def workflow_service(services: ServicesDep) -> Workflows:
+    """The process's workflow service (started with the server; made here for test apps)."""
+    found = services.extras.get("workflows")
+    if found is None:
+        found = build_workflows(services)
+        services.extras["workflows"] = found
+    assert isinstance(found, Workflows)
+    return found
+
+
+def build_workflows(services: Services) -> Workflows:
+    settings = services.settings
+    recorder = services.tracing.recorder if services.tracing.enabled else None
+    return Workflows(
+        services.database,
+        services.gateway,
+        principal_of=services.keys.principal_of,
+        trace_sink=recorder.submit if recorder is not None else None,
+        knowledge=lambda: services.extras.get("knowledge"),
+        guard=services.guard,
+        max_age_s=(settings.workflow_retention_days * 86_400) or None,
+        max_runs=settings.workflow_retention_max_runs or None,
+    )
+
+
+WorkflowsDep = Annotated[Workflows, Depends(workflow_service)]
+
+
+class DefineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["workflow", "agent"] = "workflow"
+    spec: dict[str, Any] = Field(description="The workflow or agent, as written in YAML.")
+    message: str = Field("", max_length=2000)
+    also: dict[Literal["workflow", "agent"], list[str]] = Field(
+        default_factory=dict, description="Names applied alongside: {workflow: [...]}."
+    )
+
+
+class CheckBody(DefineBody):
+    pass
+
+
+class RunBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any = Field(default_factory=dict)
+    mode: Literal["sync", "async"] = "sync"
+
+
+class ResumeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["sync", "async"] = "async"
+
+
+@router.get("/workflows", summary="List workflows or agents")
+async def list_definitions(
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:read")],
+    kind: KindQuery = "workflow",
+) -> Response:
+    data = await asyncio.to_thread(flows.store.definitions, principal.project_id, kind)
+    return json_response({"object": "list", "data": data})
+
+
+@router.post(
+    "/workflows", summary="Store a new version (unless it holds no change)", responses=_ERRORS
+)
+async def define(
+    body: DefineBody,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:write")],
+) -> Response:
+    also: dict[str, set[str]] = {k: set(v) for k, v in body.also.items()}
+    result = await asyncio.to_thread(
+        flows.put, principal.project_id, body.kind, body.spec, body.message, also
+    )
+    return json_response(result, status=201 if result["created"] else 200)
+
+
+@router.post(
+    "/workflows/check", summary="Check a spec against this server, store nothing", responses=_ERRORS
+)
+async def check(
+    body: CheckBody,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:read")],
+) -> Response:
+    spec = parse(body.kind, body.spec)
+    also: dict[str, set[str]] = {k: set(v) for k, v in body.also.items()}
+    issues = await asyncio.to_thread(
+        flows.definitions.check, principal.project_id, body.kind, spec, also
+    )
+    if issues:
+        raise invalid(issues, f"{body.kind} {spec.name!r}")
+    return json_response({"name": spec.name, "ok": True, "content_hash": spec.content_hash()})
+
+
+@router.get("/workflows/{name}", summary="A workflow or agent with its versions", responses=_ERRORS)
+async def show(
+    name: Name,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:read")],
+    kind: KindQuery = "workflow",
+) -> Response:
+    await asyncio.to_thread(flows.definitions.latest, principal.project_id, kind, name)
+    versions = await asyncio.to_thread(flows.store.versions, principal.project_id, kind, name)
+    return json_response(
+        {"name": name, "kind": kind, "latest_version": versions[0]["version"], "versions": versions}
+    )
+
+
+@router.delete("/workflows/{name}", summary="Archive a workflow or agent", responses=_ERRORS)
+async def archive(
+    name: Name,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:write")],
+    kind: KindQuery = "workflow",
+) -> Response:
+    await asyncio.to_thread(flows.definitions.latest, principal.project_id, kind, name)
+    await asyncio.to_thread(flows.store.archive, principal.project_id, kind, name)
+    flows.definitions.forget(principal.project_id, name)
+    return json_response({"name": name, "kind": kind, "archived": True})
+
+
+@router.post(
+    "/workflows/{name}/runs", summary="Run a workflow or agent (sync or async)", responses=_ERRORS
+)
+async def start_run(
+    name: Name,
+    body: RunBody,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("inference")],
+    kind: KindQuery = "workflow",
+) -> Response:
+    run = await flows.run(principal, kind, name, body.input, wait=body.mode == "sync")
+    assert not isinstance(run, Streamed)
+    return json_response(run, status=200 if body.mode == "sync" else 202)
+
+
+@router.get("/workflows/{name}/runs", summary="A workflow's runs, newest first")
+async def list_runs(
+    name: Name,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:read")],
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(max_length=40)] = None,
+) -> Response:
+    runs = await asyncio.to_thread(flows.store.runs, principal.project_id, name, limit, before)
+    return json_response({"object": "list", "data": [_summary(r) for r in runs]})
+
+
+@router.get("/workflow-runs", summary="Every run of the project, newest first")
+async def all_runs(
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:read")],
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Response:
+    runs = await asyncio.to_thread(flows.store.runs, principal.project_id, None, limit)
+    return json_response({"object": "list", "data": [_summary(r) for r in runs]})
+
+
+@router.get(
+    "/workflow-runs/{run_id}", summary="A run with its steps' checkpoints", responses=_ERRORS
+)
+async def get_run(
+    run_id: RunId,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("workflows:read")],
+) -> Response:
+    return json_response(await flows.get(principal.project_id, run_id))
+
+
+@router.post(
+    "/workflow-runs/{run_id}/resume",
+    summary="Resume a failed or cancelled run from its first incomplete step",
+    responses=_ERRORS,
+)
+async def resume_run(
+    run_id: RunId,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("inference")],
+    body: ResumeBody | None = None,
+) -> Response:
+    wait = body is not None and body.mode == "sync"
+    run = await flows.resume(principal, run_id, wait=wait)
+    return json_response(run, status=200 if wait else 202)
+
+
+@router.post(
+    "/workflow-runs/{run_id}/cancel", summary="Cancel a run between two steps", responses=_ERRORS
+)
+async def cancel_run(
+    run_id: RunId,
+    flows: WorkflowsDep,
+    principal: Annotated[Principal, require("inference")],
+) -> Response:
+    return json_response(await flows.cancel(principal, run_id), status=202)
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "object": "workflow.run",
+        "kind": row["kind"],
+        "workflow": row["workflow"],
+        "version": row["version"],
+        "status": row["status"],
+        "error": row["error"],
+        "failed_step": row["failed_step"],
+        "trace_id": row["trace_id"],
+        "created_at": row["created_us"] // 1_000_000,
+        "duration_ms": round((row["updated_us"] - row["created_us"]) / 1000, 1),
+    }
