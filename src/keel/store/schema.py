@@ -1,6 +1,8 @@
 """Every module's tables, gathered into one metadata for Alembic's autogenerate."""
 
 from keel.auth import tables as auth_tables
+from keel.evals import tables as eval_tables
+from keel.finetune import tables as finetune_tables
 from keel.guard import tables as guard_tables
 from keel.jobs import tables as job_tables
 from keel.knowledge import tables as knowledge_tables
@@ -14,6 +16,8 @@ from keel.workflows import tables as workflow_tables
 metadata = Base.metadata
 MODULES = (
     auth_tables,
+    eval_tables,
+    finetune_tables,
     guard_tables,
     job_tables,
     knowledge_tables,

@@ -120,6 +120,17 @@ class Tracing:
         """Newest first: a page of trace summaries and the next page's cursor (None: the end)."""
         return self.store.list(project_id, filters, limit=limit, cursor=cursor)
 
+    def contents(
+        self,
+        project_id: str,
+        filters: TraceFilter,
+        *,
+        limit: int,
+        score: tuple[str, float | None, float | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first, whole traces (full input and output) matching the filters."""
+        return self.store.contents(project_id, filters, limit=limit, score=score)
+
     def start_writer(self) -> None:
         """Start the writer (when tracing is on) and retention (traces stored earlier are
         deleted on time even with tracing off)."""

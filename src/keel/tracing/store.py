@@ -399,6 +399,38 @@ class TraceStore:
             next_cursor = encode_cursor(last.start_us, last.trace_id)
         return page, next_cursor
 
+    def contents(
+        self,
+        project_id: str,
+        f: TraceFilter,
+        *,
+        limit: int,
+        score: tuple[str, float | None, float | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first, whole: each matching trace's columns with its full input and output
+        (datasets are built from these). `score`: (name, min, max) of a score it must have."""
+        t = TraceRow
+        where = _conditions(project_id, f)
+        if score is not None:
+            name, low, high = score
+            scored = select(ScoreRow.trace_id).where(
+                ScoreRow.project_id == project_id, ScoreRow.name == name
+            )
+            if low is not None:
+                scored = scored.where(ScoreRow.number >= low)
+            if high is not None:
+                scored = scored.where(ScoreRow.number <= high)
+            where.append(t.trace_id.in_(scored))
+        query = (
+            select(*TraceRow.__table__.c)
+            .where(and_(*where))
+            .order_by(t.start_us.desc(), t.trace_id.desc())
+            .limit(limit)
+        )
+        with self._db.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [{str(k): v for k, v in row._mapping.items()} for row in rows]
+
     def get(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
         """The trace with its spans as a tree and its scores; None outside the project."""
         with self._db.engine.connect() as connection:

@@ -1,0 +1,1 @@
+"""Evaluation: datasets from traces and files, experiments as jobs, scorers, comparisons, gates."""
