@@ -17,6 +17,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "models:write",
             "deployments:write",
             "datasets:write",
+            "experiments:write",
             "traces:write",
             "cache:write",
             "kb:write",

@@ -6,6 +6,7 @@ from keel.server.admin import (
     audit,
     cache,
     deployments,
+    evals,
     guard,
     identity,
     jobs,
@@ -31,4 +32,5 @@ router.include_router(cache.router)
 router.include_router(guard.router)
 router.include_router(knowledge.router)
 router.include_router(jobs.router)
+router.include_router(evals.router)
 router.include_router(workflows.router)
