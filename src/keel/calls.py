@@ -75,6 +75,7 @@ class CallState:
     prompt: PromptUsed | None = None  # resolve prompt
     settlement: Settlement | None = None  # admit
     limit_headers: Mapping[str, str] | None = None  # admit: x-ratelimit-*, budget warning
+    retrieval: Any = None  # retrieve: the passages a knowledge base gave (knowledge.rag)
     guard: Any = None  # guard input: the request's scan state, for guard output
     guard_policy: str | None = None  # guard input
     guard_action: str | None = None  # guard input and output: the strongest action

@@ -29,9 +29,17 @@ from keel.gateway.steps.guard import GuardInput, GuardOutput
 from keel.gateway.steps.prompt import ResolvePrompt
 from keel.gateway.steps.provider import CallProvider, OpenStream
 from keel.gateway.steps.record import Record, render_headers
-from keel.gateway.steps.relay import Relay
+from keel.gateway.steps.relay import DONE, Relay, sse
+from keel.gateway.steps.retrieve import (
+    Ground,
+    Retrieve,
+    answer_text,
+    citations_event,
+    cite,
+)
 from keel.gateway.steps.route import RouteStep
 from keel.guard.service import GuardService
+from keel.knowledge.service import KnowledgeBases
 from keel.limits.admission import Admission
 from keel.prompts.resolver import PromptResolver
 from keel.registry.catalog import ModelCatalog
@@ -66,10 +74,17 @@ class Gateway:
         cache: ResponseCache | None = None,
         cache_routes: Mapping[str, Mapping[str, Any]] | None = None,
         embedding_max_inputs: int = 2048,
+        knowledge: KnowledgeBases | None = None,
     ):
         self.tracing = tracing
         self.prompt = ResolvePrompt(prompts) if prompts is not None else None
         self.admit = Admit(admission) if admission is not None else None
+        self.retrieve = Retrieve(knowledge)
+        self.ground = (
+            Ground(knowledge, tracing.add_score)
+            if knowledge is not None and tracing is not None
+            else None
+        )
         self.guard_input = GuardInput(guard) if guard is not None else None
         self.cache_lookup = CacheLookup(cache, cache_routes) if cache is not None else None
         self.route = RouteStep(catalog, router)
@@ -109,6 +124,7 @@ class Gateway:
                 await self.prompt.run(call, state)
             if self.admit is not None:
                 await self.admit.run(call, state)
+            await self.retrieve.run(call, state)
             if self.guard_input is not None:
                 await self.guard_input.run(call, state)
             route = self.route.run(call, state)
@@ -127,6 +143,7 @@ class Gateway:
                 events = relay.run()
             if events is None:
                 state.gone = watch is not None and watch.gone
+                cite(body, state)
                 yield Answer(body, render_headers(state))
                 return
             yield _StreamHead(render_headers(state), watch)
@@ -144,6 +161,8 @@ class Gateway:
                 await state.settlement.settle(state.target, state.usage)
             if state.trace is not None:
                 Record.run(state.trace, state)
+                if self.ground is not None and state.retrieval is not None:
+                    self.ground.submit(call, state)  # scored in the background
 
     def _start(self, call: Call) -> CallState:
         started_ns = call.started_ns or time.time_ns()
@@ -177,6 +196,10 @@ class Gateway:
 async def _replay(state: CallState, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
     """A cached answer as the stream the client asked for (already guarded), in one write."""
     events = [event async for event in replay_sse(body, state.model, state.wants_usage)]
+    if state.retrieval is not None and events and events[-1] == DONE:
+        chunk_id, created = str(body.get("id", "")), int(body.get("created") or 0)
+        last = citations_event(state, chunk_id, created, answer_text(state))
+        events.insert(-1, sse(last))
     if state.first_token_ns is None:
         state.first_token_ns = time.time_ns()
     yield b"".join(events)

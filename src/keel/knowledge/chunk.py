@@ -70,6 +70,18 @@ def tokenizer_counter(tokenizer_json: Path) -> TokenCounter:
     return count
 
 
+def lazy_counter(load: Callable[[], TokenCounter]) -> TokenCounter:
+    """A counter that loads on first use (no file is read while services are wired)."""
+    loaded: list[TokenCounter] = []
+
+    def count(texts: Sequence[str]) -> list[int]:
+        if not loaded:
+            loaded.append(load())
+        return loaded[0](texts)
+
+    return count
+
+
 def _sentences(text: str, offset: int) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     position = 0

@@ -22,6 +22,8 @@ from keel.deploy.metrics import DeploymentMetrics
 from keel.events import ChangeBus
 from keel.gateway.pipeline import Gateway
 from keel.guard.service import GuardService
+from keel.knowledge.chunk import TokenCounter, lazy_counter, tokenizer_counter, whitespace_tokens
+from keel.knowledge.service import KnowledgeBases
 from keel.prompts.resolver import PromptResolver
 from keel.prompts.service import PromptService
 from keel.providers.plugins import ProviderConfig, ProviderPlugins
@@ -48,6 +50,16 @@ log = logging.getLogger("keel.server")
 
 AdminKeyNotice = Callable[[str, Path], None]
 Progress = Callable[[str], None]
+
+
+def _minilm_tokens() -> TokenCounter:
+    """Knowledge chunks are sized in MiniLM's own tokens (roughly, when it is not installed)."""
+    from keel.deploy.bundled import BundledModelMissing
+
+    try:
+        return tokenizer_counter(Path(minilm_dir()) / "tokenizer.json")
+    except (BundledModelMissing, OSError, ImportError):
+        return whitespace_tokens
 
 
 def log_admin_key(key: str, path: Path) -> None:
@@ -157,6 +169,12 @@ def build_services(
         database, events, default_policy=settings.guard_policy, declared=settings.guard_policies
     )
     tracing = Tracing(settings, database, router.breaker_states)
+    knowledge = KnowledgeBases(
+        database,
+        settings.data_dir,
+        lambda: next(iter(catalog.embedders), None),
+        lazy_counter(_minilm_tokens),
+    )
     return Services(
         settings=settings,
         database=database,
@@ -178,12 +196,14 @@ def build_services(
             cache=cache,
             cache_routes=settings.cache_routes,
             embedding_max_inputs=settings.embedding_max_inputs,
+            knowledge=knowledge,
         ),
         tracing=tracing,
         access=access,
         cache=cache,
         prompts=prompts,
         guard=guard,
+        extras={"knowledge": knowledge},
     )
 
 

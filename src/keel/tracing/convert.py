@@ -31,7 +31,7 @@ _REQUEST_ATTRIBUTES = (
 _STEP_SPANS = {
     name: f"keel.{name}"
     for name in ("auth", "prompt", "admit", "guard.input", "guard.output", "cache", "route",
-                 "embed")
+                 "embed", "retrieve")
 }  # fmt: skip
 
 
@@ -165,6 +165,8 @@ def _step_attributes(trace: RequestTrace, step: Step) -> dict[str, Any]:
     elif step.verdicts is not None:
         attributes["keel.guard.policy"] = trace.guard_policy
         attributes["keel.guard.verdicts"] = [_verdict(v) for v in step.verdicts]
+    elif step.attributes is not None:
+        attributes.update(step.attributes)
     if step.error is not None:
         attributes["error.type"] = step.error
     return attributes

@@ -67,6 +67,7 @@ class Step:
     target: Target | None = None  # for provider attempts
     # Guard steps: the scanners' verdicts (guard.base.Verdict), turned into attributes later.
     verdicts: list[Any] | None = None
+    attributes: dict[str, Any] | None = None  # set by the step itself (retrieval's chunk ids)
 
 
 def header_context(scope: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]:

@@ -2,6 +2,8 @@
 
     2 resolve prompt   prompt.ResolvePrompt
     3 admit            admit.Admit
+    4 retrieve         retrieve.Retrieve (citations: retrieve.cite, retrieve.citations_event;
+                       groundedness after the answer: retrieve.Ground)
     5 guard input      guard.GuardInput
     6 cache lookup     cache.CacheLookup
     7 route            route.RouteStep
@@ -11,6 +13,6 @@
    11 record           record.Record (and the response headers, record.render_headers)
    12 settle           the call's Settlement, in Gateway.handle's finally
 
-Step 1 (authenticate) belongs to the caller, which hands over the principal; step 4
-(retrieve) is not built yet. Embeddings take one step of their own (embed.Embed).
+Step 1 (authenticate) belongs to the caller, which hands over the principal.
+Embeddings take one step of their own (embed.Embed).
 """

@@ -16,6 +16,9 @@ def render_headers(state: CallState) -> dict[str, str]:
         headers["X-Keel-Guard-Policy"] = state.guard_policy
     if state.cache is not None:
         headers["X-Keel-Cache"] = state.cache
+    if state.retrieval is not None:
+        headers["X-Keel-Knowledge"] = ",".join(state.retrieval.request.bases)
+        headers["X-Keel-Citations"] = str(len(state.retrieval.passages))
     if state.route is not None:
         headers["X-Keel-Route"] = state.route
     if state.target is not None:

@@ -22,6 +22,7 @@ from keel.cost import cost
 from keel.errors import KeelError
 from keel.gateway.steps.cache import CacheStore
 from keel.gateway.steps.guard import StreamGuard
+from keel.gateway.steps.retrieve import citations_event
 from keel.providers.base import Operation, ProviderStream, Usage
 from keel.routing.table import Target
 
@@ -156,6 +157,9 @@ class Relay:
             usage = state.usage.as_dict()
             out.append(sse({"id": self.chunk_id, "object": self.kind, "created": self.created,
                             "model": state.model, "choices": [], "usage": usage}))  # fmt: skip
+        if state.retrieval is not None:
+            text = "".join(self.guard.recorded if self.guard is not None else self.text)
+            out.append(sse(citations_event(state, self.chunk_id, self.created, text)))
         out.append(DONE)
 
     def _text_chunk(self, index: int, text: str) -> dict[str, Any]:

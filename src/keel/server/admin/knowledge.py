@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -19,14 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest
-from keel.knowledge.chunk import TokenCounter, tokenizer_counter, whitespace_tokens
 from keel.knowledge.fusion import Fusion
 from keel.knowledge.parse import SUPPORTED
 from keel.knowledge.service import KnowledgeBases, KnowledgeConfig
 from keel.server.deps import ServicesDep, require
 from keel.server.openai.protocol import ErrorResponse
 from keel.server.responses import json_response
-from keel.server.services import Services
 
 router = APIRouter(prefix="/kbs", tags=["knowledge"])
 
@@ -42,33 +39,11 @@ Kb = Annotated[
 DocumentId = Annotated[str, Path(max_length=40, description="Document id (doc_…).")]
 
 
-def _token_counter() -> TokenCounter:
-    from keel.deploy.bundled import BundledModelMissing, minilm_dir
-
-    try:
-        return tokenizer_counter(FilePath(minilm_dir()) / "tokenizer.json")
-    except (BundledModelMissing, OSError, ImportError):
-        return whitespace_tokens
-
-
 def knowledge_service(services: ServicesDep) -> KnowledgeBases:
-    """The process's KnowledgeBases, made on first use (its indexes load lazily too)."""
-    found = services.extras.get("knowledge")
-    if found is None:
-        found = build_knowledge(services)
-        services.extras["knowledge"] = found
+    """The process's KnowledgeBases (the gateway's retrieval step uses the same one)."""
+    found = services.extras["knowledge"]
     assert isinstance(found, KnowledgeBases)
     return found
-
-
-def build_knowledge(services: Services) -> KnowledgeBases:
-    catalog = services.catalog
-    return KnowledgeBases(
-        services.database,
-        services.settings.data_dir,
-        lambda: next(iter(catalog.embedders), None),
-        _token_counter(),
-    )
 
 
 KnowledgeDep = Annotated[KnowledgeBases, Depends(knowledge_service)]

@@ -133,6 +133,14 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(
         None, ge=1, description="Newer name of max_tokens; wins when both are sent."
     )
+    # Checked by the gateway's retrieval step (so every caller gets the same 400s).
+    kb: dict[str, Any] | str | None = Field(
+        None,
+        description="Keel extension: knowledge bases to answer from: a base name, or "
+        '{"name" (or "names": [...]), "top_k" (1-100, default 4), "mode" (hybrid | dense | '
+        'lexical), "filters"}. The answer carries a citations list (streamed: a last chunk '
+        "before [DONE]).",
+    )
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -208,6 +216,22 @@ class ChatChoice(BaseModel):
     logprobs: Any = None
 
 
+class Citation(BaseModel):
+    """Keel extension: the passage an answer's [index] marker refers to."""
+
+    index: int = Field(description="The number in the answer's [n] markers.")
+    kb: str
+    chunk_id: int
+    document_id: str
+    source: str
+    title: str
+    heading_path: list[str]
+    start: int = Field(description="Offsets of the chunk in its document's text.")
+    end: int
+    score: float
+    cited: bool = Field(description="Whether the answer's text names this passage.")
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -215,6 +239,9 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    citations: list[Citation] | None = Field(
+        None, description="Keel extension: when the request named kb, the passages retrieved."
+    )
 
 
 class CompletionChoice(BaseModel):
