@@ -91,6 +91,11 @@ class JobSystem:
             self.executor = LocalExecutor(self.store, kinds, options, on_item=self.counts.on_item)
         self._counting: asyncio.Task[None] | None = None
 
+    def register(self, kind: JobKind) -> None:
+        """Run another module's kind of job here too (evaluation's experiments): the
+        executor claims its jobs from its next look on."""
+        self.executor.kinds.setdefault(kind.name, kind)
+
     async def start(self, *, run: bool = True) -> None:
         """Start counting jobs for /metrics and, when `run`, the executor (a `keel serve`
         with run_jobs off leaves the work to `keel worker` processes)."""

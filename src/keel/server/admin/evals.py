@@ -38,7 +38,7 @@ def eval_service(services: Services) -> EvalService:
         system = job_system(services)
         embedder = lambda: next(iter(services.catalog.embedders), None)  # noqa: E731
         kind = ExperimentKind(services.gateway, system.store, services.keys.principal_of, embedder)
-        system.executor.kinds.setdefault(kind.name, kind)
+        system.register(kind)
         found = EvalService(
             DatasetService(services.database, services.tracing),
             system.store,
