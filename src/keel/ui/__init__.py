@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from keel.ui.views import (
     admin,
     auth,
+    evals,
     guard,
     jobs,
     knowledge,
@@ -33,6 +34,7 @@ def mount(app: FastAPI) -> None:
         guard,
         knowledge,
         jobs,
+        evals,
         workflows,
         admin,
     ):

@@ -62,6 +62,8 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/ui/routes", "Routes", "routes:read"),
     ("/ui/guard", "Guard", "traces:read"),
     ("/ui/kbs", "Knowledge", "kb:read"),
+    ("/ui/datasets", "Datasets", "datasets:read"),
+    ("/ui/experiments", "Experiments", "experiments:read"),
     ("/ui/jobs", "Jobs", "jobs:read"),
     ("/ui/workflows", "Workflows", "workflows:read"),
     ("/ui/audit", "Audit log", "audit:read"),
