@@ -10,6 +10,7 @@ from keel.cli import (
     cache,
     config,
     deployments,
+    evals,
     guard,
     jobs,
     kb,
@@ -58,6 +59,7 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(guard.app, name="guard")
 app.add_typer(kb.app, name="kb")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(evals.app, name="eval")
 app.add_typer(workflows.app, name="workflows")
 app.command("run")(workflows.run)
 
