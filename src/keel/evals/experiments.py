@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.auth.keys import Principal
 from keel.calls import Call
+from keel.cost import cost
 from keel.embeddings.base import Embedder
 from keel.errors import BudgetExceeded, KeelError, RateLimited
 from keel.evals.scorers import Deps, Observation, Scorer, build_scorers
@@ -25,6 +26,8 @@ from keel.jobs.batch import trace_id
 from keel.jobs.executor import Finish, ItemFailed
 from keel.jobs.model import Item, Job
 from keel.jobs.store import JobStore
+from keel.providers.base import Usage
+from keel.routing.table import Target
 
 KIND = "experiment"
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -137,7 +140,9 @@ class ExperimentKind:
         store: JobStore,
         principal_of: Callable[[str], Awaitable[Principal | None]],
         embedder: Callable[[], Embedder | None],
+        target_of: Callable[[str, str], Target | None] = lambda _project, _ref: None,
     ):
+        self.target_of = target_of  # (project, model version ref) → its prices
         self.gateway = gateway
         self.store = store
         self.principal_of = principal_of
@@ -206,7 +211,7 @@ class ExperimentKind:
             input=payload["input"],
             context=payload.get("context"),
             latency_ms=latency_ms,
-            cost=None,
+            cost=self.cost(principal.project_id, answer),
             trace_id=request_id,
         )
         scores = await self.score(job, principal, observation, payload)
@@ -219,6 +224,15 @@ class ExperimentKind:
             "usage": answer.body.get("usage"),
             "scores": scores,
         }
+
+    def cost(self, project_id: str, answer: Answer) -> float | None:
+        """What the call cost at its model version's prices; None when unknown."""
+        target = self.target_of(project_id, answer.headers.get("X-Keel-Target", ""))
+        usage = answer.body.get("usage") or {}
+        if target is None or not isinstance(usage.get("prompt_tokens"), int):
+            return None
+        tokens = Usage(usage["prompt_tokens"], int(usage.get("completion_tokens") or 0))
+        return cost(target, tokens)
 
     async def score(
         self, job: Job, principal: Principal, observation: Observation, payload: dict[str, Any]

@@ -40,7 +40,9 @@ class Cost(Scorer):
     default_threshold = 0.01
 
     async def measure(self, observation: Observation) -> Measured:
-        return Measured(observation.cost if observation.cost is not None else 0.0)
+        if observation.cost is None:
+            return Measured(None, "the call's cost is unknown (no prices for its model version)")
+        return Measured(observation.cost)
 
 
 class PiiLeak(Scorer):

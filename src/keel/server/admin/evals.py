@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.auth.keys import Principal
+from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound
 from keel.evals.datasets import NAME_PATTERN, Dataset, DatasetService, Item, Version
 from keel.evals.experiments import ExperimentKind, ExperimentSpec
@@ -23,6 +24,7 @@ from keel.evals.scorers import catalog
 from keel.evals.service import RUN_ID_PATTERN, EvalService, run_title
 from keel.evals.summary import collect
 from keel.jobs.model import Job
+from keel.routing.table import Target
 from keel.server.admin.jobs import job_view
 from keel.server.admin.traces import _metadata, parse_time
 from keel.server.deps import ServicesDep, require
@@ -36,13 +38,26 @@ def eval_service(services: Services) -> EvalService:
     found = services.extras.get("evals")
     if found is None:
         system = job_system(services)
-        embedder = lambda: next(iter(services.catalog.embedders), None)  # noqa: E731
-        kind = ExperimentKind(services.gateway, system.store, services.keys.principal_of, embedder)
+
+        def embedder() -> Embedder | None:
+            return next(iter(services.catalog.embedders), None)
+
+        # The routing table is replaced on every change: read it at each use.
+        def routes(project: str) -> list[str]:
+            return services.router.table.names(project)
+
+        def target_of(project: str, ref: str) -> Target | None:
+            table = services.router.table
+            return table.versions.get((project, ref)) or table.static.get(ref)
+
+        kind = ExperimentKind(
+            services.gateway, system.store, services.keys.principal_of, embedder, target_of
+        )
         system.register(kind)
         found = EvalService(
             DatasetService(services.database, services.tracing),
             system.store,
-            services.router.table.names,
+            routes,
             embedder,
             wake=system.executor.wake,
         )
