@@ -65,14 +65,16 @@ def actor_pids() -> list[int]:
     return processes_titled("ItemCaller")
 
 
-def wait_for(sdk: openai.OpenAI, batch_id: str, done: Any, timeout: float = 120) -> Any:
+def wait_for(
+    sdk: openai.OpenAI, keel: KeelProcess, batch_id: str, done: Any, timeout: float = 120
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         batch = sdk.batches.retrieve(batch_id)
         if done(batch):
             return batch
         time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} did not get there")
+    raise AssertionError(f"batch {batch_id} did not get there:\n{keel.log()[-4000:]}")
 
 
 def test_a_batch_on_ray_loses_no_line_when_an_actor_is_killed(
@@ -86,11 +88,11 @@ def test_a_batch_on_ray_loses_no_line_when_an_actor_is_killed(
         batch = sdk.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        at_kill = wait_for(sdk, batch.id, lambda b: b.request_counts.completed >= KILL_AFTER)
+        at_kill = wait_for(sdk, keel, batch.id, lambda b: b.request_counts.completed >= KILL_AFTER)
         actors = actor_pids()
         assert len(actors) == 2, keel.log()[-3000:]  # the lines really run on Ray's actors
         os.kill(actors[0], signal.SIGKILL)
-        done = wait_for(sdk, batch.id, lambda b: b.status in ("completed", "failed"))
+        done = wait_for(sdk, keel, batch.id, lambda b: b.status in ("completed", "failed"))
         output = sdk.files.content(done.output_file_id).text.splitlines()
         errors = (
             sdk.files.content(done.error_file_id).text.splitlines() if done.error_file_id else []
@@ -108,9 +110,10 @@ def test_a_batch_on_ray_loses_no_line_when_an_actor_is_killed(
     for result in (json.loads(row) for row in output):
         assert result["response"]["body"]["choices"][0]["message"]["content"] == result["custom_id"]
     failed = [json.loads(row)["error"] for row in errors]
-    # Only the lines the killed actor had in flight fail, as interrupted, and are not resent.
+    # Only lines the killed actor had taken before its death was seen fail, as interrupted,
+    # and are not resent: at most the executor's concurrency.
     assert {error["code"] for error in failed} <= {"interrupted"}
-    assert len(failed) <= 2
+    assert len(failed) <= 4
     sent = Counter(request["messages"][-1]["content"] for request in stub.requests)
     assert max(sent.values()) == 1  # the stub was sent no line twice
     assert len(stub.requests) <= N

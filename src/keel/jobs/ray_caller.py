@@ -33,7 +33,7 @@ class ItemCaller:
                 timeout=httpx.Timeout(self.timeout, connect=10.0),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             )
-        url = f"{self.base_url}/api/jobs/{job_id}/items/{item_id}/run"
+        url = f"{self.base_url}/v1/batches/{job_id}/items/{item_id}/run"
         try:
             response = await self._client.post(
                 url,

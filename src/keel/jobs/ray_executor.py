@@ -71,6 +71,9 @@ class RayBatchKind:
         self.signer = signer
         self.actors = actors
         self._next = itertools.cycle(range(len(actors)))
+        # Actors seen dead, until they answer again: no line is sent to them meanwhile.
+        self._down: set[int] = set()
+        self._probes: set[asyncio.Task[None]] = set()
         self._dead = (
             ray.exceptions.RayActorError,
             ray.exceptions.ActorUnavailableError,
@@ -81,10 +84,12 @@ class RayBatchKind:
     async def run_item(self, job: Job, item: Item) -> dict[str, Any]:
         body = line_body(item)
         token = self.signer.sign(job.id, item.id, job.key_id, body)
-        actor = self.actors[next(self._next)]
+        index = self._pick()
+        actor = self.actors[index]
         try:
             answer: dict[str, Any] = await actor.run.remote(job.id, item.id, token, body)
         except self._dead as error:
+            self._mark_down(index)
             # The call may have reached the gateway and the upstream: never send it again.
             raise ItemFailed(
                 {
@@ -101,6 +106,35 @@ class RayBatchKind:
 
     async def finish(self, job: Job, cancelled: bool) -> Finish:
         return await self.inner.finish(job, cancelled)
+
+    def _pick(self) -> int:
+        """The next actor in turn that is not known to be down (any, when all are)."""
+        for _ in range(len(self.actors)):
+            index = next(self._next)
+            if index not in self._down:
+                return index
+        return next(self._next)
+
+    def _mark_down(self, index: int) -> None:
+        if index in self._down:
+            return
+        self._down.add(index)
+        probe = asyncio.create_task(self._until_back(index))
+        self._probes.add(probe)
+        probe.add_done_callback(self._probes.discard)
+
+    async def _until_back(self, index: int) -> None:
+        """Ray restarts the actor; it takes lines again once it answers."""
+        while True:
+            try:
+                await asyncio.wait_for(self.actors[index].pid.remote(), 10)
+            except (*self._dead, TimeoutError):
+                await asyncio.sleep(0.2)
+                continue
+            except IndexError:  # the executor stopped and dropped its actors
+                return
+            self._down.discard(index)
+            return
 
 
 class RayExecutor(LocalExecutor):

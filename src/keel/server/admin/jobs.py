@@ -6,21 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
-from keel.auth.keys import Principal, parse_key
-from keel.auth.permissions import allowed
-from keel.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
-from keel.jobs.executor import ItemFailed
+from keel.auth.keys import Principal
+from keel.errors import NotFound
 from keel.jobs.model import Event, Job
-from keel.server.deps import (
-    Require,
-    ServicesDep,
-    authenticate_request,
-    bearer_token,
-    require,
-)
+from keel.server.deps import ServicesDep, require
 from keel.server.openai.files import job_system
 from keel.server.services import Services
 
@@ -108,66 +99,3 @@ async def cancel_job(
     assert job is not None
     system.executor.cancelled(job_id)
     return job_view(job)
-
-
-class ItemToken(Require):
-    """The item route's credential: a token the Ray executor signed for one batch line (see
-    keel/jobs/tokens.py), not an API key. The route checks it against the line it carries."""
-
-    def __init__(self) -> None:
-        super().__init__("jobs:run_item")
-
-    async def __call__(self, request: Request, services: ServicesDep) -> str:  # type: ignore[override]
-        token = bearer_token(request)
-        if token is None:
-            raise AuthenticationFailed(
-                "missing item token; this route runs batch lines for Keel's Ray actors only"
-            )
-        if parse_key(token) is not None:
-            # An API key is checked like on any route, then refused: only item tokens run lines.
-            principal = await authenticate_request(request, services, token)
-            if not allowed(principal.role, self.permission):
-                raise PermissionDenied(
-                    f"role '{principal.role}' may not {self.permission}; only Keel's Ray "
-                    "executor calls this route"
-                )
-            raise AuthenticationFailed(
-                "this route takes an item token, not an API key; only Keel's Ray executor "
-                "calls it, with the token it signed for the line"
-            )
-        return token
-
-
-@router.post(
-    "/jobs/{job_id}/items/{item_id}/run",
-    summary="Run one batch line (called by Keel's Ray actors, with a token signed for it)",
-)
-async def run_item(
-    services: ServicesDep,
-    token: Annotated[str, Depends(ItemToken())],
-    request: Request,
-    job_id: str,
-    item_id: int,
-) -> dict[str, Any]:
-    """The line goes through `Gateway.handle` as the batch's owner; the caller (the executor
-    holding the job's lease) records the outcome, so this route writes nothing itself."""
-    system = job_system(services)
-    body = await request.body()
-    key_id = system.signer.verify(token, job_id, item_id, body) if system.signer else None
-    if key_id is None:
-        raise AuthenticationFailed(
-            "the item token does not match this job, item and line; only Keel's Ray "
-            "executor calls this route, with the token it signed for the line"
-        )
-    try:
-        line = orjson.loads(body)
-        custom_id, payload = line["custom_id"], {"url": line["url"], "body": line["body"]}
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise InvalidRequest(
-            "the body is not a batch line {custom_id, url, body}", param="body"
-        ) from None
-    try:
-        result = await system.batch.run_line(job_id, key_id, custom_id, payload)
-    except ItemFailed as failure:
-        return {"ok": False, **failure.as_dict()}
-    return {"ok": True, "result": result}
