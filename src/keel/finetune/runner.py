@@ -1,0 +1,201 @@
+"""One fine-tuning job from pick-up to its end: scan (validating_files), wait for the trainer
+(queued), train (running), merge into a GGUF and register the new version.
+
+Run in a worker thread by the executor. Every phase is safe to run again: a job taken up
+after a crash scans again, resumes training from its newest checkpoint and registers the
+version idempotently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keel.finetune.data import parse_examples, split
+from keel.finetune.export import merge_to_gguf
+from keel.finetune.register import Registrar
+from keel.finetune.scan import ScanReport, default_scanners, scan_examples
+from keel.finetune.store import FineTuneStore
+from keel.finetune.trainer import Callbacks, Cancelled, CheckpointReport, Hyper, StepReport, train
+from keel.jobs.files import FileStore
+from keel.jobs.model import Job
+from keel.jobs.store import JobStore
+
+log = logging.getLogger("keel.finetune")
+CANCEL_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: str  # succeeded | failed | cancelled | released (handed back, to resume later)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Runner:
+    jobs: JobStore
+    files: FileStore
+    runs: FineTuneStore
+    registrar: Registrar
+    work_root: Path
+    base_path: Callable[[str, str], Path]  # (project, model ref) -> its GGUF
+    trainer_lock: threading.Lock
+    scanners: Callable[[], Any] = default_scanners
+    base_cache: Path | None = None  # converted bases (default: <work_root>/bases)
+
+    def run(self, job: Job, stop: threading.Event, cancel: threading.Event) -> Outcome:
+        params = job.params
+        run = self.runs.start(job.id, job.project_id, params["model"])
+        content = self.files.content(params["training_file"], job.project_id)
+        if content is None:
+            return Outcome("failed", error=f"training file {params['training_file']} was deleted")
+        examples = parse_examples(content)
+        if params.get("validation_file"):
+            valid_content = self.files.content(params["validation_file"], job.project_id) or b""
+            valid = parse_examples(valid_content, param="validation_file")
+            train_set = examples
+        else:
+            train_set, valid = split(
+                examples, params["hyper"]["validation_fraction"], params["hyper"]["seed"]
+            )
+        guard = params.get("guard", {})
+        anonymize = bool(guard.get("anonymize_pii", False))
+        scanners = self.scanners()
+        train_set, report = scan_examples(train_set, scanners, anonymize=anonymize)
+        valid, valid_report = scan_examples(valid, scanners, anonymize=anonymize)
+        merged = _merge_reports(report, valid_report)
+        self.runs.update(job.id, scan=merged.as_dict())
+        self.jobs.add_event(
+            job.id,
+            merged.summary(),
+            "warning" if merged.counts else "info",
+            {"phase": "validating_files", "scan": merged.as_dict()},
+        )
+        blocked = [k for k in ("secrets", "injections") if merged.as_dict()[k]]
+        if guard.get("block", False) and blocked:
+            lines = sorted(
+                {n for kind, ns in merged.lines.items() if not kind.startswith("pii.") for n in ns}
+            )[:10]
+            return Outcome(
+                "failed",
+                error=f"the guard found {' and '.join(blocked)} in the training "
+                f"data (lines {lines}); remove them, or create the job without "
+                "guard.block to train anyway",
+            )
+        if run.phase == "validating_files":
+            self.runs.update(job.id, phase="queued")
+        workdir = self.work_root / job.id
+        with self.trainer_lock:
+            if stop.is_set() and not cancel.is_set():
+                return Outcome("released")
+            self.runs.update(job.id, phase="running")
+            try:
+                result = self._train(job, train_set, valid, workdir, stop, cancel)
+            except Cancelled:
+                if cancel.is_set():
+                    return Outcome("cancelled")
+                return Outcome("released")
+        self.jobs.add_event(job.id, "merging the adapter into a GGUF", data={"phase": "export"})
+        import torch
+
+        weights = torch.load(result.adapter_dir / "adapter.pt", weights_only=True)
+        hyper = params["hyper"]
+        out = workdir / "model.gguf"
+        started = time.monotonic()
+        export = merge_to_gguf(
+            self.base_path(job.project_id, params["model"]),
+            weights,
+            hyper["lora_r"],
+            hyper["lora_alpha"],
+            out,
+        )
+        export["seconds"] = round(time.monotonic() - started, 1)
+        if cancel.is_set():  # the last moment a cancel still leaves nothing registered
+            return Outcome("cancelled")
+        metrics = {**result.metrics(), "export": export}
+        ref = self.registrar.register(job, out, metrics, merged.as_dict())
+        self.runs.update(job.id, trained_tokens=result.trained_tokens)
+        self.jobs.add_event(
+            job.id,
+            f"registered {ref}",
+            data={"phase": "registered", "model": ref, "metrics": metrics},
+        )
+        return Outcome("succeeded", result={"fine_tuned_model": ref, "metrics": metrics})
+
+    def _train(
+        self,
+        job: Job,
+        train_set: Any,
+        valid: Any,
+        workdir: Path,
+        stop: threading.Event,
+        cancel: threading.Event,
+    ) -> Any:
+        hyper = Hyper(**job.params["hyper"])
+        last = {"event": 0.0, "poll": 0.0}
+
+        def should_stop() -> bool:
+            now = time.monotonic()
+            if now - last["poll"] >= CANCEL_POLL_SECONDS:  # a cancel sent to another process
+                last["poll"] = now
+                current = self.jobs.get(job.id)
+                if current is not None and current.state in ("cancelling", "cancelled"):
+                    cancel.set()
+            return stop.is_set() or cancel.is_set()
+
+        def on_step(report: StepReport) -> None:
+            now = time.monotonic()
+            if now - last["event"] < 1.0 and report.step != report.total_steps:
+                return  # at most one metrics event a second
+            last["event"] = now
+            self.jobs.add_event(
+                job.id,
+                f"step {report.step}/{report.total_steps}: training loss={report.train_loss:.4f}",
+                data={
+                    "phase": "running",
+                    "type": "metrics",
+                    "step": report.step,
+                    "total_steps": report.total_steps,
+                    "train_loss": report.train_loss,
+                    "tokens": report.tokens,
+                    "tokens_per_second": report.tokens_per_second,
+                    "eta_seconds": report.eta_seconds,
+                },
+            )
+
+        def on_checkpoint(report: CheckpointReport) -> None:
+            self.runs.add_checkpoint(
+                job.id, report.step, report.epoch, report.train_loss, report.valid_loss, report.path
+            )
+            self.jobs.add_event(
+                job.id,
+                f"checkpoint at step {report.step}: validation loss={report.valid_loss:.4f}",
+                data={
+                    "phase": "running",
+                    "type": "checkpoint",
+                    "step": report.step,
+                    "train_loss": report.train_loss,
+                    "valid_loss": report.valid_loss,
+                },
+            )
+
+        callbacks = Callbacks(on_step=on_step, on_checkpoint=on_checkpoint, should_stop=should_stop)
+        base = self.base_path(job.project_id, job.params["model"])
+        cache = self.base_cache or self.work_root / "bases"
+        return train(base, train_set, valid, hyper, workdir, callbacks, cache=cache)
+
+
+def _merge_reports(a: ScanReport, b: ScanReport) -> ScanReport:
+    merged = ScanReport(examples=a.examples + b.examples, anonymized=a.anonymized + b.anonymized)
+    for report in (a, b):
+        for kind, count in report.counts.items():
+            merged.counts[kind] = merged.counts.get(kind, 0) + count
+        for kind, lines in report.lines.items():
+            merged.lines.setdefault(kind, []).extend(lines)
+    return merged

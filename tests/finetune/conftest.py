@@ -1,0 +1,36 @@
+"""The bundled SmolLM2 GGUF and the generated task data, shared by the fine-tuning tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keel.deploy.bundled import smollm2_gguf
+from keel.finetune.data import Example, parse_examples
+from training.finetune.generate import generate
+
+
+@pytest.fixture(scope="session")
+def base_gguf() -> Path:
+    return smollm2_gguf()
+
+
+def task_examples(n: int, seed: int = 7) -> list[Example]:
+    import json
+
+    train, _ = generate(n, 0, seed)
+    return parse_examples("".join(json.dumps(r) + "\n" for r in train).encode())
+
+
+def task_file(n: int, seed: int = 7) -> bytes:
+    import json
+
+    train, _ = generate(n, 0, seed)
+    return "".join(json.dumps(r) + "\n" for r in train).encode()
+
+
+@pytest.fixture(scope="session")
+def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Converted once per session: reading the GGUF through transformers is the slow part."""
+    return tmp_path_factory.mktemp("bases")

@@ -1,0 +1,96 @@
+"""LoRA training of the bundled model on CPU: the loss falls on held-out data, checkpoints
+carry step and losses, a crashed run resumes from its newest checkpoint, cancel stops it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keel.finetune.trainer import Callbacks, Cancelled, CheckpointReport, Hyper, StepReport, train
+from tests.finetune.conftest import task_examples
+
+# Small enough for a shared 2-core machine, big enough for the loss to move.
+HYPER = Hyper(
+    n_epochs=2,
+    batch_size=4,
+    max_seq_len=96,
+    eval_every=3,
+    patience=5,
+    threads=1,
+    learning_rate_multiplier=2.0,
+)
+
+
+def test_training_lowers_the_validation_loss_and_keeps_checkpoints(
+    base_gguf: Path, base_cache: Path, tmp_path: Path
+) -> None:
+    examples = task_examples(20)
+    checkpoints: list[CheckpointReport] = []
+    steps: list[StepReport] = []
+    result = train(
+        base_gguf,
+        examples[:16],
+        examples[16:],
+        HYPER,
+        tmp_path,
+        Callbacks(on_step=steps.append, on_checkpoint=checkpoints.append),
+        cache=base_cache,
+    )
+    assert result.steps == 8 == steps[-1].step == steps[-1].total_steps
+    assert [c.step for c in checkpoints] == [3, 6, 8]
+    assert all(c.valid_loss > 0 and c.train_loss > 0 for c in checkpoints)
+    assert result.best_valid_loss < 0.9 * result.first_valid_loss  # >= 10 % lower
+    assert (result.adapter_dir / "adapter.pt").is_file()
+    assert steps[-1].tokens_per_second > 0
+
+
+def test_a_crashed_run_resumes_from_its_newest_checkpoint(
+    base_gguf: Path, base_cache: Path, tmp_path: Path
+) -> None:
+    examples = task_examples(20)
+    seen: list[int] = []
+
+    def crash_after_five() -> bool:
+        return len(seen) >= 5
+
+    with pytest.raises(Cancelled):
+        train(
+            base_gguf,
+            examples[:16],
+            examples[16:],
+            HYPER,
+            tmp_path,
+            Callbacks(on_step=lambda r: seen.append(r.step), should_stop=crash_after_five),
+            cache=base_cache,
+        )
+    assert seen == [1, 2, 3, 4, 5]
+    resumed: list[int] = []
+    result = train(
+        base_gguf,
+        examples[:16],
+        examples[16:],
+        HYPER,
+        tmp_path,
+        Callbacks(on_step=lambda r: resumed.append(r.step)),
+        cache=base_cache,
+    )
+    assert resumed[0] == 4  # step 3 was the newest checkpoint: steps 4 and 5 run again
+    assert result.steps == 8
+
+
+def test_cancel_before_a_step_stops_without_an_adapter(
+    base_gguf: Path, base_cache: Path, tmp_path: Path
+) -> None:
+    examples = task_examples(12)
+    with pytest.raises(Cancelled):
+        train(
+            base_gguf,
+            examples[:10],
+            examples[10:],
+            HYPER,
+            tmp_path,
+            Callbacks(should_stop=lambda: True),
+            cache=base_cache,
+        )
+    assert not (tmp_path / "best").exists()
