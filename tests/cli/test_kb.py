@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.cli.test_keys import keel_api
+import pytest
+from starlette.types import ASGIApp
+
+from keel.server.app import create_app
+from keel.server.openai.files import job_system
 from tests.cli.test_prompts import keel
 from tests.knowledge.samples import HTML, MARKDOWN
+from tests.support.app import build_services
+from tests.support.http import served_in_thread
 
-__all__ = ["keel_api"]  # the fixture, used by name
+
+@pytest.fixture
+def keel_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A running in-process Keel whose job executor runs (ingestion is a job)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    keys: list[str] = []
+
+    async def make_app() -> ASGIApp:
+        services, key = build_services(tmp_path / "data", "http://127.0.0.1:9/v1")
+        keys.append(key)
+        await job_system(services).start()
+        return create_app(services.settings, services=services)
+
+    with served_in_thread(make_app) as base:
+        yield ["--url", base, "--key", keys[0]]
 
 
 def test_create_ingest_a_folder_resume_search_and_delete(
@@ -24,6 +45,7 @@ def test_create_ingest_a_folder_resume_search_and_delete(
     code, output = keel("kb", "ingest", str(docs), "--kb", "handbook", *keel_api)
     assert code == 0, output
     assert "2 created, 0 updated, 0 unchanged" in output
+    assert "ingesting into handbook" in output
     code, output = keel("kb", "ingest", str(docs), "--kb", "handbook", *keel_api)
     assert code == 0, output
     assert "0 created, 0 updated, 2 unchanged; 0 chunks embedded" in output
@@ -41,3 +63,24 @@ def test_create_ingest_a_folder_resume_search_and_delete(
     code, output = keel("kb", "search", "x", "--kb", "handbook", *keel_api)
     assert code == 1
     assert "unknown knowledge base 'handbook'" in output
+
+
+def test_a_bad_file_is_refused_by_name_and_the_rest_is_ingested(
+    keel_api: list[str], tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "handbook.md").write_bytes(MARKDOWN)
+    (docs / "broken.pdf").write_bytes(b"<html>not a pdf</html>")
+    (docs / "empty.txt").write_bytes(b"")
+    assert keel("kb", "create", "handbook", *keel_api)[0] == 0
+    code, output = keel("kb", "ingest", str(docs), "--kb", "handbook", *keel_api)
+    assert code == 1
+    assert "refused broken.pdf" in output
+    assert "not a PDF" in output
+    assert "refused empty.txt" in output
+    assert "1 created" in output
+    assert "2 file(s) not ingested" in output
+    code, output = keel("kb", "search", "holiday", "--kb", "handbook", "--mode", "lexical",
+                        *keel_api)  # fmt: skip
+    assert "handbook.md" in output

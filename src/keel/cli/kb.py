@@ -1,7 +1,8 @@
 """`keel kb create|list|ingest|search|delete`: knowledge bases on a running Keel.
 
 `ingest` walks files and folders, skips files whose content the base already holds (by
-SHA-256, before uploading), uploads the rest one by one with a progress bar; stopped
+SHA-256, before uploading), stages the rest (each checked by the server as it arrives),
+then starts one ingestion job on the server and follows it with a progress bar; stopped
 half-way, the same command picks up where it left off.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -54,11 +56,28 @@ class _Client:
         json_body: Any = None,
         content: bytes | None = None,
         params: dict[str, Any] | None = None,
+        root: str = "/api/kbs",
     ) -> Any:
+        response = self.send(method, path, json_body=json_body, content=content, params=params,
+                             root=root)  # fmt: skip
+        if response.status_code >= 400:
+            raise fail(escape(describe_http_error(response, self.key_source)))
+        return response.json() if response.content else None
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        root: str = "/api/kbs",
+    ) -> httpx.Response:
         try:
-            response = self.http.request(
+            return self.http.request(
                 method,
-                f"{self.base}/api/kbs{path}",
+                f"{self.base}{root}{path}",
                 json=json_body,
                 content=content,
                 params={k: v for k, v in (params or {}).items() if v is not None} or None,
@@ -68,9 +87,6 @@ class _Client:
             )
         except httpx.HTTPError as exc:
             raise fail(connection_hint(self.base, exc)) from exc
-        if response.status_code >= 400:
-            raise fail(escape(describe_http_error(response, self.key_source)))
-        return response.json() if response.content else None
 
 
 def _kb(name: str) -> str:
@@ -160,8 +176,9 @@ def ingest(
             json.loads(metadata)
         except json.JSONDecodeError as exc:
             raise fail(f"--metadata is not JSON ({exc.msg})") from exc
+    extra = json.loads(metadata) if metadata is not None else None
     known = _known(client, kb)
-    counts = {"created": 0, "updated": 0, "unchanged": 0, "chunks": 0}
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "chunks": 0, "failed_files": 0}
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -169,27 +186,72 @@ def ingest(
         TimeRemainingColumn(),
         TextColumn("{task.fields[current]}"),
     )
+    refused: list[str] = []
     with Progress(*columns, console=out, transient=False) as progress:
-        task = progress.add_task(f"ingesting into {kb}", total=len(files), current="")
-        for file, source in files:
-            progress.update(task, current=escape(source))
-            data = file.read_bytes()
-            if known.get(source) == hashlib.sha256(data).hexdigest():
-                counts["unchanged"] += 1
-            else:
-                params = {"source": source, "metadata": metadata}
-                results = client.call("POST", f"{_kb(kb)}/documents", content=data, params=params)[
-                    "data"
-                ]
-                for result in results:
-                    counts[result["status"]] += 1
-                    counts["chunks"] += result["chunks"] if result["status"] != "unchanged" else 0
-            progress.advance(task)
-        progress.update(task, current="")
+        staged = _stage(client, kb, files, known, extra, progress, counts, refused)
+        job = _follow(client, kb, staged, progress) if staged else None
+    for line in refused:
+        out.print(f"[red]refused[/red] {line}")
+    if job is not None:
+        for key in counts:
+            counts[key] += int(job["result"].get(key, 0))
     out.print(
         f"{counts['created']} created, {counts['updated']} updated, "
         f"{counts['unchanged']} unchanged; {counts['chunks']} chunks embedded"
+        + (f" (job {job['id']})" if job is not None else "")
     )
+    if counts["failed_files"] or refused:
+        failed = counts["failed_files"] + len(refused)
+        raise fail(f"{failed} file(s) not ingested; the rest is stored (a re-run retries them)")
+
+
+def _stage(
+    client: _Client,
+    kb: str,
+    files: list[tuple[Path, str]],
+    known: dict[str, str],
+    metadata: dict[str, Any] | None,
+    progress: Progress,
+    counts: dict[str, int],
+    refused: list[str],
+) -> list[dict[str, Any]]:
+    """Upload the files whose content the base lacks; returns the staged ones."""
+    task = progress.add_task(f"uploading to {kb}", total=len(files), current="")
+    staged: list[dict[str, Any]] = []
+    for file, source in files:
+        progress.update(task, current=escape(source))
+        data = file.read_bytes()
+        if known.get(source) == hashlib.sha256(data).hexdigest():
+            counts["unchanged"] += 1
+        else:
+            response = client.send("POST", f"{_kb(kb)}/files", content=data,
+                                   params={"source": source})  # fmt: skip
+            if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 404):
+                refused.append(f"{source}: {describe_http_error(response, client.key_source)}")
+            elif response.status_code >= 400:
+                raise fail(escape(describe_http_error(response, client.key_source)))
+            else:
+                staged.append({"file_id": response.json()["id"], "metadata": metadata})
+        progress.advance(task)
+    progress.update(task, current="")
+    return staged
+
+
+def _follow(
+    client: _Client, kb: str, staged: list[dict[str, Any]], progress: Progress
+) -> dict[str, Any]:
+    """Start the ingestion job and follow it to its end (Ctrl-C leaves it running)."""
+    job: dict[str, Any] = client.call("POST", f"{_kb(kb)}/ingest", json_body={"files": staged})
+    task = progress.add_task(f"ingesting into {kb}", total=len(staged), current=job["id"])
+    while job["state"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(0.3)
+        job = client.call("GET", f"/{job['id']}", root="/api/jobs")
+        done = job["progress"]["done"] + job["progress"]["failed"]
+        progress.update(task, completed=done)
+    progress.update(task, current="")
+    if job["state"] != "succeeded":
+        raise fail(f"ingestion job {job['id']} {job['state']}: {job.get('error') or ''}")
+    return job
 
 
 @app.command("search")

@@ -12,6 +12,7 @@ from keel.server.admin import (
     jobs,
     keys,
     knowledge,
+    knowledge_jobs,
     prompts,
     registry,
     traces,
@@ -31,6 +32,7 @@ router.include_router(traces.router)
 router.include_router(cache.router)
 router.include_router(guard.router)
 router.include_router(knowledge.router)
+router.include_router(knowledge_jobs.router)
 router.include_router(jobs.router)
 router.include_router(evals.router)
 router.include_router(workflows.router)

@@ -22,9 +22,12 @@ from keel.errors import InvalidRequest, NotFound, PayloadTooLarge
 from keel.jobs.batch import parse_lines
 from keel.jobs.executor import ExecutorOptions
 from keel.jobs.files import FileInfo
+from keel.jobs.ingest import KIND as INGEST
+from keel.jobs.ingest import IngestKind
 from keel.jobs.system import MAX_LINE_BYTES, JobMetrics, JobSystem, ray_options
 from keel.jobs.tokens import PURPOSE as ITEM_TOKENS
 from keel.jobs.tokens import ItemSigner
+from keel.knowledge.service import KnowledgeBases
 from keel.server.deps import PrincipalDep, ServicesDep
 from keel.server.errors import validation_error
 from keel.server.openai.protocol import (
@@ -58,6 +61,9 @@ def job_system(services: Services) -> JobSystem:
             signer=ItemSigner(secrets.derive(ITEM_TOKENS)),
             ray=ray_options(settings),
         )
+        knowledge = services.extras.get("knowledge")
+        if isinstance(knowledge, KnowledgeBases):  # ingestion jobs run here, any executor
+            system.executor.kinds[INGEST] = IngestKind(knowledge, system.store, system.files)
         services.extras["jobs"] = system
         services.tracing.metrics.registry.register(JobMetrics(system))
     assert isinstance(system, JobSystem)
