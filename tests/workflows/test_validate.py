@@ -119,3 +119,8 @@ def test_a_step_has_exactly_one_kind() -> None:
                 "steps": [{"id": "a", "transform": {"value": 1}, "http": {"url": "http://x"}}],
             }
         )
+
+
+def test_a_field_named_like_a_method_reads_the_field() -> None:
+    evaluate = Compiler().compile("{{ input.items }}")
+    assert evaluate({"input": {"items": [1, 2]}}) == [1, 2]

@@ -35,6 +35,16 @@ class Reference:
     path: tuple[str, ...]  # attribute and constant-key names after the root
 
 
+class WorkflowEnvironment(PromptEnvironment):
+    """The prompts' sandbox, where a mapping's key wins over a method of the same name:
+    `input.items` is the input's `items` field, not dict.items."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 class Compiler:
     """One sandbox for every workflow of a process (it holds no per-run state).
 
@@ -43,7 +53,7 @@ class Compiler:
     """
 
     def __init__(self) -> None:
-        self.environment = PromptEnvironment()
+        self.environment = WorkflowEnvironment()
         self.environment.undefined = ChainableUndefined
 
     def parse(self, source: str) -> nodes.Template:

@@ -192,6 +192,7 @@ class Workflows:
         *,
         wait: bool = True,
         stream: bool = False,
+        trace_id: str = "",
     ) -> dict[str, Any] | Streamed:
         """Start a run: its record when it ended (wait) or started; a Streamed for stream."""
         workflow = await self.compiled(principal.project_id, kind, name)
@@ -216,6 +217,7 @@ class Workflows:
         }
         if self.checkpoints:
             await asyncio.to_thread(self.store.create_run, row)
+        row["first_trace"] = trace_id  # the caller's request id, when it has one
         work = self._execute(row, workflow, principal, {}, stream)
         if stream or wait:
             return await work
@@ -293,7 +295,11 @@ class Workflows:
 
     async def _continue(self, row: dict[str, Any], principal: Principal) -> Any:
         kind: Kind = "agent" if row["kind"] == "agent" else "workflow"
+        # The newest version: a run that failed resumes with the fix applied since.
         workflow = await self.compiled(row["project_id"], kind, row["workflow"])
+        if workflow.version != row["version"]:
+            row["version"] = workflow.version
+            await asyncio.to_thread(self.store.update_run, row["id"], version=workflow.version)
         saved = await asyncio.to_thread(self.store.checkpoints, row["id"])
         return await self._execute(row, workflow, principal, saved, False)
 
@@ -401,7 +407,7 @@ class Workflows:
         if self.trace_sink is None:
             return None
         start = time.time_ns()
-        trace_id = f"{start // 1_000_000:012x}{os.urandom(10).hex()}"
+        trace_id = row.pop("first_trace", "") or f"{start // 1_000_000:012x}{os.urandom(10).hex()}"
         body = {"model": f"{row['kind']}:{row['workflow']}", "input": row["input"]}
         return RequestTrace(
             self.trace_sink,

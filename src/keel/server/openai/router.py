@@ -93,7 +93,9 @@ async def chat_completions(http: Request) -> Response:
     principal = await _caller(http, services)
     wire = await json_body(http, ChatCompletionRequest)
     if is_workflow_model(wire.get("model")):  # workflow:NAME, agent:NAME: a run, not a call
-        return await workflow_chat(services, principal, wire)
+        return await workflow_chat(
+            services, principal, wire, _call(http, "chat/completions", principal, wire).trace_id
+        )
     return await _answer(services, _call(http, "chat/completions", principal, wire))
 
 

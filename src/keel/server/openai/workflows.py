@@ -81,7 +81,10 @@ def _content(output: Any) -> str:
     return orjson.dumps(output).decode()
 
 
-async def workflow_chat(services: Services, principal: Principal, wire: dict[str, Any]) -> Response:
+async def workflow_chat(
+    services: Services, principal: Principal, wire: dict[str, Any], trace_id: str = ""
+) -> Response:
+    """The run as a chat completion; `trace_id` (the request's) becomes the run's trace."""
     model: str = wire["model"]
     kind: Kind = "agent" if model.startswith(AGENT_PREFIX) else "workflow"
     name = model.partition(":")[2]
@@ -89,7 +92,9 @@ async def workflow_chat(services: Services, principal: Principal, wire: dict[str
     workflow = await flows.compiled(principal.project_id, kind, name)
     value = chat_input(kind, workflow.spec.input, wire.get("messages"))
     stream = bool(wire.get("stream"))
-    result = await flows.run(principal, kind, name, value, wait=True, stream=stream)
+    result = await flows.run(
+        principal, kind, name, value, wait=True, stream=stream, trace_id=trace_id
+    )
     if isinstance(result, Streamed):
         headers = {**_SSE_HEADERS, **result.headers, **_run_headers(result.run)}
         return SSEResponse(result.events, None, headers)
@@ -113,10 +118,7 @@ async def workflow_chat(services: Services, principal: Principal, wire: dict[str
 
 
 def _run_headers(run: dict[str, Any]) -> dict[str, str]:
-    headers = {"X-Keel-Workflow-Run": run["id"]}
-    if run.get("trace_id"):
-        headers["X-Keel-Trace-Id"] = run["trace_id"]
-    return headers
+    return {"X-Keel-Workflow-Run": run["id"]}  # the trace id header is the request's own
 
 
 async def _one_chunk(
