@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -64,3 +65,18 @@ class DatasetItemRow(Base):
     context: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     source_trace_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class OnlineRuleRow(Base):
+    """Online evaluation of one route: the share of its live calls scored, and by what."""
+
+    __tablename__ = "eval_online_rules"
+    __table_args__ = (UniqueConstraint("project_id", "route"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    route: Mapped[str] = mapped_column(String(200))
+    sample: Mapped[float] = mapped_column(Float)
+    scorers: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

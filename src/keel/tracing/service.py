@@ -131,6 +131,10 @@ class Tracing:
         """Newest first, whole traces (full input and output) matching the filters."""
         return self.store.contents(project_id, filters, limit=limit, score=score)
 
+    def score_summary(self, project_id: str, since_us: int, source: str) -> list[dict[str, Any]]:
+        """Per route and score name: count and mean of `source` scores since `since_us`."""
+        return self.store.score_summary(project_id, since_us, source)
+
     def start_writer(self) -> None:
         """Start the writer (when tracing is on) and retention (traces stored earlier are
         deleted on time even with tracing off)."""

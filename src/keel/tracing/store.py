@@ -431,6 +431,25 @@ class TraceStore:
             rows = connection.execute(query).all()
         return [{str(k): v for k, v in row._mapping.items()} for row in rows]
 
+    def score_summary(self, project_id: str, since_us: int, source: str) -> list[dict[str, Any]]:
+        """Per route and score name: how many scores of `source` traces started since
+        `since_us` carry, and their mean (online evaluation's figures)."""
+        t, s = TraceRow, ScoreRow
+        query = (
+            select(t.route, s.name, func.count(), func.avg(s.number))
+            .join(t, and_(t.trace_id == s.trace_id, t.project_id == s.project_id))
+            .where(s.project_id == project_id, s.source == source, t.start_us >= since_us)
+            .group_by(t.route, s.name)
+            .order_by(t.route, s.name)
+        )
+        with self._db.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            {"route": route, "name": name, "count": int(count),
+             "mean": None if mean is None else float(mean)}
+            for route, name, count, mean in rows
+        ]  # fmt: skip
+
     def get(self, project_id: str, trace_id: str) -> dict[str, Any] | None:
         """The trace with its spans as a tree and its scores; None outside the project."""
         with self._db.engine.connect() as connection:

@@ -25,6 +25,7 @@ from keel.evals.service import RUN_ID_PATTERN, EvalService, run_title
 from keel.evals.summary import collect
 from keel.jobs.model import Job
 from keel.routing.table import Target
+from keel.server.admin import evals_online
 from keel.server.admin.jobs import job_view
 from keel.server.admin.traces import _metadata, parse_time
 from keel.server.deps import ServicesDep, require
@@ -68,12 +69,19 @@ def eval_service(services: Services) -> EvalService:
 
 @asynccontextmanager
 async def _evals_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Register the experiment kind at start, so runs a stopped process left resume."""
+    """Register the experiment kind at start, so runs a stopped process left resume, and
+    score live calls by the online rules in the background."""
     eval_service(app.state.services)
-    yield
+    online = evals_online.online_evaluator(app.state.services)
+    online.start()
+    try:
+        yield
+    finally:
+        await online.stop()
 
 
 router = APIRouter(tags=["evaluation"], lifespan=_evals_lifespan)
+router.include_router(evals_online.router)
 
 DatasetName = Annotated[str, Path(pattern=NAME_PATTERN, description="Dataset name")]
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="Experiment run id")]

@@ -1,4 +1,4 @@
-"""evaluation: datasets, their immutable versions and their items
+"""evaluation: datasets, their immutable versions and their items; online rules
 
 Revision ID: 0013
 Revises: 0012
@@ -72,9 +72,25 @@ def upgrade() -> None:
         "eval_dataset_items",
         ["dataset_id", "added_version"],
     )
+    op.create_table(
+        "eval_online_rules",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("project_id", sa.String(length=64), nullable=False),
+        sa.Column("route", sa.String(length=200), nullable=False),
+        sa.Column("sample", sa.Float(), nullable=False),
+        sa.Column("scorers", sa.JSON(), nullable=False),
+        sa.Column("created_by", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_eval_online_rules_project_id_projects")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_eval_online_rules")),
+        sa.UniqueConstraint("project_id", "route", name=op.f("uq_eval_online_rules_project_id")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("eval_online_rules")
     op.drop_index("ix_eval_dataset_items_dataset_id", "eval_dataset_items")
     op.drop_table("eval_dataset_items")
     op.drop_table("eval_dataset_versions")
