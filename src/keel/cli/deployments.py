@@ -22,6 +22,14 @@ def deploy(
         str, typer.Argument(help="Model version of a local provider, e.g. smollm2@1.")
     ],
     replicas: Annotated[int, typer.Option(help="llama.cpp server processes.")] = 1,
+    on: Annotated[
+        str,
+        typer.Option(
+            "--on",
+            help="local (child processes of Keel) or ray (actors on the Ray cluster at "
+            "KEEL_RAY_ADDRESS, restarted by Ray when they die).",
+        ),
+    ] = "local",
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the replicas (0: no wait).")
     ] = 120,
@@ -30,8 +38,10 @@ def deploy(
     config: ConfigOption = None,
 ) -> None:
     """Serve a model version with N supervised llama.cpp replicas (or rescale it)."""
+    if on not in ("local", "ray"):
+        raise fail(f"--on {on!r} is not a placement; use --on local or --on ray", 2)
     api = Api(url, key, config)
-    api.call("PUT", "/api/deployments", {"model": model, "replicas": replicas})
+    api.call("PUT", "/api/deployments", {"model": model, "replicas": replicas, "on": on})
     if wait <= 0:
         out.print(f"deploying [bold]{model}[/] with {replicas} replica(s)")
         return
@@ -55,7 +65,8 @@ def deploy(
             time.sleep(0.3)
         else:
             raise fail(f"{model} is not fully ready after {wait:.0f}s; see 'keel deployments list'")
-    out.print(f"[green]deployed[/] [bold]{model}[/]: {replicas} replica(s) ready")
+    where = " on Ray" if on == "ray" else ""
+    out.print(f"[green]deployed[/] [bold]{model}[/]: {replicas} replica(s) ready{where}")
 
 
 def undeploy(
@@ -74,7 +85,7 @@ def list_deployments(
     url: UrlOption = None, key: KeyOption = None, config: ConfigOption = None
 ) -> None:
     """List deployments, the state of each replica, and the cause of the latest crash."""
-    table = Table("model", "ready", "replica", "port", "pid", "state", "next start",
+    table = Table("model", "on", "ready", "replica", "port", "pid", "state", "next start",
                   "restarts", "crashes", "in flight")  # fmt: skip
     deployments = Api(url, key, config).call("GET", "/api/deployments")
     for d in deployments:
@@ -83,6 +94,7 @@ def list_deployments(
             due = p.get("next_restart_at")
             table.add_row(
                 d["model"] if index == 0 else "",
+                d.get("on", "local") if index == 0 else "",
                 f"{d['ready']}/{d['replicas']}" if index == 0 else "",
                 str(index), str(p.get("port") or "-"), str(p.get("pid") or "-"),
                 p.get("state", "-"), f"in {max(0.0, due - time.time()):.1f}s" if due else "-",

@@ -24,8 +24,10 @@ from keel.deploy.llamacpp import (
     ModelServerFailed,
 )
 from keel.deploy.pool import Replica, ReplicaPool
+from keel.deploy.ray_replicas import RayLlamaServer
 from keel.deploy.tokens import GGUFTokenCounter
 from keel.providers import builtin
+from keel.providers.base import Provider
 from keel.providers.plugins import ProviderConfig, ProviderFactory
 
 log = logging.getLogger("keel.deploy")
@@ -49,6 +51,7 @@ class Wanted:
     model_path: Path
     upstream_model: str
     replicas: int
+    on: str = "local"  # local child processes, or Ray actors (ray_replicas.py)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class ServerOptions:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     logs_kept: int = 5
     launcher: tuple[str, ...] = LLAMA_CPP_SERVER
+    ray_address: str | None = None  # the cluster of deployments --on ray
 
 
 class DeploymentManager:
@@ -80,6 +84,7 @@ class DeploymentManager:
         self._replica_client = replica_client
         self._pools: dict[tuple[str, str], ReplicaPool] = {}
         self._paths: dict[tuple[str, str], Path] = {}
+        self._placement: dict[tuple[str, str], str] = {}
         self._starting: set[asyncio.Task[None]] = set()
         # Per (project, ref), for the lifetime of this process: a Prometheus counter must
         # not go down when a pool is rescaled or redeployed.
@@ -90,31 +95,47 @@ class DeploymentManager:
 
     def _new_replica(self, want: Wanted, index: int, counter: GGUFTokenCounter) -> Replica:
         safe = want.ref.replace("@", "-")
+        config = LlamaServerConfig(
+            model_path=want.model_path,
+            model_alias=want.upstream_model,
+            log_path=self.options.data_dir / "logs" / f"llama-{safe}-{index}.log",
+            n_ctx=self.options.n_ctx,
+            n_threads=self.options.n_threads,
+            ready_timeout=self.options.ready_timeout,
+            restart=self.options.restart,
+            logs_kept=self.options.logs_kept,
+            launcher=self.options.launcher,
+        )
+
+        def client_for(base_url: str) -> Provider:
+            return self._replica_client(
+                ProviderConfig(
+                    name=f"{want.ref}#{index}",
+                    base_url=base_url,
+                    connect_timeout=self.options.connect_timeout,
+                    read_timeout=self.options.read_timeout,
+                    token_counter=counter,
+                )
+            )
+
+        if want.on == "ray":
+            # A Ray actor's server listens wherever Ray placed it, and elsewhere after a
+            # restart: the replica's client follows its address.
+            def moved(base_url: str) -> None:
+                old, replica.client = replica.client, client_for(base_url)
+                closing = asyncio.get_running_loop().create_task(old.close())
+                self._starting.add(closing)  # held until done, like start-up tasks
+                closing.add_done_callback(self._starting.discard)
+
+            ray_server = RayLlamaServer(config, self.options.ray_address, moved, f"{safe}-{index}")
+            replica = Replica(ray_server, client_for("http://127.0.0.1:9/v1"))  # type: ignore[arg-type]
+            return replica
         server = LlamaCppServer(
-            LlamaServerConfig(
-                model_path=want.model_path,
-                model_alias=want.upstream_model,
-                log_path=self.options.data_dir / "logs" / f"llama-{safe}-{index}.log",
-                n_ctx=self.options.n_ctx,
-                n_threads=self.options.n_threads,
-                ready_timeout=self.options.ready_timeout,
-                restart=self.options.restart,
-                logs_kept=self.options.logs_kept,
-                launcher=self.options.launcher,
-            ),
+            config,
             progress=self._progress,
             on_crash=lambda crash: self._count_crash((want.project_id, want.ref), crash),
         )
-        client = self._replica_client(
-            ProviderConfig(
-                name=f"{want.ref}#{index}",
-                base_url=server.base_url,
-                connect_timeout=self.options.connect_timeout,
-                read_timeout=self.options.read_timeout,
-                token_counter=counter,
-            )
-        )
-        return Replica(server, client)
+        return Replica(server, client_for(server.base_url))
 
     def _count_crash(self, key: tuple[str, str], crash: Crash) -> None:
         self._crash_totals[key] = self._crash_totals.get(key, 0) + 1
@@ -141,11 +162,14 @@ class DeploymentManager:
             key = (want.project_id, want.ref)
             if key in self._pools and self._paths[key] != want.model_path:
                 await self._stop_pool(key)
+            if key in self._pools and self._placement.get(key, "local") != want.on:
+                await self._stop_pool(key)  # moved to or from Ray: new replicas there
             pool = self._pools.get(key)
             if pool is None:
                 pool = ReplicaPool(want.ref, [])
                 self._pools[key] = pool
                 self._paths[key] = want.model_path
+                self._placement[key] = want.on
             counter = GGUFTokenCounter(want.model_path)
             while len(pool.replicas) < want.replicas:
                 replica = self._new_replica(want, len(pool.replicas), counter)
@@ -160,6 +184,7 @@ class DeploymentManager:
     async def _stop_pool(self, key: tuple[str, str]) -> None:
         pool = self._pools.pop(key)
         self._paths.pop(key, None)
+        self._placement.pop(key, None)
         await pool.close()
         for replica in pool.replicas:
             await replica.server.stop()

@@ -504,15 +504,17 @@ class RegistryService:
                     DeploymentRow.project_id == project_id, DeploymentRow.model == spec.model
                 )
             )
-            before = {"model": row.model, "replicas": row.replicas} if row else None
-            if row is not None and row.replicas == spec.replicas:
+            before = (
+                {"model": row.model, "replicas": row.replicas, "on": row.placement} if row else None
+            )
+            if row is not None and (row.replicas, row.placement) == (spec.replicas, spec.on):
                 return before or {}, False
             if row is None:
                 row = DeploymentRow(project_id=project_id, model=spec.model, replicas=0,
                                     updated_at=_now())  # fmt: skip
                 session.add(row)
-            row.replicas, row.updated_at = spec.replicas, _now()
-            after = {"model": spec.model, "replicas": spec.replicas}
+            row.replicas, row.placement, row.updated_at = spec.replicas, spec.on, _now()
+            after = {"model": spec.model, "replicas": spec.replicas, "on": spec.on}
             audit.record(session, actor, "deployment.set", "deployment", spec.model,
                          before=before, after=after, project_id=project_id)  # fmt: skip
         self._changed(project_id, spec.model)
@@ -539,7 +541,9 @@ class RegistryService:
             rows = session.scalars(
                 select(DeploymentRow).where(DeploymentRow.project_id == project_id)
             )
-            return [{"model": row.model, "replicas": row.replicas} for row in rows]
+            return [
+                {"model": row.model, "replicas": row.replicas, "on": row.placement} for row in rows
+            ]
 
     # -- the router's view -------------------------------------------------------------
 
@@ -555,7 +559,8 @@ class RegistryService:
                 models=tuple(_model_entry(row) for row in models),
                 routes=tuple(_route_entry(row) for row in routes),
                 deployments=tuple(
-                    DeploymentEntry(row.project_id, row.model, row.replicas) for row in deployments
+                    DeploymentEntry(row.project_id, row.model, row.replicas, row.placement)
+                    for row in deployments
                 ),
             )
 

@@ -56,6 +56,7 @@ class DeploymentEntry:
     project_id: str
     model: str
     replicas: int
+    on: str = "local"
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,6 +202,11 @@ class RouteSpec(RouteBody):
 class DeploymentSpec(_Spec):
     model: str = Field(description="Model version to serve locally, e.g. smollm2@1.")
     replicas: int = Field(1, ge=1, le=16, description="llama.cpp server processes.")
+    on: Literal["local", "ray"] = Field(
+        "local",
+        description="Where the replicas run: local (child processes of the gateway) or ray "
+        "(actors on the Ray cluster at KEEL_RAY_ADDRESS, restarted by Ray when they die).",
+    )
 
     @field_validator("model")
     @classmethod

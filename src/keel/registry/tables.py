@@ -83,4 +83,6 @@ class DeploymentRow(Base):
     project_id: Mapped[str] = mapped_column(String(64), index=True)
     model: Mapped[str] = mapped_column(String(120))
     replicas: Mapped[int] = mapped_column(Integer)
+    # local: child processes of the gateway; ray: actors on the Ray cluster (migration 0012)
+    placement: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

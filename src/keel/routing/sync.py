@@ -133,6 +133,7 @@ class RegistrySync:
                     model_path=resolve_model_path(str(provider.config.get("model_path", ""))),
                     upstream_model=model.upstream_model,
                     replicas=deployment.replicas,
+                    on=deployment.on,
                 )
             )
         return wanted

@@ -148,6 +148,7 @@ def build_services(
                 crashloop_window=settings.local_model_crashloop_window,
             ),
             logs_kept=settings.local_model_logs_kept,
+            ray_address=settings.ray_address,
         ),
         progress=progress,
         replica_client=plugins.get("openai_compat").factory,

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from keel.auth.keys import Principal
+from keel.errors import InvalidRequest
 from keel.registry.specs import DeploymentSpec
 from keel.server.deps import ServicesDep, require
 from keel.server.responses import json_response
@@ -20,6 +21,7 @@ router = APIRouter(tags=["deployments"])
 class DeploymentStatus(BaseModel):
     model: str
     replicas: int
+    on: str = Field("local", description="local (child processes) or ray (Ray actors)")
     ready: int
     state: str = Field(
         description="ready, degraded (some replicas ready), starting, restarting, "
@@ -42,6 +44,7 @@ async def list_deployments(
         DeploymentStatus(
             model=d["model"],
             replicas=d["replicas"],
+            on=d.get("on", "local"),
             ready=running.get(d["model"], {}).get("ready", 0),
             state=running.get(d["model"], {}).get("state", "stopped"),
             last_crash=running.get(d["model"], {}).get("last_crash"),
@@ -60,6 +63,12 @@ async def put_deployment(
     services: ServicesDep,
     principal: Annotated[Principal, require("deployments:write")],
 ) -> Response:
+    if spec.on == "ray" and not services.settings.ray_address:
+        raise InvalidRequest(
+            "on: ray needs a Ray cluster, and this Keel has none; start Keel with "
+            "KEEL_RAY_ADDRESS=auto (or host:port, ray://host:10001), or deploy with on: local",
+            param="on",
+        )
     data, changed = await asyncio.to_thread(
         services.registry.put_deployment, principal.project_id, spec, principal
     )
