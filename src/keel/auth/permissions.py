@@ -18,6 +18,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "deployments:write",
             "datasets:write",
             "experiments:write",
+            "jobs:write",
             "traces:write",
             "cache:write",
             "kb:write",
