@@ -19,8 +19,9 @@ async def test_a_developer_cancels_a_batch_and_a_viewer_may_not(tmp_path: Path) 
     developer = services.keys.create_key(project_id=project, role="developer", name="dev")[1]
     viewer = services.keys.create_key(project_id=project, role="viewer", name="viewer")[1]
     app = create_app(services.settings, services=services)
+    messages = [{"role": "user", "content": "hi"}]
     line = {"custom_id": "a", "url": "/v1/chat/completions",
-            "body": {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}}  # fmt: skip
+            "body": {"model": "fake-model", "messages": messages}}  # fmt: skip
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://keel") as client:
         as_dev = {"Authorization": f"Bearer {developer}"}
