@@ -4,6 +4,7 @@ from keel.auth import tables as auth_tables
 from keel.evals import tables as eval_tables
 from keel.finetune import tables as finetune_tables
 from keel.guard import tables as guard_tables
+from keel.insights import tables as insight_tables
 from keel.jobs import tables as job_tables
 from keel.knowledge import tables as knowledge_tables
 from keel.limits import tables as limit_tables
@@ -19,6 +20,7 @@ MODULES = (
     eval_tables,
     finetune_tables,
     guard_tables,
+    insight_tables,
     job_tables,
     knowledge_tables,
     limit_tables,
