@@ -215,9 +215,11 @@ class Workflows:
             "created_us": now_us(),
             "updated_us": now_us(),
         }
+        if self.trace_sink is not None:  # the caller's request id, when it has one
+            row["trace_id"] = trace_id or _trace_id()
         if self.checkpoints:
             await asyncio.to_thread(self.store.create_run, row)
-        row["first_trace"] = trace_id  # the caller's request id, when it has one
+        row["first_trace"] = row["trace_id"]
         work = self._execute(row, workflow, principal, {}, stream)
         if stream or wait:
             return await work
@@ -320,7 +322,7 @@ class Workflows:
             last = workflow.steps[-1]
             if last.kind == "llm" and last.spec.body.schema_ is None and workflow.output is None:
                 state.stream_key = last.id
-        if trace is not None and self.checkpoints:
+        if trace is not None and trace.trace_id != row["trace_id"] and self.checkpoints:
             await asyncio.to_thread(self.store.update_run, run, trace_id=trace.trace_id)
         row["trace_id"] = trace.trace_id if trace is not None else None
         self._running[run] = state
@@ -407,7 +409,7 @@ class Workflows:
         if self.trace_sink is None:
             return None
         start = time.time_ns()
-        trace_id = row.pop("first_trace", "") or f"{start // 1_000_000:012x}{os.urandom(10).hex()}"
+        trace_id = row.pop("first_trace", None) or _trace_id(start)
         body = {"model": f"{row['kind']}:{row['workflow']}", "input": row["input"]}
         return RequestTrace(
             self.trace_sink,
@@ -418,6 +420,12 @@ class Workflows:
             start_ns=start,
             metadata={"workflow_run": row["id"]},
         )
+
+
+def _trace_id(start_ns: int | None = None) -> str:
+    """An id of the shape the server gives a request: its start in ms, then random."""
+    start = start_ns or time.time_ns()
+    return f"{start // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 async def _quiet(work: Awaitable[Any]) -> Any:
