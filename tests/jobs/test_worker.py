@@ -1,5 +1,5 @@
 """`keel worker`: a process without the HTTP server runs the batches a `keel serve` (with
-run_jobs off) accepted, on the same store; SIGTERM stops it cleanly."""
+run_jobs off) accepted, on the same store (SQLite, and PostgreSQL); SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from tests.jobs.conftest import SlowEcho
 from tests.support.keel_process import start_keel
+from tests.support.services import temporary_postgres_database
 
 N = 20
 
@@ -47,11 +50,23 @@ def wait_for(sdk: openai.OpenAI, batch_id: str, done: Any, log: Path) -> Any:
     raise AssertionError(f"batch {batch_id} did not get there:\n{log.read_text()[-3000:]}")
 
 
-def test_a_worker_runs_the_batches_a_server_accepted(tmp_path: Path, stub: SlowEcho) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'keel.db'}"
+        return
+    with temporary_postgres_database() as url:
+        yield url
+
+
+def test_a_worker_runs_the_batches_a_server_accepted(
+    tmp_path: Path, stub: SlowEcho, database_url: str
+) -> None:
     data_dir = tmp_path / "data"
     upstreams = json.dumps([{"name": "stub", "base_url": stub.base_url, "models": ["stub-model"]}])
     env = {"KEEL_UPSTREAMS": upstreams, "KEEL_RUN_JOBS": "false"}
-    keel = start_keel(data_dir, "--no-local-model", "--no-embeddings", env=env)
+    store = ("--database-url", database_url)
+    keel = start_keel(data_dir, "--no-local-model", "--no-embeddings", *store, env=env)
     worker_log = tmp_path / "worker.log"
     worker = None
     try:
@@ -63,7 +78,7 @@ def test_a_worker_runs_the_batches_a_server_accepted(tmp_path: Path, stub: SlowE
         assert sdk.batches.retrieve(batch.id).request_counts.completed == 0  # serve runs none
 
         command = [sys.executable, "-m", "keel", "worker", "--data-dir", str(data_dir),
-                   "--no-local-model", "--no-embeddings"]  # fmt: skip
+                   "--no-local-model", "--no-embeddings", *store]  # fmt: skip
         with worker_log.open("wb") as out:
             worker = subprocess.Popen(
                 command,
@@ -91,5 +106,5 @@ def test_a_worker_runs_the_batches_a_server_accepted(tmp_path: Path, stub: SlowE
     started = next(event for event in events if event["message"] == "started")
     assert started["data"]["worker"].endswith(f":{worker.pid}")  # the worker ran it, not serve
     log = worker_log.read_text()
-    assert "running jobs from the sqlite store" in log
+    assert f"running jobs from the {database_url.split(':')[0]} store" in log
     assert "stopped" in log
