@@ -4,18 +4,21 @@ per-item diffs and a chart of each run's score distribution."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from markupsafe import Markup, escape
+from pydantic import ValidationError
 
 from keel.errors import KeelError
 from keel.evals.compare import Run, distribution
 from keel.evals.datasets import NAME_PATTERN
+from keel.evals.items import ItemIn, NewItem, to_new_item
 from keel.evals.service import RUN_ID_PATTERN
 from keel.server.admin.evals import eval_service
-from keel.ui.web import Console, UiError, UiRoute, db, page, ui_require
+from keel.ui.web import Console, UiError, UiRoute, db, page, redirect, ui_require
 
 router = APIRouter(route_class=UiRoute)
 
@@ -79,6 +82,47 @@ async def dataset(
         raise UiError(exc.status, exc.message) from None
     return page(c.request, "evals_dataset.html", console=c, dataset=info, version=chosen,
                 items=items)  # fmt: skip
+
+
+def _form_item(form: dict[str, str]) -> NewItem:
+    """One item typed in the console: a user message, and optionally what it should get."""
+    try:
+        item = ItemIn.model_validate({"input": form.get("input", ""),
+                                      "expected": form.get("expected") or None})  # fmt: skip
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise UiError(400, f"invalid item: {message}") from None
+    return to_new_item(item)
+
+
+@router.post("/datasets")
+async def create_dataset(c: Annotated[Console, ui_require("datasets:write")]) -> Response:
+    form = await c.form()
+    name = form.get("name", "").strip()
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise UiError(400, f"invalid dataset name {name[:100]!r}: letters, digits, '.', '_' "
+                      "and '-', starting with a letter or digit")  # fmt: skip
+    items = [_form_item(form)] if form.get("input", "").strip() else []
+    try:
+        await db(eval_service(c.services).datasets.create, c.principal.project_id, name,
+                 description=form.get("description", "")[:2000], items=items,
+                 source="console", created_by=c.principal.key_id)  # fmt: skip
+    except KeelError as exc:
+        raise UiError(exc.status, exc.message) from None
+    return redirect(f"/ui/datasets/{name}")
+
+
+@router.post("/datasets/{name}/items")
+async def add_item(c: Annotated[Console, ui_require("datasets:write")], name: Name) -> Response:
+    item = _form_item(await c.form())
+    try:
+        version = await db(eval_service(c.services).datasets.add_items, c.principal.project_id,
+                           name, [item], source="console",
+                           created_by=c.principal.key_id)  # fmt: skip
+    except KeelError as exc:
+        raise UiError(exc.status, exc.message) from None
+    return redirect(f"/ui/datasets/{name}?version={version.version}#items")
 
 
 @router.get("/experiments")
