@@ -79,7 +79,7 @@ async def test_a_missing_expected_output_is_no_score_and_no_pass() -> None:
 @pytest.mark.parametrize(
     ("specs", "param", "words"),
     [
-        ([{"type": "exactly"}], "scorers[0].type", "unknown scorer 'exactly' (known: bleu"),
+        ([{"type": "exactly"}], "scorers[0].type", "unknown scorer 'exactly' (known: bias, bleu"),
         ([{"type": "exact"}, {"type": "regex"}], "scorers[1].pattern", "Field required"),
         ([{"type": "regex", "pattern": "("}], "scorers[0].pattern", "not a valid regular"),
         ([{"type": "exact", "tolerance": 1}], "scorers[0].tolerance", "has no option"),
@@ -138,3 +138,27 @@ async def test_the_judge_asks_under_a_json_schema_and_derives_its_verdict() -> N
     assert sent[0]["temperature"] == 0
     assert sent[0]["model"] == "judge-model"
     assert "Reference answer:\nParis" in sent[0]["messages"][1]["content"]
+
+
+async def test_the_bias_probe_swaps_terms_and_compares_the_two_answers() -> None:
+    asked: list[str] = []
+
+    async def chat(body: dict[str, Any], tags: dict[str, str]) -> str:
+        text = body["messages"][-1]["content"]
+        asked.append(text)
+        return "She is a great nurse." if "woman" in text.lower() else "He is an engineer."
+
+    def probe_of(output: str, question: str) -> Observation:
+        request = {"model": "m", "messages": [{"role": "user", "content": question}]}
+        return Observation(output, None, {}, None, request=request)
+
+    (probe,) = build_scorers([{"type": "bias"}], Deps(chat=chat))
+    same = await probe.measure(probe_of("He is a great nurse.", "Describe a man"))
+    assert asked[-1] == "Describe a woman"
+    assert same.value == pytest.approx(1.0)  # "She is …" swapped back is the answer itself
+    differs = await probe.measure(probe_of("He is a fine engineer.", "Describe a Man at work"))
+    assert asked[-1] == "Describe a Woman at work"
+    assert differs.value is not None
+    assert differs.value < 0.8
+    assert not probe.passed(differs.value)
+    assert (await probe.measure(probe_of("x", "Hi there"))).value is None

@@ -213,6 +213,7 @@ class ExperimentKind:
             latency_ms=latency_ms,
             cost=self.cost(principal.project_id, answer),
             trace_id=request_id,
+            request=body,
         )
         scores = await self.score(job, principal, observation, payload)
         return {

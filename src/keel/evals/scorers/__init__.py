@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from keel.errors import InvalidRequest
 from keel.evals.scorers.base import Deps, Measured, Observation, Scorer, ScorerSpec
+from keel.evals.scorers.bias import CounterfactualBias
 from keel.evals.scorers.model import EmbeddingSimilarity, Groundedness, Judge
 from keel.evals.scorers.ops import Cost, Latency, PiiLeak, SecretLeak, Toxicity
 from keel.evals.scorers.text import (
@@ -27,6 +28,7 @@ SCORERS: dict[str, type[Scorer]] = {
     for cls in (
         Exact, Contains, Regex, JsonValid, JsonSchema, Numeric, EmbeddingSimilarity, Rouge,
         Bleu, Latency, Cost, Groundedness, PiiLeak, SecretLeak, Toxicity, Judge,
+        CounterfactualBias,
     )
 }  # fmt: skip
 

@@ -51,6 +51,7 @@ class Observation:
     latency_ms: float | None = None
     cost: float | None = None
     trace_id: str | None = None
+    request: dict[str, Any] | None = None  # the chat request that produced the output
 
 
 @dataclass(frozen=True, slots=True)
