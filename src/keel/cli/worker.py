@@ -92,11 +92,13 @@ def worker(
 
 
 async def _run(settings: Settings) -> None:
+    from keel.server.admin.evals import eval_service
     from keel.server.openai.files import job_system
     from keel.server.services import start_services, stop_services
 
     services = await start_services(settings)
     system = job_system(services)
+    eval_service(services)  # evaluation's experiments are jobs this worker runs too
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
