@@ -45,5 +45,6 @@ def test_checkpoints_read_back_as_written_and_orphans_are_claimed_once(database_
         assert store.run(rid)["output"] == {"done": 1}  # type: ignore[index]
         assert store.prune(before_us=None, keep=0) == 1
         assert store.count_steps() == 0
+        store.close()
     finally:
         database.dispose()

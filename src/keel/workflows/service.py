@@ -111,6 +111,7 @@ class Workflows:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.http.aclose()
+        self.store.close()
 
     async def _maintain(self) -> None:
         """Renew this process's leases, notice cancels, resume orphans, apply retention."""

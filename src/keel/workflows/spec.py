@@ -153,8 +153,9 @@ class WorkflowSpec(_Strict):
 
 
 class Budget(_Strict):
+    """Tokens (prompt and completion, every turn) an agent run may use at most."""
+
     tokens: int | None = Field(None, ge=1)
-    cost: float | None = Field(None, gt=0)
 
 
 class HttpTool(_Strict):
