@@ -61,8 +61,13 @@ def embed(texts: list[str], cache: Path) -> np.ndarray:
     from keel.deploy.bundled import minilm_dir
 
     model = SentenceTransformer(str(minilm_dir()), device="cpu")
-    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
+    vectors = model.encode(
+        texts,
+        batch_size=64,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
     vectors = np.asarray(vectors, dtype=np.float32)
     np.save(path, vectors)
     return vectors
@@ -83,8 +88,9 @@ def topics_section(rows: list[dict[str, Any]], x: np.ndarray, baselines: bool) -
     for i, row in enumerate(rows):
         if row["split"] == "train":
             by_intent[row["intent"]].append(i)
-    folds = [np.array([i for v in by_intent.values() for i in v[30 * f : 30 * f + 30]])
-             for f in range(3)]  # fmt: skip
+    folds = [
+        np.array([i for v in by_intent.values() for i in v[30 * f : 30 * f + 30]]) for f in range(3)
+    ]
     val = np.array([i for i, r in enumerate(rows) if r["split"] == "val"])
     truth = {id(f): [rows[i]["intent"] for i in f] for f in [*folds, val]}
 
@@ -122,16 +128,23 @@ def topics_section(rows: list[dict[str, Any]], x: np.ndarray, baselines: bool) -
     for topic in range(0, min(val_clusters.count, 100), 10):
         members = np.flatnonzero(val_clusters.labels == topic)
         intents = Counter(truth[id(val)][i] for i in members)
-        examples.append({"topic": topic, "size": len(members), "terms": terms[topic],
-                         "majority_intent": intents.most_common(1)[0][0]})  # fmt: skip
+        examples.append(
+            {
+                "topic": topic,
+                "size": len(members),
+                "terms": terms[topic],
+                "majority_intent": intents.most_common(1)[0][0],
+            }
+        )
     result["labels_examples"] = examples
     if baselines:
         result["baselines"] = baselines_section(x, folds[0], val, truth, chosen)
     return result
 
 
-def baselines_section(x: np.ndarray, fold: np.ndarray, val: np.ndarray,
-                      truth: dict[int, list[str]], chosen: float) -> dict[str, Any]:  # fmt: skip
+def baselines_section(
+    x: np.ndarray, fold: np.ndarray, val: np.ndarray, truth: dict[int, list[str]], chosen: float
+) -> dict[str, Any]:
     from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
     from sklearn.decomposition import PCA
     from sklearn.metrics import silhouette_score
@@ -156,8 +169,11 @@ def baselines_section(x: np.ndarray, fold: np.ndarray, val: np.ndarray,
         reduced = PCA(20, random_state=0).fit_transform(data)
         entry["hdbscan_pca20_min5"] = scores(t, HDBSCAN(min_cluster_size=5).fit_predict(reduced))
         entry["agglomerative_average_cosine_threshold0.5"] = scores(
-            t, AgglomerativeClustering(None, metric="cosine", linkage="average",
-                                       distance_threshold=0.5).fit_predict(data))  # fmt: skip
+            t,
+            AgglomerativeClustering(
+                None, metric="cosine", linkage="average", distance_threshold=0.5
+            ).fit_predict(data),
+        )
         entry["ward_unsmoothed_same_cut"] = scores(
             t, cluster(data, granularity=chosen, smoothing=0).labels
         )
@@ -192,8 +208,11 @@ def oos_section(rows: list[dict[str, Any]], x: np.ndarray) -> dict[str, Any]:
     results: dict[str, dict[tuple[int, int], dict[str, float]]] = {}
     for part, idx in half.items():
         truth = np.array([rows[i]["intent"] == "oos" for i in idx], dtype=int)
-        results[part] = {(s, k): measure(ref.scores(x[idx], k), truth)
-                         for s, ref in references.items() for k in (5, 10, 20)}  # fmt: skip
+        results[part] = {
+            (s, k): measure(ref.scores(x[idx], k), truth)
+            for s, ref in references.items()
+            for k in (5, 10, 20)
+        }
     best = max(results["choose"], key=lambda key: results["choose"][key]["auroc"])
     return {
         "reference": f"{len(reference_rows)} in-scope train rows",
@@ -230,11 +249,11 @@ def drift_section(rows: list[dict[str, Any]], x: np.ndarray, seeds: int) -> dict
 
     def stream(rng: np.random.Generator, n: int, shares: np.ndarray) -> np.ndarray:
         picks = rng.choice(len(domains), size=n, p=shares)
-        return np.array([topic_of[pool[domains[d]][rng.integers(len(pool[domains[d]]))]]
-                         for d in picks])  # fmt: skip
+        return np.array(
+            [topic_of[pool[domains[d]][rng.integers(len(pool[domains[d]]))]] for d in picks]
+        )
 
-    def monitor(labels: np.ndarray, reference: np.ndarray, window: int, step: int
-                ) -> list[int]:  # fmt: skip
+    def monitor(labels: np.ndarray, reference: np.ndarray, window: int, step: int) -> list[int]:
         alerts, quiet_until = [], 0
         for end in range(window, len(labels) + 1, step):
             if end < quiet_until:
@@ -246,9 +265,12 @@ def drift_section(rows: list[dict[str, Any]], x: np.ndarray, seeds: int) -> dict
         return alerts
 
     even = np.full(len(domains), 1 / len(domains))
-    out: dict[str, Any] = {"test": "chi-square homogeneity, topics and topic groups, "
-                           f"Bonferroni, alpha={drift_mod.ALPHA}", "topics": model.count,
-                           "groups": int(groups.max()) + 1}  # fmt: skip
+    out: dict[str, Any] = {
+        "test": "chi-square homogeneity, topics and topic groups, "
+        f"Bonferroni, alpha={drift_mod.ALPHA}",
+        "topics": model.count,
+        "groups": int(groups.max()) + 1,
+    }
     for window in (500, 1000):
         false_alarms, delays, missed = [], [], 0
         for seed in range(seeds):
@@ -259,8 +281,11 @@ def drift_section(rows: list[dict[str, Any]], x: np.ndarray, seeds: int) -> dict
             shares = np.full(len(domains), 0.7 / (len(domains) - 1))
             shares[shifted_domain] = 0.3
             before, after = stream(rng, 2000, even), stream(rng, 8000, shares)
-            alerts = [a - 2000 for a in monitor(np.concatenate([before, after]), reference,
-                                                window, 100) if a > 2000]  # fmt: skip
+            alerts = [
+                a - 2000
+                for a in monitor(np.concatenate([before, after]), reference, window, 100)
+                if a > 2000
+            ]
             if alerts:
                 delays.append(alerts[0])
             else:
@@ -286,8 +311,12 @@ def speed_section(rows: list[dict[str, Any]], x: np.ndarray) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     in_scope = [i for i, r in enumerate(rows) if r["intent"] != "oos"]
     quality = scores([rows[i]["intent"] for i in in_scope], model.labels[in_scope])
-    return {"requests": len(vectors), "seconds": round(seconds, 2), "topics": model.count,
-            "quality_on_the_dev_rows_among_them": quality}  # fmt: skip
+    return {
+        "requests": len(vectors),
+        "seconds": round(seconds, 2),
+        "topics": model.count,
+        "quality_on_the_dev_rows_among_them": quality,
+    }
 
 
 def main() -> None:

@@ -265,6 +265,12 @@ class Settings(BaseModel):
     trace_flush_interval: float = Field(
         0.2, gt=0, le=60, description="Seconds a trace record waits at most before a batch write."
     )
+    insights_sample_rate: float = Field(
+        1.0, ge=0, le=1, description="Share of traced requests embedded for insights (0: none)."
+    )
+    insights_queue_size: int = Field(
+        10_000, ge=10, le=1_000_000, description="Requests waiting to be embedded, at most."
+    )
     trace_spill_max_bytes: int = Field(
         1024**3, ge=0, description="Size cap of <data_dir>/spill; records past it are dropped."
     )

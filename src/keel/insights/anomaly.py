@@ -30,8 +30,9 @@ class Reference:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def scores(self, queries: Vectors, k: int = NEIGHBOURS, *, exclude_self: bool = False
-               ) -> npt.NDArray[np.float32]:  # fmt: skip
+    def scores(
+        self, queries: Vectors, k: int = NEIGHBOURS, *, exclude_self: bool = False
+    ) -> npt.NDArray[np.float32]:
         """Each query's mean cosine distance to its k nearest reference vectors."""
         if len(queries) == 0 or len(self.vectors) == 0:
             return np.zeros(len(queries), dtype=np.float32)

@@ -99,6 +99,9 @@ def compare(
     ref_share = ref_counts / max(1, ref_counts.sum())
     new_share = new_counts / max(1, new_counts.sum())
     order = np.argsort(-np.abs(new_share - ref_share))[:5]
-    movers = [(int(t), float(ref_share[t]), float(new_share[t])) for t in order
-              if ref_share[t] != new_share[t]]  # fmt: skip
+    movers = [
+        (int(t), float(ref_share[t]), float(new_share[t]))
+        for t in order
+        if ref_share[t] != new_share[t]
+    ]
     return Drift(shifted, alpha, tuple(tests), movers)

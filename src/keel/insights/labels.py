@@ -14,15 +14,20 @@ import numpy as np
 TERMS = 5
 
 
-def top_terms(texts: Sequence[str], labels: Sequence[int], count: int, terms: int = TERMS
-              ) -> list[list[str]]:  # fmt: skip
+def top_terms(
+    texts: Sequence[str], labels: Sequence[int], count: int, terms: int = TERMS
+) -> list[list[str]]:
     """The `terms` best terms (words and two-word phrases) of each of `count` topics."""
     from sklearn.feature_extraction.text import CountVectorizer  # type: ignore[import-untyped]
 
     if not texts or count == 0:
         return [[] for _ in range(count)]
-    vectorizer = CountVectorizer(stop_words="english", ngram_range=(1, 2), min_df=2,
-                                 token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z']+\b")  # fmt: skip
+    vectorizer = CountVectorizer(
+        stop_words="english",
+        ngram_range=(1, 2),
+        min_df=2,
+        token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z']+\b",
+    )
     try:
         matrix = vectorizer.fit_transform(texts)
     except ValueError:  # nothing but stop words (or fewer than two of any word)

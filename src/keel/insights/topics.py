@@ -88,8 +88,9 @@ def cluster(
     """Topics of a window of unit vectors; `max_fit` of them (an even sample) build the tree."""
     n = len(vectors)
     if n == 0:
-        return Clustering(np.zeros(0, dtype=np.intp), np.zeros((0, vectors.shape[1]),
-                          dtype=np.float32), 0)  # fmt: skip
+        return Clustering(
+            np.zeros(0, dtype=np.intp), np.zeros((0, vectors.shape[1]), dtype=np.float32), 0
+        )
     if n <= max_fit:
         fit_rows = np.arange(n)
     else:

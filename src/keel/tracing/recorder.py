@@ -83,6 +83,8 @@ class TraceRecorder:
         self.written = 0
         self.dropped = 0
         self.quarantined = 0
+        # Called with each trace accepted (insights sample them); must not wait or raise.
+        self.listener: Callable[[RequestTrace], None] | None = None
 
     # -- the request path ---------------------------------------------------------------
 
@@ -96,6 +98,8 @@ class TraceRecorder:
             self._drop(1, "queue_full")
             return
         self._queue.append(trace)
+        if self.listener is not None:
+            self.listener(trace)
         if self._task is None:
             self.start()
         elif len(self._queue) >= self._batch_size and self._wakeup is not None:

@@ -9,6 +9,7 @@ from keel.server.admin import (
     evals,
     guard,
     identity,
+    insights,
     jobs,
     keys,
     knowledge,
@@ -34,5 +35,6 @@ router.include_router(guard.router)
 router.include_router(knowledge.router)
 router.include_router(knowledge_jobs.router)
 router.include_router(jobs.router)
+router.include_router(insights.router)
 router.include_router(evals.router)
 router.include_router(workflows.router)
