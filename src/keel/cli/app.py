@@ -12,6 +12,7 @@ from keel.cli import (
     deployments,
     evals,
     guard,
+    insights,
     jobs,
     kb,
     keys,
@@ -59,6 +60,7 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(guard.app, name="guard")
 app.add_typer(kb.app, name="kb")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(insights.app, name="insights")
 app.add_typer(evals.app, name="eval")
 app.add_typer(workflows.app, name="workflows")
 app.command("run")(workflows.run)
