@@ -187,3 +187,29 @@ async def test_a_run_is_one_trace_with_a_span_per_step(bench: Bench) -> None:
     assert "'keel.workflow.b'" in spans
     assert trace["operation"] == "workflow"
     assert trace["model"] == "workflow:traced"
+
+
+async def test_a_new_version_reaches_another_replicas_cache_through_the_change_bus(
+    bench: Bench,
+) -> None:
+    from keel.events import LocalChangeBus
+    from keel.workflows.service import Workflows
+
+    bus = LocalChangeBus()
+    services = bench.services
+    replicas = [
+        Workflows(services.database, services.gateway, principal_of=services.keys.principal_of,
+                  events=bus)
+        for _ in range(2)
+    ]  # fmt: skip
+    one, two = replicas
+    one.put("default", "workflow", {"name": "v", "steps": [{"id": "a", "transform": {"value": 1}}]})
+    first = await two.run(bench.principal, "workflow", "v", {})
+    one.put("default", "workflow", {"name": "v", "steps": [{"id": "a", "transform": {"value": 2}}]})
+    second = await two.run(bench.principal, "workflow", "v", {})
+    assert isinstance(first, dict)
+    assert isinstance(second, dict)
+    assert (first["output"], second["output"]) == (1, 2)
+    assert second["version"] == 2
+    for replica in replicas:
+        await replica.close()

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from keel.errors import InvalidRequest, NotFound
+from keel.events import Change, ChangeBus
 from keel.workflows.compiled import CompiledWorkflow, compile_workflow
 from keel.workflows.expr import Compiler
 from keel.workflows.spec import AgentSpec, WorkflowSpec
@@ -20,6 +21,7 @@ from keel.workflows.store import WorkflowStore
 from keel.workflows.validate import Checker, Issue, WorkflowInvalid
 
 Kind = Literal["workflow", "agent"]
+TOPIC = "workflows"
 
 
 def invalid(issues: list[Issue], what: str) -> InvalidRequest:
@@ -43,11 +45,25 @@ def parse(kind: Kind, data: Any) -> WorkflowSpec | AgentSpec:
 
 
 class Definitions:
-    def __init__(self, store: WorkflowStore, compiler: Compiler):
+    """`events` carries each new version to every replica's cache (topic `workflows`)."""
+
+    def __init__(self, store: WorkflowStore, compiler: Compiler, events: ChangeBus | None = None):
         self.store = store
         self.compiler = compiler
+        self.events = events
         self._workflows: dict[tuple[str, str], CompiledWorkflow] = {}
         self._agents: dict[tuple[str, str], tuple[int, AgentSpec]] = {}
+        if events is not None:
+            events.subscribe(TOPIC, self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        self.forget(change.project_id, change.key)
+
+    def changed(self, project_id: str, name: str) -> None:
+        """A definition changed here: drop it from this cache and tell the other replicas."""
+        self.forget(project_id, name)
+        if self.events is not None:
+            self.events.publish(Change(TOPIC, name, project_id))
 
     def check(
         self,
@@ -93,8 +109,8 @@ class Definitions:
         version, created = self.store.put_version(
             project_id, kind, spec.name, stored, spec.content_hash(), message
         )
-        self._workflows.pop((project_id, spec.name), None)
-        self._agents.pop((project_id, spec.name), None)
+        if created:
+            self.changed(project_id, spec.name)
         return {"name": spec.name, "kind": kind, "version": version, "created": created}
 
     def latest(self, project_id: str, kind: Kind, name: str) -> tuple[int, dict[str, Any]]:

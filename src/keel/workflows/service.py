@@ -20,6 +20,7 @@ import httpx
 
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, KeelError, NotFound
+from keel.events import ChangeBus
 from keel.gateway.pipeline import Gateway
 from keel.store.db import Database
 from keel.tracing.model import RequestTrace
@@ -70,10 +71,11 @@ class Workflows:
         max_age_s: float | None = None,
         max_runs: int | None = None,
         checkpoints: bool = True,
+        events: ChangeBus | None = None,
     ) -> None:
         self.store = WorkflowStore(database)
         self.compiler = Compiler()
-        self.definitions = Definitions(self.store, self.compiler)
+        self.definitions = Definitions(self.store, self.compiler, events)
         self.http = httpx.AsyncClient(follow_redirects=False)
         self.runtime = Runtime(
             gateway,

@@ -54,6 +54,7 @@ def build_workflows(services: Services) -> Workflows:
         trace_sink=recorder.submit if recorder is not None else None,
         knowledge=lambda: services.extras.get("knowledge"),
         guard=services.guard,
+        events=services.events,
         max_age_s=(settings.workflow_retention_days * 86_400) or None,
         max_runs=settings.workflow_retention_max_runs or None,
     )
@@ -156,7 +157,7 @@ async def archive(
 ) -> Response:
     await asyncio.to_thread(flows.definitions.latest, principal.project_id, kind, name)
     await asyncio.to_thread(flows.store.archive, principal.project_id, kind, name)
-    flows.definitions.forget(principal.project_id, name)
+    flows.definitions.changed(principal.project_id, name)
     return json_response({"name": name, "kind": kind, "archived": True})
 
 
