@@ -11,6 +11,7 @@ from keel.cli import (
     config,
     deployments,
     evals,
+    finetune,
     guard,
     insights,
     jobs,
@@ -61,9 +62,10 @@ app.add_typer(guard.app, name="guard")
 app.add_typer(kb.app, name="kb")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(insights.app, name="insights")
-app.add_typer(evals.app, name="eval")
 app.add_typer(workflows.app, name="workflows")
 app.command("run")(workflows.run)
+app.add_typer(evals.app, name="eval")
+app.add_typer(finetune.app, name="finetune")
 
 
 @app.command()

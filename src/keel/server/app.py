@@ -15,7 +15,7 @@ from keel.server import admin, errors, health, metrics
 from keel.server.declarations import apply_at_start
 from keel.server.hot import HotRoutes, document_bodies
 from keel.server.middleware import RequestContext
-from keel.server.openai import batches, files
+from keel.server.openai import batches, files, fine_tuning
 from keel.server.openai.feedback import router as feedback_router
 from keel.server.openai.router import HOT_BODIES, HOT_ROUTES
 from keel.server.openai.router import router as openai_router
@@ -82,6 +82,7 @@ def create_app(
     app.include_router(feedback_router)
     app.include_router(files.router)  # with the job system's lifespan
     app.include_router(batches.router)
+    app.include_router(fine_tuning.router)  # with the training executor's lifespan
     app.include_router(admin.router)
     app.include_router(metrics.router)
     ui.mount(app)

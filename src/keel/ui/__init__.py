@@ -10,6 +10,7 @@ from keel.ui.views import (
     admin,
     auth,
     evals,
+    finetune,
     guard,
     jobs,
     knowledge,
@@ -35,6 +36,7 @@ def mount(app: FastAPI) -> None:
         knowledge,
         jobs,
         evals,
+        finetune,
         workflows,
         admin,
     ):

@@ -66,6 +66,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/ui/experiments", "Experiments", "experiments:read"),
     ("/ui/jobs", "Jobs", "jobs:read"),
     ("/ui/workflows", "Workflows", "workflows:read"),
+    ("/ui/finetune", "Fine-tuning", "models:read"),
     ("/ui/audit", "Audit log", "audit:read"),
     ("/ui/keys", "Keys", "keys:write"),
     ("/ui/users", "Users", "users:write"),

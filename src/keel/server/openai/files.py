@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from keel.auth.secrets import SecretBox
 from keel.calls import CallOp
 from keel.errors import InvalidRequest, NotFound, PayloadTooLarge
+from keel.finetune.data import parse_examples
 from keel.jobs.batch import parse_lines
 from keel.jobs.executor import ExecutorOptions
 from keel.jobs.files import FileInfo
@@ -43,7 +44,7 @@ _WIRE: dict[str, type[BaseModel]] = {
     "completions": CompletionRequest,
     "embeddings": EmbeddingRequest,
 }
-PURPOSES = ("batch",)
+PURPOSES = ("batch", "fine-tune")
 
 
 def job_system(services: Services) -> JobSystem:
@@ -107,25 +108,32 @@ def file_object(info: FileInfo) -> dict[str, Any]:
     }
 
 
-@router.post("/files", summary="Upload a file (purpose=batch: a JSONL of requests)")
+@router.post(
+    "/files",
+    summary="Upload a file (purpose=batch: a JSONL of requests; fine-tune: of conversations)",
+)
 async def upload_file(
     services: ServicesDep,
     principal: PrincipalDep,
     file: Annotated[UploadFile, File(description="The JSONL file")],
-    purpose: Annotated[str, Form(description="What the file is for: batch")],
+    purpose: Annotated[str, Form(description="What the file is for: batch or fine-tune")],
 ) -> Response:
     if purpose not in PURPOSES:
         raise InvalidRequest(
-            f"purpose '{purpose}' is not supported here; upload batch input with purpose=batch",
+            f"purpose '{purpose}' is not supported here; upload batch input with purpose=batch "
+            "and training data with purpose=fine-tune",
             param="purpose",
         )
     limit = services.settings.max_body_bytes
     content = await file.read(limit + 1)
     if len(content) > limit:
         raise PayloadTooLarge(limit)
-    lines = await asyncio.to_thread(
-        parse_lines, content, max_line_bytes=MAX_LINE_BYTES, check_body=check_body
-    )
+    if purpose == "fine-tune":  # every line a conversation, checked before it is stored
+        lines: list[Any] = await asyncio.to_thread(parse_examples, content, param="file")
+    else:
+        lines = await asyncio.to_thread(
+            parse_lines, content, max_line_bytes=MAX_LINE_BYTES, check_body=check_body
+        )
     system = job_system(services)
     info = await asyncio.to_thread(
         system.files.create,
