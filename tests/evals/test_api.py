@@ -163,6 +163,12 @@ async def test_bad_experiments_are_refused_whole_naming_the_field(keel: Keel) ->
         ),
         (spec(subjects=[{"model": "gpt-9"}]), 404, "subjects[0].model", "unknown model 'gpt-9'"),
         (spec(dataset="nope"), 404, "dataset", "no dataset 'nope'"),
+        (
+            spec(subjects=[{"model": "fake-model", "params": {"temperature": "hot"}}]),
+            400,
+            "subjects[0]",
+            "temperature",
+        ),
     ]
     for body, status, param, words in cases:
         response = await keel.call("POST", "/api/experiments", json=body)

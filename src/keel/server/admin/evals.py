@@ -17,7 +17,7 @@ from keel.auth.keys import Principal
 from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound
 from keel.evals.datasets import NAME_PATTERN, Dataset, DatasetService, Item, Version
-from keel.evals.experiments import ExperimentKind, ExperimentSpec
+from keel.evals.experiments import ExperimentKind, ExperimentSpec, request_body
 from keel.evals.items import ItemIn, parse_file, to_new_item
 from keel.evals.junit import junit_xml
 from keel.evals.scorers import catalog
@@ -29,7 +29,7 @@ from keel.server.admin import evals_online
 from keel.server.admin.jobs import job_view
 from keel.server.admin.traces import _metadata, parse_time
 from keel.server.deps import ServicesDep, require
-from keel.server.openai.files import job_system
+from keel.server.openai.files import check_body, job_system
 from keel.server.services import Services
 from keel.tracing.store import TraceFilter
 
@@ -333,6 +333,13 @@ async def start_experiment(
     principal: Annotated[Principal, require("experiments:write")],
     body: ExperimentSpec,
 ) -> dict[str, Any]:
+    for index, subject in enumerate(body.subjects):  # the same wire check a live call gets
+        sample = request_body(subject.model_dump(exclude_none=True), {"messages": [
+            {"role": "user", "content": "x"}]})  # fmt: skip
+        problem = check_body("chat/completions", sample)
+        if problem is not None:
+            raise InvalidRequest(f"subjects[{index}]: {problem}", param=f"subjects[{index}]",
+                                 code="invalid_subject")  # fmt: skip
     runs = await _run(eval_service(services).start, principal, body)
     return {"object": "list", "data": [run_view(job) for job in runs]}
 
