@@ -4,9 +4,13 @@ and hands the passages it found to the next step."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from keel.knowledge.chunk import whitespace_tokens
 from keel.knowledge.service import KnowledgeBases
+from keel.workflows.service import WorkflowFailed
 from tests.support.app import HashEmbedder
 from tests.workflows.conftest import Bench
 
@@ -44,3 +48,29 @@ async def test_retrieve_feeds_the_found_passages_to_the_next_step(
     assert run["output"]["text"] == f"[1] {hit.text}"  # the model got the passage found
     shown = await bench.flows.get("default", run["id"])
     assert shown["steps"][0]["output"]["hits"][0]["source"] == "handbook.md"
+
+
+async def test_a_guard_step_blocks_a_secret_or_lets_the_run_go_on(bench: Bench) -> None:
+    guard = bench.services.guard
+    assert guard is not None
+    guard.put_policy("default", "secrets-only",
+                     {"input": [{"type": "secrets", "action": "block"}]}, actor="test")  # fmt: skip
+    guard.reload()
+    bench.flows.runtime.guard = guard
+    scan = {"text": "{{ input.text }}", "policy": "secrets-only", "source": "tool"}
+    steps: list[dict[str, Any]] = [
+        {"id": "scan", "guard": scan},
+        {"id": "after", "transform": {"value": "{{ steps.scan.output.blocked }}"}},
+    ]
+    bench.define({"name": "scan", "steps": steps})
+    clean = await bench.flows.run(bench.principal, "workflow", "scan", {"text": "all fine"})
+    assert isinstance(clean, dict)
+    assert clean["output"] is False
+    leaked = {"text": "key: AKIAIOSFODNN7EXAMPLE secret: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+    with pytest.raises(WorkflowFailed, match="step 'scan' failed: guard policy blocked"):
+        await bench.flows.run(bench.principal, "workflow", "scan", leaked)
+    scan["on_block"] = "continue"
+    bench.define({"name": "scan", "steps": steps})
+    went_on = await bench.flows.run(bench.principal, "workflow", "scan", leaked)
+    assert isinstance(went_on, dict)
+    assert went_on["output"] is True
