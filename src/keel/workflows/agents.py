@@ -199,6 +199,7 @@ class AgentRunner:
             if problem is not None:
                 result = {"error": f"arguments do not match the tool's schema {problem}"}
             elif (name, _canonical(arguments)) in seen:
+                entry["repeated"] = True  # not sent again: the loop stops here
                 record.update(stop="loop", messages=[assistant])
                 return record
             else:
