@@ -19,6 +19,9 @@ out = Console()
 
 HoursOption = Annotated[float, typer.Option(help="The window: the last N hours.")]
 RouteOption = Annotated[str | None, typer.Option(help="Only requests of this route (model).")]
+UntilOption = Annotated[
+    float | None, typer.Option(help="End of the window, epoch seconds (default: now).")
+]
 
 
 def _spark(counts: list[int]) -> str:
@@ -31,6 +34,7 @@ def _spark(counts: list[int]) -> str:
 def topics(
     hours: HoursOption = 24,
     route: RouteOption = None,
+    until: UntilOption = None,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
@@ -38,7 +42,11 @@ def topics(
     """Topics of the window: label, requests, share, cost, latency, errors and trend."""
     with out.status("clustering the window's requests…"):
         found = Api(url, key, config).call(
-            "GET", "/api/insights/topics", hours=str(hours), route=route
+            "GET",
+            "/api/insights/topics",
+            hours=str(hours),
+            route=route,
+            until=None if until is None else str(until),
         )
     table = Table(
         "#",
@@ -74,6 +82,7 @@ def anomalies(
     reference_hours: Annotated[float, typer.Option(help="Reference window before it.")] = 168,
     threshold: Annotated[float | None, typer.Option(help="Override the project's.")] = None,
     route: RouteOption = None,
+    until: UntilOption = None,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
@@ -86,6 +95,7 @@ def anomalies(
         reference_hours=str(reference_hours),
         threshold=None if threshold is None else str(threshold),
         route=route,
+        until=None if until is None else str(until),
     )
     out.print(
         f"{found['flagged']} of {found['scored']} requests over the threshold "

@@ -61,6 +61,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/ui/prompts", "Prompts", "prompts:read"),
     ("/ui/routes", "Routes", "routes:read"),
     ("/ui/guard", "Guard", "traces:read"),
+    ("/ui/insights", "Insights", "traces:read"),
     ("/ui/kbs", "Knowledge", "kb:read"),
     ("/ui/datasets", "Datasets", "datasets:read"),
     ("/ui/experiments", "Experiments", "experiments:read"),
