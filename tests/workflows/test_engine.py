@@ -185,6 +185,7 @@ async def test_a_run_is_one_trace_with_a_span_per_step(bench: Bench) -> None:
     spans = str(trace["spans"])
     assert "'keel.workflow.a'" in spans
     assert "'keel.workflow.b'" in spans
+    assert trace["metadata"]["workflow_tokens"] == "12"  # the fake upstream's usage
     assert trace["operation"] == "workflow"
     assert trace["model"] == "workflow:traced"
 

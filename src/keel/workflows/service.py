@@ -388,6 +388,10 @@ class Workflows:
         trace = state.trace
         if trace is not None:
             trace.output = _text(output)
+            # On the run's root span: which version ran, and the tokens of all its calls
+            # (each call's own trace has its split and cost).
+            trace.metadata["workflow_version"] = str(row["version"])
+            trace.metadata["workflow_tokens"] = str(state.tokens)
             trace.finish(WorkflowFailed(error or "failed") if status == "failed" else None)
         if self.checkpoints:
             await asyncio.to_thread(
