@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -37,6 +38,10 @@ class RayMissing(RuntimeError):
     pass
 
 
+class RayUnreachable(RuntimeError):
+    pass
+
+
 def import_ray() -> ModuleType:
     try:
         import ray
@@ -46,6 +51,23 @@ def import_ray() -> ModuleType:
             "KEEL_RAY_ADDRESS to run jobs in this process"
         ) from None
     return ray
+
+
+def check_reachable(address: str) -> None:
+    """Fail at once on a cluster address nothing listens on: ray.init would retry for
+    minutes, holding up the start of Keel."""
+    if address == "auto":
+        return  # Ray finds the local cluster itself, and says at once when there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as error:
+        raise RayUnreachable(
+            f"nothing answers at KEEL_RAY_ADDRESS={address} ({error}); start the cluster "
+            "(ray start --head), fix the address (auto, host:port or ray://host:10001), or "
+            "unset KEEL_RAY_ADDRESS to run jobs in this process"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +193,20 @@ class RayExecutor(LocalExecutor):
         from keel.jobs.ray_caller import ItemCaller
 
         if not ray.is_initialized():
-            ray.init(
-                address=self.ray_options.address,
-                namespace=NAMESPACE,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
+            check_reachable(self.ray_options.address)
+            try:
+                ray.init(
+                    address=self.ray_options.address,
+                    namespace=NAMESPACE,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
+            except (ConnectionError, RuntimeError) as error:
+                raise RayUnreachable(
+                    f"could not join the Ray cluster at KEEL_RAY_ADDRESS="
+                    f"{self.ray_options.address} ({error}); start it (ray start --head), fix "
+                    "the address, or unset KEEL_RAY_ADDRESS to run jobs in this process"
+                ) from error
         per_actor = max(1, -(-self.options.concurrency // self.ray_options.actors))
         caller = ray.remote(ItemCaller).options(
             num_cpus=0,  # waits on HTTP: takes no CPU from Ray's other work
