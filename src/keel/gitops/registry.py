@@ -372,7 +372,9 @@ class DeploymentsHandler(_Section):
         known = self.options.context.get(PLANNED_VERSIONS)
         if known is None:
             known = {m["ref"] for m in await api.call("GET", "/api/models")}
-        current = {d["model"]: d["replicas"] for d in await api.call("GET", "/api/deployments")}
+        listed = await api.call("GET", "/api/deployments")
+        current = {d["model"]: d["replicas"] for d in listed}
+        placed = {d["model"]: d.get("on", "local") for d in listed}
         self._current = current
         self.options.context[FILE_DEPLOYMENTS] = {
             spec.model for spec, _ in self.entries if isinstance(spec, DeploymentSpec)
@@ -383,8 +385,9 @@ class DeploymentsHandler(_Section):
             parse_version_ref(spec.model)
             if spec.model not in known:
                 problems.append(entry.problem(f"unknown model version {spec.model!r}", ("model",)))
-            if current.get(spec.model) != spec.replicas:
-                self.planned.append((spec, entry, f"{spec.replicas} replica(s)"))
+            if (current.get(spec.model), placed.get(spec.model)) != (spec.replicas, spec.on):
+                where = " on Ray" if spec.on == "ray" else ""
+                self.planned.append((spec, entry, f"{spec.replicas} replica(s){where}"))
         return problems
 
     async def apply(self, api: KeelAPI, *, dry_run: bool) -> list[Outcome]:
