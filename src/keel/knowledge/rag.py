@@ -14,6 +14,7 @@ from typing import Any
 
 from keel.errors import InvalidRequest
 from keel.knowledge.index import check_filters
+from keel.knowledge.rerank import RERANKERS
 from keel.knowledge.service import MAX_TOP_K, Mode, SearchHit, check_name
 
 DEFAULT_TOP_K = 4
@@ -24,7 +25,7 @@ INSTRUCTIONS = (
     "If the sources do not contain the answer, say that you do not know."
 )
 _MARKER = re.compile(r"\[(\d{1,3})\]")
-_FIELDS = {"name", "names", "top_k", "mode", "filters"}
+_FIELDS = {"name", "names", "top_k", "mode", "filters", "rerank"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class KnowledgeRequest:
     top_k: int = DEFAULT_TOP_K
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = None
+    rerank: str | None = None
 
 
 def _bad(message: str, param: str = "kb") -> InvalidRequest:
@@ -81,7 +83,10 @@ def parse_request(raw: Any) -> KnowledgeRequest:
             check_filters(filters)
         except ValueError as exc:
             raise _bad(str(exc), "kb.filters") from exc
-    return KnowledgeRequest(tuple(dict.fromkeys(names)), top_k, mode, filters)
+    rerank = raw.get("rerank")
+    if rerank is not None and rerank not in RERANKERS:
+        raise _bad(f"kb.rerank is one of {', '.join(sorted(RERANKERS))}", "kb.rerank")
+    return KnowledgeRequest(tuple(dict.fromkeys(names)), top_k, mode, filters, rerank)
 
 
 def question(messages: Any) -> str:

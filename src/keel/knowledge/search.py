@@ -23,6 +23,7 @@ from keel.knowledge.fusion import hybrid
 from keel.knowledge.index import DenseIndex, KbIndex, LexicalIndex, check_filters, top_k, words
 from keel.knowledge.lookup import current
 from keel.knowledge.records import MAX_TOP_K, KnowledgeBase, Mode, SearchHit, embedding_text
+from keel.knowledge.rerank import CANDIDATES, reranker
 from keel.knowledge.tables import KnowledgeChunkRow, KnowledgeDocumentRow, KnowledgeEmbeddingRow
 from keel.store.db import Database
 
@@ -110,8 +111,11 @@ class Searcher:
         top_k: int = 10,
         filters: dict[str, Any] | None = None,
         mode: Mode = "hybrid",
+        rerank: str | None = None,
     ) -> list[SearchHit]:
-        """The `top_k` chunks of base `name` that best answer `query`, best first."""
+        """The `top_k` chunks of base `name` that best answer `query`, best first; with
+        `rerank`, the named reranker reorders the first ranking's best candidates."""
+        second = reranker(rerank)
         if not query.strip():
             raise InvalidRequest("query is empty; send the text to search for", param="query")
         if not 1 <= top_k <= MAX_TOP_K:
@@ -135,9 +139,13 @@ class Searcher:
                     code="embedding_model_mismatch",
                 )
             query_vector = (await embedder.embed([query])).vectors[0]
-        return await asyncio.to_thread(
-            self._rank, index, kb, query, query_vector, top_k, filters, mode
+        depth = max(top_k, CANDIDATES) if second is not None else top_k
+        hits = await asyncio.to_thread(
+            self._rank, index, kb, query, query_vector, depth, filters, mode
         )
+        if second is not None:
+            hits = (await asyncio.to_thread(second.rerank, query, hits))[:top_k]
+        return hits
 
     def _rank(
         self,

@@ -93,9 +93,11 @@ class KnowledgeBases:
         top_k: int = 10,
         filters: dict[str, Any] | None = None,
         mode: Mode = "hybrid",
+        rerank: str | None = None,
     ) -> list[SearchHit]:
-        """The `top_k` chunks of base `name` that best answer `query`, best first."""
-        return await self._searcher.search(project_id, name, query, top_k, filters, mode)
+        """The `top_k` chunks of base `name` that best answer `query`, best first (see
+        search.Searcher.search; `rerank` names a reranker of knowledge/rerank.py)."""
+        return await self._searcher.search(project_id, name, query, top_k, filters, mode, rerank)
 
     def index_for(self, kb: KnowledgeBase) -> KbIndex:
         """The base's index at its current revision (see search.Searcher.index_for)."""

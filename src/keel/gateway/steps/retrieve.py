@@ -52,7 +52,13 @@ class Retrieve:
         found = await asyncio.gather(
             *(
                 self.knowledge.search(
-                    project, name, query, request.top_k, request.filters, request.mode
+                    project,
+                    name,
+                    query,
+                    request.top_k,
+                    request.filters,
+                    request.mode,
+                    request.rerank,
                 )
                 for name in request.bases
             )

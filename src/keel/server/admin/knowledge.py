@@ -148,6 +148,9 @@ class SearchBody(BaseModel):
         description="Document metadata that must match: {'field': value}, "
         "{'field': {'$in': [...]}}, {'source': {'$prefix': 'handbook/'}}.",
     )
+    rerank: Literal["lexical"] | None = Field(
+        None, description="A reranker for the first ranking's best 30 candidates (opt-in)."
+    )
 
 
 class HitInfo(BaseModel):
@@ -355,7 +358,7 @@ async def search(
 ) -> Response:
     started = time.perf_counter()
     hits = await kbs.search(
-        principal.project_id, kb, body.query, body.top_k, body.filters, body.mode
+        principal.project_id, kb, body.query, body.top_k, body.filters, body.mode, body.rerank
     )
     took = round((time.perf_counter() - started) * 1000, 3)
     return json_response(
