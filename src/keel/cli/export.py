@@ -48,7 +48,9 @@ def export_state(api: Api) -> dict[str, Any]:
         route.update({k: r[k] for k in ROUTE_OPTIONAL if r.get(k) is not None})
         routes.append(route)
     deployments = [
+        # `on` only when not the default, so exports of local deployments read as before
         {"model": d["model"], "replicas": d["replicas"]}
+        | ({"on": d["on"]} if d.get("on", "local") != "local" else {})
         for d in api.call("GET", "/api/deployments")
     ]
     return {
