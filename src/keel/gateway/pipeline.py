@@ -36,6 +36,7 @@ from keel.gateway.steps.retrieve import (
     answer_text,
     citations_event,
     cite,
+    seal_context,
 )
 from keel.gateway.steps.route import RouteStep
 from keel.guard.service import GuardService
@@ -127,6 +128,7 @@ class Gateway:
             await self.retrieve.run(call, state)
             if self.guard_input is not None:
                 await self.guard_input.run(call, state)
+            seal_context(state)  # retrieved sources, scanned as a document, join the system message
             route = self.route.run(call, state)
             scope, hit = None, None
             if self.cache_lookup is not None:

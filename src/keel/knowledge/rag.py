@@ -146,24 +146,49 @@ def merge(found: list[tuple[str, list[SearchHit]]], top_k: int) -> list[Passage]
     return [Passage(n, kb, hit) for n, (kb, hit) in enumerate(ranked[:top_k], start=1)]
 
 
-def context(passages: list[Passage]) -> str:
-    """The system message that carries the passages (the documented template)."""
+def sources(passages: list[Passage]) -> str:
+    """The numbered passages, as the documented template lays them out."""
     if not passages:
-        return INSTRUCTIONS + "\n\nSources: none were found for this question."
+        return "Sources: none were found for this question."
     blocks = [f"[{p.number}] {p.label()}\n{p.hit.text.strip()}" for p in passages]
-    return INSTRUCTIONS + "\n\nSources:\n\n" + "\n\n".join(blocks)
+    return "Sources:\n\n" + "\n\n".join(blocks)
 
 
-def with_context(messages: list[Any], text: str) -> list[Any]:
-    """`messages` with the context as a system message after the client's own system ones
-    (so the client's instructions still come first)."""
+# The retrieved text travels as a message of this role from retrieval to the input guard,
+# which scans it as untrusted content (as it scans a document or a tool's output); `seal`
+# then folds it into the instructions' system message, before anything goes upstream.
+DOCUMENT_ROLE = "document"
+
+
+def with_context(messages: list[Any], passages: list[Passage]) -> list[Any]:
+    """`messages` with the instructions (a system message) and the sources (a document, for
+    the input guard) after the client's own system messages, which still come first."""
     position = 0
     while position < len(messages):
         message = messages[position]
         if not isinstance(message, dict) or message.get("role") not in ("system", "developer"):
             break
         position += 1
-    return [*messages[:position], {"role": "system", "content": text}, *messages[position:]]
+    added = [{"role": "system", "content": INSTRUCTIONS},
+             {"role": DOCUMENT_ROLE, "content": sources(passages)}]  # fmt: skip
+    return [*messages[:position], *added, *messages[position:]]
+
+
+def seal(messages: list[Any]) -> list[Any]:
+    """The sources folded into the system message before them: what the upstream is sent."""
+    out: list[Any] = []
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == DOCUMENT_ROLE:
+            if out and isinstance(out[-1], dict) and out[-1].get("role") == "system":
+                out[-1] = {
+                    **out[-1],
+                    "content": f"{out[-1].get('content')}\n\n{message['content']}",
+                }
+            else:
+                out.append({**message, "role": "system"})
+            continue
+        out.append(message)
+    return out
 
 
 def cited(answer: str, passages: list[Passage]) -> list[int]:

@@ -16,7 +16,7 @@ from typing import Any
 from keel.calls import Call, CallState
 from keel.errors import InvalidRequest, ServiceUnavailable
 from keel.knowledge.grounding import AlignmentScorer, GroundednessScorer
-from keel.knowledge.rag import Retrieval, context, merge, parse_request, question, with_context
+from keel.knowledge.rag import Retrieval, merge, parse_request, question, seal, with_context
 from keel.knowledge.service import KnowledgeBases
 
 log = logging.getLogger("keel.gateway")
@@ -67,7 +67,7 @@ class Retrieve:
                                                     request.top_k))  # fmt: skip
         body = {key: value for key, value in state.body.items() if key != "kb"}
         assert isinstance(messages, list)
-        body["messages"] = with_context(messages, context(retrieval.passages))
+        body["messages"] = with_context(messages, retrieval.passages)
         state.body, state.retrieval = body, retrieval
         if span is not None:
             span.attributes = {
@@ -78,6 +78,13 @@ class Retrieve:
                 "keel.knowledge.scores": [p.hit.score for p in retrieval.passages],
             }
         state.end(span)
+
+
+def seal_context(state: CallState) -> None:
+    """After the input guard read the sources as a document: fold them into the system
+    message, the only shape every upstream takes."""
+    if state.retrieval is not None and isinstance(state.body.get("messages"), list):
+        state.body = {**state.body, "messages": seal(state.body["messages"])}
 
 
 def answer_text(state: CallState) -> str:
