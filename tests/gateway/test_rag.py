@@ -4,6 +4,7 @@ trace keeps. Searches are lexical here, since the stand-in embedder knows no mea
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -227,3 +228,33 @@ async def test_instructions_planted_in_a_document_meet_the_input_guard(
         assert upstream.requests == []
     finally:
         await stop_services(services)
+
+
+async def test_waiting_for_groundedness_puts_it_on_the_answer_and_block_refuses_it(
+    rag: Rag, upstream: FakeUpstream
+) -> None:
+    upstream.reply = "You get 28 days of paid holiday [1]."
+    waited = await rag.chat(kb={**KB, "groundedness": "wait"})
+    assert waited.status_code == 200, waited.text
+    assert waited.headers["X-Keel-Groundedness"] == "0.900"
+    assert waited.json()["groundedness"] == {"score": 0.9, "grounded": True, "unsupported": []}
+    ground = rag.services.gateway.ground
+    assert ground is not None
+    await ground.idle()
+    for _ in range(100):  # the score is saved off the request path
+        if rag.scores:
+            break
+        await asyncio.sleep(0.01)
+    assert [s[2]["label"] for s in rag.scores] == ["grounded"]  # scored once, not twice
+
+    upstream.reply = "You get 40 days."
+    blocked = await rag.chat(kb={**KB, "groundedness": "block"})
+    assert blocked.status_code == 400
+    error = blocked.json()["error"]
+    assert (error["type"], error["code"]) == ("guardrail_violation", "ungrounded")
+    assert "not supported by the retrieved sources" in error["message"]
+    background = await rag.chat(kb=KB)
+    assert "X-Keel-Groundedness" not in background.headers  # the default never waits
+    bad = await rag.chat(kb={**KB, "groundedness": "sometimes"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "kb.groundedness"

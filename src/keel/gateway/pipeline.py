@@ -146,7 +146,10 @@ class Gateway:
             if events is None:
                 state.gone = watch is not None and watch.gone
                 cite(body, state)
-                yield Answer(body, render_headers(state))
+                headers = render_headers(state)
+                if self.ground is not None:  # only when the request asked to wait for it
+                    await self.ground.check(call, state, body, headers)
+                yield Answer(body, headers)
                 return
             yield _StreamHead(render_headers(state), watch)
             async for event in events:

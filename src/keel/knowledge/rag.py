@@ -25,7 +25,8 @@ INSTRUCTIONS = (
     "If the sources do not contain the answer, say that you do not know."
 )
 _MARKER = re.compile(r"\[(\d{1,3})\]")
-_FIELDS = {"name", "names", "top_k", "mode", "filters", "rerank"}
+_FIELDS = {"name", "names", "top_k", "mode", "filters", "rerank", "groundedness"}
+GROUNDEDNESS = ("background", "wait", "block")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class KnowledgeRequest:
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = None
     rerank: str | None = None
+    groundedness: str = "background"  # or wait (score before answering), block (refuse)
 
 
 def _bad(message: str, param: str = "kb") -> InvalidRequest:
@@ -86,7 +88,11 @@ def parse_request(raw: Any) -> KnowledgeRequest:
     rerank = raw.get("rerank")
     if rerank is not None and rerank not in RERANKERS:
         raise _bad(f"kb.rerank is one of {', '.join(sorted(RERANKERS))}", "kb.rerank")
-    return KnowledgeRequest(tuple(dict.fromkeys(names)), top_k, mode, filters, rerank)
+    grounding = raw.get("groundedness", "background")
+    if grounding not in GROUNDEDNESS:
+        raise _bad(f"kb.groundedness is one of {', '.join(GROUNDEDNESS)}", "kb.groundedness")
+    bases = tuple(dict.fromkeys(names))
+    return KnowledgeRequest(bases, top_k, mode, filters, rerank, grounding)
 
 
 def question(messages: Any) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from keel.calls import Call, CallState
-from keel.errors import InvalidRequest, ServiceUnavailable
+from keel.errors import GuardrailViolation, InvalidRequest, ServiceUnavailable
 from keel.knowledge.grounding import AlignmentScorer, GroundednessScorer
 from keel.knowledge.rag import Retrieval, merge, parse_request, question, seal, with_context
 from keel.knowledge.service import KnowledgeBases
@@ -128,6 +128,8 @@ class Ground:
         self._worker: asyncio.Task[None] | None = None
         self.skipped = 0  # answers not scored because the queue was full
         self.failed = 0
+        self._scored: set[str] = set()
+        self._saves: set[asyncio.Task[Any]] = set()  # traces scored before answering (wait, block)
 
     def scorer(self) -> GroundednessScorer:
         if self._scorer is None:
@@ -138,6 +140,9 @@ class Ground:
         """Queue a finished RAG answer for scoring (never waits)."""
         retrieval: Retrieval | None = state.retrieval
         text = answer_text(state)
+        if call.trace_id in self._scored:
+            self._scored.discard(call.trace_id)
+            return
         if retrieval is None or state.error is not None or not call.trace_id or not text:
             return
         if self._queue is None:
@@ -161,19 +166,59 @@ class Ground:
                 self.failed += 1
                 log.exception("scoring the groundedness of trace %s failed", trace_id)
 
-    async def _score(self, project: str, trace_id: str, text: str, contexts: list[str]) -> None:
-        result = await self.scorer().score(text, contexts)
+    async def check(self, call: Call, state: CallState, body: dict[str, Any],
+                    headers: dict[str, str]) -> None:  # fmt: skip
+        """A whole answer whose request asked to wait for its groundedness: scored now, in
+        the body and a header, kept on the trace; with `block`, an ungrounded one refused."""
+        retrieval: Retrieval | None = state.retrieval
+        if retrieval is None or retrieval.request.groundedness == "background":
+            return
+        choices = body.get("choices") or [{}]
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return
+        result = await self.scorer().score(text, retrieval.texts())
         unsupported = [s.text for s in result.unsupported][:20]
-        score = {
+        score = round(float(result.score), 4)
+        body["groundedness"] = {
+            "score": score,
+            "grounded": result.grounded,
+            "unsupported": unsupported,
+        }
+        headers["X-Keel-Groundedness"] = f"{result.score:.3f}"
+        if call.trace_id:
+            self._scored.add(call.trace_id)
+            fields = self._fields(result.score, result.grounded, unsupported)
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self.save, call.principal.project_id, call.trace_id, fields)
+            )
+            self._saves.add(task)
+            task.add_done_callback(self._saves.discard)
+        if retrieval.request.groundedness == "block" and not result.grounded:
+            raise GuardrailViolation(
+                f"the answer was blocked: {len(result.unsupported)} of its sentences are not "
+                f"supported by the retrieved sources (groundedness {result.score:.2f}); "
+                "rephrase the question, or ask with kb.groundedness 'wait' to see the answer",
+                code="ungrounded",
+            )
+
+    def _fields(self, number: float, grounded: bool, unsupported: list[str]) -> dict[str, Any]:
+        return {
             "name": "groundedness",
             "kind": "numeric",
-            "number": round(float(result.score), 4),
+            "number": round(float(number), 4),
             "flag": None,
-            "label": "grounded" if result.grounded else "ungrounded",
-            "comment": json.dumps({"grounded": result.grounded, "unsupported": unsupported}),
+            "label": "grounded" if grounded else "ungrounded",
+            "comment": json.dumps({"grounded": grounded, "unsupported": unsupported}),
             "source": "evaluator",
             "author": f"keel:{self.scorer().name}",
         }
+
+    async def _score(self, project: str, trace_id: str, text: str, contexts: list[str]) -> None:
+        result = await self.scorer().score(text, contexts)
+        unsupported = [s.text for s in result.unsupported][:20]
+        score = self._fields(result.score, result.grounded, unsupported)
         await asyncio.to_thread(self.save, project, trace_id, score)
 
     async def idle(self) -> None:

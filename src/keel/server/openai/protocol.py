@@ -138,8 +138,8 @@ class ChatCompletionRequest(_SamplingFields):
         None,
         description="Keel extension: knowledge bases to answer from: a base name, or "
         '{"name" (or "names": [...]), "top_k" (1-100, default 4), "mode" (hybrid | dense | '
-        'lexical), "filters"}. The answer carries a citations list (streamed: a last chunk '
-        "before [DONE]).",
+        'lexical), "filters", "rerank" (lexical), "groundedness" (background | wait | '
+        "block)}. The answer carries a citations list (streamed: a last chunk before [DONE]).",
     )
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
