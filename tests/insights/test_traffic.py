@@ -1,0 +1,76 @@
+"""The background embedding of traffic: a sample of requests, their last user turn as the
+trace keeps it (redacted by the guard), stored with the trace id; a full queue drops and
+counts instead of growing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from keel.auth.keys import Principal
+from keel.insights.store import InsightStore
+from keel.insights.traffic import TrafficEmbedder, last_user_turn
+from keel.store import migrate
+from keel.store.db import Database
+from keel.tracing.model import RequestTrace
+from tests.support.app import HashEmbedder
+
+
+def trace(number: int, text: str, op: str = "chat/completions") -> RequestTrace:
+    body = {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]
+    }
+    made = RequestTrace(
+        lambda _t: None,
+        f"{number:032x}",
+        op,
+        Principal("k", "default", "app"),
+        body,
+        start_ns=time.time_ns(),
+    )
+    made.end_ns = made.start_ns + 2_000_000
+    return made
+
+
+def store(tmp_path: Path) -> InsightStore:
+    database = Database(f"sqlite:///{tmp_path}/keel.db")
+    migrate.upgrade(database)
+    return InsightStore(database)
+
+
+async def test_sampled_requests_are_stored_with_their_trace_id(tmp_path: Path) -> None:
+    insights = store(tmp_path)
+    draws = iter([0.1, 0.9, 0.2, 0.8])
+    traffic = TrafficEmbedder(insights, HashEmbedder, sample_rate=0.5, draw=lambda: next(draws))
+    for number in range(4):
+        traffic.offer(trace(number, f"my email is <EMAIL_{number}>"))
+    traffic.offer(trace(9, "an embedding request", op="embeddings"))  # not a chat: skipped
+    await traffic.flush()
+    await traffic.close()
+    window = insights.window("default", 0, time.time_ns() // 1000 + 1)
+    assert window.trace_ids == [f"{0:032x}", f"{2:032x}"]
+    assert window.texts == ["my email is <EMAIL_0>", "my email is <EMAIL_2>"]
+    assert window.vectors.shape == (2, 8)
+    assert window.durations_ms == [2.0, 2.0]
+
+
+async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    traffic = TrafficEmbedder(store(tmp_path), HashEmbedder, queue_size=10)
+    for number in range(15):
+        traffic.offer(trace(number, "hello"))
+    assert traffic.depth() == 10
+    assert traffic.dropped == 5
+    await traffic.close()
+
+
+def test_the_last_user_turn_is_what_is_embedded() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "answer"},
+            {"role": "user", "content": [{"type": "text", "text": "second"}]},
+        ]
+    }
+    assert last_user_turn("chat/completions", body) == "second"
+    assert last_user_turn("completions", {"prompt": "complete me"}) == "complete me"
+    assert last_user_turn("chat/completions", {"messages": []}) is None
