@@ -143,7 +143,10 @@ def _window(hours: float, until: float | None) -> tuple[int, int]:
 
 
 Hours = Annotated[float, Query(gt=0, le=24 * 366, description="Window length in hours")]
-Until = Annotated[float | None, Query(description="End of the window, epoch seconds (now)")]
+MAX_EPOCH = 1e11  # epoch seconds: past any real date, within a 64-bit microsecond count
+Until = Annotated[
+    float | None, Query(gt=0, le=MAX_EPOCH, description="End of the window, epoch seconds (now)")
+]
 
 
 @router.get("/topics", summary="Topics of a window of traffic: labels, counts, cost, trend")
@@ -202,7 +205,9 @@ class DriftRequest(BaseModel):
     reference_hours: float = Field(
         24 * 7, gt=0, le=24 * 366, description="The reference window before it, hours"
     )
-    until: float | None = Field(None, description="End of the recent window, epoch seconds")
+    until: float | None = Field(
+        None, gt=0, le=MAX_EPOCH, description="End of the recent window, epoch seconds"
+    )
     route: str | None = None
     alpha: float = Field(drift_mod.ALPHA, gt=0, lt=0.5, description="False-alarm rate per check")
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from markupsafe import Markup, escape
 
 from keel.errors import KeelError
-from keel.server.admin.insights import HOUR_US, insights_of
+from keel.server.admin.insights import HOUR_US, MAX_EPOCH, insights_of
 from keel.ui.web import Console, UiError, UiRoute, db, page, ui_require
 
 router = APIRouter(route_class=UiRoute)
@@ -59,7 +59,7 @@ def _problem(error: KeelError) -> str:
 async def insights(
     c: Annotated[Console, ui_require("traces:read")],
     hours: Annotated[float, Query(gt=0, le=24 * 366)] = 24,
-    until: Annotated[float | None, Query(gt=0)] = None,
+    until: Annotated[float | None, Query(gt=0, le=MAX_EPOCH)] = None,
 ) -> Response:
     service = insights_of(c.services).service
     project = c.principal.project_id
