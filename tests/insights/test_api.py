@@ -112,8 +112,9 @@ def test_insights_of_real_traffic(api: dict[str, Any]) -> None:
     password_topics = {p["topic"] for p in topics["points"] if "password" in p["text"]}
     assert not weather_topics & password_topics
 
-    recent_hours = (time.time() - split) / 3600
-    anomalies = get(api, "anomalies", hours=recent_hours, reference_hours=1).json()
+    now = time.time()
+    recent_hours = (now - split) / 3600
+    anomalies = get(api, "anomalies", hours=recent_hours, reference_hours=1, until=now).json()
     assert anomalies["scored"] == 2
     flagged = [a["trace_id"] for a in anomalies["anomalies"]]
     assert flagged == [strange]
@@ -128,6 +129,9 @@ def test_insights_of_real_traffic(api: dict[str, Any]) -> None:
         for s in by_text["similar"]
     )
 
+    again = get(api, "anomalies", hours=recent_hours, reference_hours=1, until=now).json()
+    assert [a["trace_id"] for a in again["anomalies"]] == [strange]
+    # Listed twice, counted once.
     metrics = httpx.get(f"{api['base']}/metrics", headers=api["headers"]).text
     assert 'keel_insights_anomalies_total{project="default"} 1.0' in metrics
 

@@ -22,6 +22,7 @@ log = logging.getLogger("keel.insights")
 
 EXAMPLES = 3
 TREND_BUCKETS = 8
+MAX_SEEN = 100_000  # flagged trace ids remembered, so a request is counted once
 MIN_REQUESTS = 10  # fewer sampled requests than this make no topics worth the name
 
 
@@ -36,10 +37,21 @@ def _iso_window(since_us: int, until_us: int) -> str:
 
 @dataclass
 class InsightCounts:
-    """For /metrics: anomalies flagged and drift alerts raised, per project."""
+    """For /metrics: requests flagged as anomalous (each once, however often it is listed)
+    and drift alerts raised, per project."""
 
     flagged: dict[str, int] = field(default_factory=dict)
     drift_alerts: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, None] = field(default_factory=dict)  # flagged trace ids, oldest first
+
+    def flag(self, project_id: str, trace_ids: list[str]) -> None:
+        fresh = [t for t in trace_ids if t not in self.seen]
+        for trace_id in fresh:
+            self.seen[trace_id] = None
+        while len(self.seen) > MAX_SEEN:
+            del self.seen[next(iter(self.seen))]
+        if fresh:
+            self.flagged[project_id] = self.flagged.get(project_id, 0) + len(fresh)
 
 
 class InsightsService:
@@ -178,7 +190,7 @@ class InsightsService:
         scores = Reference.build(ref.vectors).scores(new.vectors[keep]) if keep else np.zeros(0)
         order = np.argsort(-scores)
         flagged = [int(i) for i in order if scores[i] > threshold]
-        self.counts.flagged[project_id] = self.counts.flagged.get(project_id, 0) + len(flagged)
+        self.counts.flag(project_id, [new.trace_ids[keep[i]] for i in flagged])
         return {
             "project_id": project_id,
             "threshold": threshold,
