@@ -94,7 +94,8 @@ def main() -> None:
         valid_set,
         hyper,
         workdir,
-        Callbacks(on_step=lambda r: steps.append((time.monotonic(), r))),
+        Callbacks(on_step=on_step),
+        cache=args.cache,
     )
     wall = time.monotonic() - started
     step_times = [b[0] - a[0] for a, b in itertools.pairwise(steps)]
