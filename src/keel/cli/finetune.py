@@ -182,6 +182,15 @@ def follow(api: Api, job_id: str, interval: float = 1.0) -> dict[str, Any]:
     return dict(job)
 
 
+def canary_split(targets: dict[str, int], tuned: str, percent: int) -> dict[str, int]:
+    """The route's current targets scaled to 100 - percent, and `tuned` at `percent`."""
+    kept = {ref: w for ref, w in targets.items() if ref != tuned}
+    total = sum(kept.values()) or 1
+    split = {ref: round(w * (100 - percent) / total) for ref, w in kept.items()}
+    split[tuned] = percent
+    return split
+
+
 def ship_canary(
     api: Api, job: dict[str, Any], held: Path, percent: int, route: str, min_margin: float
 ) -> None:
@@ -212,10 +221,7 @@ def ship_canary(
             f"the gate did not pass (needs +{min_margin:.0%} and p<0.05); {route} is unchanged"
         )
     current = api.call("GET", f"/api/routes/{route}")
-    targets = {ref: w for ref, w in current["targets"].items() if ref != tuned}
-    total = sum(targets.values()) or 1
-    split = {ref: round(w * (100 - percent) / total) for ref, w in targets.items()}
-    split[tuned] = percent
+    split = canary_split(current["targets"], tuned, percent)
     api.call("POST", f"/api/routes/{route}/split", {"targets": split})
     out.print(
         f"[green]{route}: {tuned} gets {percent}% of the traffic[/]; "
