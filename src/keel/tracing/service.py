@@ -5,6 +5,7 @@ the Prometheus metrics and the optional OTLP export, and answers queries of stor
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import os
 from collections.abc import Callable
@@ -127,11 +128,13 @@ class Tracing:
         *,
         limit: int,
         score: tuple[str, float | None, float | None] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Newest first, whole traces (full input and output) matching the filters."""
         return self.store.contents(project_id, filters, limit=limit, score=score)
 
-    def score_summary(self, project_id: str, since_us: int, source: str) -> list[dict[str, Any]]:
+    def score_summary(
+        self, project_id: str, since_us: int, source: str
+    ) -> builtins.list[dict[str, Any]]:
         """Per route and score name: count and mean of `source` scores since `since_us`."""
         return self.store.score_summary(project_id, since_us, source)
 

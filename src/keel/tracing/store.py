@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -406,7 +407,7 @@ class TraceStore:
         *,
         limit: int,
         score: tuple[str, float | None, float | None] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Newest first, whole: each matching trace's columns with its full input and output
         (datasets are built from these). `score`: (name, min, max) of a score it must have."""
         t = TraceRow
@@ -431,7 +432,9 @@ class TraceStore:
             rows = connection.execute(query).all()
         return [{str(k): v for k, v in row._mapping.items()} for row in rows]
 
-    def score_summary(self, project_id: str, since_us: int, source: str) -> list[dict[str, Any]]:
+    def score_summary(
+        self, project_id: str, since_us: int, source: str
+    ) -> builtins.list[dict[str, Any]]:
         """Per route and score name: how many scores of `source` traces started since
         `since_us` carry, and their mean (online evaluation's figures)."""
         t, s = TraceRow, ScoreRow
