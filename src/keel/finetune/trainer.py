@@ -242,6 +242,14 @@ def train(
     )
     model = get_peft_model(base, config)
     model.train()
+
+    def stop_in_step(*_: Any) -> None:
+        # Checked before each decoder layer too: a cancel waits a layer, not a whole step.
+        if cb.should_stop():
+            raise Cancelled
+
+    for layer in getattr(getattr(base, "model", None), "layers", []):
+        layer.register_forward_pre_hook(stop_in_step)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=hyper.learning_rate
     )
