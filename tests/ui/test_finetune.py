@@ -3,9 +3,18 @@ checkpoints, scan findings and the lineage of the version it made."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
 from keel.finetune.executor import KIND
 from keel.server.openai.fine_tuning import fine_tune_system
+from tests.finetune.conftest import task_file
+from tests.support.keel_process import start_keel
 from tests.ui.conftest import Console, login
+from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _browser_or_skip
 
 
 async def test_a_job_shows_loss_curves_checkpoints_and_lineage(console: Console) -> None:
@@ -45,3 +54,47 @@ async def test_a_job_shows_loss_curves_checkpoints_and_lineage(console: Console)
         missing = await client.get("/ui/finetune/ftjob_nothing")
         assert missing.status_code == 404
         assert "no fine-tuning job" in missing.text
+
+
+@pytest.mark.e2e
+def test_the_fine_tuning_page_in_a_real_browser(tmp_path: Path) -> None:
+    """Against a real `keel serve`: a job created through the API, then cancelled, is
+    listed under the console's Fine-tuning link and opens on its own page."""
+    sync_playwright = _browser_or_skip()
+    keel = start_keel(tmp_path / "data", "--no-embeddings")
+    try:
+        file_id = httpx.post(
+            f"{keel.base_url}/v1/files",
+            headers={"Authorization": f"Bearer {keel.api_key}"},
+            files={"file": ("train.jsonl", task_file(12))},
+            data={"purpose": "fine-tune"},
+            timeout=60,
+        ).json()["id"]
+        job = keel.api(
+            "POST", "/v1/fine_tuning/jobs", {"model": "smollm2", "training_file": file_id}
+        )
+        keel.api("POST", f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+        for _ in range(600):
+            if keel.api("GET", f"/v1/fine_tuning/jobs/{job['id']}")["status"] == "cancelled":
+                break
+            time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"{keel.base_url}/ui/")
+                page.get_by_label("API key").fill(keel.api_key)
+                page.get_by_role("button", name="Sign in").click()
+                page.wait_for_url(f"{keel.base_url}/ui/")
+                page.get_by_role("link", name="Fine-tuning").click()
+                page.wait_for_url(f"{keel.base_url}/ui/finetune")
+                assert page.locator(f'[data-state="{job["id"]}"]').inner_text() == "cancelled"
+                page.get_by_role("link", name=job["id"]).click()
+                page.wait_for_selector("#checkpoints")
+                assert page.locator("h1").inner_text() == f"Fine-tuning job {job['id']}"
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / "finetune.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        keel.stop()
