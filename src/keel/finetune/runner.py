@@ -88,6 +88,8 @@ class Runner:
                 f"data (lines {lines}); remove them, or create the job without "
                 "guard.block to train anyway",
             )
+        if self._cancel_requested(job.id, cancel):  # before the minute loading the model takes
+            return Outcome("cancelled")
         if run.phase == "validating_files":
             self.runs.update(job.id, phase="queued")
         workdir = self.work_root / job.id
@@ -127,6 +129,12 @@ class Runner:
             data={"phase": "registered", "model": ref, "metrics": metrics},
         )
         return Outcome("succeeded", result={"fine_tuned_model": ref, "metrics": metrics})
+
+    def _cancel_requested(self, job_id: str, cancel: threading.Event) -> bool:
+        current = self.jobs.get(job_id)
+        if current is not None and current.state in ("cancelling", "cancelled"):
+            cancel.set()
+        return cancel.is_set()
 
     def _train(
         self,
