@@ -54,6 +54,14 @@ async def test_versions_are_immutable_and_items_keep_their_version(keel: Keel) -
     assert info["versions"][1]["note"] == "one more"
 
 
+async def test_removing_an_id_no_row_can_have_is_a_400_and_makes_no_version(keel: Keel) -> None:
+    await quiz(keel)
+    refused = await keel.call("POST", "/api/datasets/quiz/items", json={"remove": [2**64]})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"].startswith("remove")
+    assert (await keel.ok("GET", "/api/datasets/quiz"))["versions"][0]["version"] == 1
+
+
 async def test_a_file_with_a_broken_line_is_refused_whole(keel: Keel) -> None:
     good = jsonl([{"input": "a", "expected": "a"}] * 3)
     broken = good + b'{"input": "b", "expected": \n'

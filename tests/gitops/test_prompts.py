@@ -133,8 +133,8 @@ async def test_a_folder_of_one_prompt_files_is_applied(tmp_path: Path, api: Keel
          ":9: prompts[0].messages[1].role: Input should be 'system', 'user' or 'assistant'"),
         (SUPPORT.replace("  - name: support-reply\n", "  - name: Bad Name\n"),
          ":2: prompts[0].name: String should match pattern"),
-        ("guards: []\n" + SUPPORT, ":1: guards: unknown section (known: deployments, models, "
-         "prompts, providers, routes; or a setting"),
+        ("guards: []\n" + SUPPORT, ":1: guards: unknown section (known: agents, deployments, "
+         "models, prompts, providers, routes, workflows; or a setting"),
         (SUPPORT + SUPPORT.replace("prompts:\n", ""),
          ":20: prompts[1].name: prompt 'support-reply' is also defined at"),
     ],

@@ -120,10 +120,16 @@ async def test_a_file_over_the_body_limit_is_413(gateway: Gateway) -> None:
     assert refused.status_code == 413
 
 
-async def test_a_purpose_other_than_batch_is_refused(gateway: Gateway) -> None:
-    refused = await upload(gateway, jsonl(line(0)), purpose="fine-tune")
+async def test_a_purpose_keel_does_not_take_is_refused(gateway: Gateway) -> None:
+    refused = await upload(gateway, jsonl(line(0)), purpose="assistants")
     assert refused.status_code == 400
     assert "upload batch input with purpose=batch" in message(refused)
+
+
+async def test_batch_lines_uploaded_as_training_data_name_the_line(gateway: Gateway) -> None:
+    refused = await upload(gateway, jsonl(line(0)), purpose="fine-tune")
+    assert refused.status_code == 400
+    assert message(refused).startswith("line 1: no 'messages' list")
 
 
 async def test_an_unknown_model_names_its_line_and_no_batch_is_created(gateway: Gateway) -> None:

@@ -141,11 +141,15 @@ class DatasetCreate(BaseModel):
     items: list[ItemIn] = Field(default_factory=list, max_length=100_000)
 
 
+# An item id is a row id: positive and within a 63-bit integer (SQLite's and PostgreSQL's).
+ItemId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
 class ItemsAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[ItemIn] = Field(default_factory=list, max_length=100_000)
-    remove: list[int] = Field(default_factory=list, max_length=100_000)
+    remove: list[ItemId] = Field(default_factory=list, max_length=100_000)
     note: str = Field("", max_length=2000)
 
 
