@@ -113,8 +113,10 @@ class JobStore:
         key_id: str,
         params: dict[str, Any],
         items: Sequence[tuple[str, dict[str, Any]]],
+        message: str | None = None,
     ) -> Job:
-        """A queued job with its items (key, payload), all in one transaction."""
+        """A queued job with its items (key, payload), all in one transaction; `message` is
+        its first event (default: how many items it holds)."""
         now = utcnow()
         job_id = new_id(kind)
         with self.database.session() as session:
@@ -150,7 +152,7 @@ class JobStore:
                     job_id=job_id,
                     at=now,
                     level="info",
-                    message=f"created with {len(items)} items",
+                    message=message or f"created with {len(items)} items",
                     data={},
                 )
             )
