@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from keel.auth import audit
 from keel.errors import InvalidRequest, NotFound
 from keel.evals.items import NewItem
 from keel.evals.tables import DatasetItemRow, DatasetRow, DatasetVersionRow
@@ -233,7 +234,18 @@ class DatasetService:
                 )  # fmt: skip
                 session.add(row)
                 session.flush()
-            return self._new_version(session, row, items, (), "traces", note, created_by)
+            version = self._new_version(session, row, items, (), "traces", note, created_by)
+            # Training and evaluation data made from traffic: the audit log says who and when.
+            audit.record(
+                session,
+                f"key:{created_by}" if created_by else "system",
+                "dataset.from_traces",
+                "dataset",
+                name,
+                after={"version": version.version, "items": version.items},
+                project_id=project_id,
+            )
+            return version
 
     def delete(self, project_id: str, name: str) -> None:
         with self.database.session() as session:
