@@ -1,5 +1,6 @@
 """Online evaluation: a rule scores a stable share of a route's live calls from their traces,
-in the background; the scores attach to the traces and are summed up per route."""
+in the background; the scores attach to the traces and are summed up per route, in
+/api/evals/online and in /api/stats."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ async def test_live_calls_of_a_route_get_scores_in_the_background(keel: Keel) ->
     assert summary["rules"][0]["route"] == "fake-model"
     counted = {(s["route"], s["name"]): s["count"] for s in summary["scores"]}
     assert counted == {("fake-model", "greets"): 3, ("fake-model", "latency"): 3}
+    # The same scores in /api/stats, with the verdicts their thresholds gave.
+    stats = await keel.ok("GET", "/api/stats", params={"since": "1h", "bucket": 0,
+                                                       "by": "route"})  # fmt: skip
+    [row] = [r for r in stats["data"] if r["group"] == "fake-model"]
+    greets, latency = row["online_scores"]["greets"], row["online_scores"]["latency"]
+    assert (greets["count"], greets["mean"], greets["pass_rate"]) == (3, 0.0, 0.0)
+    assert (latency["count"], latency["verdicts"]) == (3, 3)
+    assert latency["pass_rate"] is not None
 
 
 async def test_online_rules_refuse_what_cannot_score_live_calls(keel: Keel) -> None:

@@ -189,7 +189,8 @@ def stats(
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Requests, errors, latency and TTFT percentiles, tokens and cost per time bucket."""
+    """Requests, errors, latency and TTFT percentiles, tokens and cost per time bucket, and
+    the online evaluation scores of those requests per scorer."""
     # A trace's model is the version that answered (name@N), so both names group alike.
     group = "model" if by == "model_version" else by
     params: dict[str, str | None] = {"since": since, "until": until, "by": group}
@@ -207,3 +208,17 @@ def stats(
                       f"{row['output_tokens']:,}", f"{row['cost']:.6f}",
                       f"{row.get('failed_attempts', 0):,}")  # fmt: skip
     out.print(table)
+    scored = Table("from (UTC)", by, "scorer", "scores", "mean", "pass %",
+                   title="Online evaluation scores")  # fmt: skip
+    for row in result["data"]:
+        for name, score in (row.get("online_scores") or {}).items():
+            rate = score["pass_rate"]
+            scored.add_row(row["bucket_start"][:16].replace("T", " "), str(row["group"] or "-"),
+                           name, f"{score['count']:,}", _number(score["mean"]),
+                           "-" if rate is None else f"{100 * rate:.1f}")  # fmt: skip
+    if scored.row_count:
+        out.print(scored)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

@@ -2,9 +2,11 @@
 from their stored traces, and attaches the scores to those traces (source `evaluator`).
 
 Nothing on the request path waits: the evaluator reads traces after the recorder wrote
-them. Sampling is by trace id (a stable hash), so a share of 0.1 scores the same tenth
-of the calls however often it looks. Traces written while no evaluator ran (Keel was
-stopped) are not scored afterwards: the evaluator starts from the time it starts.
+them. Each score keeps its verdict (the scorer's threshold) and `/api/stats` sums them up
+per route or model version. Sampling is by trace id (a stable hash), so a share of 0.1
+scores the same tenth of the calls however often it looks. Traces written while no
+evaluator ran (Keel was stopped) are not scored afterwards: the evaluator starts from the
+time it starts.
 """
 
 from __future__ import annotations
@@ -180,8 +182,11 @@ class OnlineEvaluator:
             measured = await scorer.measure(observation)
             if measured.value is None:
                 continue
+            # The verdict is kept with the score (the scorer's threshold decides it), so
+            # /api/stats counts passes without knowing the rule.
             score = {"name": scorer.metric, "kind": "numeric", "number": measured.value,
-                     "label": None, "flag": None, "comment": measured.detail or None,
+                     "label": None, "flag": scorer.passed(measured.value),
+                     "comment": measured.detail or None,
                      "source": SOURCE, "author": f"online:{rule.route}"[:100]}  # fmt: skip
             await asyncio.to_thread(
                 self.tracing.add_score, rule.project_id, trace["trace_id"], score

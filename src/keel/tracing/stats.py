@@ -21,6 +21,9 @@ GROUPS: dict[str, str] = {
     "key": "key_id",
     "prompt": "prompt_name || '@' || CAST(prompt_version AS VARCHAR(12))",
 }
+# Scores the online evaluator writes (keel.evals.online): source `evaluator`, author
+# `online:ROUTE`; groundedness and API scores with the same source are not online scores.
+ONLINE_AUTHOR = "online:%"
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 _WHERE = "project_id = :project AND start_us >= :since AND start_us < :until"
 _SUMS = (
@@ -112,6 +115,23 @@ def _failures_sql(group: str, group_by: str, postgres: bool) -> str:
     )
 
 
+def _online_sql(group: str, postgres: bool) -> str:
+    """Online evaluation's scores per (bucket, group, scorer), over the traces they score:
+    how many, their mean, and how many passed the scorer's threshold (of those that carry
+    a verdict)."""
+    bucket = _bucket("t.start_us", postgres)
+    return (
+        f"SELECT {bucket} AS bucket, {group} AS grp, s.name AS name, COUNT(*) AS n, "
+        "AVG(s.number) AS mean, SUM(CASE WHEN s.flag THEN 1 ELSE 0 END) AS passed, "
+        "SUM(CASE WHEN s.flag IS NULL THEN 0 ELSE 1 END) AS verdicts "
+        "FROM trace_scores s JOIN traces t "
+        "ON t.trace_id = s.trace_id AND t.project_id = s.project_id "
+        "WHERE t.project_id = :project AND t.start_us >= :since AND t.start_us < :until "
+        "AND s.source = 'evaluator' AND s.author LIKE :online AND s.number IS NOT NULL "
+        "GROUP BY 1, 2, 3"
+    )
+
+
 def stats(
     database: Database,
     project_id: str,
@@ -121,7 +141,8 @@ def stats(
     bucket_s: int,
     group_by: GroupBy = "none",
 ) -> list[dict[str, Any]]:
-    """One row per (time bucket, group): counts, error rate, percentiles, tokens, cost.
+    """One row per (time bucket, group): counts, error rate, percentiles, tokens, cost,
+    and the online evaluation scores of its traces per scorer (`online_scores`).
 
     Buckets start at multiples of `bucket_s` since the epoch (whole hours, days, …);
     `bucket_s=0` makes the whole range one bucket, starting at `since_us`.
@@ -130,18 +151,26 @@ def stats(
     postgres = database.backend == "postgresql"
     sql = _postgres_sql(group) if postgres else _sqlite_sql(group)
     failures_sql = _failures_sql(group, group_by, postgres)
+    online_sql = _online_sql(group, postgres)
     bucket_us, origin = bucket_s * 1_000_000, 0
     if bucket_s == 0:
         bucket_us, origin = max(1, until_us - since_us), since_us
     params = {"project": project_id, "since": since_us, "until": until_us,
-              "bucket": bucket_us, "origin": origin}  # fmt: skip
+              "bucket": bucket_us, "origin": origin, "online": ONLINE_AUTHOR}  # fmt: skip
     with database.engine.connect() as connection:
         rows = connection.execute(text(sql), params).mappings().all()
         failures = {
             (int(row["bucket"]), row["grp"]): int(row["failed"])
             for row in connection.execute(text(failures_sql), params).mappings()
         }
+        online: dict[tuple[int, Any], dict[str, dict[str, Any]]] = {}
+        for row in connection.execute(text(online_sql), params).mappings():
+            scores = online.setdefault((int(row["bucket"]), row["grp"]), {})
+            scores[str(row["name"])] = _online(row)
     result = [_item(row, failures.pop((int(row["bucket"]), row["grp"]), 0)) for row in rows]
+    for item in result:
+        item["online_scores"] = dict(sorted(online.get((item["bucket_start_us"],
+                                                        item["group"]), {}).items()))  # fmt: skip
     # A target that failed every attempt answered no request: it still gets a row.
     if failures:
         result.extend(
@@ -150,6 +179,17 @@ def stats(
         )
         result.sort(key=lambda item: (item["bucket_start_us"], str(item["group"] or "")))
     return result
+
+
+def _online(row: Mapping[Any, Any]) -> dict[str, Any]:
+    verdicts, passed = int(row["verdicts"] or 0), int(row["passed"] or 0)
+    return {
+        "count": int(row["n"]),
+        "mean": None if row["mean"] is None else float(row["mean"]),
+        "passed": passed,
+        "verdicts": verdicts,
+        "pass_rate": passed / verdicts if verdicts else None,
+    }
 
 
 def _item(row: Mapping[Any, Any], failed_attempts: int) -> dict[str, Any]:
@@ -174,6 +214,7 @@ def _item(row: Mapping[Any, Any], failed_attempts: int) -> dict[str, Any]:
         "guard_blocks": int(row.get("guard_blocks") or 0),
         "guard_flags": int(row.get("guard_flags") or 0),
         "failed_attempts": failed_attempts,
+        "online_scores": {},
     }
     for prefix in ("latency", "ttft"):
         for name, _ in PERCENTILES:

@@ -112,6 +112,45 @@ async def test_failed_attempts_count_against_the_target_that_failed_even_when_sa
     assert after.json()["data"] == []
 
 
+def online_score(name: str, number: float, passed: bool | None, **fields: Any) -> dict[str, Any]:
+    score = {"name": name, "kind": "numeric", "number": number, "label": None, "flag": passed,
+             "comment": None, "source": "evaluator", "author": "online:a"}  # fmt: skip
+    return {**score, **fields}
+
+
+async def test_stats_carry_the_online_scores_of_their_traces_per_scorer(api: Client) -> None:
+    client, services, headers = api
+    tracing = services.tracing
+    tracing.store.write([record(400 + n, route="a") for n in range(3)] + [record(410, route="b")])
+    a = [f"{400 + n:032x}" for n in range(3)]
+    for trace_id, value in zip(a, (1.0, 0.0, 1.0), strict=True):
+        tracing.add_score("default", trace_id, online_score("greets", value, value == 1.0))
+    tracing.add_score("default", a[0], online_score("latency", 12.0, True))
+    tracing.add_score("default", a[1], online_score("latency", 30.0, None))  # no verdict kept
+    # Scores that are not online evaluation's: a person's, and groundedness from RAG.
+    tracing.add_score("default", a[0], online_score("greets", 0.0, False, source="human"))
+    tracing.add_score("default", a[1], online_score("greets", 0.0, False, author="keel:align"))
+    response = await client.get("/api/stats", params={"since": "1h", "bucket": 0, "by": "route"},
+                                headers=headers)  # fmt: skip
+    assert response.status_code == 200, response.text
+    rows = {row["group"]: row for row in response.json()["data"]}
+    assert rows["b"]["online_scores"] == {}
+    online = rows["a"]["online_scores"]
+    assert online["greets"]["count"] == 3
+    assert online["greets"]["mean"] == pytest.approx(2 / 3)
+    assert (online["greets"]["passed"], online["greets"]["pass_rate"]) == (2, pytest.approx(2 / 3))
+    assert online["latency"]["mean"] == pytest.approx(21.0)
+    assert (online["latency"]["verdicts"], online["latency"]["pass_rate"]) == (1, 1.0)
+    # Grouped by the version that answered, and outside the window: none.
+    by_model = await client.get("/api/stats", params={"since": "1h", "bucket": 0, "by": "model"},
+                                headers=headers)  # fmt: skip
+    [row] = by_model.json()["data"]
+    assert row["online_scores"]["greets"]["count"] == 3
+    earlier = await client.get("/api/stats", params={"since": "3h", "until": "2h", "bucket": 0},
+                               headers=headers)  # fmt: skip
+    assert earlier.json()["data"] == []
+
+
 async def test_traces_are_filtered_and_paged_newest_first(api: Client) -> None:
     client, services, headers = api
     records = [record(n) for n in range(7)]

@@ -180,6 +180,14 @@ class NewScore(BaseModel):
     source: Literal["human", "evaluator", "api"] = "api"
 
 
+class OnlineScore(BaseModel):
+    count: int = Field(description="Online evaluation scores of this scorer in the row.")
+    mean: float | None
+    passed: int = Field(description="Scores that met the scorer's threshold.")
+    verdicts: int = Field(description="Scores that carry a pass/fail verdict.")
+    pass_rate: float | None = Field(description="passed / verdicts; null without verdicts.")
+
+
 class StatsRow(BaseModel):
     bucket_start_us: int
     bucket_start: str
@@ -206,6 +214,11 @@ class StatsRow(BaseModel):
     failed_attempts: int = Field(
         description="Upstream attempts that failed, counted against the target that failed "
         "(by model) or where their request counts, even when a retry or fallback saved it."
+    )
+    online_scores: dict[str, OnlineScore] = Field(
+        default_factory=dict,
+        description="Per online scorer (by metric name): the scores the online evaluation "
+        "rules attached to this row's traces (GET/PUT /api/evals/online).",
     )
 
 

@@ -1,5 +1,6 @@
 """The overview: request charts over a chosen time range, grouped by route or model
-version, summary tiles and the most frequent recent errors. Built on /api/stats' SQL."""
+version, summary tiles, online evaluation scores and the most frequent recent errors.
+Built on /api/stats' SQL."""
 
 from __future__ import annotations
 
@@ -117,6 +118,27 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {key: sum(row.get(key) or 0 for row in rows) for key in SUMMED}
 
 
+def online_totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Online evaluation over the whole range, per group and scorer: the buckets' scores
+    summed (the mean weighted by each bucket's count)."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        for name, score in (row.get("online_scores") or {}).items():
+            total = sums.setdefault((str(row["group"]), name), [0, 0.0, 0, 0])
+            total[0] += score["count"]
+            total[1] += (score["mean"] or 0.0) * score["count"]
+            total[2] += score["passed"]
+            total[3] += score["verdicts"]
+    found = []
+    for (group, name), (n, mean_sum, passed, verdicts) in sorted(sums.items()):
+        mean = mean_sum / n if n else None
+        rate = passed / verdicts if verdicts else None
+        found.append({"group": group, "name": name, "count": int(n), "mean": mean,
+                      "pass_rate": rate, "shown_mean": fmt.DASH if mean is None else f"{mean:.4g}",
+                      "shown_pass_rate": fmt.pct(rate)})  # fmt: skip
+    return found
+
+
 def top_errors(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Recent errors counted by (type, HTTP status, route), most frequent first."""
     counts: Counter[tuple[str, int, str]] = Counter()
@@ -170,7 +192,7 @@ async def overview(
         tiles.append(("Guard blocks", fmt.count(total["guard_blocks"] + total["guard_blocked"])))
     return page(
         c.request, "overview.html", console=c, charts=charts, tiles=tiles, groups=groups,
-        hidden=hidden, requests=total["requests"],
+        hidden=hidden, requests=total["requests"], online=online_totals(rows),
         errors=top_errors(errors[0]), error_sample=ERROR_SAMPLE,
         ranges=list(RANGES), span=span, by=by, group_names=GROUPS,
     )  # fmt: skip
