@@ -1,16 +1,20 @@
 """Experiments: a dataset version run against subjects (a model or route, a prompt version or
-label, sampling parameters) and scored, as jobs of kind `experiment` — one job, a *run*, per
-subject. Each item is one call through `Gateway.handle`, traced with the run and item in its
-metadata; `repeat` keeps every sample.
+label, sampling parameters, a knowledge-base configuration, or a workflow) and scored, as jobs
+of kind `experiment` — one job, a *run*, per subject. Each item is one call through
+`Gateway.handle` (a RAG call when the subject names a `kb`), traced with the run and item in
+its metadata, or one run of the subject's workflow, whose llm steps call it in turn;
+`repeat` keeps every sample.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.auth.keys import Principal
@@ -28,17 +32,21 @@ from keel.jobs.model import Item, Job
 from keel.jobs.store import JobStore
 from keel.providers.base import Usage
 from keel.routing.table import Target
+from keel.workflows.spec import NAME_PATTERN, WORKFLOW_PREFIX
 
 KIND = "experiment"
 _RETRYABLE = {429, 500, 502, 503, 504}
 # An experiment measures its subject, never the response cache: its calls neither read nor
 # fill it.
 NO_CACHE = {"x-keel-cache": "bypass"}
-_FIXED = ("model", "messages", "prompt", "prompt_variables", "stream", "n")
+_FIXED = ("model", "messages", "prompt", "prompt_variables", "stream", "n", "kb")
+# (principal, workflow name, item input, trace id) → the run's output as text
+WorkflowRunner = Callable[[Principal, str, dict[str, Any], str], Awaitable[str]]
 
 
 class Subject(BaseModel):
-    """What answers the items: a model or route, a stored prompt, or both."""
+    """What answers the items: a model or route, a stored prompt, or both, optionally with
+    a knowledge base to retrieve from (`kb`); or a workflow."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,11 +58,42 @@ class Subject(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Request fields: temperature, max_tokens, seed, …"
     )
+    kb: str | dict[str, Any] | None = Field(
+        None,
+        description="A knowledge-base configuration, as a chat request's `kb` field: a base "
+        'name, or {"name": "handbook", "top_k": 4, "mode": "hybrid", …}. Each item is a RAG '
+        "call: the model answers from the retrieved passages",
+    )
+    workflow: str | None = Field(
+        None,
+        max_length=100,
+        description="A workflow by name (or model 'workflow:NAME'): each item is one run, "
+        "its input the item's variables or last user message, its output the answer",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Subject:
+        if self.model is not None and self.model.startswith(WORKFLOW_PREFIX):
+            if self.workflow is not None:
+                raise ValueError("name the workflow once: workflow: NAME or model: workflow:NAME")
+            self.workflow, self.model = self.model.removeprefix(WORKFLOW_PREFIX), None
+        if self.workflow is not None:
+            if not re.fullmatch(NAME_PATTERN, self.workflow):
+                raise ValueError(f"workflow {self.workflow[:100]!r} is not a workflow name "
+                                 "(letters, digits, '.', '_' and '-')")  # fmt: skip
+            others = [f for f in ("model", "prompt", "kb") if getattr(self, f) is not None]
+            if others or self.params:
+                raise ValueError(
+                    f"a workflow subject runs the workflow as declared; drop "
+                    f"{', '.join(others + ['params'] * bool(self.params))} (set models and "
+                    "parameters in the workflow's steps)"
+                )
+            return self
         if self.model is None and self.prompt is None:
-            raise ValueError("a subject needs a model (or route) or a prompt")
+            message = "a subject needs a model (or route) or a prompt"
+            if self.kb is not None:
+                message += " to answer from the knowledge base's passages"
+            raise ValueError(message)
         fixed = sorted(set(self.params) & set(_FIXED))
         if fixed:
             raise ValueError(f"params may not set {fixed}: the subject and items decide them")
@@ -64,8 +103,16 @@ class Subject(BaseModel):
     def title(self) -> str:
         if self.name:
             return self.name
+        if self.workflow is not None:
+            return f"{WORKFLOW_PREFIX}{self.workflow}"
+        kb = self.kb if isinstance(self.kb, str) or self.kb is None else _kb_names(self.kb)
         return " ".join(part for part in (self.prompt and f"prompt:{self.prompt}",
-                                          self.model) if part)  # fmt: skip
+                                          self.model, kb and f"kb:{kb}") if part)  # fmt: skip
+
+
+def _kb_names(kb: dict[str, Any]) -> str:
+    names = kb.get("names") if "names" in kb else [kb.get("name")]
+    return "+".join(str(name) for name in names or [] if name) if isinstance(names, list) else ""
 
 
 class ExperimentSpec(BaseModel):
@@ -87,8 +134,10 @@ class ExperimentSpec(BaseModel):
 
 def request_body(subject: dict[str, Any], item_input: dict[str, Any]) -> dict[str, Any]:
     """The chat request for one item: the subject's prompt and model, the item's messages or
-    variables, the subject's parameters."""
+    variables, the subject's parameters and knowledge base."""
     body: dict[str, Any] = dict(subject.get("params") or {})
+    if subject.get("kb") is not None:
+        body["kb"] = subject["kb"]
     prompt = subject.get("prompt")
     model = subject.get("model")
     if prompt:
@@ -129,6 +178,18 @@ def answer_text(body: dict[str, Any]) -> str:
     return content if isinstance(content, str) else str(choices[0].get("text") or "")
 
 
+def output_text(output: Any) -> str:
+    """A workflow's output as the answer scorers read: text as it is, a lone `text` or an
+    `answer` field, anything else as JSON."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, dict):
+        for field in ("text", "answer"):
+            if isinstance(output.get(field), str) and (field == "answer" or len(output) == 1):
+                return str(output[field])
+    return orjson.dumps(output).decode()
+
+
 class ExperimentKind:
     """Runs one item of a run: the subject's call, then every scorer on its answer."""
 
@@ -141,8 +202,10 @@ class ExperimentKind:
         principal_of: Callable[[str], Awaitable[Principal | None]],
         embedder: Callable[[], Embedder | None],
         target_of: Callable[[str, str], Target | None] = lambda _project, _ref: None,
+        workflow: WorkflowRunner | None = None,
     ):
         self.target_of = target_of  # (project, model version ref) → its prices
+        self.workflow = workflow
         self.gateway = gateway
         self.store = store
         self.principal_of = principal_of
@@ -183,7 +246,10 @@ class ExperimentKind:
             "dataset_item": str(payload["item_id"]),
             "repeat": str(payload["repeat"]),
         }
-        body = request_body(job.params["subject"], payload["input"])
+        subject = job.params["subject"]
+        if "workflow" in subject:
+            return await self.run_workflow(job, principal, payload, request_id)
+        body = request_body(subject, payload["input"])
         call = Call(
             "chat/completions",
             body,
@@ -215,14 +281,54 @@ class ExperimentKind:
             trace_id=request_id,
             request=body,
         )
+        return await self.result(job, principal, observation, payload, answer.body.get("usage"))
+
+    async def run_workflow(
+        self, job: Job, principal: Principal, payload: dict[str, Any], request_id: str
+    ) -> dict[str, Any]:
+        """One item as one run of the subject's workflow; the run's trace is the item's."""
+        if self.workflow is None:
+            raise ItemFailed({"code": "workflows_unavailable",
+                              "message": "workflows are not served by this process"})  # fmt: skip
+        name = str(job.params["subject"]["workflow"])
+        started = time.perf_counter()
+        try:
+            output = await self.workflow(principal, name, payload["input"], request_id)
+        except KeelError as error:
+            raise ItemFailed(
+                {"status_code": error.status, "trace_id": request_id, **error.envelope()["error"]},
+                retryable=error.status in _RETRYABLE,
+                retry_after=error.retry_after,
+            ) from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        observation = Observation(
+            output=output,
+            expected=payload.get("expected"),
+            input=payload["input"],
+            context=payload.get("context"),
+            latency_ms=latency_ms,
+            cost=None,  # each llm step's own trace has its cost
+            trace_id=request_id,
+            request=None,  # not a chat request: nothing for the bias probe to replay
+        )
+        return await self.result(job, principal, observation, payload, None)
+
+    async def result(
+        self,
+        job: Job,
+        principal: Principal,
+        observation: Observation,
+        payload: dict[str, Any],
+        usage: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         scores = await self.score(job, principal, observation, payload)
         return {
             "item_id": payload["item_id"],
             "repeat": payload["repeat"],
-            "trace_id": request_id,
+            "trace_id": observation.trace_id,
             "output": observation.output,
-            "latency_ms": round(latency_ms, 3),
-            "usage": answer.body.get("usage"),
+            "latency_ms": round(observation.latency_ms or 0.0, 3),
+            "usage": usage,
             "scores": scores,
         }
 

@@ -18,6 +18,7 @@ from keel.evals.scorers import Deps, build_scorers
 from keel.evals.summary import collect, summarise
 from keel.jobs.model import Job
 from keel.jobs.store import JobStore
+from keel.knowledge.rag import parse_request
 
 MAX_SAMPLES = 200_000
 RUN_ID_PATTERN = r"^experiment_[0-9a-f]{24}$"
@@ -35,12 +36,16 @@ class EvalService:
         routes: Callable[[str], list[str]],
         embedder: Callable[[], Embedder | None],
         wake: Callable[[], None] = lambda: None,
+        kbs: Callable[[str], list[str]] | None = None,
+        workflows: Callable[[str], list[str]] | None = None,
     ):
         self.datasets = datasets
         self.jobs = jobs
         self.routes = routes
         self.embedder = embedder
         self.wake = wake
+        self.kbs = kbs  # project → its knowledge bases' names (None: not served)
+        self.workflows = workflows  # project → its workflows' names (None: not served)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -59,6 +64,10 @@ class EvalService:
                     param=f"subjects[{index}].model",
                     code="model_not_found",
                 )
+            if subject.kb is not None:
+                self._check_kb(project, subject.kb, f"subjects[{index}]")
+            if subject.workflow is not None:
+                self._check_workflow(project, subject.workflow, f"subjects[{index}]")
         version, items = self.datasets.items(project, spec.dataset, spec.version)
         if len(items) * spec.repeat * len(spec.subjects) > MAX_SAMPLES:
             raise InvalidRequest(
@@ -89,6 +98,37 @@ class EvalService:
             runs.append(self.jobs.create(KIND, project, principal.key_id, params, payloads))
         self.wake()
         return runs
+
+    def _check_kb(self, project: str, kb: str | dict[str, Any], field: str) -> None:
+        """The subject's kb as a live request's is checked, and every base it names exists."""
+        try:
+            request = parse_request(kb)
+        except InvalidRequest as error:
+            raise InvalidRequest(f"{field}: {error.message}", param=f"{field}.{error.param}",
+                                 code="invalid_kb") from None  # fmt: skip
+        if self.kbs is None:
+            raise InvalidRequest(f"{field}.kb: knowledge bases are not served here",
+                                 param=f"{field}.kb", code="kb_not_found")  # fmt: skip
+        known = self.kbs(project)
+        for name in request.bases:
+            if name not in known:
+                raise NotFound(
+                    f"{field}.kb: unknown knowledge base '{name}' (known: "
+                    f"{', '.join(sorted(known)[:10]) or 'none'}); create it with 'keel kb "
+                    "create' or POST /api/kbs",
+                    param=f"{field}.kb",
+                    code="kb_not_found",
+                )
+
+    def _check_workflow(self, project: str, name: str, field: str) -> None:
+        known = self.workflows(project) if self.workflows is not None else []
+        if name not in known:
+            raise NotFound(
+                f"{field}.workflow: unknown workflow '{name}' (known: "
+                f"{', '.join(sorted(known)[:10]) or 'none'}); apply it with 'keel apply'",
+                param=f"{field}.workflow",
+                code="workflow_not_found",
+            )
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from keel.auth.keys import Principal
 from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound
 from keel.evals.datasets import NAME_PATTERN, Dataset, DatasetService, Item, Version
-from keel.evals.experiments import ExperimentKind, ExperimentSpec, request_body
+from keel.evals.experiments import ExperimentKind, ExperimentSpec, output_text, request_body
 from keel.evals.items import ItemIn, parse_file, to_new_item
 from keel.evals.junit import junit_xml
 from keel.evals.scorers import catalog
@@ -28,8 +28,10 @@ from keel.routing.table import Target
 from keel.server.admin import evals_online
 from keel.server.admin.jobs import job_view
 from keel.server.admin.traces import _metadata, parse_time
+from keel.server.admin.workflows import workflow_service
 from keel.server.deps import ServicesDep, require
 from keel.server.openai.files import check_body, job_system
+from keel.server.openai.workflows import chat_input
 from keel.server.services import Services
 from keel.tracing.store import TraceFilter
 
@@ -51,9 +53,18 @@ def eval_service(services: Services) -> EvalService:
             table = services.router.table
             return table.versions.get((project, ref)) or table.static.get(ref)
 
+        def kbs(project: str) -> list[str]:
+            knowledge = services.extras.get("knowledge")
+            return [] if knowledge is None else [b.name for b in knowledge.list_bases(project)]
+
+        def workflows(project: str) -> list[str]:
+            found = workflow_service(services).store.definitions(project, "workflow")
+            return [d["name"] for d in found if not d["archived"]]
+
         kind = ExperimentKind(
-            services.gateway, system.store, services.keys.principal_of, embedder, target_of
-        )
+            services.gateway, system.store, services.keys.principal_of, embedder, target_of,
+            workflow=lambda *args: _run_workflow(services, *args),
+        )  # fmt: skip
         system.register(kind)
         found = EvalService(
             DatasetService(services.database, services.tracing),
@@ -61,10 +72,33 @@ def eval_service(services: Services) -> EvalService:
             routes,
             embedder,
             wake=system.executor.wake,
+            kbs=kbs,
+            workflows=workflows,
         )
         services.extras["evals"] = found
     assert isinstance(found, EvalService)
     return found
+
+
+async def _run_workflow(
+    services: Services, principal: Principal, name: str, item: dict[str, Any], trace_id: str
+) -> str:
+    """An item as one run of a workflow, as `model: "workflow:NAME"` runs a chat: its input
+    is the item's variables, or made from its last user message; its output the answer."""
+    flows = workflow_service(services)
+    workflow = await flows.compiled(principal.project_id, "workflow", name)
+    value = item.get("variables")
+    if value is None:
+        value = chat_input("workflow", workflow.spec.input, item.get("messages"))
+    result = await flows.run(principal, "workflow", name, value, wait=True, trace_id=trace_id)
+    assert isinstance(result, dict)  # never streamed
+    if result["status"] != "succeeded":
+        raise InvalidRequest(
+            f"workflow run {result['id']} ended {result['status']}",
+            param="workflow",
+            code=f"workflow_run_{result['status']}",
+        )
+    return output_text(result["output"])
 
 
 @asynccontextmanager
@@ -338,6 +372,8 @@ async def start_experiment(
     body: ExperimentSpec,
 ) -> dict[str, Any]:
     for index, subject in enumerate(body.subjects):  # the same wire check a live call gets
+        if subject.workflow is not None:
+            continue  # a run, not a call: its input is checked against its schema per item
         sample = request_body(subject.model_dump(exclude_none=True), {"messages": [
             {"role": "user", "content": "x"}]})  # fmt: skip
         problem = check_body("chat/completions", sample)
