@@ -43,7 +43,7 @@ from keel.embeddings.base import EmbeddingResult
 from keel.embeddings.local import LocalEmbedder
 from keel.knowledge.chunk import Chunker, tokenizer_counter
 from keel.knowledge.fusion import Fusion, fuse, hybrid
-from keel.knowledge.index import DenseIndex, KbIndex, LexicalIndex, top_k, words
+from keel.knowledge.index import DenseIndex, KbIndex, LexicalIndex, Passage, top_k, words
 from keel.knowledge.parse import parse
 from keel.knowledge.service import KnowledgeBases, KnowledgeConfig
 from keel.store import migrate
@@ -322,8 +322,9 @@ def synthetic_index(size: int, texts: list[str], dimension: int, seed: int = 7) 
     vectors = rng.standard_normal((size, dimension)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     tokens = [words(text) for text in texts]  # chunks sampled from the corpus, with replacement
+    picked = [i % len(tokens) for i in rng.permutation(size)]
     lexical = LexicalIndex()
-    lexical.build_from_words([tokens[i % len(tokens)] for i in rng.permutation(size)])
+    lexical.build_from_words([tokens[i] for i in picked])
     documents = {f"d{i}": {"source": f"s{i}", "metadata": {}} for i in range(size // 2 + 1)}
     return KbIndex(
         kb_id="synthetic",
@@ -334,6 +335,7 @@ def synthetic_index(size: int, texts: list[str], dimension: int, seed: int = 7) 
         documents=documents,
         dense=DenseIndex(vectors),
         lexical=lexical,
+        passages=[Passage(texts[i], 0, len(texts[i]), ()) for i in picked],
     )
 
 

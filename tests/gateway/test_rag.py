@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from keel.knowledge.grounding import Groundedness, SentenceVerdict
 from keel.knowledge.service import KnowledgeBases
@@ -157,6 +158,20 @@ async def test_the_trace_keeps_a_retrieval_span_and_a_groundedness_score(
     await ground.idle()
     assert rag.scores[-1][2]["label"] == "ungrounded"
     assert json.loads(rag.scores[-1][2]["comment"])["unsupported"] == ["You get 40 days."]
+
+
+async def test_a_warm_rag_request_reads_no_knowledge_table(
+    rag: Rag, upstream: FakeUpstream
+) -> None:
+    upstream.reply = "You get 28 days of paid holiday [1]."
+    first = await rag.chat(kb=KB)
+    statements: list[str] = []
+    event.listen(rag.services.database.engine, "before_cursor_execute",
+                 lambda *args: statements.append(str(args[2])))  # fmt: skip
+    again = await rag.chat(kb=KB)
+    assert again.status_code == 200, again.text
+    assert again.json()["citations"] == first.json()["citations"]
+    assert [s for s in statements if "knowledge_" in s] == []
 
 
 async def test_several_bases_and_a_plain_name(rag: Rag, upstream: FakeUpstream) -> None:

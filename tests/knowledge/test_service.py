@@ -1,10 +1,12 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from keel.errors import InvalidRequest, NotFound
+from keel.events import LocalChangeBus
 from keel.knowledge.parse import DocumentError
 from keel.knowledge.service import KnowledgeBases
 from keel.knowledge.tables import KnowledgeChunkRow, KnowledgeEmbeddingRow
@@ -118,3 +120,46 @@ async def test_vectors_of_two_models_are_never_mixed(kbs: KnowledgeBases) -> Non
     with pytest.raises(InvalidRequest, match="search it with mode 'lexical'"):
         await other.search(P, "handbook", "text", 3)
     assert await other.search(P, "handbook", "text", 3, mode="lexical") == []
+
+
+def _statements(kbs: KnowledgeBases) -> list[str]:
+    """Every SQL statement the store runs from now on."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(kbs.database.engine, "before_cursor_execute", record)
+    return seen
+
+
+async def test_a_warm_search_reads_nothing_from_the_store(kbs: KnowledgeBases) -> None:
+    await _handbook(kbs)
+    first = await kbs.search(P, "handbook", "how many days of paid holiday do I get?", 3)
+    statements = _statements(kbs)
+    again = await kbs.search(P, "handbook", "how many days of paid holiday do I get?", 3)
+    assert again == first
+    assert "28 days of paid holiday" in again[0].text
+    assert statements == []
+
+
+async def test_a_change_on_another_replica_reaches_this_ones_searches(
+    kbs: KnowledgeBases, tmp_path: Path
+) -> None:
+    bus = LocalChangeBus()  # what the Redis bus delivers to every replica
+    here = KnowledgeBases(kbs.database, tmp_path / "here", kbs._embedder, kbs._count_tokens,
+                          events=bus)  # fmt: skip
+    there = KnowledgeBases(kbs.database, tmp_path / "there", kbs._embedder, kbs._count_tokens,
+                           events=bus)  # fmt: skip
+    await _handbook(there)
+    assert (await here.search(P, "handbook", "reimbursed receipt", 1))[0].source != "notes.txt"
+    reads = here.store_reads
+    notes = b"Expenses are reimbursed within 14 days of the receipt being uploaded."
+    await there.ingest(P, "handbook", "notes.txt", notes, actor="test")
+    assert (await here.search(P, "handbook", "reimbursed receipt", 1))[0].source == "notes.txt"
+    assert here.store_reads == reads + 1  # read again once, after the change, not each time
+    await here.search(P, "handbook", "reimbursed receipt", 1)
+    assert here.store_reads == reads + 1
+    there.delete(P, "handbook", actor="test")
+    with pytest.raises(NotFound, match="unknown knowledge base 'handbook'"):
+        await here.search(P, "handbook", "reimbursed receipt", 1)

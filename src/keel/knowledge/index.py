@@ -2,8 +2,9 @@
 
 `LexicalIndex` is BM25 (bm25s) over stemmed words; `DenseIndex` holds the chunk vectors,
 searched exactly below `ANN_MIN` vectors and through a usearch HNSW graph above it.
-Both answer by position; `KbIndex` maps positions to chunk ids and documents, and is
-saved under the data dir with the base's revision so a stale copy is rebuilt.
+Both answer by position; `KbIndex` maps positions to chunk ids, documents and the chunks'
+own text and offsets (so a search reads no store), and is saved under the data dir with
+the base's revision so a stale copy is rebuilt.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 # Exact search over a few thousand vectors is both faster and better than a graph.
 ANN_MIN = 20_000
-FORMAT = 1
+FORMAT = 2  # 2: the chunks' text and offsets are kept with the index
 _WORD = re.compile(r"\w\w+|\d", re.UNICODE)
 
 
@@ -166,6 +167,16 @@ def top_k(scores: Floats, k: int) -> tuple[Ints, Floats]:
     return order.astype(np.int64), scores[order].astype(np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """What a hit shows of its chunk: its text, its document offsets and heading path."""
+
+    text: str
+    start: int
+    end: int
+    heading_path: tuple[str, ...]
+
+
 @dataclass
 class KbIndex:
     """Everything search needs for one knowledge base, by position."""
@@ -178,6 +189,7 @@ class KbIndex:
     documents: dict[str, dict[str, Any]]  # document id -> {"source", "metadata"}
     dense: DenseIndex
     lexical: LexicalIndex
+    passages: list[Passage]  # one per position
     _positions: dict[int, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -201,6 +213,8 @@ class KbIndex:
         self.dense.save(staging)
         self.lexical.save(staging / "bm25")
         np.save(staging / "chunk_ids.npy", self.chunk_ids)
+        rows = [[p.text, p.start, p.end, list(p.heading_path)] for p in self.passages]
+        (staging / "passages.json").write_text(json.dumps(rows))
         manifest = {
             "format": FORMAT,
             "kb_id": self.kb_id,
@@ -232,7 +246,15 @@ class KbIndex:
             lexical = LexicalIndex.load(
                 folder / "bm25", manifest["size"], manifest["k1"], manifest["b"]
             )
-        except (OSError, ValueError, KeyError):
+            passages = [
+                Passage(str(text), int(start), int(end), tuple(heading_path))
+                for text, start, end, heading_path in json.loads(
+                    (folder / "passages.json").read_text()
+                )
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if len(passages) != manifest["size"]:
             return None
         return cls(
             kb_id=manifest["kb_id"],
@@ -243,6 +265,7 @@ class KbIndex:
             documents=manifest["documents"],
             dense=dense,
             lexical=lexical,
+            passages=passages,
         )
 
 

@@ -1,7 +1,10 @@
 """Search: each base's index (built from the store, kept in memory and under the data dir,
 rebuilt when the base's revision moved on) and the ranking of one query over it.
 
-Database work and ranking run in worker threads; the query is embedded on the embedder's.
+A warm search reads no store: the base's row is kept in memory until a change event about
+that base (a write here, or on another replica through the change bus) drops it, and the
+chunks' text comes from the index. Store reads (a cold base, a rebuild) and ranking run in
+worker threads; the query is embedded on the embedder's.
 """
 
 from __future__ import annotations
@@ -19,8 +22,17 @@ from sqlalchemy import select
 
 from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest
+from keel.events import Change
 from keel.knowledge.fusion import hybrid
-from keel.knowledge.index import DenseIndex, KbIndex, LexicalIndex, check_filters, top_k, words
+from keel.knowledge.index import (
+    DenseIndex,
+    KbIndex,
+    LexicalIndex,
+    Passage,
+    check_filters,
+    top_k,
+    words,
+)
 from keel.knowledge.lookup import current
 from keel.knowledge.records import MAX_TOP_K, KnowledgeBase, Mode, SearchHit, embedding_text
 from keel.knowledge.rerank import CANDIDATES, reranker
@@ -35,11 +47,40 @@ class Searcher:
         self.embedder = embedder  # the served model, or ServiceUnavailable
         self._indexes: dict[str, KbIndex] = {}
         self._lock = threading.Lock()  # one rebuild at a time per process
+        # (project, name) -> the base's row as last read; dropped by a change event about it.
+        self._bases: dict[tuple[str, str], KnowledgeBase] = {}
+        self._changes = 0  # a row read while a change arrived is not kept (it may be stale)
+        # Never held long: change handlers may run on the event loop, and a rebuild holds _lock.
+        self._rows_lock = threading.Lock()
+        self.store_reads = 0  # base rows read from the store (exported for tests and stats)
 
     def forget(self, kb_id: str) -> None:
         """A deleted base: its index leaves memory."""
         with self._lock:
             self._indexes.pop(kb_id, None)
+
+    def changed(self, change: Change) -> None:
+        """A change event on the "knowledge" topic: the named base's row is read again on its
+        next search (key "*": every base, as after a lost change channel)."""
+        with self._rows_lock:
+            self._changes += 1
+            dropped = [key for key in self._bases if change.key in ("*", key[1])
+                       and change.project_id in ("*", key[0])]  # fmt: skip
+            for key in dropped:
+                # Its index goes too: a deleted base's would stay in memory for good.
+                self._indexes.pop(self._bases.pop(key).id, None)
+
+    def base(self, project_id: str, name: str) -> KnowledgeBase:
+        """The base's row: from memory, else read from the store (raises NotFound)."""
+        kb = self._bases.get((project_id, name))
+        if kb is None:
+            seen = self._changes
+            kb = current(self.database, project_id, name)
+            with self._rows_lock:
+                self.store_reads += 1
+                if self._changes == seen:
+                    self._bases[(project_id, name)] = kb
+        return kb
 
     def _build_index(self, kb: KnowledgeBase) -> KbIndex:
         with self.database.session() as session:
@@ -56,6 +97,8 @@ class Searcher:
                     KnowledgeChunkRow.text,
                     KnowledgeChunkRow.heading_path,
                     KnowledgeEmbeddingRow.vector,
+                    KnowledgeChunkRow.start,
+                    KnowledgeChunkRow.end,
                 )
                 .join(
                     KnowledgeEmbeddingRow,
@@ -68,10 +111,12 @@ class Searcher:
         dimension = self.embedder().dimension
         vectors = np.zeros((len(rows), dimension), dtype=np.float32)
         texts: list[str] = []
-        for position, (_, doc_id, text, heading_path, vector) in enumerate(rows):
+        passages: list[Passage] = []
+        for position, (_, doc_id, text, heading_path, vector, start, end) in enumerate(rows):
             vectors[position] = np.frombuffer(vector, dtype="<f4")
             title = documents[doc_id]["metadata"].get("title")
             texts.append(embedding_text(text, heading_path, title))
+            passages.append(Passage(text, start, end, tuple(heading_path)))
         lexical = LexicalIndex(kb.config.bm25_k1, kb.config.bm25_b)
         lexical.build(texts)
         return KbIndex(
@@ -83,6 +128,7 @@ class Searcher:
             documents=documents,
             dense=DenseIndex(vectors),
             lexical=lexical,
+            passages=passages,
         )
 
     def index_for(self, kb: KnowledgeBase) -> KbIndex:
@@ -126,8 +172,12 @@ class Searcher:
             check_filters(filters or {})
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="filters") from exc
-        kb = await asyncio.to_thread(current, self.database, project_id, name)
-        index = await asyncio.to_thread(self.index_for, kb)
+        kb = self._bases.get((project_id, name))
+        if kb is None:
+            kb = await asyncio.to_thread(self.base, project_id, name)
+        index = self._indexes.get(kb.id)
+        if index is None or index.revision != kb.revision:
+            index = await asyncio.to_thread(self.index_for, kb)
         query_vector: Any = None
         if mode != "lexical":
             embedder = self.embedder()
@@ -187,33 +237,22 @@ class Searcher:
         query: str,
         mode: Mode,
     ) -> list[SearchHit]:
-        ids = [int(index.chunk_ids[p]) for p in positions]
-        if not ids:
-            return []
-        with self.database.session() as session:
-            rows = {
-                row.id: row
-                for row in session.scalars(
-                    select(KnowledgeChunkRow).where(KnowledgeChunkRow.id.in_(ids))
-                )
-            }
         terms = set(words(query))
         hits = []
-        for position, chunk_id, score in zip(positions, ids, scores, strict=True):
-            row = rows.get(chunk_id)
-            if row is None:  # deleted since the index was read
-                continue
-            document = index.documents.get(row.document_id, {})
-            start, end = highlight(row.text, terms)
+        for position, score in zip(positions, scores, strict=True):
+            passage = index.passages[position]
+            document_id = index.document_ids[position]
+            document = index.documents.get(document_id, {})
+            start, end = highlight(passage.text, terms)
             hits.append(
                 SearchHit(
-                    chunk_id=chunk_id,
-                    document_id=row.document_id,
+                    chunk_id=int(index.chunk_ids[position]),
+                    document_id=document_id,
                     source=str(document.get("source", "")),
-                    text=row.text,
-                    start=row.start,
-                    end=row.end,
-                    heading_path=list(row.heading_path),
+                    text=passage.text,
+                    start=passage.start,
+                    end=passage.end,
+                    heading_path=list(passage.heading_path),
                     metadata=dict(document.get("metadata", {})),
                     score=round(float(score), 6),
                     dense_score=round(
@@ -225,8 +264,8 @@ class Searcher:
                     lexical_score=round(float(lexical[position]), 6)
                     if lexical is not None
                     else 0.0,
-                    highlight_start=row.start + start,
-                    highlight_end=row.start + end,
+                    highlight_start=passage.start + start,
+                    highlight_end=passage.start + end,
                 )
             )
         return hits

@@ -2,13 +2,15 @@
 request path's retrieval step): bases and documents here, ingestion (`ingest.py`) and
 search (`search.py`) behind the same object.
 
-Database work runs in worker threads. Each process keeps each base's index in memory and
-under `<data_dir>/knowledge/<kb id>/`, rebuilt from the store whenever the base's revision
-moved on (an ingest here or on another replica).
+Database work runs in worker threads. Each process keeps each base's row and index in
+memory (the index also under `<data_dir>/knowledge/<kb id>/`). Every write that changes a
+base publishes a change event (topic "knowledge", key: the base's name) on the change bus;
+each replica then reads the base's row again and rebuilds the index if its revision moved on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.embeddings.base import Embedder
 from keel.errors import InvalidRequest, NotFound, ServiceUnavailable
+from keel.events import Change, ChangeBus
 from keel.knowledge.chunk import TokenCounter
 from keel.knowledge.index import KbIndex
 from keel.knowledge.ingest import Ingestor
@@ -52,6 +55,9 @@ __all__ = [
 ]  # fmt: skip
 
 
+TOPIC = "knowledge"  # change events: key is the base's name
+
+
 class KnowledgeBases:
     def __init__(
         self,
@@ -61,6 +67,7 @@ class KnowledgeBases:
         count_tokens: TokenCounter,
         *,
         embed_batch: int = 64,
+        events: ChangeBus | None = None,
     ):
         self.database = database
         self.folder = data_dir / "knowledge"
@@ -68,6 +75,22 @@ class KnowledgeBases:
         self._count_tokens = count_tokens
         self._ingestor = Ingestor(database, self.embedder, count_tokens, embed_batch)
         self._searcher = Searcher(database, self.folder, self.embedder)
+        self._events = events
+        if events is not None:
+            events.subscribe(TOPIC, self._searcher.changed)
+
+    def _changed(self, project_id: str, name: str) -> None:
+        """Tell every replica's search (this one's included) that base `name` changed."""
+        change = Change(TOPIC, name, project_id)
+        if self._events is None:
+            self._searcher.changed(change)
+        else:
+            self._events.publish(change)
+
+    @property
+    def store_reads(self) -> int:
+        """Base rows searches read from the store (not from memory) since the start."""
+        return self._searcher.store_reads
 
     async def ingest(
         self,
@@ -81,9 +104,12 @@ class KnowledgeBases:
         actor: Principal | str,
     ) -> list[IngestResult]:
         """Parse, chunk, embed and store one file (see ingest.Ingestor.ingest)."""
-        return await self._ingestor.ingest(project_id, name, source, data,
-                                           media_type=media_type, metadata=metadata,
-                                           actor=actor)  # fmt: skip
+        results = await self._ingestor.ingest(project_id, name, source, data,
+                                              media_type=media_type, metadata=metadata,
+                                              actor=actor)  # fmt: skip
+        if any(result.status != "unchanged" for result in results):
+            await asyncio.to_thread(self._changed, project_id, name)  # Redis publishes block
+        return results
 
     async def search(
         self,
@@ -154,6 +180,7 @@ class KnowledgeBases:
             session.flush()
             info = base_info(session, row)
             audit.record(session, actor, "kb.create", "knowledge_base", name, after=info.as_dict())
+        self._changed(project_id, name)  # a base of the same name deleted and created anew
         return info
 
     def list_bases(self, project_id: str) -> list[KnowledgeBase]:
@@ -185,6 +212,7 @@ class KnowledgeBases:
             session.delete(row)
             audit.record(session, actor, "kb.delete", "knowledge_base", name, before=before)
         self._searcher.forget(kb_id)
+        self._changed(project_id, name)
         shutil.rmtree(self.folder / kb_id, ignore_errors=True)
 
     # -- documents -----------------------------------------------------------------------
@@ -265,3 +293,4 @@ class KnowledgeBases:
                 f"{name}/{row.source}",
                 before=before,
             )
+        self._changed(project_id, name)

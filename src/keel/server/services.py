@@ -175,6 +175,7 @@ def build_services(
         settings.data_dir,
         lambda: next(iter(catalog.embedders), None),
         lazy_counter(_minilm_tokens),
+        events=events,
     )
     return Services(
         settings=settings,
