@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,15 @@ def test_tail_lists_new_requests_and_stats_aggregate_them(keel_api: dict[str, An
     assert "Requests since 1h" in screen
     assert "fake-model" in screen
     assert "7" in screen  # input tokens of the one request
+    assert "Online evaluation scores" not in screen  # none yet: no second table
+    score = {"name": "format", "kind": "numeric", "number": 1.0, "label": None, "flag": True,
+             "comment": None, "source": "evaluator", "author": "online:fake-model"}  # fmt: skip
+    keel_api["services"].tracing.add_score("default", trace_id, score)
+    result = runner.invoke(app, ["stats", "--since", "1h", "--by", "route",
+                                 *keel_api["options"]])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scored = keel_api["screen"].getvalue().split("Online evaluation scores")[1]
+    assert re.search(r"fake-model\s+│\s+format\s+│\s+1\s+│\s+1\s+│\s+100.0", scored)
 
 
 def test_stats_by_model_version_groups_by_the_version_that_answered(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import httpx
 import orjson
 
 from keel.tracing.convert import Converted, span
+from keel.tracing.store import TraceFilter
 from tests.ui.conftest import Console, csrf_of, login, post_form
 
 
@@ -83,6 +85,18 @@ async def test_overview_charts_count_real_requests(console: Console) -> None:
         assert '<title id="requests-title">Requests</title>' in html
         grouped = (await client.get("/ui/?range=24h&by=model")).text
         assert "fake-model" in grouped
+        assert 'id="online-scores"' not in grouped  # no online rule: no table
+        # An online rule's scores (as keel.evals.online writes them) get a table per group.
+        tracing = console.services.tracing
+        [trace] = (await asyncio.to_thread(tracing.list, "default", TraceFilter(), limit=1))[0]
+        for value, passed in ((1.0, True), (0.0, False)):
+            score = {"name": "format", "kind": "numeric", "number": value, "label": None,
+                     "flag": passed, "comment": None, "source": "evaluator",
+                     "author": "online:support"}  # fmt: skip
+            await asyncio.to_thread(tracing.add_score, "default", trace["trace_id"], score)
+        scored = (await client.get("/ui/?range=1h&by=route")).text
+        table = scored.split('id="online-scores"')[1].split("</table>")[0]
+        assert re.search(r"<td>format</td><td>2</td><td>0.5</td><td>50.0%</td>", table)
 
 
 async def test_traces_table_filters_and_the_detail_shows_spans_and_chat(console: Console) -> None:
