@@ -5,8 +5,10 @@ model answers JSON decoded under a grammar built from the tools' schemas (llama.
 `response_format.schema`), so a call names a real tool with arguments of the right shape
 by construction; arguments are validated against the tool's schema either way. The loop
 stops at an answer, at `max_turns`, when a call repeats one already made (same tool, same
-arguments: a loop) or before a turn that could take it past its token budget. Each turn is
-checkpointed, so a resumed run replays finished turns instead of calling tools again.
+arguments: a loop) or before a turn that could take it past its budget of tokens or of cost
+(priced from the same table the gateway charges with). Each turn is checkpointed, so a
+resumed run replays finished turns instead of calling tools again; each turn and each tool
+call is a span of the run's trace.
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ import orjson
 from keel.calls import Call
 from keel.errors import InvalidRequest
 from keel.gateway.answer import Answer
+from keel.tracing.model import RequestTrace
 from keel.workflows.compiled import Validator
 from keel.workflows.engine import Result, RunState
 from keel.workflows.runtime import Runtime
+from keel.workflows.spans import INPUT, OUTPUT
 from keel.workflows.spec import AgentSpec, HttpTool, KbTool, WorkflowTool
 from keel.workflows.steps.http import secret_headers, send
-from keel.workflows.steps.llm import answer_text, call_id, metadata, usage_tokens
+from keel.workflows.steps.llm import (
+    answer_text,
+    call_cost,
+    call_id,
+    metadata,
+    usage_split,
+    usage_tokens,
+)
 from keel.workflows.store import Checkpoint
 
 KB_PARAMETERS = {
@@ -100,20 +111,20 @@ class AgentRunner:
         ]
         seen: set[tuple[str, str]] = set()
         calls: list[dict[str, Any]] = []
-        tokens, last_prompt = 0, 0
-        budget = spec.budget.tokens
+        spent = Spent()
+        last_prompt = 0
         for turn in range(spec.max_turns):
             turn_key = f"{key}.turn{turn}"
             saved = run.checkpoints.get(turn_key)
             if saved is not None and saved.status == "done":
                 record = saved.output
             else:
-                if budget is not None:
-                    pending = sum(len(str(m.get("content") or "")) for m in messages[-2:]) // 3
-                    if tokens + last_prompt + pending + spec.max_tokens > budget:
-                        return _stop("budget", calls, tokens, turn)
+                pending = sum(len(str(m.get("content") or "")) for m in messages[-2:]) // 3
+                reason = self._over_budget(spec, run, spent, last_prompt + pending)
+                if reason is not None:
+                    return _stop("budget", calls, spent, turn, text, reason=reason)
                 started = time.time_ns()
-                record = await self._turn(spec, tools, messages, run, key, turn_key, seen)
+                record = await self._traced_turn(spec, tools, messages, run, key, turn_key, seen)
                 if run.save is not None:
                     await run.save(
                         Checkpoint(
@@ -125,17 +136,73 @@ class AgentRunner:
                             started // 1000,
                             time.time_ns() // 1000,
                             tokens=record["tokens"],
+                            cost=record.get("cost"),
                         )
                     )
-            tokens += record["tokens"]
+            spent.add(record)
             last_prompt = record.get("prompt_tokens", 0)
             messages += record["messages"]
             if record.get("call") is not None:
                 calls.append(record["call"])
                 seen.add((record["call"]["tool"], _canonical(record["call"]["arguments"])))
             if record["stop"] is not None:
-                return _stop(record["stop"], calls, tokens, turn + 1, record.get("answer"))
-        return _stop("max_turns", calls, tokens, spec.max_turns)
+                return _stop(record["stop"], calls, spent, turn + 1, text, record.get("answer"))
+        return _stop("max_turns", calls, spent, spec.max_turns, text)
+
+    def _over_budget(self, spec: AgentSpec, run: RunState, spent: Spent, prompt: int) -> str | None:
+        """Why the next turn could take the run past its budget, or None when it fits: the
+        next turn's prompt (estimated) and its whole max_tokens, priced at the dearest
+        target the agent's model may be routed to."""
+        budget = spec.budget
+        if budget.tokens is not None and spent.tokens + prompt + spec.max_tokens > budget.tokens:
+            return (
+                f"the next turn could use {prompt + spec.max_tokens} tokens; with "
+                f"{spent.tokens} used, that passes the budget of {budget.tokens} tokens"
+            )
+        if budget.cost_usd is None:
+            return None
+        price_in, price_out = prices(self.runtime, run.principal.project_id, spec.model)
+        pending = (prompt * price_in + spec.max_tokens * price_out) / 1_000_000
+        if spent.cost + pending > budget.cost_usd:
+            return (
+                f"the next turn could cost ${pending:.6f}; with ${spent.cost:.6f} spent, "
+                f"that passes the budget of ${budget.cost_usd:g}"
+            )
+        return None
+
+    async def _traced_turn(
+        self,
+        spec: AgentSpec,
+        tools: dict[str, Tool],
+        messages: list[dict[str, Any]],
+        run: RunState,
+        key: str,
+        turn_key: str,
+        seen: set[tuple[str, str]],
+    ) -> dict[str, Any]:
+        """One turn, as a span under the agent's step with its tokens, cost and decision."""
+        trace = run.trace
+        span = trace.begin(f"workflow.{turn_key}", f"workflow.{key}") if trace else None
+        try:
+            record = await self._turn(spec, tools, messages, run, key, turn_key, seen)
+        except BaseException as exc:
+            if span is not None:
+                RequestTrace.end(span, exc)
+            raise
+        if span is not None:
+            RequestTrace.end(span)
+            span.attributes = {
+                "keel.workflow.kind": "agent_turn",
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": spec.model,
+                "gen_ai.usage.input_tokens": record.get("prompt_tokens", 0),
+                "gen_ai.usage.output_tokens": record.get("completion_tokens", 0),
+                INPUT: messages[-2:] if len(messages) > 2 else messages,
+                OUTPUT: {k: record.get(k) for k in ("stop", "answer", "call")},
+            }
+            if record.get("cost") is not None:
+                span.attributes["keel.cost"] = record["cost"]
+        return record
 
     async def _turn(
         self,
@@ -171,10 +238,12 @@ class AgentRunner:
         answer = await self.runtime.gateway.handle(call)
         assert isinstance(answer, Answer)
         used = usage_tokens(answer.body) or 0
-        usage = answer.body.get("usage") or {}
+        prompt, completion = usage_split(answer.body)
         record: dict[str, Any] = {
             "tokens": used,
-            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "prompt_tokens": prompt or 0,
+            "completion_tokens": completion or 0,
+            "cost": call_cost(self.runtime, run.principal.project_id, answer),
             "messages": [],
             "call": None,
             "stop": None,
@@ -214,21 +283,28 @@ class AgentRunner:
         return record
 
     async def _call_tool(self, tool: Tool, arguments: Any, run: RunState, key: str) -> Any:
+        """The tool's result; a failing tool's error is the result (the model's to handle).
+        A span under the turn keeps the tool, its arguments, its result and its status."""
         trace = run.trace
-        span = (
-            trace.begin(f"workflow.{key}.{tool.name}", f"workflow.{key.rsplit('.', 1)[0]}")
-            if trace is not None
-            else None
-        )
+        span = trace.begin(f"workflow.{key}.{tool.name}", f"workflow.{key}") if trace else None
         error: BaseException | None = None
+        result: Any = None
         try:
-            return await self._dispatch(tool, arguments, run, key)
-        except Exception as exc:  # a failing tool is the model's to handle, as a result
+            result = await self._dispatch(tool, arguments, run, key)
+        except Exception as exc:
             error = exc
-            return {"error": getattr(exc, "message", None) or str(exc) or type(exc).__name__}
-        finally:
-            if span is not None:
-                trace.end(span, error)  # type: ignore[union-attr]
+            result = {"error": getattr(exc, "message", None) or str(exc) or type(exc).__name__}
+        if span is not None:
+            RequestTrace.end(span, error)
+            span.attributes = {
+                "keel.workflow.kind": "tool_call",
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool.name,
+                "keel.tool.status": "error" if error is not None else "ok",
+                INPUT: arguments,
+                OUTPUT: result,
+            }
+        return result
 
     async def _dispatch(self, tool: Tool, arguments: Any, run: RunState, key: str) -> Any:
         runtime = self.runtime
@@ -282,16 +358,51 @@ def _decision(spec: AgentSpec, body: dict[str, Any]) -> tuple[str | None, Any, s
     return None, None, text, None
 
 
-def _stop(
-    reason: str, calls: list[dict[str, Any]], tokens: int, turns: int, answer: str | None = None
-) -> Result:
-    return Result(
-        {
-            "answer": answer,
-            "stopped": reason,
-            "turns": turns,
-            "tool_calls": calls,
-            "tokens": tokens,
-        },
-        tokens,
+class Spent:
+    """What an agent run has used so far, over every turn."""
+
+    __slots__ = ("cost", "input_tokens", "output_tokens", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens, self.input_tokens, self.output_tokens, self.cost = 0, 0, 0, 0.0
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.tokens += record["tokens"]
+        self.input_tokens += record.get("prompt_tokens", 0)
+        self.output_tokens += record.get("completion_tokens", 0)
+        self.cost += record.get("cost") or 0.0
+
+
+def prices(runtime: Runtime, project: str, model: str) -> tuple[float, float]:
+    """(input, output) price per million tokens of the dearest target `model` may reach."""
+    route = runtime.gateway.route.router.table.lookup(project, model)
+    if route is None:
+        return 0.0, 0.0
+    targets = [*(t for t, _ in route.weighted), *route.fallbacks]
+    return (
+        max(t.input_price_per_m for t in targets),
+        max(t.output_price_per_m for t in targets),
     )
+
+
+def _stop(
+    stopped: str,
+    calls: list[dict[str, Any]],
+    spent: Spent,
+    turns: int,
+    text: str,
+    answer: str | None = None,
+    *,
+    reason: str | None = None,
+) -> Result:
+    output: dict[str, Any] = {
+        "answer": answer,
+        "stopped": stopped,
+        "turns": turns,
+        "tool_calls": calls,
+        "tokens": spent.tokens,
+        "cost_usd": round(spent.cost, 9),
+    }
+    if reason is not None:
+        output["reason"] = reason
+    return Result(output, spent.tokens, spent.cost, text, spent.input_tokens, spent.output_tokens)

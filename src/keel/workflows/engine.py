@@ -19,6 +19,7 @@ from keel.gateway.answer import EventStream
 from keel.tracing.model import RequestTrace
 from keel.workflows.compiled import CompiledStep, CompiledWorkflow
 from keel.workflows.expr import ExpressionError
+from keel.workflows.spans import INPUT, OUTPUT
 from keel.workflows.store import Checkpoint
 
 MAX_DEPTH = 8
@@ -46,6 +47,8 @@ class Result:
     tokens: int | None = None
     cost: float | None = None
     input: Any = None
+    input_tokens: int | None = None  # prompt tokens of the step's model calls
+    output_tokens: int | None = None  # completion tokens
 
 
 class Executor(Protocol):
@@ -157,6 +160,7 @@ class Engine:
                 raise StepFailed(key, exc) from exc
             if span is not None:
                 RequestTrace.end(span)
+                span.attributes = step_attributes(step.kind, result)
             if run.stream is not None:
                 return None  # the last step streams: its checkpoint is saved at the end
             run.tokens += result.tokens or 0
@@ -182,6 +186,22 @@ class Engine:
             if step.kind == "branch":
                 skipped |= _not_taken(step, result.output)
         return last
+
+
+def step_attributes(kind: str, result: Result) -> dict[str, Any]:
+    """A finished step's span attributes. Input and output stay Python values here: they
+    become capped, redacted JSON once, as the run ends (spans.SpanContent), off the steps."""
+    attributes: dict[str, Any] = {"keel.workflow.kind": kind, OUTPUT: result.output}
+    if result.input is not None:
+        attributes[INPUT] = result.input
+    if result.input_tokens is not None:
+        attributes["gen_ai.usage.input_tokens"] = result.input_tokens
+        attributes["gen_ai.usage.output_tokens"] = result.output_tokens or 0
+    elif result.tokens is not None:
+        attributes["keel.tokens"] = result.tokens
+    if result.cost is not None:
+        attributes["keel.cost"] = result.cost
+    return attributes
 
 
 def _true(step: CompiledStep, scope: dict[str, Any]) -> bool:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from keel.workflows.definitions import Definitions, Kind
 from keel.workflows.engine import Engine, RunCancelled, RunState, StepFailed
 from keel.workflows.expr import Compiler
 from keel.workflows.runtime import Runtime
+from keel.workflows.spans import Mask, SpanContent, mask_text, policy_mask
 from keel.workflows.spec import WorkflowSpec
 from keel.workflows.steps import executors
 from keel.workflows.store import TERMINAL, Checkpoint, WorkflowStore, now_us, run_id
@@ -72,6 +74,7 @@ class Workflows:
         max_runs: int | None = None,
         checkpoints: bool = True,
         events: ChangeBus | None = None,
+        trace_content: bool = True,
     ) -> None:
         self.store = WorkflowStore(database)
         self.compiler = Compiler()
@@ -94,10 +97,12 @@ class Workflows:
         self.lease_s, self.recover_interval = lease_s, recover_interval
         self.max_age_s, self.max_runs = max_age_s, max_runs
         self.checkpoints = checkpoints
+        self.trace_content = trace_content  # the trace_content setting, for span payloads
         self._running: dict[str, RunState] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._agent_wrappers: dict[str, CompiledWorkflow] = {}
+        self._masks: weakref.WeakKeyDictionary[Any, Mask | None] = weakref.WeakKeyDictionary()
 
     # -- lifecycle
 
@@ -198,6 +203,24 @@ class Workflows:
         trace_id: str = "",
     ) -> dict[str, Any] | Streamed:
         """Start a run: its record when it ended (wait) or started; a Streamed for stream."""
+        row, workflow = await self.new_run(principal, kind, name, value, trace_id=trace_id)
+        work = self._execute(row, workflow, principal, {}, stream)
+        if stream or wait:
+            return await work
+        self._spawn(work)
+        return public(row)
+
+    async def new_run(
+        self,
+        principal: Principal,
+        kind: Kind,
+        name: str,
+        value: Any,
+        *,
+        trace_id: str = "",
+        lease_until: float | None = None,
+    ) -> tuple[dict[str, Any], CompiledWorkflow]:
+        """A run's record, stored (its input checked first), and the workflow it runs."""
         workflow = await self.compiled(principal.project_id, kind, name)
         workflow.input.check(value, f"the input of {kind} {name!r}")
         row = {
@@ -214,7 +237,7 @@ class Workflows:
             "failed_step": None,
             "trace_id": None,
             "cancel_requested": False,
-            "lease_until": time.time() + self.lease_s,
+            "lease_until": lease_until or time.time() + self.lease_s,
             "created_us": now_us(),
             "updated_us": now_us(),
         }
@@ -223,11 +246,14 @@ class Workflows:
         if self.checkpoints:
             await asyncio.to_thread(self.store.create_run, row)
         row["first_trace"] = row["trace_id"]
-        work = self._execute(row, workflow, principal, {}, stream)
-        if stream or wait:
-            return await work
-        self._spawn(work)
-        return _public(row)
+        return row, workflow
+
+    def state(
+        self, row: dict[str, Any], principal: Principal, saved: dict[str, Checkpoint]
+    ) -> RunState:
+        """One execution of the run `row`, from its checkpoints `saved`, traced."""
+        save = self._saver(row["id"]) if self.checkpoints else None
+        return RunState(row["id"], principal, saved, save, self._trace(row, principal))
 
     async def resume(self, principal: Principal, run: str, *, wait: bool) -> dict[str, Any]:
         row = await self._own(principal, run)
@@ -253,7 +279,19 @@ class Workflows:
             assert isinstance(result, dict)
             return result
         self._spawn(work)
-        return _public(row)
+        return public(row)
+
+    async def resume_driven(
+        self, row: dict[str, Any], principal: Principal, state: RunState
+    ) -> dict[str, Any]:
+        """Run a job-driven run to its end from its checkpoints, in `state` (its trace),
+        under a lease of its own from now on, like any run."""
+        await asyncio.to_thread(
+            self.store.update_run, row["id"], lease_until=time.time() + self.lease_s
+        )
+        result = await self._continue(row, principal, state)
+        assert isinstance(result, dict)
+        return result
 
     async def cancel(self, principal: Principal, run: str) -> dict[str, Any]:
         row = await self._own(principal, run)
@@ -264,14 +302,14 @@ class Workflows:
         if state is not None:
             state.cancel.set()
         row["cancel_requested"] = True
-        return _public(row)
+        return public(row)
 
     async def get(self, project_id: str, run: str) -> dict[str, Any]:
         row = await asyncio.to_thread(self.store.run, run)
         if row is None or row["project_id"] != project_id:
             raise NotFound(f"no run {run!r} in this project", param="run_id")
         steps = await asyncio.to_thread(self.store.checkpoints, run)
-        return {**_public(row), "steps": [_step(c) for c in steps.values()]}
+        return {**public(row), "steps": [_step(c) for c in steps.values()]}
 
     async def _own(self, principal: Principal, run: str) -> dict[str, Any]:
         row = await asyncio.to_thread(self.store.run, run)
@@ -298,7 +336,9 @@ class Workflows:
         log.info("resuming workflow run %s after its process stopped", run)
         await self._continue(row, principal)
 
-    async def _continue(self, row: dict[str, Any], principal: Principal) -> Any:
+    async def _continue(
+        self, row: dict[str, Any], principal: Principal, state: RunState | None = None
+    ) -> Any:
         kind: Kind = "agent" if row["kind"] == "agent" else "workflow"
         # The newest version: a run that failed resumes with the fix applied since.
         workflow = await self.compiled(row["project_id"], kind, row["workflow"])
@@ -306,7 +346,9 @@ class Workflows:
             row["version"] = workflow.version
             await asyncio.to_thread(self.store.update_run, row["id"], version=workflow.version)
         saved = await asyncio.to_thread(self.store.checkpoints, row["id"])
-        return await self._execute(row, workflow, principal, saved, False)
+        if state is not None:
+            state.checkpoints = saved
+        return await self._execute(row, workflow, principal, saved, False, state)
 
     async def _execute(
         self,
@@ -315,12 +357,12 @@ class Workflows:
         principal: Principal,
         saved: dict[str, Checkpoint],
         stream: bool,
+        state: RunState | None = None,
     ) -> dict[str, Any] | Streamed:
         run = row["id"]
-        trace = self._trace(row, principal)
-        state = RunState(
-            run, principal, saved, self._saver(run) if self.checkpoints else None, trace
-        )
+        if state is None:
+            state = self.state(row, principal, saved)
+        trace = state.trace
         if stream:
             last = workflow.steps[-1]
             if last.kind == "llm" and last.spec.body.schema_ is None and workflow.output is None:
@@ -335,32 +377,32 @@ class Workflows:
             if state.stream is not None:
                 handed_over = True
                 events = relay(state.stream.events, lambda text: self._streamed(row, state, text))
-                return Streamed(_public(row), events, state.stream.headers)
-            await self._end(row, state, "succeeded", output=output)
+                return Streamed(public(row), events, state.stream.headers)
+            await self.end(row, state, "succeeded", output=output)
         except StepFailed as exc:
             if state.cancel.is_set():  # it failed because it was being cancelled
-                await self._end(row, state, "cancelled", error="cancelled")
-                return _public(row)
-            await self._end(row, state, "failed", error=str(exc), step=exc.key)
+                await self.end(row, state, "cancelled", error="cancelled")
+                return public(row)
+            await self.end(row, state, "failed", error=str(exc), step=exc.key)
             raise WorkflowFailed(
                 f"{exc}; fix the cause and resume it: POST /api/workflow-runs/{run}/resume",
                 code="workflow_step_failed",
             ) from None
         except RunCancelled:
-            await self._end(row, state, "cancelled", error="cancelled")
+            await self.end(row, state, "cancelled", error="cancelled")
         except KeelError as exc:
-            await self._end(row, state, "failed", error=exc.message)
+            await self.end(row, state, "failed", error=exc.message)
             raise
         finally:
             if not handed_over:
                 self._running.pop(run, None)
-        return _public(row)
+        return public(row)
 
     async def _streamed(self, row: dict[str, Any], state: RunState, text: str | None) -> None:
         """The streamed last step ended: checkpoint it and end the run (None: cut short)."""
         try:
             if text is None:
-                await self._end(
+                await self.end(
                     row, state, "failed", error="the stream was cut short", step=state.stream_key
                 )
                 return
@@ -370,11 +412,11 @@ class Workflows:
                 await state.save(
                     Checkpoint(state.stream_key, "llm", "done", {"text": text}, None, stamp, stamp)
                 )
-            await self._end(row, state, "succeeded", output={"text": text})
+            await self.end(row, state, "succeeded", output={"text": text})
         finally:
             self._running.pop(row["id"], None)
 
-    async def _end(
+    async def end(
         self,
         row: dict[str, Any],
         state: RunState,
@@ -392,6 +434,12 @@ class Workflows:
             # (each call's own trace has its split and cost).
             trace.metadata["workflow_version"] = str(row["version"])
             trace.metadata["workflow_tokens"] = str(state.tokens)
+            trace.metadata["workflow_cost"] = f"{state.cost:.9g}"
+            content = SpanContent(self.trace_content, await self._mask(state.principal))
+            if content.slow:
+                await asyncio.to_thread(content.render, trace)
+            else:
+                content.render(trace)
             trace.finish(WorkflowFailed(error or "failed") if status == "failed" else None)
         if self.checkpoints:
             await asyncio.to_thread(
@@ -403,6 +451,22 @@ class Workflows:
                 failed_step=step,
                 lease_until=0.0,
             )
+
+    async def _mask(self, principal: Principal) -> Mask | None:
+        """The guard's masking for span payloads when the policy that covers the run's
+        caller (the one a guard step without `policy` runs) takes out PII or secrets."""
+        guard = self.runtime.guard
+        if guard is None:
+            return None
+        try:
+            policy = await guard.policy_for(principal, "workflow", {})
+        except KeelError:  # the policy cannot be built: keep nothing it might have hidden
+            return mask_text
+        if policy is None:
+            return None
+        if policy not in self._masks:  # built once per policy version (policies are cached)
+            self._masks[policy] = policy_mask(policy)
+        return self._masks[policy]
 
     def _saver(self, run: str) -> Callable[[Checkpoint], Awaitable[None]]:
         store = self.store
@@ -456,7 +520,7 @@ def _text(output: Any) -> str | None:
     return output if isinstance(output, str) else orjson.dumps(output).decode()
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
+def public(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "object": "workflow.run",
@@ -482,6 +546,7 @@ def _step(checkpoint: Checkpoint) -> dict[str, Any]:
         "output": checkpoint.output,
         "error": checkpoint.error,
         "tokens": checkpoint.tokens,
+        "cost": checkpoint.cost,
         "started_us": checkpoint.started_us,
         "duration_ms": round((checkpoint.ended_us - checkpoint.started_us) / 1000, 3),
     }

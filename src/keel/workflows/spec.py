@@ -153,9 +153,12 @@ class WorkflowSpec(_Strict):
 
 
 class Budget(_Strict):
-    """Tokens (prompt and completion, every turn) an agent run may use at most."""
+    """What an agent run may use at most, over every turn: tokens (prompt and completion)
+    and cost, priced as the gateway prices calls (the model versions' prices per million
+    tokens). A turn that could pass either is not started."""
 
     tokens: int | None = Field(None, ge=1)
+    cost_usd: float | None = Field(None, gt=0, description="In the prices' currency units.")
 
 
 class HttpTool(_Strict):

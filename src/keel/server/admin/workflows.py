@@ -57,6 +57,7 @@ def build_workflows(services: Services) -> Workflows:
         events=services.events,
         max_age_s=(settings.workflow_retention_days * 86_400) or None,
         max_runs=settings.workflow_retention_max_runs or None,
+        trace_content=settings.trace_content,
     )
 
 

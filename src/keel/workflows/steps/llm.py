@@ -14,8 +14,11 @@ from typing import Any
 import orjson
 
 from keel.calls import Call
+from keel.cost import cost
 from keel.errors import UpstreamError
 from keel.gateway.answer import Answer
+from keel.providers.base import Usage
+from keel.routing.table import Target
 from keel.workflows.compiled import CompiledStep
 from keel.workflows.engine import Result, RunState
 from keel.workflows.runtime import Runtime
@@ -67,6 +70,44 @@ def usage_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
+def usage_split(body: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(prompt tokens, completion tokens) of an answer, None where it does not say."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+    )
+
+
+def target_of(runtime: Runtime, project: str, route: str | None, ref: str | None) -> Target | None:
+    """The target that answered (by the route and target the answer's headers name)."""
+    if route is None or ref is None:
+        return None
+    found = runtime.gateway.route.router.table.lookup(project, route)
+    if found is None:
+        return None
+    for target in (*(t for t, _ in found.weighted), *found.fallbacks):
+        if target.ref == ref:
+            return target
+    return None
+
+
+def call_cost(runtime: Runtime, project: str, answer: Answer) -> float | None:
+    """What one gateway call cost, from the same price table the gateway charges with;
+    0 for a cache hit (nothing was sent), None when the target is unknown."""
+    headers = answer.headers
+    if str(headers.get("X-Keel-Cache", "")).startswith("hit"):
+        return 0.0
+    target = target_of(runtime, project, headers.get("X-Keel-Route"), headers.get("X-Keel-Target"))
+    prompt, completion = usage_split(answer.body)
+    if target is None or prompt is None:
+        return None
+    return cost(target, Usage(prompt, completion or 0))
+
+
 def metadata(run: RunState, key: str) -> dict[str, str]:
     trace = run.trace.trace_id if run.trace is not None else ""
     return {"workflow_run": run.run_id, "workflow_step": key[:200], "workflow_trace": trace}
@@ -98,7 +139,15 @@ class LlmCall:
                     f"the model's answer is not JSON ({text[:80]!r}); use a model that honours "
                     "response_format, or drop schema"
                 ) from None
-        return Result(output, usage_tokens(answer.body), input=_input_of(body))
+        prompt, completion = usage_split(answer.body)
+        return Result(
+            output,
+            usage_tokens(answer.body),
+            call_cost(self.runtime, run.principal.project_id, answer),
+            _input_of(body),
+            prompt,
+            completion,
+        )
 
 
 def _input_of(body: dict[str, Any]) -> Any:

@@ -1,0 +1,101 @@
+"""A run's trace read back through the tracing service: each step's span keeps its input
+and output as JSON, an llm step's tokens and cost; with a guard policy that takes PII and
+secrets out, the spans (and the run's own input) keep them masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.providers.openai_compat import OpenAICompatProvider
+from keel.routing.table import Target
+from keel.workflows.spans import SpanContent
+from tests.workflows.conftest import Bench
+
+EMAIL = "ada.lovelace@example.com"
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+NOTE = f"Write to {EMAIL} with key {AWS_KEY}"
+PRICES = (2.0, 8.0)  # per million input and output tokens
+
+
+def priced(bench: Bench) -> None:
+    """A model version with prices: the gateway and the spans cost calls to it alike."""
+    provider = OpenAICompatProvider("priced", bench.upstream.base_url, read_timeout=2.0)
+    bench.services.catalog.add_chat(
+        Target("priced-model", provider, "upstream-model",
+               input_price_per_m=PRICES[0], output_price_per_m=PRICES[1])
+    )  # fmt: skip
+
+
+def spans_of(trace: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every span of a stored trace by name (the tree flattened)."""
+    found: dict[str, dict[str, Any]] = {}
+    pending = list(trace["spans"])
+    while pending:
+        span = pending.pop()
+        found[span["name"]] = span
+        pending.extend(span.get("children", ()))
+    return found
+
+
+async def traced(bench: Bench, name: str, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    run = await bench.flows.run(bench.principal, "workflow", name, value)
+    assert isinstance(run, dict)
+    assert run["status"] == "succeeded", run
+    await bench.services.tracing.recorder.flush()
+    trace = bench.services.tracing.get("default", run["trace_id"])
+    assert trace is not None
+    return trace, spans_of(trace)
+
+
+async def test_spans_keep_inputs_outputs_tokens_and_cost_and_mask_per_policy(
+    bench: Bench,
+) -> None:
+    priced(bench)
+    bench.define(
+        {
+            "name": "noted",
+            "steps": [
+                {"id": "tool", "http": {"url": bench.tools.base_url + "/echo",
+                                        "body": {"said": "{{ input.note }}"}}},
+                {"id": "answer", "llm": {"model": "priced-model", "messages": [
+                    {"role": "user", "content": "{{ input.note }}"}]}},
+            ],
+        }
+    )  # fmt: skip
+    trace, spans = await traced(bench, "noted", {"note": NOTE})
+    tool = spans["keel.workflow.tool"]["attributes"]
+    assert tool["keel.workflow.kind"] == "http"
+    assert '"said":"Write to' in tool["keel.input"]
+    assert EMAIL in tool["keel.input"]
+    assert '"echo":{"said":' in tool["keel.output"]
+    answer = spans["keel.workflow.answer"]["attributes"]
+    assert (answer["gen_ai.usage.input_tokens"], answer["gen_ai.usage.output_tokens"]) == (7, 5)
+    assert answer["keel.cost"] == (7 * PRICES[0] + 5 * PRICES[1]) / 1e6
+    assert '"role":"user"' in answer["keel.input"]
+    assert AWS_KEY in answer["keel.input"]
+    assert answer["keel.output"] == f'{{"text":"{NOTE}"}}'  # the fake upstream echoes
+    assert float(trace["metadata"]["workflow_cost"]) == answer["keel.cost"]
+
+    # A policy covering workflows that masks PII and redacts secrets: nothing of them is kept.
+    guard = bench.services.guard
+    assert guard is not None
+    # (e-mail addresses only: the name tagger's model would cost this test seconds to load)
+    policy = {"input": [{"type": "pii", "action": "anonymize", "options": {"entities": ["EMAIL"]}},
+                        {"type": "secrets", "action": "block"}]}  # fmt: skip
+    guard.put_policy("default", "no-pii", policy, actor="test")
+    guard.attach("default", "route", "workflow", "no-pii", actor="test")
+    bench.flows.runtime.guard = guard
+    trace, spans = await traced(bench, "noted", {"note": NOTE})
+    kept = str([span["attributes"] for span in spans.values()]) + str(trace["input"])
+    assert EMAIL not in kept
+    assert AWS_KEY not in kept
+    assert "<EMAIL>" in spans["keel.workflow.tool"]["attributes"]["keel.input"]
+    assert spans["keel.workflow.answer"]["attributes"]["gen_ai.usage.input_tokens"] == 7
+
+
+def test_a_large_payload_is_cut_with_a_marker_and_without_content_only_hashed() -> None:
+    value = {"items": ["x" * 100] * 200}
+    shown = SpanContent(limit=1000).shown(value)
+    assert len(shown) < 1100
+    assert shown.endswith("…[truncated: 20611 characters in all]")
+    assert SpanContent().shown({"a": 1}) == '{"a":1}'
