@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, text
-from trace_data import migrate_and_fill, scratch_store, time_queries
 
 from keel.store.db import Database
 from keel.tracing.tables import ScoreRow, TraceRow
+from trace_data import migrate_and_fill, scratch_store, time_queries
 
 STATS = ("stats_24h_by_route", "stats_7d_by_model")
 
