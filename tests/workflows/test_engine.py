@@ -179,7 +179,7 @@ async def test_a_run_is_one_trace_with_a_span_per_step(bench: Bench) -> None:
     )
     run = await bench.flows.run(bench.principal, "workflow", "traced", {})
     assert isinstance(run, dict)
-    await bench.services.tracing.recorder.flush()  # type: ignore[attr-defined]
+    await bench.services.tracing.recorder.flush()
     trace = bench.services.tracing.get("default", run["trace_id"])
     assert trace is not None
     spans = str(trace["spans"])

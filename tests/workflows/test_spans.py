@@ -6,35 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.providers.openai_compat import OpenAICompatProvider
-from keel.routing.table import Target
 from keel.workflows.spans import SpanContent
-from tests.workflows.conftest import Bench
+from tests.workflows.conftest import PRICES, Bench, priced, spans_of
 
 EMAIL = "ada.lovelace@example.com"
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 NOTE = f"Write to {EMAIL} with key {AWS_KEY}"
-PRICES = (2.0, 8.0)  # per million input and output tokens
-
-
-def priced(bench: Bench) -> None:
-    """A model version with prices: the gateway and the spans cost calls to it alike."""
-    provider = OpenAICompatProvider("priced", bench.upstream.base_url, read_timeout=2.0)
-    bench.services.catalog.add_chat(
-        Target("priced-model", provider, "upstream-model",
-               input_price_per_m=PRICES[0], output_price_per_m=PRICES[1])
-    )  # fmt: skip
-
-
-def spans_of(trace: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every span of a stored trace by name (the tree flattened)."""
-    found: dict[str, dict[str, Any]] = {}
-    pending = list(trace["spans"])
-    while pending:
-        span = pending.pop()
-        found[span["name"]] = span
-        pending.extend(span.get("children", ()))
-    return found
 
 
 async def traced(bench: Bench, name: str, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
