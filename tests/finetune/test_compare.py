@@ -1,8 +1,9 @@
-"""The tuned-versus-base comparison: a JSON answer scorer and an exact paired test."""
+"""The tuned-versus-base comparison: a JSON answer scorer, and the gate judged by the
+evaluation module's paired difference (interval and sign test)."""
 
 from __future__ import annotations
 
-from keel.finetune.compare import json_match, mcnemar_p, paired
+from keel.finetune.compare import json_match, judge
 
 
 def test_json_answers_match_by_content_not_spacing() -> None:
@@ -13,19 +14,28 @@ def test_json_answers_match_by_content_not_spacing() -> None:
     assert not json_match("The review is positive.", reference)
 
 
-def test_mcnemar_is_exact_and_symmetric() -> None:
-    assert mcnemar_p(0, 0) == 1.0
-    assert mcnemar_p(0, 10) == mcnemar_p(10, 0)
-    assert abs(mcnemar_p(0, 10) - 2 / 1024) < 1e-12
-    assert mcnemar_p(5, 5) == 1.0
-
-
-def test_the_gate_needs_both_a_margin_and_significance() -> None:
-    base = [False] * 40 + [True] * 10
-    tuned = [True] * 40 + [True] * 10
-    result = paired(base, tuned, min_margin=0.1, alpha=0.05)
+def test_a_clear_gain_passes_the_gate_with_the_exact_sign_test() -> None:
+    result = judge([False] * 40 + [True] * 10, [True] * 50, min_margin=0.1)
     assert result.passed
-    assert result.margin == 0.8
-    assert result.tuned_only == 40
-    small = paired([False, True] * 10, [True, True] * 10, min_margin=0.9, alpha=0.05)
-    assert not small.passed  # significant enough, but short of the margin asked for
+    assert (result.base_accuracy, result.tuned_accuracy) == (0.2, 1.0)
+    assert result.difference.better == 40
+    assert result.difference.worse == 0
+    assert result.difference.p_value == 2 / 2**40  # exact two-sided binomial (McNemar)
+    assert result.gate.gate.text == "delta(exact_json.pass_rate)>=0.1"
+
+
+def test_the_gate_needs_the_whole_interval_above_the_margin() -> None:
+    # +15 points on 20 items: the mean clears 0.1 but its interval reaches below it.
+    base = [False] * 3 + [True] * 7 + [False] * 10
+    small = judge(base, [True] * 10 + [False] * 10, min_margin=0.1)
+    assert abs(small.difference.mean - 0.15) < 1e-9
+    assert small.difference.low < 0.1
+    assert not small.passed
+    assert "95% CI" in small.gate.message
+
+
+def test_no_gain_and_no_items_do_not_pass() -> None:
+    assert not judge([True] * 5, [True] * 5, min_margin=0.0001).passed
+    empty = judge([], [], min_margin=0.1)
+    assert not empty.passed
+    assert empty.difference.n == 0

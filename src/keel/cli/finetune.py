@@ -213,12 +213,13 @@ def ship_canary(
     out.print(f"comparing {tuned} with {base} on {len(examples)} held-out conversations …")
     result = asyncio.run(compare(answer, base, tuned, examples, min_margin=min_margin))
     out.print(
-        f"base {result.base_accuracy:.1%}, tuned {result.tuned_accuracy:.1%}, "
-        f"margin {result.margin:+.1%}, McNemar p={result.p_value:.3g}"
+        f"base {result.base_accuracy:.1%}, tuned {result.tuned_accuracy:.1%}; "
+        f"gate {result.gate.gate.text}: {result.gate.message}"
     )
     if not result.passed:
         raise fail(
-            f"the gate did not pass (needs +{min_margin:.0%} and p<0.05); {route} is unchanged"
+            f"the gate did not pass (the 95% interval of the gain must clear "
+            f"{min_margin:+.0%}); {route} is unchanged"
         )
     current = api.call("GET", f"/api/routes/{route}")
     split = canary_split(current["targets"], tuned, percent)

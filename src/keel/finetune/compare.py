@@ -1,23 +1,27 @@
 """The tuned version against its base on held-out conversations: each answered by both,
-scored against the reference, and the paired difference tested (exact McNemar test).
+scored against the reference, and the paired difference judged by the evaluation module
+(keel.evals.stats: bootstrap interval and exact sign test; keel.evals.gates: the gate).
 
 Answers come from a caller-given `answer(model_ref, messages)`, which goes through the
-gateway like any call; the gate passes when the tuned version is better by at least
-`min_margin` and the difference is significant at `alpha`.
+gateway like any call. The gate is an evaluation gate on the paired difference,
+`delta(exact_json.pass_rate)>=MARGIN`: it holds only when the whole confidence interval of
+tuned minus base clears the margin, so a small lucky sample does not pass it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
+from keel.evals.gates import GateResult, check, parse_gate
+from keel.evals.stats import Difference, paired
 from keel.finetune.data import Example
 
 Answer = Callable[[str, list[dict[str, str]]], Awaitable[str]]
 Scorer = Callable[[str, str], bool]
+METRIC = "exact_json.pass_rate"
 
 
 def _json_object(text: str) -> Any:
@@ -39,51 +43,42 @@ def json_match(answer: str, reference: str) -> bool:
     return bool(_json_object(answer) == expected)
 
 
-def mcnemar_p(base_only: int, tuned_only: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant pairs."""
-    n = base_only + tuned_only
-    if n == 0:
-        return 1.0
-    k = min(base_only, tuned_only)
-    tail = float(sum(math.comb(n, i) for i in range(k + 1))) / float(2**n)
-    return min(1.0, 2 * tail)
-
-
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    n: int
     base_accuracy: float
     tuned_accuracy: float
-    margin: float
-    base_only: int  # right by the base alone
-    tuned_only: int  # right by the tuned version alone
-    p_value: float
-    passed: bool
+    difference: Difference  # tuned - base, paired over the held-out items
+    gate: GateResult
+
+    @property
+    def passed(self) -> bool:
+        return self.gate.passed
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "n": self.difference.n,
+            "base_accuracy": round(self.base_accuracy, 4),
+            "tuned_accuracy": round(self.tuned_accuracy, 4),
+            "difference": self.difference.as_dict(),
+            "gate": self.gate.as_dict(),
+        }
 
 
-def paired(
-    base: Sequence[bool], tuned: Sequence[bool], min_margin: float, alpha: float
+def judge(
+    base: Sequence[bool], tuned: Sequence[bool], min_margin: float, confidence: float = 0.95
 ) -> Comparison:
-    n = len(base)
-    b_acc = sum(base) / n if n else 0.0
-    t_acc = sum(tuned) / n if n else 0.0
-    base_only = sum(1 for b, t in zip(base, tuned, strict=True) if b and not t)
-    tuned_only = sum(1 for b, t in zip(base, tuned, strict=True) if t and not b)
-    p = mcnemar_p(base_only, tuned_only)
-    margin = t_acc - b_acc
-    return Comparison(
-        n,
-        round(b_acc, 4),
-        round(t_acc, 4),
-        round(margin, 4),
-        base_only,
-        tuned_only,
-        p,
-        margin >= min_margin and p < alpha,
-    )
+    """The evaluation module's paired difference of two per-item pass lists, and its gate."""
+    base_scores = [1.0 if b else 0.0 for b in base]
+    tuned_scores = [1.0 if t else 0.0 for t in tuned]
+    difference = paired(base_scores, tuned_scores, confidence)
+    n = len(base_scores)
+    tuned_accuracy = sum(tuned_scores) / n if n else 0.0
+    margin = f"{min_margin:.6f}".rstrip("0").rstrip(".")  # never in exponent form
+    gate = parse_gate(f"delta({METRIC})>={margin}")
+    summary = {"metrics": {"exact_json": {"mean": tuned_accuracy, "pass_rate": tuned_accuracy}}}
+    result = check(gate, summary, difference, has_baseline=True)
+    base_accuracy = sum(base_scores) / n if n else 0.0
+    return Comparison(base_accuracy, tuned_accuracy, difference, result)
 
 
 async def compare(
@@ -94,11 +89,11 @@ async def compare(
     *,
     scorer: Scorer = json_match,
     min_margin: float = 0.1,
-    alpha: float = 0.05,
+    confidence: float = 0.95,
 ) -> Comparison:
     base_scores, tuned_scores = [], []
     for example in examples:
         prompt, reference = list(example.messages[:-1]), example.messages[-1]["content"]
         base_scores.append(scorer(await answer(base_ref, prompt), reference))
         tuned_scores.append(scorer(await answer(tuned_ref, prompt), reference))
-    return paired(base_scores, tuned_scores, min_margin, alpha)
+    return judge(base_scores, tuned_scores, min_margin, confidence)
