@@ -3,17 +3,27 @@
 and the tuned model compared with its base on the held-out split by llama.cpp.
 
     python bench/finetune.py --train 300 --test 100 --threads 2
+    python bench/finetune.py --cancel-after 2 --train 60
+    python bench/finetune.py --speed 6 --train 64
 
-Prints JSON: training wall time, tokens/s, peak RSS, validation loss before and after, the
-merge's time and file size beside the adapter's, the time a cancel waits (one step at
-most: the p50 and max step time), and the held-out accuracy of base and tuned with the
-exact McNemar p-value of the paired difference.
+The first form prints JSON: training wall time, tokens/s, peak RSS, validation loss before
+and after, the merge's time and file size beside the adapter's, the time a cancel waits (one
+step at most: the p50 and max step time), and the held-out accuracy of base and tuned with
+the paired difference and gate from the evaluation module (bootstrap interval, exact sign
+test). With --cancel-after N, a job goes through the fine-tuning service and executor as
+`keel serve` runs it; it is cancelled as it reports step N (mid-step, while the next
+one trains), and the JSON gives the seconds from the cancel to the job's terminal state and
+the model versions registered after it (the base alone). With --speed N, training-step
+variants (vocabulary projection on every position or on the answer's only, bf16 autocast,
+LoRA on all seven projections or on q and v) run interleaved for N rounds on the same
+batches, and the JSON gives each one's tokens/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -27,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import itertools
 
 from keel.deploy.bundled import smollm2_gguf
-from keel.finetune.compare import json_match, paired
+from keel.finetune.compare import json_match, judge
 from keel.finetune.data import Example, parse_examples, split
 from keel.finetune.export import merge_to_gguf
 from keel.finetune.trainer import Callbacks, Hyper, StepReport, train
@@ -53,6 +63,164 @@ def _answers(model: Path, examples: list[Example], threads: int) -> list[str]:
     return out
 
 
+def _speed(args: argparse.Namespace, train_set: list[Example]) -> dict[str, Any]:
+    """Training steps of each variant, interleaved round by round on the same batches so a
+    busy machine slows them alike: tokens/s per variant (median over rounds)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from keel.finetune.trainer import TARGET_MODULES, _batch, answer_loss, encode, load_base
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    targets = {"all": list(TARGET_MODULES), "q_v": ["q_proj", "v_proj"]}
+    models: dict[str, Any] = {}
+    tokenizer = None
+    for name, modules in targets.items():
+        tokenizer, base = load_base(smollm2_gguf(), args.cache)
+        config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=modules,
+                            task_type="CAUSAL_LM")  # fmt: skip
+        models[name] = get_peft_model(base, config).train()
+    assert tokenizer is not None
+    rows = [encode(tokenizer, e, 256) for e in train_set]
+    pad = int(tokenizer.pad_token_id)
+    batches = [
+        _batch(rows[i : i + args.batch_size], pad) for i in range(0, len(rows), args.batch_size)
+    ]
+
+    def full(model: Any, batch: Any) -> Any:
+        return model(**batch).loss
+
+    def answer(model: Any, batch: Any) -> Any:
+        return answer_loss(model, batch)
+
+    def answer_bf16(model: Any, batch: Any) -> Any:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return answer_loss(model, batch)
+
+    variants = {
+        "all_modules_full_logits": ("all", full),
+        "all_modules_answer_logits": ("all", answer),
+        "all_modules_answer_logits_bf16": ("all", answer_bf16),
+        "q_v_answer_logits": ("q_v", answer),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    tokens: dict[str, int] = {name: 0 for name in variants}
+    losses: dict[str, float] = {}
+    for round_ in range(args.speed):
+        batch = batches[round_ % len(batches)]
+        for name, (which, loss_of) in variants.items():
+            model = models[which]
+            started = time.perf_counter()
+            loss = loss_of(model, batch)
+            loss.backward()
+            model.zero_grad(set_to_none=True)  # timing only: the weights stay as loaded
+            seconds[name].append(time.perf_counter() - started)
+            tokens[name] += int(batch["attention_mask"].sum())
+            losses[name] = round(float(loss.detach()), 4)
+        print(f"round {round_ + 1}/{args.speed}", file=sys.stderr, flush=True)
+    per_step = int(sum(int(b["attention_mask"].sum()) for b in batches) / len(batches))
+    return {
+        "speed": {
+            name: {
+                "step_seconds_median": round(statistics.median(seconds[name]), 3),
+                "tokens_per_second": round(tokens[name] / sum(seconds[name]), 1),
+                "last_loss": losses[name],
+            }
+            for name in variants
+        },
+        "rounds": args.speed,
+        "batch_size": args.batch_size,
+        "tokens_per_batch": per_step,
+        "threads": args.threads,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+async def _cancel_run(args: argparse.Namespace) -> dict[str, Any]:
+    """A job through FineTuneSystem (job store, executor, runner), cancelled mid-training."""
+    import asyncio
+
+    from keel.finetune.service import JobRequest
+    from keel.finetune.system import FineTuneSystem
+    from keel.registry.specs import ModelVersionSpec, ProviderSpec
+    from keel.server.services import build_services
+    from keel.settings import Settings
+    from keel.store import migrate
+    from keel.store.db import Database
+
+    data_dir = args.workdir or Path(tempfile.mkdtemp(prefix="keel-ft-cancel-"))
+    settings = Settings.model_validate(
+        {"data_dir": data_dir, "local_model": False, "embeddings": False}
+    )
+    database = Database(settings.effective_database_url)
+    migrate.upgrade(database)
+    services = build_services(settings, database)
+    _, token = services.keys.create_key(
+        project_id=services.keys.ensure_project(), role="admin", name="bench"
+    )
+    principal = await services.keys.verify(token)
+    project = principal.project_id
+    services.registry.put_provider(
+        project,
+        ProviderSpec(name="local", kind="local", config={"model_path": "bundled:smollm2"}),
+        "bench",
+    )
+    services.registry.add_model_version(
+        project,
+        ModelVersionSpec(name="smollm2", provider="local", upstream_model="smollm2"),
+        "bench",
+    )
+    rows, _ = generate(args.train, 0, seed=7)
+    content = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    system = FineTuneSystem(database, services.registry, data_dir / "finetune")
+    if args.cache is not None:
+        system.runner.base_cache = args.cache
+    file = system.runner.sources.files.create(
+        project, principal.key_id, "fine-tune", "train.jsonl", content, len(rows)
+    )
+    await system.start()
+    try:
+        body = JobRequest.model_validate(
+            {
+                "model": "smollm2",
+                "training_file": file.id,
+                "hyperparameters": {"n_epochs": args.epochs, "batch_size": args.batch_size},
+                "lora": {"threads": args.threads},
+            }
+        )
+        job = await asyncio.to_thread(system.service.create, principal, body)
+        system.executor.wake()
+        step = 0
+        while step < args.cancel_after:
+            await asyncio.sleep(0.02)
+            events, _ = await asyncio.to_thread(system.service.events, project, job.id, None, 5)
+            step = max(
+                [step, *(e["data"].get("step", 0) for e in events if e["type"] == "metrics")]
+            )
+        cancelled_at = time.monotonic()
+        await asyncio.to_thread(system.service.cancel, principal, job.id)
+        system.executor.cancelled(job.id)  # as the cancel route does
+        while True:
+            current, _ = await asyncio.to_thread(system.service.job, project, job.id)
+            if current.final:
+                break
+            await asyncio.sleep(0.01)
+        seconds = time.monotonic() - cancelled_at
+    finally:
+        await system.stop()
+    versions = [m["ref"] for m in services.registry.list_models(project)]
+    return {
+        "cancel": {
+            "after_step": step,
+            "seconds_to_terminal_state": round(seconds, 2),
+            "state": current.state,
+            "model_versions_after": versions,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=int, default=300)
@@ -63,12 +231,26 @@ def main() -> None:
     parser.add_argument("--lr-multiplier", type=float, default=1.0)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=None, help="Converted-base cache folder")
+    parser.add_argument(
+        "--cancel-after", type=int, default=None, help="Cancel a job as it reports step N"
+    )
+    parser.add_argument(
+        "--speed", type=int, default=None, help="Time N rounds of each training-step variant"
+    )
     args = parser.parse_args()
+    if args.cancel_after is not None:
+        import asyncio
+
+        print(json.dumps(asyncio.run(_cancel_run(args)), indent=2))
+        return
 
     base = smollm2_gguf()
     train_rows, test_rows = generate(args.train, args.test, seed=7)
     train_set, valid_set = split(_examples(train_rows), 0.1, seed=42)
     test_set = _examples(test_rows)
+    if args.speed is not None:
+        print(json.dumps(_speed(args, train_set), indent=2))
+        return
     hyper = Hyper(
         n_epochs=args.epochs,
         batch_size=args.batch_size,
@@ -116,7 +298,7 @@ def main() -> None:
     ]
     tuned_answers = _answers(workdir / "model.gguf", test_set, args.threads)
     tuned_scores = [json_match(a, r) for a, r in zip(tuned_answers, references, strict=True)]
-    comparison = paired(base_scores, tuned_scores, min_margin=0.1, alpha=0.05)
+    comparison = judge(base_scores, tuned_scores, min_margin=0.1)
     print(
         json.dumps(
             {
