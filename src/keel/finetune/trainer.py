@@ -179,6 +179,22 @@ def _order(n: int, epoch: int, seed: int) -> list[int]:
     return order
 
 
+def answer_loss(model: Any, batch: dict[str, torch.Tensor], reduction: str = "mean") -> Any:
+    """Cross-entropy over the answer tokens only. The vocabulary projection, a fifth of the
+    forward pass of a small model, runs on the positions that are scored, not on every one
+    (the prompt's and the padding's logits are never needed)."""
+    import torch
+
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    scored = targets != -100
+    logits = causal.lm_head(hidden[:, :-1][scored])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[scored], reduction=reduction)
+
+
 def validation_loss(
     model: Any, rows: Sequence[tuple[list[int], list[int]]], pad: int, size: int
 ) -> float:
@@ -190,16 +206,8 @@ def validation_loss(
     with torch.no_grad():
         for at in range(0, len(rows), size):
             batch = _batch(rows[at : at + size], pad)
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-            shift_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1])
-            shift_labels = batch["labels"][:, 1:].reshape(-1)
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits, shift_labels, ignore_index=-100, reduction="sum"
-            )
-            total += float(loss)
-            count += int((shift_labels != -100).sum())
+            total += float(answer_loss(model, batch, reduction="sum"))
+            count += int((batch["labels"][:, 1:] != -100).sum())
     model.train()
     return total / max(count, 1)
 
@@ -248,8 +256,15 @@ def train(
         if cb.should_stop():
             raise Cancelled
 
+    def stop_in_backward(_: Any, __: Any, output: Any) -> None:
+        # The backward pass is two thirds of a step: check before each layer's share of it.
+        hidden = output[0] if isinstance(output, tuple) else output
+        if torch.is_grad_enabled() and getattr(hidden, "requires_grad", False):
+            hidden.register_hook(stop_in_step)
+
     for layer in getattr(getattr(base, "model", None), "layers", []):
         layer.register_forward_pre_hook(stop_in_step)
+        layer.register_forward_hook(stop_in_backward)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=hyper.learning_rate
     )
@@ -295,7 +310,7 @@ def train(
         batch = _batch([train_rows[i] for i in chosen], pad)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        loss = model(**batch).loss
+        loss = answer_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
