@@ -233,6 +233,10 @@ class LocalExecutor:
     def wake(self) -> None:
         self._wake.set()
 
+    def kind_for(self, name: str) -> JobKind:
+        """What runs the items of a job of this kind here (the Ray executor sends some to Ray)."""
+        return self.kinds[name]
+
     def cancelled(self, job_id: str) -> None:
         event = self._cancels.get(job_id)
         if event is not None:
@@ -270,7 +274,7 @@ class LocalExecutor:
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job, lease, cancel, lost))
         ledger = _Ledger(self.store, job.id, lease, self.options.flush_max)
-        kind = self.kinds[job.kind]
+        kind = self.kind_for(job.kind)
         tasks: set[asyncio.Task[None]] = set()
         try:
             after = -1

@@ -1,5 +1,6 @@
-"""The Ray actor that runs batch lines: it posts each line, with its signed item token, to a
-Keel server's item route, which runs it through `Gateway.handle` as the batch's owner.
+"""The Ray actor that runs job items: it posts each batch line or experiment item, with its
+signed item token, to a Keel server's item route, which runs it through `Gateway.handle` as
+the job's owner.
 
 Imported on Ray's workers, so it imports nothing of Keel's beyond this file and httpx.
 """
@@ -11,12 +12,12 @@ from typing import Any
 
 import httpx
 
-# Ends the message of a line whose fate is unknown: it may have reached the upstream.
-_NOT_RESENT = "the line may have reached the upstream, so it is not sent again; resubmit it"
+# Ends the message of an item whose fate is unknown: it may have reached the upstream.
+_NOT_RESENT = "the item may have reached the upstream, so it is not sent again; resubmit it"
 
 
 class ItemCaller:
-    """One Ray actor; many lines in flight at once (an async actor with max_concurrency)."""
+    """One Ray actor; many items in flight at once (an async actor with max_concurrency)."""
 
     def __init__(self, base_url: str, timeout: float):
         self.base_url = base_url.rstrip("/")
@@ -26,14 +27,15 @@ class ItemCaller:
     def pid(self) -> int:
         return os.getpid()
 
-    async def run(self, job_id: str, item_id: int, token: str, body: bytes) -> dict[str, Any]:
-        """{"ok": true, "result": …} or an ItemFailed as a dict (see ItemFailed.as_dict)."""
+    async def run(self, path: str, token: str, body: bytes) -> dict[str, Any]:
+        """POST `body` to Keel's item route at `path`: {"ok": true, "result": …} or an
+        ItemFailed as a dict (see ItemFailed.as_dict)."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=10.0),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             )
-        url = f"{self.base_url}/v1/batches/{job_id}/items/{item_id}/run"
+        url = f"{self.base_url}{path}"
         try:
             response = await self._client.post(
                 url,

@@ -1,11 +1,12 @@
 """The Ray executor: the local executor's leases, group-committed item writes and retries,
-with each batch line run by one of a pool of Ray actors instead of in this process.
+with each batch line, and each experiment item, run by one of a pool of Ray actors instead
+of in this process.
 
 This process keeps the job's lease and every store write: an item is committed `sent`
 before its Ray call and `done` after it, so the guarantees of executor.py hold unchanged.
-The actor posts the line, with a token signed for it, to a Keel server's item route, which
-runs it through `Gateway.handle` as the batch's owner. Ray never retries a call
-(max_task_retries=0): a line whose actor died is failed as interrupted, never sent twice.
+The actor posts the item, with a token signed for it, to a Keel server's item route, which
+runs it through `Gateway.handle` as the job's owner. Ray never retries a call
+(max_task_retries=0): an item whose actor died is failed as interrupted, never sent twice.
 Ray is imported only here, when KEEL_RAY_ADDRESS is set.
 """
 
@@ -15,6 +16,8 @@ import asyncio
 import itertools
 import logging
 import socket
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -31,6 +34,10 @@ from keel.jobs.tokens import ItemSigner
 log = logging.getLogger("keel.jobs")
 
 NAMESPACE = "keel"
+# Kinds whose item is one call through `Gateway.handle` and work on its answer (an
+# experiment scores it): their items run on the actors, through POST /v1/jobs/…/run.
+ON_RAY = frozenset({"experiment"})
+_CONNECTING = threading.Lock()
 _INSTALL = "pip install 'keel[ray]' (or pip install 'ray>=2.40')"
 
 
@@ -79,21 +86,47 @@ class RayOptions:
 
 
 def line_body(item: Item) -> bytes:
-    """The exact bytes the actor posts, and the token signs."""
+    """The exact bytes the actor posts for a batch line, and the token signs."""
     return orjson.dumps({"custom_id": item.key, **item.payload})
 
 
-class RayBatchKind:
-    """The batch kind with its lines sent to Ray actors; the files are written here."""
+def item_body(item: Item) -> bytes:
+    """The exact bytes the actor posts for an item of another kind, and the token signs."""
+    return orjson.dumps(
+        {"key": item.key, "ordinal": item.ordinal, "attempts": item.attempts,
+         "payload": item.payload}
+    )  # fmt: skip
 
-    name = "batch"
 
-    def __init__(self, inner: BatchKind, signer: ItemSigner, actors: list[Any], ray: ModuleType):
-        self.inner = inner
-        self.signer = signer
+def item_from_body(job_id: str, item_id: int, body: bytes) -> Item:
+    """The item an actor posted (item_body's bytes), as the kind's run_item takes it."""
+    data = orjson.loads(body)
+    return Item(
+        id=item_id,
+        job_id=job_id,
+        ordinal=int(data["ordinal"]),
+        key=str(data["key"]),
+        payload=dict(data["payload"]),
+        state="sent",
+        attempts=int(data["attempts"]),
+    )
+
+
+def item_path(job: Job, item: Item) -> str:
+    return f"/v1/jobs/{job.id}/items/{item.id}/run"
+
+
+def line_path(job: Job, item: Item) -> str:
+    return f"/v1/batches/{job.id}/items/{item.id}/run"
+
+
+class ActorPool:
+    """The ItemCaller actors, taken in turn; one seen dead gets no item until it answers
+    again (Ray restarts it)."""
+
+    def __init__(self, actors: list[Any], ray: ModuleType):
         self.actors = actors
         self._next = itertools.cycle(range(len(actors)))
-        # Actors seen dead, until they answer again: no line is sent to them meanwhile.
         self._down: set[int] = set()
         self._probes: set[asyncio.Task[None]] = set()
         self._dead = (
@@ -103,31 +136,26 @@ class RayBatchKind:
             ray.exceptions.ObjectLostError,
         )
 
-    async def run_item(self, job: Job, item: Item) -> dict[str, Any]:
-        body = line_body(item)
-        token = self.signer.sign(job.id, item.id, job.key_id, body)
+    async def call(self, path: str, token: str, body: bytes) -> dict[str, Any]:
+        """The item's result, or ItemFailed: as the Keel route answered, or `interrupted`
+        when the actor died with the call in flight."""
         index = self._pick()
-        actor = self.actors[index]
         try:
-            answer: dict[str, Any] = await actor.run.remote(job.id, item.id, token, body)
+            answer: dict[str, Any] = await self.actors[index].run.remote(path, token, body)
         except self._dead as error:
             self._mark_down(index)
             # The call may have reached the gateway and the upstream: never send it again.
             raise ItemFailed(
                 {
                     "code": "interrupted",
-                    "message": f"the Ray actor running this line died ({type(error).__name__}); "
-                    "the line may have reached the upstream, so it is not sent again; "
-                    "resubmit it",
+                    "message": f"the Ray actor running this item died ({type(error).__name__}); "
+                    "it may have reached the upstream, so it is not sent again; resubmit it",
                 }
             ) from None
         if answer.get("ok"):
             result: dict[str, Any] = answer["result"]
             return result
         raise ItemFailed.from_dict(answer)
-
-    async def finish(self, job: Job, cancelled: bool) -> Finish:
-        return await self.inner.finish(job, cancelled)
 
     def _pick(self) -> int:
         """The next actor in turn that is not known to be down (any, when all are)."""
@@ -146,7 +174,7 @@ class RayBatchKind:
         probe.add_done_callback(self._probes.discard)
 
     async def _until_back(self, index: int) -> None:
-        """Ray restarts the actor; it takes lines again once it answers."""
+        """Ray restarts the actor; it takes items again once it answers."""
         while True:
             try:
                 await asyncio.wait_for(self.actors[index].pid.remote(), 10)
@@ -159,9 +187,73 @@ class RayBatchKind:
             return
 
 
+class RayKind:
+    """A kind whose items run on the Ray actors: each actor posts the item, with a token
+    signed for it, to a Keel route that runs it through the kind there (so through
+    `Gateway.handle`) and answers its result, which this process records. The job ends here
+    (`finish` is the kind's own)."""
+
+    def __init__(
+        self,
+        inner: JobKind,
+        signer: ItemSigner,
+        pool: ActorPool,
+        path: Callable[[Job, Item], str],
+        body: Callable[[Item], bytes],
+        store: JobStore,
+        address: str,
+    ):
+        self.name = inner.name
+        self.inner = inner
+        self.signer = signer
+        self.pool = pool
+        self.path = path
+        self.body = body
+        self.store = store
+        self.address = address
+        self._sent: Counter[str] = Counter()  # items sent to the actors, per job
+
+    async def run_item(self, job: Job, item: Item) -> dict[str, Any]:
+        body = self.body(item)
+        token = self.signer.sign(job.id, item.id, job.key_id, body)
+        self._sent[job.id] += 1
+        return await self.pool.call(self.path(job, item), token, body)
+
+    async def finish(self, job: Job, cancelled: bool) -> Finish:
+        sent = self._sent.pop(job.id, 0)
+        if sent:  # says where the work ran, in the job's events
+            message = f"{sent} items ran on Ray actors (cluster {self.address})"
+            await asyncio.to_thread(
+                self.store.add_event, job.id, message, "info", {"ray_items": sent}
+            )
+        return await self.inner.finish(job, cancelled)
+
+
+def connect(ray: ModuleType, address: str) -> None:
+    """Join the cluster once per process (the executor and a Ray training share it)."""
+    with _CONNECTING:
+        if ray.is_initialized():
+            return
+        check_reachable(address)
+        try:
+            ray.init(
+                address=address,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except (ConnectionError, RuntimeError) as error:
+            raise RayUnreachable(
+                f"could not join the Ray cluster at KEEL_RAY_ADDRESS={address} ({error}); "
+                "start it (ray start --head), fix the address, or unset KEEL_RAY_ADDRESS to "
+                "run jobs in this process"
+            ) from error
+
+
 class RayExecutor(LocalExecutor):
     """Connects to the Ray cluster at start, runs a pool of ItemCaller actors (restarted by
-    Ray when they die), and kills them at stop."""
+    Ray when they die), and kills them at stop. Batch lines and the items of the kinds in
+    ON_RAY run on the actors; other kinds (ingestion reads files here) run in this process."""
 
     def __init__(
         self,
@@ -173,40 +265,39 @@ class RayExecutor(LocalExecutor):
         *,
         on_item: Callable[[Job, bool], None] | None = None,
     ):
-        kinds: dict[str, JobKind] = {}  # filled at start, once the actors exist
-        super().__init__(store, kinds, options, on_item=on_item)
+        super().__init__(store, {"batch": batch}, options, on_item=on_item)
         self.batch = batch
         self.signer = signer
         self.ray_options = ray_options
         self._actors: list[Any] = []
+        self._pool: ActorPool | None = None
         self._ray: ModuleType | None = None
+        self._on_ray: dict[str, JobKind] = {}
+
+    def kind_for(self, name: str) -> JobKind:
+        kind = self.kinds[name]
+        if self._pool is None or (name != "batch" and name not in ON_RAY):
+            return kind
+        found = self._on_ray.get(name)
+        if found is None:
+            path, body = (line_path, line_body) if name == "batch" else (item_path, item_body)
+            found = self._on_ray[name] = RayKind(
+                kind, self.signer, self._pool, path, body, self.store, self.ray_options.address
+            )
+        return found
 
     async def start(self) -> None:
         if self._ray is None:
             ray = import_ray()
             await asyncio.to_thread(self._connect, ray)
             self._ray = ray
-            self.kinds["batch"] = RayBatchKind(self.batch, self.signer, self._actors, ray)
+            self._pool = ActorPool(self._actors, ray)
         await super().start()
 
     def _connect(self, ray: ModuleType) -> None:
         from keel.jobs.ray_caller import ItemCaller
 
-        if not ray.is_initialized():
-            check_reachable(self.ray_options.address)
-            try:
-                ray.init(
-                    address=self.ray_options.address,
-                    namespace=NAMESPACE,
-                    log_to_driver=False,
-                    logging_level=logging.WARNING,
-                )
-            except (ConnectionError, RuntimeError) as error:
-                raise RayUnreachable(
-                    f"could not join the Ray cluster at KEEL_RAY_ADDRESS="
-                    f"{self.ray_options.address} ({error}); start it (ray start --head), fix "
-                    "the address, or unset KEEL_RAY_ADDRESS to run jobs in this process"
-                ) from error
+        connect(ray, self.ray_options.address)
         per_actor = max(1, -(-self.options.concurrency // self.ray_options.actors))
         caller = ray.remote(ItemCaller).options(
             num_cpus=0,  # waits on HTTP: takes no CPU from Ray's other work
@@ -220,7 +311,8 @@ class RayExecutor(LocalExecutor):
             for _ in range(self.ray_options.actors)
         ]
         log.info(
-            "jobs: running batch lines on %d Ray actors at %s, calling back %s",
+            "jobs: running batch lines and experiment items on %d Ray actors at %s, calling "
+            "back %s",
             len(self._actors),
             self.ray_options.address,
             self.ray_options.callback_url,
@@ -233,5 +325,6 @@ class RayExecutor(LocalExecutor):
             for actor in self._actors:
                 ray.kill(actor)
             self._actors.clear()
-            self.kinds.clear()
+            self._on_ray.clear()
+            self._pool = None
             self._ray = None

@@ -20,7 +20,7 @@ from keel.jobs.batch import COMPLETION_WINDOWS, ENDPOINTS, KIND, check_batch, pa
 from keel.jobs.model import Job
 from keel.jobs.system import MAX_LINE_BYTES
 from keel.server.deps import PrincipalDep, ServicesDep
-from keel.server.openai import batch_items
+from keel.server.openai import batch_items, job_items
 from keel.server.openai.files import check_body, job_system
 from keel.server.responses import json_response
 from keel.server.services import Services
@@ -191,5 +191,7 @@ async def cancel_batch(services: ServicesDep, principal: PrincipalDep, batch_id:
     return json_response(batch_object(job))
 
 
-# The line route of the Ray executor's actors, under /v1/batches (batch_items.py).
+# The item routes of the Ray executor's actors: batch lines under /v1/batches
+# (batch_items.py), other jobs' items under /v1/jobs (job_items.py).
 router.include_router(batch_items.router)
+router.include_router(job_items.router)
