@@ -2,27 +2,42 @@
 whole before they are stored), runs (sync or async), resume and cancel.
 
 Reading takes `workflows:read`, defining `workflows:write`, running `inference` (a run
-makes model calls as its caller, like /v1).
+makes model calls as its caller, like /v1). A run with `mode: job` is driven by the job
+system (one item per item of its map), so its progress and cancel are the job's too.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, FastAPI, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.auth.keys import Principal
+from keel.errors import InvalidRequest
 from keel.server.deps import ServicesDep, require
+from keel.server.openai.files import job_system
 from keel.server.openai.protocol import ErrorResponse
 from keel.server.responses import json_response
 from keel.server.services import Services
 from keel.workflows.definitions import invalid, parse
+from keel.workflows.jobs import WorkflowJobs
 from keel.workflows.service import Streamed, Workflows
 
-router = APIRouter(tags=["workflows"])
+
+@asynccontextmanager
+async def _workflows_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Register the workflow job kind at start, so job-driven runs a stopped process left
+    go on here."""
+    workflow_jobs(app.state.services)
+    yield
+
+
+router = APIRouter(tags=["workflows"], lifespan=_workflows_lifespan)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid spec or input (the message says where)"},
@@ -64,6 +79,18 @@ def build_workflows(services: Services) -> Workflows:
 WorkflowsDep = Annotated[Workflows, Depends(workflow_service)]
 
 
+def workflow_jobs(services: Services) -> WorkflowJobs:
+    """The `workflow.run` job kind, registered with the process's job system once."""
+    found = services.extras.get("workflow_jobs")
+    if found is None:
+        system = job_system(services)
+        found = WorkflowJobs(workflow_service(services), system.store, system.executor.wake)
+        system.register(found)
+        services.extras["workflow_jobs"] = found
+    assert isinstance(found, WorkflowJobs)
+    return found
+
+
 class DefineBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,7 +110,12 @@ class RunBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: Any = Field(default_factory=dict)
-    mode: Literal["sync", "async"] = "sync"
+    mode: Literal["sync", "async", "job"] = Field(
+        "sync",
+        description="sync: answer at the end; async: 202 at once; job: 202 at once, the run "
+        "driven by a job with one item per item of its first map (its job_id: progress, "
+        "cancel).",
+    )
 
 
 class ResumeBody(BaseModel):
@@ -163,15 +195,23 @@ async def archive(
 
 
 @router.post(
-    "/workflows/{name}/runs", summary="Run a workflow or agent (sync or async)", responses=_ERRORS
+    "/workflows/{name}/runs",
+    summary="Run a workflow or agent (sync, async, or as a job)",
+    responses=_ERRORS,
 )
 async def start_run(
     name: Name,
     body: RunBody,
     flows: WorkflowsDep,
+    services: ServicesDep,
     principal: Annotated[Principal, require("inference")],
     kind: KindQuery = "workflow",
 ) -> Response:
+    if body.mode == "job":
+        if kind != "workflow":
+            raise InvalidRequest("an agent runs sync or async, not as a job", param="mode")
+        driven = await workflow_jobs(services).submit(principal, name, body.input)
+        return json_response(driven, status=202)
     run = await flows.run(principal, kind, name, body.input, wait=body.mode == "sync")
     assert not isinstance(run, Streamed)
     return json_response(run, status=200 if body.mode == "sync" else 202)
