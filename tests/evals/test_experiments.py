@@ -37,6 +37,27 @@ def experiment(subject: dict[str, Any], dataset: str = "leave") -> dict[str, Any
             "scorers": [{"type": "contains", "name": "mentions"}]}  # fmt: skip
 
 
+async def refused_whole(keel: Keel) -> None:
+    """Unknown bases and workflows, and subjects that cannot be, are refused naming the
+    field, and no run is made (the caller made one good run before)."""
+    cases: list[tuple[dict[str, Any], int, str, str]] = [
+        ({"model": "fake-model", "kb": "wiki"}, 404, "subjects[0].kb",
+         "unknown knowledge base 'wiki' (known: handbook)"),
+        ({"model": "fake-model", "kb": {"name": "handbook", "top_k": 0}}, 400,
+         "subjects[0].kb.top_k", "top_k"),
+        ({"kb": "handbook"}, 400, "subjects[0]", "a model (or route) or a prompt to answer"),
+        ({"workflow": "nope"}, 404, "subjects[0].workflow", "unknown workflow 'nope'"),
+        ({"model": "workflow:ask", "params": {"temperature": 0}}, 400, "subjects[0]",
+         "drop params"),
+    ]  # fmt: skip
+    for subject, status, param, words in cases:
+        response = await keel.call("POST", "/api/experiments", json=experiment(subject))
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert (error["param"], words in error["message"]) == (param, True), error
+    assert len((await keel.ok("GET", "/api/experiments"))["data"]) == 1  # none half-made
+
+
 async def test_a_knowledge_base_subject_makes_each_item_a_rag_call(keel: Keel) -> None:
     await handbook(keel)
     items = [
@@ -59,6 +80,7 @@ async def test_a_knowledge_base_subject_makes_each_item_a_rag_call(keel: Keel) -
             "[1] Leave policy (Leave policy > Holidays)\nEvery employee gets 28 days"
             in (system["content"])
         )
+    await refused_whole(keel)
 
 
 async def test_a_workflow_subject_runs_the_workflow_for_each_item(keel: Keel) -> None:
@@ -82,26 +104,3 @@ async def test_a_workflow_subject_runs_the_workflow_for_each_item(keel: Keel) ->
     await keel.services.tracing.recorder.flush()
     trace = await keel.ok("GET", f"/api/traces/{trace_id}")
     assert trace["model"] == "workflow:ask"  # the item's trace is the run's
-
-
-async def test_unknown_bases_and_workflows_are_refused_naming_the_subject_field(
-    keel: Keel,
-) -> None:
-    await handbook(keel)
-    await keel.ok("POST", "/api/datasets", json={"name": "leave", "items": [{"input": "hi"}]})
-    cases: list[tuple[dict[str, Any], int, str, str]] = [
-        ({"model": "fake-model", "kb": "wiki"}, 404, "subjects[0].kb",
-         "unknown knowledge base 'wiki' (known: handbook)"),
-        ({"model": "fake-model", "kb": {"name": "handbook", "top_k": 0}}, 400,
-         "subjects[0].kb.top_k", "top_k"),
-        ({"kb": "handbook"}, 400, "subjects[0]", "a model (or route) or a prompt to answer"),
-        ({"workflow": "nope"}, 404, "subjects[0].workflow", "unknown workflow 'nope'"),
-        ({"model": "workflow:ask", "params": {"temperature": 0}}, 400, "subjects[0]",
-         "drop params"),
-    ]  # fmt: skip
-    for subject, status, param, words in cases:
-        response = await keel.call("POST", "/api/experiments", json=experiment(subject))
-        assert response.status_code == status, response.text
-        error = response.json()["error"]
-        assert (error["param"], words in error["message"]) == (param, True), error
-    assert (await keel.ok("GET", "/api/experiments"))["data"] == []  # no run half-made
