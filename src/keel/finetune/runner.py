@@ -48,6 +48,7 @@ class Runner:
     trainer_lock: threading.Lock
     scanners: Callable[[], Any] = default_scanners
     base_cache: Path | None = None  # converted bases (default: <work_root>/bases)
+    trainer: Callable[..., Any] = train  # or RayTraining: the same call on a Ray cluster
 
     def run(self, job: Job, stop: threading.Event, cancel: threading.Event) -> Outcome:
         params = job.params
@@ -196,7 +197,7 @@ class Runner:
         callbacks = Callbacks(on_step=on_step, on_checkpoint=on_checkpoint, should_stop=should_stop)
         base = self.base_path(job.project_id, job.params["model"])
         cache = self.base_cache or self.work_root / "bases"
-        return train(base, train_set, valid, hyper, workdir, callbacks, cache=cache)
+        return self.trainer(base, train_set, valid, hyper, workdir, callbacks, cache=cache)
 
 
 def _merge_reports(a: ScanReport, b: ScanReport) -> ScanReport:
