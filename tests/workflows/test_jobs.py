@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from keel.jobs.executor import ExecutorOptions
+from keel.jobs.system import JobSystem
 from keel.server.admin.workflows import workflow_jobs
 from keel.server.app import create_app
 from keel.server.openai.files import job_system
@@ -21,7 +22,7 @@ from tests.support.app import build_services
 from tests.support.tools import ToolServer
 from tests.support.upstream import FakeUpstream
 
-Client = tuple[httpx.AsyncClient, dict[str, str]]
+Client = tuple[httpx.AsyncClient, dict[str, str], JobSystem]
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ async def keel(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Client]:
     await system.start()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://keel") as client:
-        yield client, {"Authorization": f"Bearer {key}"}
+        yield client, {"Authorization": f"Bearer {key}"}, system
     await system.stop()
     await stop_services(services)
 
@@ -83,7 +84,7 @@ _DIGEST = _digest(_LLM)
 async def test_a_map_over_20_items_runs_as_a_job_with_progress(
     keel: Client, upstream: FakeUpstream
 ) -> None:
-    client, headers = keel
+    client, headers, _ = keel
     docs = [f"document {i}" for i in range(20)]
     run = await _job_of(client, headers, docs)
     assert run["status"] == "running"
@@ -102,7 +103,7 @@ async def test_a_map_over_20_items_runs_as_a_job_with_progress(
 async def test_cancelling_the_job_stops_the_map_and_ends_the_run_cancelled(
     keel: Client, tools: ToolServer
 ) -> None:
-    client, headers = keel
+    client, headers, system = keel
     tools.delay = 0.1
     inner = {"http": {"url": tools.base_url + "/echo", "body": {"doc": "{{ item }}"}}}
     await client.post("/api/workflows", json={"spec": _digest(inner, 1)}, headers=headers)
@@ -125,10 +126,20 @@ async def test_cancelling_the_job_stops_the_map_and_ends_the_run_cancelled(
     shown = (await client.get(f"/api/workflow-runs/{run['id']}", headers=headers)).json()
     assert shown["status"] == "cancelled"
     assert sum(tools.counts.values()) < 20
+    # A cancel of the run itself cancels its job, here one no worker has taken yet.
+    await system.executor.stop()
+    queued = await _job_of(client, headers, ["a", "b"])
+    cancel = await client.post(f"/api/workflow-runs/{queued['id']}/cancel", headers=headers)
+    assert cancel.status_code == 202
+    job = (await client.get(f"/api/jobs/{queued['job_id']}", headers=headers)).json()
+    assert job["state"] == "cancelled"
+    shown = (await client.get(f"/api/workflow-runs/{queued['id']}", headers=headers)).json()
+    assert shown["status"] == "cancelled"
+    assert shown["steps"][-1]["output"] == {"job_id": queued["job_id"]}
 
 
 async def test_job_mode_needs_a_map_and_a_workflow(keel: Client) -> None:
-    client, headers = keel
+    client, headers, _ = keel
     flat = {"name": "flat", "steps": [{"id": "a", "transform": {"value": 1}}]}
     await client.post("/api/workflows", json={"spec": flat}, headers=headers)
     refused = await client.post("/api/workflows/flat/runs", json={"mode": "job"}, headers=headers)

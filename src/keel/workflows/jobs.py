@@ -7,7 +7,8 @@ each job item runs the map's steps for one list item under the run's checkpoint 
 (`map[i].step`), at most the map's `concurrency` at a time; when every item has ended, the
 job's finish resumes the run as any resume does: done steps and items are read back, the
 steps after the map run. The run holds no lease of its own while its job drives it: the
-job's lease decides who works on it.
+job's lease decides who works on it. The run keeps its job's id as a checkpoint (`#job`),
+so a cancel of the run cancels its job, and the run's steps list names the job.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from keel.tracing.model import RequestTrace, Step
 from keel.workflows.compiled import CompiledStep, CompiledWorkflow
 from keel.workflows.engine import RunState, StepFailed
 from keel.workflows.service import WorkflowFailed, Workflows, public
+from keel.workflows.store import Checkpoint, now_us
 
 KIND = "workflow.run"
 # The lease of a run its job drives: never lapses, so no other replica resumes it alone.
 DRIVEN_BY_JOB = 1e15
 CANCEL_CHECK_S = 0.5
+JOB_KEY = "#job"  # a checkpoint no step can have (step ids are letters, digits and _)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class WorkflowJobs:
         self.flows, self.store, self.wake = flows, store, wake
         self._driving: dict[str, _Driving] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        flows.cancel_hooks.append(self._cancel_run)
 
     async def submit(self, principal: Principal, name: str, value: Any) -> dict[str, Any]:
         """Store the run and its job (queued); the run record with its `job_id`."""
@@ -91,6 +95,9 @@ class WorkflowJobs:
             f"run {row['id']} of workflow {name!r}: map {step.id!r} over {count} items",
         )
         self._driving[job.id] = driving
+        stamp = now_us()
+        link = Checkpoint(JOB_KEY, "job", "done", {"job_id": job.id}, None, stamp, stamp)
+        await asyncio.to_thread(flows.store.save, row["id"], link)
         if self.wake is not None:
             self.wake()
         return {**public(row), "job_id": job.id}
@@ -181,6 +188,20 @@ class WorkflowJobs:
             driving.state.cancel.set()
             await asyncio.to_thread(self.store.request_cancel, job.id)
             raise ItemFailed({"message": f"run {run} was cancelled", "code": "cancelled"})
+
+    async def _cancel_run(self, row: dict[str, Any]) -> None:
+        """A cancel asked of a run its job drives: the job is cancelled too. A job that had
+        waiting for a worker is cancelled at once and will never finish: the run ends here."""
+        saved = await asyncio.to_thread(self.flows.store.checkpoints, row["id"])
+        link = saved.get(JOB_KEY)
+        if link is None:
+            return
+        job = await asyncio.to_thread(self.store.request_cancel, link.output["job_id"])
+        if job is not None and job.state == "cancelled":
+            await asyncio.to_thread(
+                self.flows.store.update_run, row["id"], status="cancelled", error="cancelled"
+            )
+            row.update(status="cancelled", error="cancelled")
 
     async def finish(self, job: Job, cancelled: bool) -> Finish:
         """End the run: cancelled with its job, failed at its first failed item, or

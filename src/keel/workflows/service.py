@@ -102,6 +102,8 @@ class Workflows:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._agent_wrappers: dict[str, CompiledWorkflow] = {}
+        # Called with a run's record when a cancel of it is asked (jobs.py: its job's cancel).
+        self.cancel_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
         self._masks: weakref.WeakKeyDictionary[Any, Mask | None] = weakref.WeakKeyDictionary()
 
     # -- lifecycle
@@ -302,6 +304,8 @@ class Workflows:
         if state is not None:
             state.cancel.set()
         row["cancel_requested"] = True
+        for hook in self.cancel_hooks:  # a job that drives the run stops starting items
+            await hook(row)
         return public(row)
 
     async def get(self, project_id: str, run: str) -> dict[str, Any]:
