@@ -86,3 +86,49 @@ async def test_a_line_without_end_beyond_the_limit_is_an_upstream_error(
                 pass
     finally:
         await provider.close()
+
+
+async def test_a_keep_alive_connection_the_upstream_closed_is_resent_once_on_a_new_one() -> None:
+    """The upstream answers one request per connection and then, holding the connection open
+    as keep-alive, closes it when the next request arrives: what a server's idle timer does
+    when its close crosses the request. The second call is answered on a new connection."""
+    connections = 0
+    answer = b'{"ok": true}'
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+        )
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: dropped
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = upstream_http.UpstreamHTTP(
+        "flaky",
+        f"http://127.0.0.1:{port}/v1",
+        {},
+        connect_timeout=5,
+        read_timeout=5,
+        error_message=lambda raw: raw.decode(),
+    )
+    try:
+        for _ in range(3):
+            response = await client.post("chat/completions", {"model": "m"})
+            assert await client.read_json(response) == {"ok": True}
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert connections == 3  # the first, then one new connection for each dropped request

@@ -71,6 +71,7 @@ class UpstreamHTTP:
         self._hint = unreachable_hint
         self._overloaded = overloaded
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None  # one new connection per request
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -78,12 +79,29 @@ class UpstreamHTTP:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
+    def _fresh_client(self) -> aiohttp.ClientSession:
+        if self._fresh is None or self._fresh.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True)
+            self._fresh = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._fresh
+
+    async def _send(self, path: str, data: bytes) -> aiohttp.ClientResponse:
+        """POST on a pooled keep-alive connection. When the upstream had already closed it
+        (it drops idle connections on its own timer, and the close can cross the request on
+        the wire), nothing was answered: the request goes once more on a new connection.
+        aiohttp retries this way only for idempotent methods, and a POST is not one."""
+        url = f"{self.base_url}/{path}"
+        try:
+            return await self._client().post(url, data=data, headers=self._headers)
+        except aiohttp.ClientConnectorError:
+            raise  # nothing was sent: the upstream is down, not a stale connection
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            return await self._fresh_client().post(url, data=data, headers=self._headers)
+
     async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """The open response (status < 400); the caller reads or streams, then releases it."""
         try:
-            response = await self._client().post(
-                f"{self.base_url}/{path}", data=orjson.dumps(body), headers=self._headers
-            )
+            response = await self._send(path, orjson.dumps(body))
         except aiohttp.ClientConnectorError as exc:
             raise ServiceUnavailable(
                 f"upstream '{self.name}' at {self.base_url} is not reachable "
@@ -130,10 +148,11 @@ class UpstreamHTTP:
         return UpstreamError(text)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            # Let aiohttp finish closing transports before the loop goes away.
-            await asyncio.sleep(0)
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
+        # Let aiohttp finish closing transports before the loop goes away.
+        await asyncio.sleep(0)
 
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # one SSE line; beyond it an upstream is broken or hostile
