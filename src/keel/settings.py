@@ -160,8 +160,8 @@ class Settings(BaseModel):
     )
     ray_address: str | None = Field(
         None,
-        description="Ray cluster that runs batch lines (auto, host:port or ray://host:10001); "
-        "default none: lines run in this process.",
+        description="Ray cluster that runs batch lines, experiment items and fine-tuning "
+        "(auto, host:port or ray://host:10001); default none: they run in this process.",
     )
     ray_callback_url: str | None = Field(
         None,
