@@ -40,8 +40,12 @@ class HashEmbedder:
         pass
 
 
-def build_services(data_dir: Path, upstream_url: str, **overrides: object) -> tuple[Services, str]:
-    """Services over SQLite in data_dir and one fake chat model; returns them and an admin key."""
+def build_services(
+    data_dir: Path, upstream_url: str, read_timeout: float = 2.0, **overrides: object
+) -> tuple[Services, str]:
+    """Services over SQLite in data_dir and one fake chat model; returns them and an admin key.
+    `read_timeout` is short so that fault tests of a silent upstream are quick; load tests,
+    whose upstream may wait its turn on a busy machine, give a longer one."""
     settings = Settings.model_validate(
         {"data_dir": data_dir, "local_model": False, "embeddings": False, **overrides}
     )
@@ -51,7 +55,7 @@ def build_services(data_dir: Path, upstream_url: str, **overrides: object) -> tu
     admin_key = services.keys.bootstrap_admin(data_dir)
     assert admin_key is not None
     services.keys.load_cache()
-    provider = OpenAICompatProvider("fake", upstream_url, read_timeout=2.0)
+    provider = OpenAICompatProvider("fake", upstream_url, read_timeout=read_timeout)
     services.catalog.add_chat(Target("fake-model", provider, "upstream-model"))
     services.catalog.add_embedder(HashEmbedder())
     return services, admin_key

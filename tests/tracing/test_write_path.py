@@ -52,7 +52,7 @@ def client_for(services: Services) -> httpx.AsyncClient:
 async def test_every_request_of_a_burst_is_stored_once(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    services, key = build_services(tmp_path, upstream.base_url)
+    services, key = build_services(tmp_path, upstream.base_url, read_timeout=30)
     async with client_for(services) as client:
         ids = await send(client, key, 2000)
     recorder = services.tracing.recorder
@@ -71,7 +71,7 @@ async def test_traces_survive_a_postgres_outage_through_the_spill_file(
         via_proxy = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         # In a thread: the migrations go through the proxy, which runs on this loop.
         services, key = await asyncio.to_thread(
-            build_services, tmp_path, upstream.base_url, database_url=via_proxy
+            build_services, tmp_path, upstream.base_url, read_timeout=30, database_url=via_proxy
         )
         recorder = services.tracing.recorder
         try:
