@@ -44,3 +44,17 @@ async def test_loading_does_not_block_the_event_loop() -> None:
     assert fresh.ready
     assert ticks > 0  # the loop kept running while the model loaded
     fresh.close()
+
+
+async def test_approximate_vectors_keep_their_meaning(embedder: LocalEmbedder) -> None:
+    # Traffic insights embed with the faster path; its vectors must stay where the exact
+    # ones are (knowledge indexes and queries use the exact ones).
+    texts = ["what is the weather like in oslo", "reset my bank password", "ok", "x " * 80]
+    exact = await embedder.embed(texts)
+    approximate = await embedder.embed_approximate(texts)
+    assert approximate.vectors.shape == exact.vectors.shape == (4, 384)
+    assert np.min(np.sum(exact.vectors * approximate.vectors, axis=1)) >= 0.999
+    assert approximate.prompt_tokens == exact.prompt_tokens
+    # Each text's vector is its own, whatever order the batches ran in.
+    alone = await embedder.embed([texts[2]])
+    assert float(alone.vectors[0] @ exact.vectors[2]) > 0.9999

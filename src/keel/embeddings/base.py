@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # numpy loads only where embeddings are served
     import numpy as np
@@ -29,3 +29,11 @@ class Embedder(Protocol):
     async def embed(self, texts: list[str]) -> EmbeddingResult: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ApproximateEmbedder(Protocol):
+    """An embedder that can also give vectors close to embed()'s (cosine >= 0.999) faster:
+    good enough to group and compare traffic, never for vectors an index keeps."""
+
+    async def embed_approximate(self, texts: list[str]) -> EmbeddingResult: ...
