@@ -8,7 +8,7 @@ import asyncio
 import builtins
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel.calls import Call
@@ -97,6 +97,12 @@ class Tracing:
 
     def add_score(self, project_id: str, trace_id: str, score: dict[str, Any]) -> dict[str, Any]:
         return self.store.add_score(project_id, trace_id, score)
+
+    def feedback_of(
+        self, project_id: str, trace_ids: Sequence[str], sources: Sequence[str]
+    ) -> dict[str, builtins.list[float]]:
+        """Per trace, its numeric and boolean scores of `sources` (insights' feedback)."""
+        return self.store.feedback_of(project_id, trace_ids, sources)
 
     def count_before(self, before_us: int) -> int:
         """Traces of every project started before `before_us` (a prune's dry run)."""
