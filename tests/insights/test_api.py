@@ -14,7 +14,9 @@ from starlette.types import ASGIApp
 
 from keel.deploy.bundled import minilm_dir
 from keel.embeddings.local import LocalEmbedder
+from keel.server.admin.insights import insights_of
 from keel.server.app import create_app
+from keel.server.openai.files import job_system
 from tests.support.app import build_services
 from tests.support.http import served_in_thread
 from tests.support.upstream import FakeUpstream
@@ -49,7 +51,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         services.catalog.add_embedder(embedder)
         embedder.start_loading()
         found.update(key=key, services=services)
-        return create_app(services.settings, services=services)
+        app = create_app(services.settings, services=services)
+        insights_of(services)  # what the app's lifespan does: the topics kind joins the jobs
+        await job_system(services).start()
+        return app
 
     with served_in_thread(make_app) as base:
         found["base"] = base
@@ -75,19 +80,51 @@ def get(api: dict[str, Any], path: str, **params: Any) -> httpx.Response:
 
 
 def embedded(api: dict[str, Any], count: int) -> None:
+    """Wait until the background embedder has stored `count` requests (its /metrics count)."""
     for _ in range(600):
-        response = get(api, "topics", hours=1)
-        if response.status_code == 200 and response.json()["requests"] >= count:
+        metrics = httpx.get(f"{api['base']}/metrics", headers=api["headers"]).text
+        line = next(x for x in metrics.splitlines() if x.startswith("keel_insights_embedded_total"))
+        if float(line.split()[-1]) >= count:
             return
         time.sleep(0.1)
-    raise AssertionError(f"traffic never embedded: {response.status_code} {response.text}")
+    raise AssertionError(f"traffic never embedded: {line}")
+
+
+def topics_job(api: dict[str, Any], **body: Any) -> dict[str, Any]:
+    """Start an insights.topics job and wait for it; returns GET /api/insights/topics."""
+    started = httpx.post(
+        f"{api['base']}/api/insights/topics", headers=api["headers"], json=body, timeout=30
+    )
+    assert started.status_code == 201, started.text
+    assert started.json()["kind"] == "insights.topics"
+    job_id = started.json()["id"]
+    for _ in range(600):
+        found = get(api, "topics", job_id=job_id)
+        assert found.status_code == 200, found.text
+        if found.json()["job"]["state"] in ("succeeded", "failed"):
+            return dict(found.json())
+        time.sleep(0.1)
+    raise AssertionError(f"topics job {job_id} never ended: {found.text}")
+
+
+def feedback(api: dict[str, Any], trace_id: str, value: bool) -> None:
+    response = httpx.post(
+        f"{api['base']}/v1/feedback",
+        headers=api["headers"],
+        json={"trace_id": trace_id, "name": "thumbs_up", "value": value},
+    )
+    assert response.status_code == 201, response.text
 
 
 def test_insights_of_real_traffic(api: dict[str, Any]) -> None:
     # A project with no traffic yet: a message saying what to do, not a 500.
-    empty = get(api, "topics", hours=1)
-    assert empty.status_code == 404
-    assert "no embedded traffic" in empty.json()["error"]["message"]
+    nothing = get(api, "topics")
+    assert nothing.status_code == 404
+    assert "no topics computed yet" in nothing.json()["error"]["message"]
+    empty = topics_job(api, hours=1)
+    assert empty["job"]["state"] == "failed"
+    assert empty["result"] is None
+    assert "no embedded traffic" in empty["job"]["error"]
 
     ids = {}
     for template in WEATHER:
@@ -97,13 +134,20 @@ def test_insights_of_real_traffic(api: dict[str, Any]) -> None:
         for service in SERVICES:
             ids[template.format(service)] = chat(api, template.format(service))
     embedded(api, len(ids))
+    # People liked the weather answers and disliked the password ones.
+    feedback(api, ids["will it rain in paris tomorrow"], True)
+    feedback(api, ids["weather forecast for oslo this weekend"], True)
+    feedback(api, ids["how do i reset my bank password"], False)
     split = time.time()
     time.sleep(0.05)
     strange = chat(api, STRANGE)
     usual = chat(api, "weather forecast for madrid this weekend")
     embedded(api, len(ids) + 2)
 
-    topics = get(api, "topics", hours=1).json()
+    found = topics_job(api, hours=1)
+    assert found["job"]["state"] == "succeeded"
+    assert found["job"]["progress"]["done"] == found["job"]["progress"]["total"] == 1
+    topics = found["result"]
     labels = " ".join(" ".join(t["terms"]) for t in topics["topics"])
     assert "weather" in labels or "rain" in labels
     assert "password" in labels
@@ -111,8 +155,32 @@ def test_insights_of_real_traffic(api: dict[str, Any]) -> None:
     weather_topics = {p["topic"] for p in topics["points"] if "weather" in p["text"]}
     password_topics = {p["topic"] for p in topics["points"] if "password" in p["text"]}
     assert not weather_topics & password_topics
+    by_id = {t["topic"]: t for t in topics["topics"]}
+    rain = next(
+        p["topic"] for p in topics["points"] if p["text"] == "will it rain in paris tomorrow"
+    )
+    reset = next(
+        p["topic"] for p in topics["points"] if p["text"] == "how do i reset my bank password"
+    )
+    assert by_id[rain]["feedback"]["mean"] == 1.0
+    assert by_id[reset]["feedback"] == {"scores": 1, "mean": 0.0}
+    assert sum(t["feedback"]["scores"] for t in topics["topics"]) == 3
 
-    now = time.time()
+    # Stored: the newest run is served without clustering again, and newer traffic is
+    # assigned to its topics.
+    now = time.time()  # the anomaly checks below leave this later request out
+    time.sleep(0.05)
+    chat(api, "will it snow in berlin tomorrow")
+    embedded(api, len(ids) + 3)
+    newest = get(api, "topics").json()
+    assert newest["job"]["id"] == found["job"]["id"]
+    assert newest["result"]["requests"] == topics["requests"]
+    assert newest["result"]["new_requests"] == 1
+    assert sum(t["new_requests"] for t in newest["result"]["topics"]) == 1
+    assigned = [t["topic"] for t in newest["result"]["topics"] if t["new_requests"]]
+    assert len(assigned) == 1
+    assert assigned[0] in weather_topics
+
     recent_hours = (now - split) / 3600
     anomalies = get(api, "anomalies", hours=recent_hours, reference_hours=1, until=now).json()
     assert anomalies["scored"] == 2
@@ -143,11 +211,16 @@ def test_bad_input_is_a_clear_4xx(api: dict[str, Any]) -> None:
     neither = get(api, "similar")
     assert neither.status_code == 400
     assert "exactly one of trace_id or a non-empty text" in neither.json()["error"]["message"]
-    long_ago = get(api, "topics", hours=1, until=1_000_000)
-    assert long_ago.status_code == 404
-    assert "widen the window" in long_ago.json()["error"]["message"]
-    negative = get(api, "topics", hours=-1)
+    long_ago = topics_job(api, hours=1, until=1_000_000)
+    assert long_ago["job"]["state"] == "failed"
+    assert "widen the window" in long_ago["job"]["error"]
+    negative = httpx.post(
+        f"{api['base']}/api/insights/topics", headers=api["headers"], json={"hours": -1}
+    )
     assert negative.status_code in (400, 422)
+    unknown_job = get(api, "topics", job_id="insights.topics_000")
+    assert unknown_job.status_code == 404
+    assert "no topics job" in unknown_job.json()["error"]["message"]
     drift = httpx.post(
         f"{api['base']}/api/insights/drift",
         headers=api["headers"],

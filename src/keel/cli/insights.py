@@ -3,6 +3,7 @@ it, whether its mix shifted, and the past requests most like one."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -30,24 +31,52 @@ def _spark(counts: list[int]) -> str:
     return "".join(bars[round(c / top * 8)] for c in counts)
 
 
+POLL_SECONDS = 0.5
+
+
 @app.command("topics")
 def topics(
     hours: HoursOption = 24,
     route: RouteOption = None,
     until: UntilOption = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="Show the newest stored topics; start no job.")
+    ] = False,
+    job: Annotated[str | None, typer.Option(help="Show this topics job's result.")] = None,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Topics of the window: label, requests, share, cost, latency, errors and trend."""
-    with out.status("clustering the window's requests…"):
-        found = Api(url, key, config).call(
-            "GET",
-            "/api/insights/topics",
-            hours=str(hours),
-            route=route,
-            until=None if until is None else str(until),
+    """Start a topics job over the window, follow it, and print its topics: label, requests,
+    share, cost, latency, errors, feedback and trend (`--show`: the stored ones)."""
+    api = Api(url, key, config)
+    if not (show or job):
+        started = api.call(
+            "POST", "/api/insights/topics", {"hours": hours, "until": until, "route": route}
         )
+        job = str(started["id"])
+        out.print(f"topics job {job} started")
+    found = api.call("GET", "/api/insights/topics", job_id=job, route=route)
+    if job is not None:
+        with out.status("clustering the window's requests…") as status:
+            while found["job"]["state"] not in ("succeeded", "failed", "cancelled"):
+                progress = found["job"]["progress"]
+                status.update(f"clustering… {progress['done']}/{progress['total']} items")
+                time.sleep(POLL_SECONDS)
+                found = api.call("GET", "/api/insights/topics", job_id=job)
+    state = found["job"]["state"] if found["job"] else None
+    if found["result"] is None:
+        detail = found["job"]["error"] if found["job"] else None
+        raise typer.Exit(_fail(f"topics job {job or found['job']['id']} {state}: {detail}"))
+    _print_topics(found["result"])
+
+
+def _fail(message: str) -> int:
+    out.print(Text(message, style="red"))
+    return 1
+
+
+def _print_topics(found: dict[str, Any]) -> None:
     table = Table(
         "#",
         "topic",
@@ -56,12 +85,15 @@ def topics(
         "cost",
         "p50 ms",
         "errors",
+        "feedback",
         "trend",
         "example",
-        title=f"{len(found['topics'])} topics in {found['requests']:,} requests",
+        title=f"{len(found['topics'])} topics in {found['requests']:,} requests "
+        f"(job {found.get('job_id')}; {found.get('new_requests', 0):,} newer requests assigned)",
     )
     for topic in found["topics"]:
         example = topic["examples"][0]["text"] if topic["examples"] else ""
+        feedback = topic.get("feedback") or {}
         table.add_row(
             str(topic["topic"]),
             topic["label"],
@@ -70,6 +102,9 @@ def topics(
             "-" if topic["cost"] is None else f"${topic['cost']:.4f}",
             f"{topic['latency_ms_p50']:,.0f}",
             f"{topic['error_rate']:.0%}",
+            "-"
+            if feedback.get("mean") is None
+            else f"{feedback['mean']:.2f} ({feedback['scores']})",
             _spark(topic["trend"]),
             example[:60],
         )

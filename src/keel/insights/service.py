@@ -24,6 +24,8 @@ EXAMPLES = 3
 TREND_BUCKETS = 8
 MAX_SEEN = 100_000  # flagged trace ids remembered, so a request is counted once
 MIN_REQUESTS = 10  # fewer sampled requests than this make no topics worth the name
+FEEDBACK_SOURCES = ("human", "api")  # people's scores (the console, /v1/feedback); not evaluators'
+Feedback = Callable[[str, list[str]], dict[str, list[float]]]
 
 
 def _iso_window(since_us: int, until_us: int) -> str:
@@ -62,11 +64,14 @@ class InsightsService:
         *,
         audit: Callable[[str, str, dict[str, Any]], None] | None = None,
         notify: Callable[[str, dict[str, Any]], None] | None = None,
+        feedback: Feedback | None = None,
     ):
         """`embed_text` embeds a query text (similar requests); `audit(project, action,
-        after)` records a drift alert; `notify(url, body)` posts it to a webhook."""
+        after)` records a drift alert; `notify(url, body)` posts it to a webhook;
+        `feedback(project, trace_ids)` gives the feedback values of each trace that has any."""
         self.store = store
         self._embed_text = embed_text
+        self._feedback = feedback
         self._audit = audit
         self._notify = notify
         self.counts = InsightCounts()
@@ -107,6 +112,54 @@ class InsightsService:
         route: str | None = None,
         granularity: float | None = None,
     ) -> dict[str, Any]:
+        """Topics of the window, computed now (the console; a job stores them: run_topics)."""
+        return self._topics(project_id, since_us, until_us, route, granularity)[0]
+
+    def run_topics(
+        self,
+        job_id: str,
+        project_id: str,
+        since_us: int,
+        until_us: int,
+        *,
+        route: str | None = None,
+        granularity: float | None = None,
+    ) -> dict[str, Any]:
+        """Topics of the window, stored under the job that asked for them."""
+        result, centroids = self._topics(project_id, since_us, until_us, route, granularity)
+        result = {**result, "job_id": job_id}
+        self.store.save_topics(job_id, project_id, result, centroids)
+        return result
+
+    def stored_topics(
+        self, project_id: str, *, job_id: str | None = None, route: str | None = None
+    ) -> dict[str, Any] | None:
+        """A stored topics result (a job's, or the project's newest), with the requests
+        embedded since its window ended assigned to its topics (`new_requests`)."""
+        run = self.store.topics(project_id, job_id=job_id, route=route)
+        if run is None:
+            return None
+        result = dict(run.result)
+        later = self.store.window(project_id, run.until_us, 2**62, route=route)
+        counts = np.zeros(len(run.centroids), dtype=np.intp)
+        if len(later) and len(run.centroids) and later.vectors.shape[1] == run.centroids.shape[1]:
+            counts = np.bincount(assign(later.vectors, run.centroids)[0], minlength=len(counts))
+        result["new_requests"] = len(later)
+        result["topics"] = [
+            {**topic, "new_requests": int(counts[topic["topic"]])
+             if topic["topic"] < len(counts) else 0}
+            for topic in result["topics"]
+        ]  # fmt: skip
+        return result
+
+    def _topics(
+        self,
+        project_id: str,
+        since_us: int,
+        until_us: int,
+        route: str | None,
+        granularity: float | None,
+    ) -> tuple[dict[str, Any], Vectors]:
         window = self._window(project_id, since_us, until_us, route)
         found = (
             cluster(window.vectors, granularity=granularity or GRANULARITY)
@@ -115,11 +168,17 @@ class InsightsService:
         )
         labels = found.labels if found is not None else np.zeros(len(window), dtype=np.intp)
         count = found.count if found is not None else 1
+        centroids = (
+            found.centroids
+            if found is not None
+            else unit(window.vectors.mean(axis=0, keepdims=True))
+        )
         terms = top_terms(window.texts, labels.tolist(), count)
         starts = np.asarray(window.start_us)
         edges = np.linspace(since_us, until_us, TREND_BUCKETS + 1)
         bucket = np.clip(np.searchsorted(edges, starts, side="right") - 1, 0, TREND_BUCKETS - 1)
         points = _map_2d(window.vectors)
+        feedback = self._feedback(project_id, window.trace_ids) if self._feedback else {}
         topics = []
         for topic in range(count):
             members = np.flatnonzero(labels == topic)
@@ -127,6 +186,7 @@ class InsightsService:
                 continue
             costs = [c for c in (window.costs[i] for i in members) if c is not None]
             durations = sorted(window.durations_ms[i] for i in members)
+            values = [v for i in members for v in feedback.get(window.trace_ids[i], ())]
             topics.append(
                 {
                     "topic": topic,
@@ -137,6 +197,10 @@ class InsightsService:
                     "cost": round(float(sum(costs)), 6) if costs else None,
                     "latency_ms_p50": round(durations[len(durations) // 2], 1),
                     "error_rate": round(float(np.mean([window.errors[i] for i in members])), 4),
+                    "feedback": {
+                        "scores": len(values),
+                        "mean": round(float(np.mean(values)), 4) if values else None,
+                    },
                     "trend": np.bincount(bucket[members], minlength=TREND_BUCKETS).tolist(),
                     "examples": [
                         {"trace_id": window.trace_ids[i], "text": window.texts[i]}
@@ -144,7 +208,7 @@ class InsightsService:
                     ],
                 }
             )
-        return {
+        result = {
             "project_id": project_id,
             "since_us": since_us,
             "until_us": until_us,
@@ -162,6 +226,7 @@ class InsightsService:
                 for i in range(len(window))
             ],
         }
+        return result, np.asarray(centroids, dtype=np.float32).reshape(count, -1)
 
     # -- anomalies -----------------------------------------------------------------------
 

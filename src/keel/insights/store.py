@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from keel.insights.tables import InsightSettingsRow, InsightVectorRow
+from keel.insights.tables import InsightSettingsRow, InsightTopicRunRow, InsightVectorRow
 from keel.insights.vectors import Vectors
 from keel.store.db import Database
 
@@ -31,6 +31,19 @@ class Window:
 
     def __len__(self) -> int:
         return len(self.trace_ids)
+
+
+@dataclass(frozen=True)
+class TopicRun:
+    """A stored topics result: the job that made it, its window and what it found."""
+
+    job_id: str
+    route: str | None
+    since_us: int
+    until_us: int
+    created_us: int
+    result: dict[str, Any]
+    centroids: Vectors
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,49 @@ class InsightStore:
             row.anomaly_threshold = settings.anomaly_threshold
             row.drift_webhook = settings.drift_webhook
             row.updated_us = time.time_ns() // 1000
+
+    def save_topics(
+        self,
+        job_id: str,
+        project_id: str,
+        result: dict[str, Any],
+        centroids: Vectors,
+    ) -> None:
+        """Keep a topics job's result; a job run again after a crash replaces its own."""
+        with self.database.session() as session:
+            row = session.get(InsightTopicRunRow, job_id)
+            if row is None:
+                row = InsightTopicRunRow(job_id=job_id)
+                session.add(row)
+            row.project_id = project_id
+            row.route = result.get("route")
+            row.since_us = int(result["since_us"])
+            row.until_us = int(result["until_us"])
+            row.created_us = time.time_ns() // 1000
+            row.requests = int(result["requests"])
+            row.result = result
+            row.centroids = np.asarray(centroids, dtype=np.float32).tobytes()
+            row.dimension = int(centroids.shape[1]) if centroids.ndim == 2 else 0
+
+    def topics(
+        self, project_id: str, *, job_id: str | None = None, route: str | None = None
+    ) -> TopicRun | None:
+        """A job's stored topics, or the newest of the project (of `route`, when given)."""
+        query = select(InsightTopicRunRow).where(InsightTopicRunRow.project_id == project_id)
+        if job_id is not None:
+            query = query.where(InsightTopicRunRow.job_id == job_id)
+        if route is not None:
+            query = query.where(InsightTopicRunRow.route == route)
+        query = query.order_by(InsightTopicRunRow.created_us.desc()).limit(1)
+        with self.database.session() as session:
+            row = session.scalars(query).first()
+            if row is None:
+                return None
+            centroids = np.frombuffer(row.centroids, dtype=np.float32).reshape(
+                -1, max(row.dimension, 1)
+            )
+            return TopicRun(row.job_id, row.route, row.since_us, row.until_us, row.created_us,
+                            row.result, centroids)  # fmt: skip
 
 
 def _window(rows: list[InsightVectorRow]) -> Window:

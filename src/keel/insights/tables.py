@@ -1,9 +1,11 @@
-"""Tables owned by insights/: the embedding of each sampled request, and per-project
-settings (the anomaly threshold, the drift webhook)."""
+"""Tables owned by insights/: the embedding of each sampled request, per-project settings
+(the anomaly threshold, the drift webhook) and the stored result of each topics job."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, Index, LargeBinary, String, Text
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keel.store.base import Base
@@ -36,3 +38,26 @@ class InsightSettingsRow(Base):
     anomaly_threshold: Mapped[float] = mapped_column(Float)
     drift_webhook: Mapped[str | None] = mapped_column(String(500))
     updated_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class InsightTopicRunRow(Base):
+    """What one `insights.topics` job found: the window it clustered, its topics and map
+    (`result`, as /api/insights/topics serves it) and the topics' centroids (float32 bytes),
+    which new traffic is assigned to."""
+
+    __tablename__ = "insight_topic_runs"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str | None] = mapped_column(String(200))
+    since_us: Mapped[int] = mapped_column(BigInteger)
+    until_us: Mapped[int] = mapped_column(BigInteger)
+    created_us: Mapped[int] = mapped_column(BigInteger)
+    requests: Mapped[int] = mapped_column(Integer)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    centroids: Mapped[bytes] = mapped_column(LargeBinary)
+    dimension: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_insight_topic_runs_project_id_created_us", "project_id", "created_us"),
+    )

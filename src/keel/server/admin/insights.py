@@ -1,5 +1,6 @@
-"""/api/insights: topics, anomalies, drift and similar requests over a project's sampled
-traffic (docs/insights.md), and the project's insight settings."""
+"""/api/insights: topics (computed by an `insights.topics` job and stored), anomalies, drift
+and similar requests over a project's sampled traffic (docs/insights.md), and the project's
+insight settings."""
 
 from __future__ import annotations
 
@@ -17,13 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keel.auth.audit import record
 from keel.auth.keys import Principal
-from keel.errors import InvalidRequest
+from keel.errors import InvalidRequest, NotFound
 from keel.insights import drift as drift_mod
-from keel.insights.service import InsightsService
+from keel.insights.jobs import KIND as TOPICS_KIND
+from keel.insights.jobs import TopicsKind
+from keel.insights.service import FEEDBACK_SOURCES, InsightsService
 from keel.insights.store import InsightStore, ProjectSettings
 from keel.insights.traffic import TrafficEmbedder
 from keel.insights.vectors import Vectors
+from keel.jobs.model import Job
+from keel.server.admin.jobs import job_view
 from keel.server.deps import ServicesDep, require
+from keel.server.openai.files import job_system
+from keel.server.responses import json_response
 from keel.server.services import Services
 
 HOUR_US = 3_600_000_000
@@ -67,7 +74,12 @@ class Insights:
         def notify(url: str, body: dict[str, Any]) -> None:
             httpx.post(url, json=body, timeout=WEBHOOK_TIMEOUT).raise_for_status()
 
-        self.service = InsightsService(store, embed_text, audit=audit, notify=notify)
+        def feedback(project_id: str, trace_ids: list[str]) -> dict[str, list[float]]:
+            return services.tracing.feedback_of(project_id, trace_ids, FEEDBACK_SOURCES)
+
+        self.service = InsightsService(
+            store, embed_text, audit=audit, notify=notify, feedback=feedback
+        )
         settings = services.settings
         self.traffic = TrafficEmbedder(
             store,
@@ -118,6 +130,8 @@ def insights_of(services: Services) -> Insights:
     if found is None:
         found = Insights(services)
         services.extras["insights"] = found
+        system = job_system(services)
+        system.register(TopicsKind(found.service, system.store))
         services.tracing.recorder.listener = found.traffic.offer
         services.tracing.metrics.registry.register(InsightMetrics(found))
     assert isinstance(found, Insights)
@@ -149,25 +163,85 @@ Until = Annotated[
 ]
 
 
-@router.get("/topics", summary="Topics of a window of traffic: labels, counts, cost, trend")
+class TopicsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hours: float = Field(24, gt=0, le=24 * 366, description="The window: the last N hours")
+    until: float | None = Field(
+        None, gt=0, le=MAX_EPOCH, description="End of the window, epoch seconds (now)"
+    )
+    route: str | None = Field(None, max_length=200, description="Only this route's requests")
+    granularity: float | None = Field(
+        None, gt=0, lt=5, description="Cut of the topic tree: lower gives more, finer topics"
+    )
+
+
+def _job_summary(job: Job | None) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    view = job_view(job)
+    return {key: view[key] for key in ("id", "state", "progress", "error", "created_at",
+                                       "finished_at")}  # fmt: skip
+
+
+@router.post(
+    "/topics",
+    summary="Start an insights.topics job over a window (follow it at GET /api/insights/topics)",
+    status_code=201,
+)
+async def start_topics(
+    services: ServicesDep,
+    principal: Annotated[Principal, require("traces:write")],
+    body: TopicsRequest,
+) -> Any:
+    insights_of(services)  # the kind is registered before the job exists
+    system = job_system(services)
+    since_us, until_us = _window(body.hours, body.until)
+    params = {"since_us": since_us, "until_us": until_us, "route": body.route,
+              "granularity": body.granularity}  # fmt: skip
+    job = await asyncio.to_thread(
+        system.store.create, TOPICS_KIND, principal.project_id, principal.key_id, params,
+        [("window", {})], "clustering the window's requests",
+    )  # fmt: skip
+    system.executor.wake()
+    return json_response(job_view(job), status=201)
+
+
+@router.get(
+    "/topics",
+    summary="The stored topics of a window (the newest run, or a job's), with its job's progress",
+)
 async def topics(
     services: ServicesDep,
     principal: Annotated[Principal, require("traces:read")],
-    hours: Hours = 24,
-    until: Until = None,
-    route: str | None = None,
-    granularity: Annotated[float | None, Query(gt=0, lt=5)] = None,
+    job_id: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = None,
+    route: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
+    """`job`: the topics job asked for, or the project's newest; `result`: the topics it
+    stored (null while it runs), with the requests embedded since assigned to them."""
     service = insights_of(services).service
-    since_us, until_us = _window(hours, until)
-    return await asyncio.to_thread(
-        service.topics,
-        principal.project_id,
-        since_us,
-        until_us,
-        route=route,
-        granularity=granularity,
+    store = job_system(services).store
+    project = principal.project_id
+    if job_id is not None:
+        job = await asyncio.to_thread(store.get, job_id, project)
+        if job is None or job.kind != TOPICS_KIND:
+            raise NotFound(
+                f"no topics job '{job_id}' in this project; start one with "
+                "POST /api/insights/topics (or 'keel insights topics')",
+                param="job_id",
+            )
+    else:
+        newest, _ = await asyncio.to_thread(lambda: store.page(project, kind=TOPICS_KIND, limit=1))
+        job = newest[0] if newest else None
+    result = await asyncio.to_thread(
+        lambda: service.stored_topics(project, job_id=job_id, route=route)
     )
+    if job is None and result is None:
+        raise NotFound(
+            "no topics computed yet in this project; start a run with POST "
+            "/api/insights/topics (or 'keel insights topics')",
+            code="no_topics",
+        )
+    return {"job": _job_summary(job), "result": result}
 
 
 @router.get(
