@@ -53,6 +53,19 @@ def eval_service(services: Services) -> EvalService:
             table = services.router.table
             return table.versions.get((project, ref)) or table.static.get(ref)
 
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+
+        def wake() -> None:
+            # start() runs in a worker thread, and the executor's wake sets an asyncio.Event
+            # of the app's loop: set from another thread, it races the loop's own waiters.
+            if loop is None:
+                system.executor.wake()
+            else:
+                loop.call_soon_threadsafe(system.executor.wake)
+
         def kbs(project: str) -> list[str]:
             knowledge = services.extras.get("knowledge")
             return [] if knowledge is None else [b.name for b in knowledge.list_bases(project)]
@@ -71,7 +84,7 @@ def eval_service(services: Services) -> EvalService:
             system.store,
             routes,
             embedder,
-            wake=system.executor.wake,
+            wake=wake,
             kbs=kbs,
             workflows=workflows,
         )
