@@ -120,14 +120,19 @@ def _online_sql(group: str, postgres: bool) -> str:
     how many, their mean, and how many passed the scorer's threshold (of those that carry
     a verdict)."""
     bucket = _bucket("t.start_us", postgres)
+    # Scores first, then each one's trace by its key: SQLite takes a CROSS JOIN's order as
+    # written, and would otherwise read every trace row in the window to find the few
+    # scored (5x slower over 50,000 traces, a tenth of them scored). A score is written
+    # after its trace started, so none created before the window can belong in it.
     return (
         f"SELECT {bucket} AS bucket, {group} AS grp, s.name AS name, COUNT(*) AS n, "
         "AVG(s.number) AS mean, SUM(CASE WHEN s.flag THEN 1 ELSE 0 END) AS passed, "
         "SUM(CASE WHEN s.flag IS NULL THEN 0 ELSE 1 END) AS verdicts "
-        "FROM trace_scores s JOIN traces t "
-        "ON t.trace_id = s.trace_id AND t.project_id = s.project_id "
-        "WHERE t.project_id = :project AND t.start_us >= :since AND t.start_us < :until "
+        "FROM trace_scores s CROSS JOIN traces t "
+        "WHERE s.project_id = :project AND s.created_us >= :since "
         "AND s.source = 'evaluator' AND s.author LIKE :online AND s.number IS NOT NULL "
+        "AND t.trace_id = s.trace_id AND t.project_id = :project "
+        "AND t.start_us >= :since AND t.start_us < :until "
         "GROUP BY 1, 2, 3"
     )
 
