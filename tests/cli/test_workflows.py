@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 
 from keel.cli import workflows as cli_workflows
 from keel.cli.app import app
+from keel.jobs.executor import ExecutorOptions
+from keel.server.admin.workflows import workflow_jobs
 from keel.server.app import create_app
+from keel.server.openai.files import job_system
 from tests.support.app import build_services
 from tests.support.http import served_in_thread
 from tests.support.upstream import FakeUpstream
@@ -43,6 +46,10 @@ def keel_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
         await upstream.start()
         services, key = build_services(tmp_path / "data", upstream.base_url)
         found.update(key=key, services=services)
+        system = job_system(services)  # for runs as jobs (the app's lifespan is off here)
+        system.executor.options = ExecutorOptions(heartbeat_seconds=0.05, poll_seconds=0.05)
+        workflow_jobs(services)
+        await system.start()
         return create_app(services.settings, services=services)
 
     with served_in_thread(make_app) as base:
@@ -70,6 +77,21 @@ def test_run_follows_a_workflow_to_its_output_and_the_listings_show_it(
     runs = runner.invoke(app, ["workflows", "runs", "shout", *keel_api["options"]])
     assert runs.exit_code == 0
     assert "wfr_" in keel_api["screen"].getvalue()
+
+
+def test_run_as_a_job_follows_its_map_to_the_output(keel_api: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {keel_api['key']}"}
+    spec = {"name": "each", "steps": [{"id": "m", "map": {"over": "{{ input.words }}", "steps": [
+        {"id": "up", "transform": {"value": "{{ item | upper }}"}}]}}]}  # fmt: skip
+    created = httpx.post(f"{keel_api['base']}/api/workflows", json={"spec": spec}, headers=headers)
+    assert created.status_code == 201, created.text
+    ran = runner.invoke(app, ["run", "each", "--job", "--input", '{"words": ["a", "b", "c"]}',
+                              *keel_api["options"]])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    screen = keel_api["screen"].getvalue()
+    assert "is driven by job workflow.run" in screen
+    assert "succeeded" in screen
+    assert '"A",' in screen.split("Steps")[-1]
 
 
 def test_every_workflow_command_has_help() -> None:

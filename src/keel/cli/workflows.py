@@ -80,7 +80,7 @@ def _show_run(run: dict[str, Any]) -> None:
         out.print_json(json.dumps(run["output"]))
 
 
-def _follow(api: Api, run_id: str) -> dict[str, Any]:
+def _follow(api: Api, run_id: str, job_id: str | None = None) -> dict[str, Any]:
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -92,7 +92,11 @@ def _follow(api: Api, run_id: str) -> dict[str, Any]:
         while True:
             run: dict[str, Any] = api.call("GET", f"/api/workflow-runs/{run_id}")
             done = sum(1 for s in run["steps"] if s["status"] == "done")
-            progress.update(task, description=f"run {run_id}: {run['status']}, {done} steps done")
+            shown = f"run {run_id}: {run['status']}, {done} steps done"
+            if job_id is not None:  # the map's items, as its job counts them
+                job = api.call("GET", f"/api/jobs/{job_id}")["progress"]
+                shown += f" (job {job_id}: {job['done']}/{job['total']} items)"
+            progress.update(task, description=shown)
             if run["status"] in _FINAL:
                 return run
             time.sleep(0.5)
@@ -103,6 +107,9 @@ def run(
     input: Annotated[str, typer.Option("--input", "-i", help="JSON, @file.json, or text.")] = "{}",
     agent: AgentOption = False,
     wait: Annotated[bool, typer.Option(help="Follow the run to its end.")] = True,
+    job: Annotated[
+        bool, typer.Option("--job", help="Run it as a job: one job item per map item.")
+    ] = False,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
@@ -110,15 +117,19 @@ def run(
     """Run a workflow or agent and show its steps and output."""
     api = Api(url, key, config)
     kind = "agent" if agent else "workflow"
+    mode = "job" if job else "async"
     started = api.call(
-        "POST", f"/api/workflows/{name}/runs", {"input": _input(input), "mode": "async"}, kind=kind
+        "POST", f"/api/workflows/{name}/runs", {"input": _input(input), "mode": mode}, kind=kind
     )
+    job_id = started.get("job_id")
+    if job_id:
+        out.print(f"run {started['id']} is driven by job {job_id} (keel jobs watch {job_id})")
     if not wait:
         out.print(
             f"started run {started['id']}; follow it with: keel workflows status {started['id']}"
         )
         return
-    finished = _follow(api, started["id"])
+    finished = _follow(api, started["id"], job_id)
     _show_run(finished)
     if finished["status"] != "succeeded":
         raise typer.Exit(1)
