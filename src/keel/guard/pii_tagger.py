@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ LORA_TARGETS = (
 CASE_PAD, CASE_LOWER, CASE_TITLE, CASE_UPPER, CASE_DIGIT, CASE_OTHER = range(6)
 NEWLINE_BEFORE = 6  # added to the class when a line break precedes the piece
 N_CASES = 12
+COMMON_WORDS_FILE = "pii-common-words.json"
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
+WORD = re.compile(r"[^\W\d_][\w'\u2019-]*")
+_PRONOUN_I = re.compile(r"^I(?:['\u2019](?:m|ll|ve|d))?$")
 
 
 class TaggerUnavailable(RuntimeError):
@@ -71,6 +76,42 @@ def case_class(text: str, start: int, end: int, prev_end: int) -> int:
     if "\n" in text[prev_end:start]:
         cls += NEWLINE_BEFORE
     return cls
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """Spans of the sentences and lines of `text` (a break: . ! ? before a space, a newline)."""
+    out = []
+    at = 0
+    for m in SENTENCE_BREAK.finditer(text):
+        if m.start() > at:
+            out.append((at, m.start()))
+        at = m.end()
+    if at < len(text):
+        out.append((at, len(text)))
+    return out
+
+
+def worth_tagging(sentence: str, common: frozenset[str]) -> bool:
+    """Whether a sentence may hold a name or an address, read from its capitals and digits.
+
+    A sentence is skipped only when it has no digit, its writer uses capitals, and its only
+    capital starts a common word ("Please keep it short and polite."). Sentences typed in
+    lower case are always read: their capitals say nothing.
+    """
+    if any(ch.isdigit() for ch in sentence):
+        return True
+    words = WORD.findall(sentence)
+    if not words:
+        return False
+    if not any(ch.isupper() for ch in sentence):
+        return True
+    for word in words[1:]:
+        if any(ch.isupper() for ch in word) and not _PRONOUN_I.match(word):
+            return True
+    first = words[0]
+    if _PRONOUN_I.match(first):
+        return False
+    return any(ch.isupper() for ch in first[1:]) or first.lower() not in common
 
 
 def build_network(encoder: Any, layers: int, rank: int) -> Any:
@@ -133,15 +174,23 @@ def artifact_dir() -> Path:
 
 
 class NameTagger:
-    """Finds PERSON, STREET_ADDRESS and ORGANIZATION spans. Loads on first use."""
+    """Finds PERSON, STREET_ADDRESS and ORGANIZATION spans. Loads on first use.
 
-    def __init__(self, version: str = DEFAULT_VERSION, folder: Path | None = None) -> None:
+    With `skip_plain` (the default) sentences that cannot hold a name or an address by
+    `worth_tagging` are not run through the network: they cost nothing and yield nothing.
+    """
+
+    def __init__(
+        self, version: str = DEFAULT_VERSION, folder: Path | None = None, skip_plain: bool = True
+    ) -> None:
         self.version = version
+        self.skip_plain = skip_plain
         self._folder = folder
         self._lock = threading.Lock()
         self._net: Any = None
         self._tokenizer: Any = None
         self.card: dict[str, Any] = {}
+        self.common_words: frozenset[str] = frozenset()
 
     def load(self) -> None:
         with self._lock:
@@ -191,6 +240,12 @@ class NameTagger:
                     net = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                         net, {torch.nn.Linear}, dtype=torch.qint8
                     )
+            words_path = folder / COMMON_WORDS_FILE
+            if not words_path.is_file():
+                words_path = artifact_dir() / COMMON_WORDS_FILE
+            if words_path.is_file():
+                words = json.loads(words_path.read_text(encoding="utf-8"))["words"]
+                self.common_words = frozenset(str(w) for w in words)
             self.card = card
             self._tokenizer = tokenizer
             self._net = net
@@ -204,8 +259,6 @@ class NameTagger:
         if not text.strip():
             return []
         self.load()
-        import torch
-
         enc = self._tokenizer(
             text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
@@ -218,6 +271,25 @@ class NameTagger:
         for s, e in offsets:
             cases.append(case_class(text, s, e, prev))
             prev = e
+        kept = list(range(len(ids)))
+        if self.skip_plain:
+            read = bytearray(len(text) + 1)
+            for s, e in sentences(text):
+                if worth_tagging(text[s:e], self.common_words):
+                    read[s:e] = b"\x01" * (e - s)
+            kept = [i for i, (s, _) in enumerate(offsets) if read[s]]
+            if not kept:
+                return []
+        probs = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
+        probs[:, 0] = 1.0
+        # The sentences read are joined: a skipped one is simply not there.
+        probs[kept] = self._probs([ids[i] for i in kept], [cases[i] for i in kept])
+        return decode(text, offsets, probs)
+
+    def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
+        """Label probabilities of each piece, run in overlapping windows of max_tokens."""
+        import torch
+
         body = self.max_tokens - 2
         stride = max(1, body - 16)  # a little overlap: context at the seams
         starts = list(range(0, max(1, len(ids) - body + stride), stride))
@@ -236,17 +308,20 @@ class NameTagger:
             t_mask[row, : n + 2] = 1
         with torch.inference_mode():
             probs = torch.softmax(self._net(t_ids, t_case, t_mask), dim=-1).numpy()
+        if len(starts) == 1:
+            out: npt.NDArray[np.float32] = probs[0, 1 : len(ids) + 1]
+            return out
         # Each piece takes its prediction from the window where it sits furthest from an edge.
         best = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
         margin = np.full(len(ids), -1)
         for row, s in enumerate(starts):
             n = min(body, len(ids) - s)
             for i in range(n):
-                m = min(i, n - 1 - i) if len(starts) > 1 else 0
+                m = min(i, n - 1 - i)
                 if m > margin[s + i]:
                     margin[s + i] = m
                     best[s + i] = probs[row, i + 1]
-        return decode(text, offsets, best)
+        return best
 
 
 @functools.cache

@@ -1,0 +1,107 @@
+"""Common words the PII tagger can skip a sentence for, learned from text, never typed in.
+
+    python -m training.pii.words      # --min-count 3 --out DIR/pii-common-words.json
+
+A sentence whose only capital starts it and whose first word is a common word ("Please
+keep it short.") names nobody and holds no address: the tagger need not read it, and no
+name can be found in it by mistake. A word counts as common when it appears in lower case,
+not at a sentence's start, at least `--min-count` times in the benign prompts of the guard's
+training data (only texts written with capitals count: a text typed all in lower case says
+nothing about which words are names) or in the tagger's own training templates. A word that
+is a first or last name in any of the training generator's Faker locales is not common
+unless it is among the most frequent words (`--function-count`), so "June" still gets read
+and "My" does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from keel.guard.pii_tagger import COMMON_WORDS_FILE, SENTENCE_BREAK, WORD, artifact_dir
+from training.pii.generate import TRAIN_LOCALES
+from training.pii.templates import TRAIN_TEMPLATES
+
+REPO = Path(__file__).resolve().parents[2]
+GUARD_TRAIN = REPO.parent / "shared" / "data" / "guard" / "train.jsonl"
+_SLOT = re.compile(r"\{[A-Z0-9]+\}")
+
+
+def lower_counts(texts: Iterable[str]) -> Counter[str]:
+    """How often each word appears in lower case after a sentence's first word."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        if not re.search(r"[A-Z]", text):
+            continue
+        for sentence in SENTENCE_BREAK.split(text):
+            for word in WORD.findall(sentence)[1:]:
+                if word.islower():
+                    counts[word] += 1
+    return counts
+
+
+def faker_names(locales: Sequence[str]) -> set[str]:
+    from faker import Faker
+
+    names: set[str] = set()
+    for locale in locales:
+        person = Faker(locale).provider("faker.providers.person")
+        for attr in ("first_names", "last_names", "first_names_male", "first_names_female"):
+            for name in getattr(person, attr, ()) or ():
+                words = WORD.findall(str(name))
+                if len(words) == 1:  # "The Elder" is a surname; "the" is still a common word
+                    names.add(words[0].lower())
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--guard-data", type=Path, default=GUARD_TRAIN)
+    parser.add_argument("--min-count", type=int, default=3)
+    parser.add_argument("--function-count", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=artifact_dir() / COMMON_WORDS_FILE)
+    args = parser.parse_args(argv)
+
+    benign = []
+    with args.guard_data.open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["label"] == 0:
+                benign.append(str(row["text"]))
+    counts = lower_counts(benign)
+    templates = [_SLOT.sub(" ", t) for t in TRAIN_TEMPLATES]
+    from_templates = {w for t in templates for w in WORD.findall(t) if w.islower()}
+    names = faker_names(TRAIN_LOCALES)
+    words = {w for w, n in counts.items() if n >= args.min_count} | from_templates
+    # A name is not a common word, unless it is also one of the most frequent words (the
+    # Swedish first name "My").
+    words -= {w for w in names if counts[w] < args.function_count}
+    args.out.write_text(
+        json.dumps(
+            {
+                "about": "lower-case words that start sentences naming nobody",
+                "made_by": "python -m training.pii.words",
+                "learned_from": [
+                    f"{len(benign)} benign prompts of shared/data/guard/train.jsonl",
+                    "training/pii/templates.py",
+                ],
+                "min_count": args.min_count,
+                "names_removed": "first and last names of the training generator's Faker locales",
+                "function_count": args.function_count,
+                "words": sorted(words),
+            },
+            ensure_ascii=False,
+            indent=0,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    print(json.dumps({"words": len(words), "out": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()
