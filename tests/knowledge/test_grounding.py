@@ -1,7 +1,16 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from keel.knowledge.grounding import FEATURES, AlignmentScorer, alignment_features, sentences
+from keel.embeddings.base import EmbeddingResult
+from keel.knowledge.grounding import (
+    FEATURES,
+    SELECT,
+    AlignmentScorer,
+    alignment_features,
+    sentences,
+)
 
 
 def test_sentences_do_not_split_at_abbreviations_or_decimals() -> None:
@@ -71,5 +80,15 @@ async def test_supported_and_unsupported_sentences_of_an_answer(scorer: Alignmen
 async def test_a_long_context_is_read_to_its_end(scorer: AlignmentScorer) -> None:
     filler = " ".join(f"Section {i} describes the weather on day {i}." for i in range(300))
     context = filler + " The vault code is changed every Monday at noon by the security team."
+    asked: list[int] = []
+    embed = scorer.embedder.embed
+
+    async def counted(texts: list[str]) -> EmbeddingResult:
+        asked.append(len(texts))
+        return await embed(texts)
+
+    scorer.embedder = SimpleNamespace(embed=counted)  # type: ignore[assignment]
     result = await scorer.score("The security team changes the vault code every Monday.", [context])
     assert result.sentences[0].evidence.startswith("The vault code is changed every Monday")
+    # Only the sentences sharing most words with the claim are embedded, not all 301.
+    assert asked == [1 + SELECT]

@@ -31,7 +31,15 @@ from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 
 from keel.deploy.bundled import minilm_dir
 from keel.embeddings.local import LocalEmbedder
-from keel.knowledge.grounding import FEATURES, MODEL_FILE, alignment_features, sentences
+from keel.knowledge.grounding import (
+    FEATURES,
+    MODEL_FILE,
+    SELECT,
+    alignment_features,
+    select,
+    sentences,
+)
+from keel.knowledge.index import words
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "groundedness" / "scifact_claims_train.jsonl"
@@ -56,7 +64,10 @@ async def embed_rows(rows: list[dict[str, Any]], embedder: LocalEmbedder) -> dic
     return {"claims": claim_vectors, "sentences": sentence_vectors, "offsets": offsets}
 
 
-def featurise(rows: list[dict[str, Any]], vectors: dict[str, Any]) -> np.ndarray:
+def featurise(rows: list[dict[str, Any]], vectors: dict[str, Any], k: int = SELECT) -> np.ndarray:
+    """Feature rows as the scorer computes them: only the `k` context sentences that share
+    the most words with the claim are aligned (their vectors are those of every sentence,
+    cached, so one embedding pass serves every `k`)."""
     out = []
     offsets = vectors["offsets"]
     for position, row in enumerate(rows):
@@ -64,11 +75,11 @@ def featurise(rows: list[dict[str, Any]], vectors: dict[str, Any]) -> np.ndarray
         found = [context[s:e] for s, e in sentences(context)]
         sentence_vectors = vectors["sentences"][offsets[position] : offsets[position + 1]]
         assert len(found) == len(sentence_vectors)
-        out.append(
-            alignment_features(
-                row["claim"], vectors["claims"][position], context, found, sentence_vectors
-            )
-        )
+        positions = select(set(words(row["claim"])), [set(words(s)) for s in found], k)
+        claim = row["claim"]
+        selected = sentence_vectors[positions]
+        claim_vector = vectors["claims"][position]
+        out.append(alignment_features(claim, claim_vector, context, found, selected, positions))
     return np.stack(out)
 
 
@@ -129,6 +140,9 @@ async def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=None, help="vectors .npz to reuse")
     parser.add_argument("--write", action="store_true", help="write the shipped model")
+    parser.add_argument(
+        "--select", type=int, default=SELECT, help="context sentences aligned per claim"
+    )
     args = parser.parse_args()
     rows = load(args.data)
     labels = np.asarray([int(row["label"]) for row in rows])
@@ -143,7 +157,7 @@ async def main() -> None:
         print(f"embedded in {time.perf_counter() - started:.0f}s", flush=True)
         if args.cache is not None:
             np.savez(args.cache, **vectors)
-    features = featurise(rows, vectors)
+    features = featurise(rows, vectors, args.select)
     report: dict[str, Any] = {
         "data": str(args.data.name),
         "rows": len(rows),
@@ -170,7 +184,8 @@ async def main() -> None:
                     "coef": [float(v) for v in model.coef_[0]],
                     "intercept": float(model.intercept_[0]),
                     "threshold": threshold,
-                    "trained_on": f"{args.data.name} ({len(rows)} rows), C={C}",
+                    "trained_on": f"{args.data.name} ({len(rows)} rows), C={C}, "
+                    f"select={args.select}",
                 },
                 indent=1,
             )

@@ -1,12 +1,14 @@
 """Groundedness: is each sentence of an answer supported by the retrieved context?
 
 `GroundednessScorer` is the pluggable interface (one method, `score`). The offline default,
-`AlignmentScorer`, needs no download: each answer sentence is aligned with every context
-sentence (and pair of adjacent sentences) by the bundled MiniLM, then a small logistic model
-(trained by training/grounding/train.py, weights in knowledge/models/grounding.json) reads
-the alignment together with word, number, negation and direction checks against the best
-aligned span. Long contexts are cut into sentence windows that are all scored: nothing is
-truncated into a silent pass.
+`AlignmentScorer`, needs no download: each answer sentence is aligned by the bundled MiniLM
+with the SELECT sentences of each context that share most of its words (and the adjacent
+pairs among them), then a small logistic model (trained by training/grounding/train.py,
+weights in knowledge/models/grounding.json) reads the alignment together with word, number,
+negation and direction checks against the best aligned span. Embedding every sentence of
+every passage was nearly all of the scorer's time and bought almost no accuracy
+(docs/knowledge.md). Every sentence of a long context is read by the word checks and can be
+selected: nothing is truncated into a silent pass.
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ _QUANTIFIER = re.compile(
 )
 _ENTITY = re.compile(r"\b(?:[A-Z][A-Za-z0-9-]*[A-Z0-9][A-Za-z0-9-]*|[A-Za-z]+\d[A-Za-z0-9-]*)\b")
 
+# Context sentences embedded per answer sentence and context, chosen by shared words
+# (docs/knowledge.md: what fewer costs in quality and saves in time).
+SELECT = 3
+
 FEATURES = (
     "cos_max",
     "cos_second",
@@ -143,22 +149,39 @@ def _direction(text: str) -> int:
     return (up > down) - (down > up)
 
 
+def select(claim_words: set[str], sentence_words: list[set[str]], k: int) -> list[int]:
+    """Positions (in order) of the `k` context sentences sharing the most words with the
+    claim: the only ones embedded, since a sentence that shares none of the claim's words
+    rarely supports it, and embedding every sentence of every passage is the scorer's cost."""
+    if len(sentence_words) <= k:
+        return list(range(len(sentence_words)))
+    shared = [len(claim_words & found) for found in sentence_words]
+    best = sorted(range(len(shared)), key=lambda i: (-shared[i], i))[:k]
+    return sorted(best)
+
+
 def alignment_features(
     claim: str,
     claim_vector: Floats,
     context: str,
     context_sentences: list[str],
     sentence_vectors: Floats,
+    positions: list[int] | None = None,
 ) -> Floats:
-    """The features of FEATURES for one answer sentence against one context."""
-    cos = sentence_vectors @ claim_vector if len(context_sentences) else np.zeros(1, np.float32)
+    """The features of FEATURES for one answer sentence against one context.
+
+    `sentence_vectors` are those of the context sentences at `positions` (default: all)."""
+    if positions is None:
+        positions = list(range(len(context_sentences)))
+    cos = sentence_vectors @ claim_vector if len(positions) else np.zeros(1, np.float32)
     order = np.argsort(-cos)
-    best = int(order[0]) if len(context_sentences) else 0
+    best = positions[int(order[0])] if positions else 0
     second = float(cos[order[1]]) if cos.shape[0] > 1 else float(cos[order[0]])
     # Two adjacent sentences read together: the normalised sum of their vectors stands in for
     # embedding the pair, at no extra model call.
-    if sentence_vectors.shape[0] > 1:
-        pairs = sentence_vectors[:-1] + sentence_vectors[1:]
+    adjacent = [i for i in range(len(positions) - 1) if positions[i + 1] == positions[i] + 1]
+    if adjacent:
+        pairs = sentence_vectors[adjacent] + sentence_vectors[[i + 1 for i in adjacent]]
         pairs /= np.maximum(np.linalg.norm(pairs, axis=1, keepdims=True), 1e-6)
         pair_max = float((pairs @ claim_vector).max())
     else:
@@ -254,9 +277,12 @@ class AlignmentScorer:
 
     name = "alignment"
 
-    def __init__(self, embedder: Embedder, model: LogisticModel | None = None):
+    def __init__(
+        self, embedder: Embedder, model: LogisticModel | None = None, select: int = SELECT
+    ):
         self.embedder = embedder
         self.model = model or default_model()
+        self.select = select  # context sentences embedded per answer sentence and context
 
     async def features(
         self, answer: str, contexts: list[str]
@@ -264,37 +290,46 @@ class AlignmentScorer:
         """Answer sentence spans, their feature rows (best context for each), and evidence."""
         spans = sentences(answer)
         claims = [answer[s:e] for s, e in spans]
-        context_sentences = [
-            [context[s:e] for s, e in sentences(context)] for context in contexts if context.strip()
-        ]
-        flat = claims + [s for found in context_sentences for s in found]
-        vectors = (
-            (await self.embedder.embed(flat)).vectors if flat else np.zeros((0, 1), np.float32)
-        )
-        claim_vectors = vectors[: len(claims)]
-        position = len(claims)
-        sentence_vectors = []
-        for found in context_sentences:
-            sentence_vectors.append(vectors[position : position + len(found)])
-            position += len(found)
-        rows, evidence = [], []
         texts = [c for c in contexts if c.strip()]
-        for claim, vector in zip(claims, claim_vectors, strict=True):
+        context_sentences = [[context[s:e] for s, e in sentences(context)] for context in texts]
+        sentence_words = [[set(words(s)) for s in found] for found in context_sentences]
+        # Per claim and context, the sentences worth embedding; each distinct one embedded once.
+        chosen: list[list[list[int]]] = []
+        wanted: dict[str, int] = {}
+        for claim in claims:
+            claim_words = set(words(claim))
+            per_context = [select(claim_words, found, self.select) for found in sentence_words]
+            chosen.append(per_context)
+            for found, positions in zip(context_sentences, per_context, strict=True):
+                for position in positions:
+                    wanted.setdefault(found[position], len(claims) + len(wanted))
+        vectors = await self._embed(claims + list(wanted))
+        rows, evidence = [], []
+        for claim, vector, per_context in zip(claims, vectors[: len(claims)], chosen, strict=True):
             best_row, best_p, best_evidence = None, -1.0, ""
             for index, found in enumerate(context_sentences):
-                if not found:
+                positions = per_context[index]
+                if not positions:
                     continue
-                row = alignment_features(
-                    claim, vector, texts[index], found, sentence_vectors[index]
-                )
+                selected = vectors[[wanted[found[position]] for position in positions]]
+                row = alignment_features(claim, vector, texts[index], found, selected, positions)
                 p = float(self.model.probability(row[None, :])[0])
                 if p > best_p:
-                    top = int(np.argmax(sentence_vectors[index] @ vector))
+                    top = positions[int(np.argmax(selected @ vector))]
                     best_row, best_p, best_evidence = row, p, found[top]
             rows.append(best_row if best_row is not None else np.zeros(len(FEATURES), np.float32))
             evidence.append(best_evidence)
         matrix = np.stack(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
         return spans, matrix, evidence
+
+    async def _embed(self, texts: list[str]) -> Floats:
+        if not texts:
+            return np.zeros((0, 1), np.float32)
+        # Alignment vectors are never stored: the embedder's faster approximate path (within
+        # cosine 0.999 of the exact one, where it has one) is good enough for them.
+        embed = getattr(self.embedder, "embed_approximate", None) or self.embedder.embed
+        result = await embed(texts)
+        return np.asarray(result.vectors, dtype=np.float32)
 
     async def score(self, answer: str, contexts: list[str]) -> Groundedness:
         spans, matrix, evidence = await self.features(answer, contexts)
