@@ -25,7 +25,7 @@ from keel.jobs.model import Item, Job
 from keel.jobs.store import JobStore
 from keel.tracing.model import RequestTrace, Step
 from keel.workflows.compiled import CompiledStep, CompiledWorkflow
-from keel.workflows.engine import RunState, StepFailed
+from keel.workflows.engine import RunCancelled, RunState, StepFailed
 from keel.workflows.service import WorkflowFailed, Workflows, public
 from keel.workflows.store import Checkpoint, now_us
 
@@ -169,6 +169,9 @@ class WorkflowJobs:
                 await self.flows.engine.steps(
                     step.inner, inner, state, f"{step.id}[{index}].", f"workflow.{step.id}"
                 )
+            except RunCancelled:  # the run's cancel came while this item was under way
+                cancelled = {"message": "the run was cancelled", "code": "cancelled"}
+                raise ItemFailed(cancelled) from None
             except StepFailed as exc:
                 cause = exc.cause
                 retry = isinstance(cause, KeelError) and cause.status >= 500
