@@ -76,3 +76,21 @@ def test_a_large_payload_is_cut_with_a_marker_and_without_content_only_hashed() 
     assert len(shown) < 1100
     assert shown.endswith("…[truncated: 20611 characters in all]")
     assert SpanContent().shown({"a": 1}) == '{"a":1}'
+
+
+def test_a_run_keeps_payloads_up_to_its_budget_then_sizes_only() -> None:
+    from keel.auth.keys import Principal
+    from keel.tracing.model import RequestTrace
+    from keel.workflows.engine import Result, step_attributes
+
+    trace = RequestTrace(lambda _t: None, "t", "workflow", Principal("k", "default", "admin"),
+                         {"input": {}}, start_ns=1)  # fmt: skip
+    for i in range(4):
+        span = trace.begin(f"workflow.each[{i}].a")
+        span.attributes = step_attributes("transform", Result("z" * 98))
+    SpanContent(run_limit=250).render(trace)
+    kept = [s.attributes for s in trace.steps if s.attributes]
+    assert [a.get("keel.output") for a in kept[:3]] == ['"' + "z" * 98 + '"'] * 3
+    assert kept[3]["keel.output.bytes"] == 100
+    assert kept[3]["keel.payload_dropped"] is True
+    assert "keel.output" not in kept[3]

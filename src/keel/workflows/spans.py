@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 INPUT, OUTPUT = "keel.input", "keel.output"
 MAX_CHARS = 8192  # of JSON text kept per input or output
+# Of JSON text kept over all of one run's spans: a map over thousands of items would
+# otherwise make a trace of hundreds of megabytes. Past it, spans keep sizes only.
+MAX_RUN_CHARS = 2_000_000
 # Masking reads a little past the cut, so a secret that the cut splits is still seen whole.
 _SLACK = 256
 # Scanner types whose findings a trace must not keep, and the actions that take them out.
@@ -86,6 +89,7 @@ class SpanContent:
     keep: bool = True
     mask: Mask | None = None
     limit: int = MAX_CHARS
+    run_limit: int = MAX_RUN_CHARS
 
     def shown(self, value: Any) -> str:
         """The payload as stored: JSON, masked, cut at `limit` with a marker that says so."""
@@ -100,7 +104,9 @@ class SpanContent:
 
     def render(self, trace: RequestTrace) -> None:
         """Turn the payloads on the run's spans into what the store keeps (once, at the end);
-        with a mask, the run's own input and output on the root span are masked too."""
+        with a mask, the run's own input and output on the root span are masked too. Past
+        `run_limit` characters kept, the rest keep their size only (`keel.payload_dropped`)."""
+        left = self.run_limit
         for step in trace.steps:
             attributes = step.attributes
             if attributes is None:
@@ -109,12 +115,16 @@ class SpanContent:
                 if name not in attributes:
                     continue
                 value = attributes.pop(name)
+                if self.keep and left > 0:
+                    text = attributes[name] = self.shown(value)
+                    left -= len(text)
+                    continue
+                data = to_json(value).encode()
+                attributes[f"{name}.bytes"] = len(data)
                 if self.keep:
-                    attributes[name] = self.shown(value)
+                    attributes["keel.payload_dropped"] = True
                 else:
-                    data = to_json(value).encode()
                     attributes[f"{name}.sha256"] = hashlib.sha256(data).hexdigest()
-                    attributes[f"{name}.bytes"] = len(data)
         if self.mask is not None and self.keep:
             body = trace.body
             if body.get("input") is not None:
