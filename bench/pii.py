@@ -216,14 +216,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--examples", action="store_true", help="print leaked texts to stderr")
     parser.add_argument("--artifact", type=Path, help="folder of a tagger artifact to measure")
+    parser.add_argument(
+        "--read-all", action="store_true", help="run the tagger on every sentence (no skipping)"
+    )
     args = parser.parse_args(argv)
 
     import torch
 
-    from keel.guard.pii_tagger import NameTagger, shared_tagger
+    from keel.guard.pii_tagger import NameTagger
 
     torch.set_num_threads(args.threads)
-    tagger = NameTagger(folder=args.artifact) if args.artifact else shared_tagger()
+    tagger = NameTagger(folder=args.artifact, skip_plain=not args.read_all)
     tagger.load()
     sets = {}
     for name, path in (("dev", args.dev), ("heldout", args.heldout)):
@@ -231,7 +234,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{path} not found; skipping the {name} set", file=sys.stderr)
             continue
         sets[name] = json.loads(path.read_text(encoding="utf-8"))
-    result: dict[str, Any] = {"tagger": tagger.version, "sets": {}}
+    result: dict[str, Any] = {
+        "tagger": tagger.version,
+        "layers": tagger.card.get("layers"),
+        "thresholds": tagger.thresholds,
+        "skips_plain_sentences": tagger.skip_plain,
+        "sets": {},
+    }
     for name, records in sets.items():
         result["sets"][name] = {}
         for variant in args.variants.split(","):

