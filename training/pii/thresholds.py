@@ -2,12 +2,13 @@
 
     python -m training.pii.thresholds     # --n 500 --seed 8 --folder src/keel/guard/models
 
-Draws `--n` texts from `training/pii/generate.py` with a seed training did not use and with
-Faker locales that neither training nor the held-out set use (names and streets the tagger
-never saw: in-distribution names make the tagger look surer than it is), runs the tagger once, and for each of PERSON and STREET_ADDRESS picks the threshold on the
-entity's B+I probability with the best F2 (recall counts twice: a name that reaches the
-model costs more than a word hidden by mistake). ORGANIZATION keeps 0.5. The thresholds
-go into the tagger's card. Neither the held-out set nor the dev file is read.
+Draws `--n` texts from `training/pii/generate.py` with a seed training did not use and
+with Faker locales that neither training nor the held-out set use (names and streets the
+tagger never saw: on names it was trained on it looks surer than it is). It runs the tagger
+once, and for each of PERSON and STREET_ADDRESS picks the threshold on the entity's B+I
+probability with the best F2 (recall counts twice: a name that reaches the model costs more
+than a word hidden by mistake). ORGANIZATION keeps 0.5. The thresholds go into the
+tagger's card. Neither the held-out set nor the dev file is read.
 """
 
 from __future__ import annotations
