@@ -94,3 +94,7 @@ def test_a_run_keeps_payloads_up_to_its_budget_then_sizes_only() -> None:
     assert kept[3]["keel.output.bytes"] == 100
     assert kept[3]["keel.payload_dropped"] is True
     assert "keel.output" not in kept[3]
+    span = trace.begin("workflow.failed_mask")
+    span.attributes = step_attributes("transform", Result("secret"))
+    SpanContent.drop(trace)  # what a run keeps when its policy's scanner failed
+    assert span.attributes == {"keel.workflow.kind": "transform", "keel.payload_dropped": True}

@@ -440,10 +440,14 @@ class Workflows:
             trace.metadata["workflow_tokens"] = str(state.tokens)
             trace.metadata["workflow_cost"] = f"{state.cost:.9g}"
             content = SpanContent(self.trace_content, await self._mask(state.principal))
-            if content.slow:
-                await asyncio.to_thread(content.render, trace)
-            else:
-                content.render(trace)
+            try:
+                if content.slow:
+                    await asyncio.to_thread(content.render, trace)
+                else:
+                    content.render(trace)
+            except Exception:  # a scanner failed: keep no payload rather than an unmasked one
+                log.exception("workflow run %s: span payloads dropped", row["id"])
+                SpanContent.drop(trace)
             trace.finish(WorkflowFailed(error or "failed") if status == "failed" else None)
         if self.checkpoints:
             await asyncio.to_thread(

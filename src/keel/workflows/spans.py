@@ -132,6 +132,19 @@ class SpanContent:
             if isinstance(trace.output, str):
                 trace.output = self.mask(trace.output)
 
+    @staticmethod
+    def drop(trace: RequestTrace) -> None:
+        """Keep no payload at all (rendering failed): spans say they were dropped, and the
+        run's own input and output are left out of the root span."""
+        for step in trace.steps:
+            attributes = step.attributes
+            if attributes is not None and (INPUT in attributes or OUTPUT in attributes):
+                attributes.pop(INPUT, None)
+                attributes.pop(OUTPUT, None)
+                attributes["keel.payload_dropped"] = True
+        trace.body = {key: value for key, value in trace.body.items() if key != "input"}
+        trace.output = None
+
     @property
     def slow(self) -> bool:
         """Rendering scans text (run it in a worker thread)."""
