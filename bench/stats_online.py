@@ -16,7 +16,6 @@ import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +29,23 @@ STATS = ("stats_24h_by_route", "stats_7d_by_model")
 
 
 def add_online_scores(url: str, share: float, seed: int) -> int:
-    """Two online scores (a pass/fail format check and latency) on `share` of the traces."""
+    """Two online scores (a pass/fail format check and latency) on `share` of the traces,
+    each written 2 s after its trace started, as the evaluator's passes do."""
     database = Database(url)
     rng = random.Random(seed)
-    now_us = time.time_ns() // 1000
     with database.engine.connect() as connection:
         traces = connection.execute(
-            select(TraceRow.trace_id, TraceRow.route, TraceRow.duration_ms)
+            select(TraceRow.trace_id, TraceRow.route, TraceRow.duration_ms, TraceRow.start_us)
         ).all()
     rows: list[dict[str, Any]] = []
-    for trace_id, route, duration_ms in traces:
+    for trace_id, route, duration_ms, start_us in traces:
         if rng.random() >= share:
             continue
         author = f"online:{route}"
         good = rng.random() < 0.9
         common = {"project_id": "default", "trace_id": trace_id, "kind": "numeric",
                   "label": None, "comment": None, "source": "evaluator", "author": author,
-                  "created_us": now_us}  # fmt: skip
+                  "created_us": start_us + 2_000_000}  # fmt: skip
         rows.append({**common, "name": "format", "number": float(good), "flag": good})
         rows.append({**common, "name": "latency", "number": float(duration_ms),
                      "flag": duration_ms <= 2000})  # fmt: skip
