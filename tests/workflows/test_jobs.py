@@ -18,11 +18,12 @@ from keel.server.admin.workflows import workflow_jobs
 from keel.server.app import create_app
 from keel.server.openai.files import job_system
 from keel.server.services import stop_services
+from keel.workflows.jobs import WorkflowJobs
 from tests.support.app import build_services
 from tests.support.tools import ToolServer
 from tests.support.upstream import FakeUpstream
 
-Client = tuple[httpx.AsyncClient, dict[str, str], JobSystem]
+Client = tuple[httpx.AsyncClient, dict[str, str], JobSystem, WorkflowJobs]
 
 
 @pytest.fixture
@@ -35,11 +36,11 @@ async def keel(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Client]:
     system.executor.options = ExecutorOptions(
         concurrency=8, heartbeat_seconds=0.05, poll_seconds=0.05
     )
-    workflow_jobs(services)
+    jobs = workflow_jobs(services)
     await system.start()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://keel") as client:
-        yield client, {"Authorization": f"Bearer {key}"}, system
+        yield client, {"Authorization": f"Bearer {key}"}, system, jobs
     await system.stop()
     await stop_services(services)
 
@@ -84,7 +85,7 @@ _DIGEST = _digest(_LLM)
 async def test_a_map_over_20_items_runs_as_a_job_with_progress(
     keel: Client, upstream: FakeUpstream
 ) -> None:
-    client, headers, _ = keel
+    client, headers, _, _ = keel
     docs = [f"document {i}" for i in range(20)]
     run = await _job_of(client, headers, docs)
     assert run["status"] == "running"
@@ -103,7 +104,7 @@ async def test_a_map_over_20_items_runs_as_a_job_with_progress(
 async def test_cancelling_the_job_stops_the_map_and_ends_the_run_cancelled(
     keel: Client, tools: ToolServer
 ) -> None:
-    client, headers, system = keel
+    client, headers, system, jobs = keel
     tools.delay = 0.1
     inner = {"http": {"url": tools.base_url + "/echo", "body": {"doc": "{{ item }}"}}}
     await client.post("/api/workflows", json={"spec": _digest(inner, 1)}, headers=headers)
@@ -136,10 +137,17 @@ async def test_cancelling_the_job_stops_the_map_and_ends_the_run_cancelled(
     shown = (await client.get(f"/api/workflow-runs/{queued['id']}", headers=headers)).json()
     assert shown["status"] == "cancelled"
     assert shown["steps"][-1]["output"] == {"job_id": queued["job_id"]}
+    # Cancelled through /api/jobs before a worker took it, the job never finishes: the
+    # maintenance loop's reconcile ends its run as the job ended.
+    other = await _job_of(client, headers, ["c"])
+    await client.post(f"/api/jobs/{other['job_id']}/cancel", headers=headers)
+    assert await jobs.reconcile() == 1
+    shown = (await client.get(f"/api/workflow-runs/{other['id']}", headers=headers)).json()
+    assert shown["status"] == "cancelled"
 
 
 async def test_job_mode_needs_a_map_and_a_workflow(keel: Client) -> None:
-    client, headers, _ = keel
+    client, headers, _, _ = keel
     flat = {"name": "flat", "steps": [{"id": "a", "transform": {"value": 1}}]}
     await client.post("/api/workflows", json={"spec": flat}, headers=headers)
     refused = await client.post("/api/workflows/flat/runs", json={"mode": "job"}, headers=headers)

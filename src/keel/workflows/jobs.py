@@ -73,6 +73,7 @@ class WorkflowJobs:
         self._driving: dict[str, _Driving] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         flows.cancel_hooks.append(self._cancel_run)
+        flows.maintain_hooks.append(self.reconcile)
 
     async def submit(self, principal: Principal, name: str, value: Any) -> dict[str, Any]:
         """Store the run and its job (queued); the run record with its `job_id`."""
@@ -205,6 +206,24 @@ class WorkflowJobs:
                 self.flows.store.update_run, row["id"], status="cancelled", error="cancelled"
             )
             row.update(status="cancelled", error="cancelled")
+
+    async def reconcile(self) -> int:
+        """End the runs whose job ended without finishing them (a job cancelled before any
+        worker took it never finishes): as their job did. Returns how many were ended."""
+        flows, ended = self.flows, 0
+        for run in await asyncio.to_thread(flows.store.leased_past, DRIVEN_BY_JOB):
+            saved = await asyncio.to_thread(flows.store.checkpoints, run)
+            link = saved.get(JOB_KEY)
+            if link is None:  # its job is still being created (the steps before the map)
+                continue
+            job = await asyncio.to_thread(self.store.get, link.output["job_id"])
+            if job is not None and not job.final:
+                continue
+            status = job.state if job is not None and job.state != "succeeded" else "failed"
+            error = "cancelled" if status == "cancelled" else "its job ended without it"
+            await asyncio.to_thread(flows.store.update_run, run, status=status, error=error)
+            ended += 1
+        return ended
 
     async def finish(self, job: Job, cancelled: bool) -> Finish:
         """End the run: cancelled with its job, failed at its first failed item, or

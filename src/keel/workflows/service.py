@@ -104,6 +104,8 @@ class Workflows:
         self._agent_wrappers: dict[str, CompiledWorkflow] = {}
         # Called with a run's record when a cancel of it is asked (jobs.py: its job's cancel).
         self.cancel_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+        # Called every 30 s by the maintenance loop (jobs.py: runs whose job ended early).
+        self.maintain_hooks: list[Callable[[], Awaitable[object]]] = []
         self._masks: weakref.WeakKeyDictionary[Any, Mask | None] = weakref.WeakKeyDictionary()
 
     # -- lifecycle
@@ -124,7 +126,7 @@ class Workflows:
 
     async def _maintain(self) -> None:
         """Renew this process's leases, notice cancels, resume orphans, apply retention."""
-        last_prune = 0.0
+        last_prune = last_hooks = 0.0
         while True:
             try:
                 now = time.time()
@@ -141,6 +143,10 @@ class Workflows:
                 if (self.max_age_s or self.max_runs) and now - last_prune > 60:
                     last_prune = now
                     await self.prune()
+                if now - last_hooks > 30:
+                    last_hooks = now
+                    for hook in self.maintain_hooks:
+                        await hook()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store is down: try again next round, runs go on

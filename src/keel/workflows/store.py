@@ -236,6 +236,17 @@ class WorkflowStore:
                     update(_RUNS).where(_RUNS.c.id.in_(runs)).values(lease_until=lease_until)
                 )
 
+    def leased_past(self, until: float, limit: int = 100) -> list[str]:
+        """Unfinished runs whose lease lasts at least until `until` (those a job drives)."""
+        query = (
+            select(_RUNS.c.id)
+            .where(_RUNS.c.status.in_(("queued", "running")), _RUNS.c.lease_until >= until)
+            .order_by(_RUNS.c.created_us)
+            .limit(limit)
+        )
+        with self.database.engine.connect() as connection:
+            return [r[0] for r in connection.execute(query)]
+
     def orphans(self, now: float, limit: int = 100) -> list[str]:
         query = (
             select(_RUNS.c.id)
