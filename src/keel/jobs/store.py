@@ -429,11 +429,12 @@ class JobStore:
                 _cancel_items(session, job_id)
             row.state, row.result, row.error, row.finished_at = state, refs, error, now
             row.lease, row.lease_until = None, None
-            counts = f"{row.done} done, {row.failed} failed of {row.total}"
+            # A job of one long step (fine-tuning) has no items to count.
+            counts = f": {row.done} done, {row.failed} failed of {row.total}" if row.total else ""
             _event(
                 session,
                 job_id,
-                f"{state}: {counts}" + (f" ({error})" if error else ""),
+                f"{state}{counts}" + (f" ({error})" if error else ""),
                 "error" if state == "failed" else "info",
             )
             session.flush()
