@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keel.deploy.bundled import smollm2_gguf
 from keel.finetune.data import Example, parse_examples
+from keel.finetune.scan import default_scanners
 from training.finetune.generate import generate
 
 
@@ -28,6 +30,12 @@ def task_file(n: int, seed: int = 7) -> bytes:
 
     train, _ = generate(n, 0, seed)
     return "".join(json.dumps(r) + "\n" for r in train).encode()
+
+
+@pytest.fixture(scope="session")
+def scanners() -> Any:
+    """The guard's scanners, loaded once: every job scans with them (the models load slowly)."""
+    return default_scanners()
 
 
 @pytest.fixture(scope="session")

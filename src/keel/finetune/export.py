@@ -11,6 +11,7 @@ docs/finetuning.md has the measured size and time against a separate adapter fil
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,21 @@ def _field_value(field: Any) -> Any:
     return field.contents()
 
 
+class ExportStopped(RuntimeError):
+    """`should_stop` said so (a cancelled job): nothing was written at `out`."""
+
+
 def merge_to_gguf(
-    base: Path, weights: dict[str, Any], r: int, alpha: int, out: Path
+    base: Path,
+    weights: dict[str, Any],
+    r: int,
+    alpha: int,
+    out: Path,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Write base + LoRA as one GGUF at `out` (through a temporary name); returns what was
-    done: tensors merged, their stored type, file size."""
+    done: tensors merged, their stored type, file size. `should_stop` is asked before each
+    tensor, so a cancel does not wait for the whole file."""
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
     from gguf.quants import dequantize, quantize
@@ -95,6 +106,10 @@ def merge_to_gguf(
     stored: dict[str, int] = {}
     tensors: list[tuple[str, Any, Any]] = []
     for tensor in reader.tensors:
+        if should_stop():
+            writer.close()
+            partial.unlink(missing_ok=True)
+            raise ExportStopped(f"stopped before tensor {tensor.name}")
         delta = deltas.pop(tensor.name, None)
         if delta is None:
             tensors.append((tensor.name, tensor.data, tensor.tensor_type))

@@ -12,17 +12,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keel.finetune.data import parse_examples, split
-from keel.finetune.export import merge_to_gguf
+from keel.errors import KeelError
+from keel.finetune.data import split
+from keel.finetune.export import ExportStopped, merge_to_gguf
 from keel.finetune.register import Registrar
 from keel.finetune.scan import ScanReport, default_scanners, scan_examples
+from keel.finetune.sources import Sources
 from keel.finetune.store import FineTuneStore
 from keel.finetune.trainer import Callbacks, Cancelled, CheckpointReport, Hyper, StepReport, train
-from keel.jobs.files import FileStore
 from keel.jobs.model import Job
 from keel.jobs.store import JobStore
 
@@ -40,7 +41,7 @@ class Outcome:
 @dataclass
 class Runner:
     jobs: JobStore
-    files: FileStore
+    sources: Sources
     runs: FineTuneStore
     registrar: Registrar
     work_root: Path
@@ -48,26 +49,35 @@ class Runner:
     trainer_lock: threading.Lock
     scanners: Callable[[], Any] = default_scanners
     base_cache: Path | None = None  # converted bases (default: <work_root>/bases)
+    _loaded: Any = field(default=None, init=False, repr=False)  # scanners, built once
+
+    def _scanners(self) -> Any:
+        # Their models take a while to load: the process's later jobs reuse them.
+        if self._loaded is None:
+            self._loaded = self.scanners()
+        return self._loaded
+
     trainer: Callable[..., Any] = train  # or RayTraining: the same call on a Ray cluster
 
     def run(self, job: Job, stop: threading.Event, cancel: threading.Event) -> Outcome:
         params = job.params
         run = self.runs.start(job.id, job.project_id, params["model"])
-        content = self.files.content(params["training_file"], job.project_id)
-        if content is None:
-            return Outcome("failed", error=f"training file {params['training_file']} was deleted")
-        examples = parse_examples(content)
-        if params.get("validation_file"):
-            valid_content = self.files.content(params["validation_file"], job.project_id) or b""
-            valid = parse_examples(valid_content, param="validation_file")
-            train_set = examples
-        else:
-            train_set, valid = split(
-                examples, params["hyper"]["validation_fraction"], params["hyper"]["seed"]
-            )
+        try:  # checked at create; read again, as the file or dataset may have gone since
+            examples = self.sources.load(job.project_id, params["training_file"], "training_file")
+            valid_source = params.get("validation_file")
+            if valid_source:
+                valid = self.sources.load(job.project_id, valid_source, "validation_file").examples
+                train_set = examples.examples
+            else:
+                hyper = params["hyper"]
+                train_set, valid = split(
+                    examples.examples, hyper["validation_fraction"], hyper["seed"]
+                )
+        except KeelError as error:
+            return Outcome("failed", error=error.message)
         guard = params.get("guard", {})
         anonymize = bool(guard.get("anonymize_pii", False))
-        scanners = self.scanners()
+        scanners = self._scanners()
         train_set, report = scan_examples(train_set, scanners, anonymize=anonymize)
         valid, valid_report = scan_examples(valid, scanners, anonymize=anonymize)
         merged = _merge_reports(report, valid_report)
@@ -97,6 +107,8 @@ class Runner:
         with self.trainer_lock:
             if stop.is_set() and not cancel.is_set():
                 return Outcome("released")
+            if self._cancel_requested(job.id, cancel):  # while it waited for the trainer
+                return Outcome("cancelled")
             self.runs.update(job.id, phase="running")
             try:
                 result = self._train(job, train_set, valid, workdir, stop, cancel)
@@ -111,13 +123,17 @@ class Runner:
         hyper = params["hyper"]
         out = workdir / "model.gguf"
         started = time.monotonic()
-        export = merge_to_gguf(
-            self.base_path(job.project_id, params["model"]),
-            weights,
-            hyper["lora_r"],
-            hyper["lora_alpha"],
-            out,
-        )
+        try:
+            export = merge_to_gguf(
+                self.base_path(job.project_id, params["model"]),
+                weights,
+                hyper["lora_r"],
+                hyper["lora_alpha"],
+                out,
+                should_stop=lambda: cancel.is_set() or stop.is_set(),
+            )
+        except ExportStopped:  # training is done: a restart merges again from `best`
+            return Outcome("cancelled" if cancel.is_set() else "released")
         export["seconds"] = round(time.monotonic() - started, 1)
         if cancel.is_set():  # the last moment a cancel still leaves nothing registered
             return Outcome("cancelled")

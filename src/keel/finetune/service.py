@@ -15,17 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, NotFound
-from keel.finetune.data import check_count, parse_examples
+from keel.finetune.data import check_count
 from keel.finetune.executor import KIND
 from keel.finetune.register import Registrar
+from keel.finetune.sources import Sources
 from keel.finetune.store import FineTuneStore, Run
 from keel.finetune.trainer import Hyper, hyper_dict
-from keel.jobs.files import FileStore
 from keel.jobs.model import Job
 from keel.jobs.store import JobStore
 from keel.store.db import Database
 
-PURPOSE = "fine-tune"
 MAX_EVENTS = 20_000
 
 
@@ -73,8 +72,12 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Base model version (name@version, or a name: its newest)")
-    training_file: str = Field(description="A file uploaded with purpose=fine-tune")
-    validation_file: str | None = Field(None, description="Held-out conversations (optional)")
+    training_file: str = Field(
+        description="A file uploaded with purpose=fine-tune, or dataset:NAME[@VERSION]"
+    )
+    validation_file: str | None = Field(
+        None, description="Held-out conversations (optional): a file id or dataset:NAME[@VERSION]"
+    )
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     suffix: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -126,7 +129,7 @@ def resolve_hyper(body: JobRequest, examples: int) -> Hyper:
 @dataclass
 class FineTuneService:
     jobs: JobStore
-    files: FileStore
+    sources: Sources
     runs: FineTuneStore
     registrar: Registrar
     database: Database
@@ -143,46 +146,30 @@ class FineTuneService:
                 project_id=job.project_id,
             )
 
-    def _file_examples(self, project_id: str, file_id: str, param: str) -> int:
-        info = self.files.get(file_id, project_id)
-        if info is None:
-            raise NotFound(
-                f"no file '{file_id}' in this project; upload it with POST /v1/files "
-                "(purpose=fine-tune) and pass its id",
-                param=param,
-                code="file_not_found",
-            )
-        if info.purpose != PURPOSE:
-            raise InvalidRequest(
-                f"file '{file_id}' has purpose '{info.purpose}'; upload training data with "
-                "purpose=fine-tune",
-                param=param,
-            )
-        content = self.files.content(file_id, project_id) or b""
-        examples = parse_examples(content, param=param)
-        check_count(examples, param) if param == "training_file" else None
-        return len(examples)
-
     def create(self, principal: Principal, body: JobRequest) -> Job:
         project_id = principal.project_id
-        count = self._file_examples(project_id, body.training_file, "training_file")
+        training = self.sources.load(project_id, body.training_file, "training_file")
+        check_count(training.examples, "training_file")
+        validation = None
         if body.validation_file:
-            self._file_examples(project_id, body.validation_file, "validation_file")
+            validation = self.sources.load(project_id, body.validation_file, "validation_file")
         base, _ = self.registrar.resolve_base(project_id, body.model)
+        count = len(training.examples)
         hyper = resolve_hyper(body, count)
         if body.metadata is not None and len(body.metadata) > 16:
             raise InvalidRequest("metadata holds at most 16 pairs", param="metadata")
         params = {
             "model": base["ref"],
-            "training_file": body.training_file,
-            "validation_file": body.validation_file,
+            "training_file": training.ref,
+            "validation_file": validation.ref if validation else None,
             "examples": count,
             "hyper": hyper_dict(hyper),
             "suffix": body.suffix,
             "metadata": body.metadata,
             "guard": body.guard.model_dump(),
         }
-        job = self.jobs.create(KIND, project_id, principal.key_id, params, [])
+        message = f"created: {count} training conversations from {training.ref}, base {base['ref']}"
+        job = self.jobs.create(KIND, project_id, principal.key_id, params, [], message=message)
         self._audit(principal, "fine_tuning_job.create", job, params)
         return job
 

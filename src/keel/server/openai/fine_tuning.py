@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import Response
 
 from keel.auth.keys import Principal
+from keel.evals.datasets import DatasetService
 from keel.finetune.ray_train import RayTraining
 from keel.finetune.service import JobRequest, job_object
 from keel.finetune.system import FineTuneSystem
@@ -28,7 +29,8 @@ def fine_tune_system(services: Services) -> FineTuneSystem:
     system = services.extras.get("finetune")
     if system is None:
         work_root = services.settings.data_dir / "finetune"
-        system = FineTuneSystem(services.database, services.registry, work_root)
+        datasets = DatasetService(services.database, services.tracing)
+        system = FineTuneSystem(services.database, services.registry, work_root, datasets=datasets)
         if services.settings.ray_address:  # train on the Ray cluster (ray_train.py)
             system.runner.trainer = RayTraining(services.settings.ray_address)
         services.extras["finetune"] = system
