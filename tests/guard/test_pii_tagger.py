@@ -17,7 +17,9 @@ from keel.guard.pii_tagger import (
     TaggerUnavailable,
     artifact_dir,
     decode,
+    sentences,
     shared_tagger,
+    worth_tagging,
 )
 
 
@@ -41,6 +43,44 @@ def test_decoding_joins_pieces_into_words_and_words_into_spans() -> None:
     # address in two.
     assert found == [("PERSON", "Ana Lucía"), ("STREET_ADDRESS", "12 Oak St.\n, Leeds")]
     assert all(0.85 < s.score < 0.95 for s in spans)
+
+
+def test_thresholds_let_a_doubtful_name_through_and_keep_the_rest_out() -> None:
+    text = "call Ana Sousa today"
+    offsets = [(0, 4), (5, 8), (9, 14), (15, 20)]
+    probs = np.zeros((4, len(LABELS)), dtype=np.float32)
+    probs[:, 0] = 1.0
+    # The network is unsure about the name: 0.35 person, 0.65 nothing.
+    probs[1, :] = 0.0
+    probs[1, [0, LABELS.index("B-PERSON")]] = [0.65, 0.35]
+    probs[2, :] = 0.0
+    probs[2, [0, LABELS.index("I-PERSON")]] = [0.6, 0.4]
+    assert decode(text, offsets, probs) == []
+    (span,) = decode(text, offsets, probs, thresholds=(0.3, 0.7, 0.5))
+    assert (span.entity, text[span.start : span.end]) == ("PERSON", "Ana Sousa")
+    assert 0.5 < span.score < 0.6  # rescaled: the threshold itself would read 0.5
+    assert decode(text, offsets, probs, thresholds=(0.5, 0.7, 0.5)) == []
+
+
+def test_only_sentences_that_may_hold_a_name_or_an_address_are_read() -> None:
+    common = frozenset({"please", "could", "thanks", "the"})
+    text = (
+        "Please keep it short and polite. Could you help me?\n"
+        "Anna called yesterday. Ship it to 12 Oak St. I think the parcel is lost. "
+        "thanks maria for the help. Thanks a lot!"
+    )
+    read = [text[s:e] for s, e in sentences(text) if worth_tagging(text[s:e], common)]
+    assert read == [
+        "Anna called yesterday.",  # a first word that is no common word may be a name
+        "Ship it to 12 Oak St.",  # digits
+        "thanks maria for the help.",  # written in lower case: capitals say nothing
+    ]
+
+
+def test_the_shipped_word_list_keeps_names_out_and_common_words_in() -> None:
+    words = set(json.loads((artifact_dir() / "pii-common-words.json").read_text())["words"])
+    assert {"please", "could", "the", "my", "review"} <= words
+    assert not {"anna", "maria", "june"} & words
 
 
 def test_a_phone_inside_an_address_hides_both() -> None:
@@ -113,6 +153,33 @@ def test_organisations_are_hidden_only_when_asked_for(tagger: NameTagger) -> Non
     assert not any(f.kind == "pii.ORGANIZATION" for f in default.findings)
     asked = PiiScanner(KNOWN_ENTITIES, tagger=tagger).scan(text, ScanContext())
     assert any(f.kind == "pii.ORGANIZATION" for f in asked.findings)
+
+
+def test_common_words_are_not_taken_for_names(tagger: NameTagger) -> None:
+    # Seen as false names in fine-tuning data: a heading word and a capitalised pair of
+    # common words.
+    for text in (
+        "Review:\nThe answer is correct but too long.",
+        "Summarise the report During Review for the board.",
+    ):
+        verdict = PiiScanner(tagger=tagger).scan(text, ScanContext())
+        assert not any(f.kind == "pii.PERSON" for f in verdict.findings), (text, verdict.findings)
+
+
+def test_a_prompt_with_plain_sentences_skipped_still_hides_its_name_and_address(
+    tagger: NameTagger,
+) -> None:
+    text = (
+        "Could you help me rewrite this note? Please keep it short and polite. "
+        "My neighbour Joaquim Ferreira Lopes moved to Rua das Flores 27 last week. "
+        "Thanks a lot for the help with this."
+    )
+    assert tagger.skip_plain
+    verdict = PiiScanner(tagger=tagger).scan(text, ScanContext(vault=Vault()))
+    assert verdict.redacted is not None
+    for part in ("Joaquim", "Lopes", "Flores"):
+        assert part not in verdict.redacted
+    assert verdict.redacted.startswith("Could you help me rewrite this note? Please keep it")
 
 
 def test_the_model_can_be_turned_off_for_patterns_only() -> None:

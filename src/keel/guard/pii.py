@@ -266,7 +266,8 @@ def _persons(text: str, common: frozenset[str] = frozenset()) -> Iterable[PiiMat
                 yield PiiMatch("PERSON", m.start(1), m.start(1) + len(name), score, name)
     for m in _SPEAKER.finditer(text):
         name = m.group(1)
-        if _name_ok(name):
+        # "Review:" or "Note:" heads a line like a speaker's name does.
+        if _name_ok(name) and not any(w.lower() in common for w in name.split()):
             yield PiiMatch("PERSON", m.start(1), m.end(1), 0.6, name)
     for m in _PERSON_CUE_LOWER.finditer(text):
         yield PiiMatch("PERSON", m.start(1), m.end(1), 0.7, m.group(1))
