@@ -277,3 +277,18 @@ async def test_an_unknown_job_is_a_404_saying_how_to_list(keel: Keel) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         await keel.client.fine_tuning.jobs.retrieve("ftjob_nope")
     assert "list them with GET /v1/fine_tuning/jobs" in caught.value.message
+
+
+async def test_a_dataset_source_is_checked_item_by_item_before_a_job_exists(keel: Keel) -> None:
+    items = [{"input": f"review {i}", "expected": '{"sentiment": "positive"}'} for i in range(11)]
+    items.append({"input": "review without an answer"})
+    made = await keel.http.post("/api/datasets", json={"name": "reviews", "items": items})
+    assert made.status_code in (200, 201), made.text
+    with pytest.raises(openai.BadRequestError) as caught:
+        await keel.client.fine_tuning.jobs.create(model="smollm2", training_file="dataset:reviews")
+    assert "dataset:reviews@1 item" in caught.value.message
+    assert "has no expected answer to learn" in caught.value.message
+    with pytest.raises(openai.NotFoundError) as missing:
+        await keel.client.fine_tuning.jobs.create(model="smollm2", training_file="dataset:nope")
+    assert "no dataset 'nope'" in missing.value.message
+    assert (await keel.client.fine_tuning.jobs.list()).data == []
