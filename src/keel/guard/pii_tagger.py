@@ -62,7 +62,14 @@ class TaggedSpan:
 
 def case_class(text: str, start: int, end: int, prev_end: int) -> int:
     piece = text[start:end]
-    if not piece:
+    if piece.isalpha():  # most pieces: no digit to look for
+        if piece.isupper():
+            cls = CASE_UPPER if len(piece) > 1 else CASE_TITLE
+        elif piece[0].isupper():
+            cls = CASE_TITLE
+        else:
+            cls = CASE_LOWER
+    elif not piece:
         cls = CASE_OTHER
     elif any(ch.isdigit() for ch in piece):
         cls = CASE_DIGIT
@@ -74,7 +81,7 @@ def case_class(text: str, start: int, end: int, prev_end: int) -> int:
         cls = CASE_TITLE
     else:
         cls = CASE_LOWER
-    if "\n" in text[prev_end:start]:
+    if start > prev_end and "\n" in text[prev_end:start]:
         cls += NEWLINE_BEFORE
     return cls
 
@@ -271,11 +278,6 @@ class NameTagger:
         offsets: list[tuple[int, int]] = enc["offset_mapping"]
         if not ids:
             return []
-        cases = []
-        prev = 0
-        for s, e in offsets:
-            cases.append(case_class(text, s, e, prev))
-            prev = e
         kept = list(range(len(ids)))
         if self.skip_plain:
             read = bytearray(len(text) + 1)
@@ -288,7 +290,8 @@ class NameTagger:
         probs = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
         probs[:, 0] = 1.0
         # The sentences read are joined: a skipped one is simply not there.
-        probs[kept] = self._probs([ids[i] for i in kept], [cases[i] for i in kept])
+        cases = [case_class(text, *offsets[i], offsets[i - 1][1] if i else 0) for i in kept]
+        probs[kept] = self._probs([ids[i] for i in kept], cases)
         return decode(text, offsets, probs, self.thresholds)
 
     def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
