@@ -13,7 +13,8 @@ Latency is the anonymizing scanner on one prompt of `--chars` characters, after 
 
 Variants: `patterns` (recognizers only, as before the tagger), `tagger` (the tagger for
 names, addresses and organisations, patterns for everything else), `tagger+cues` (the
-tagger and the name/address cue patterns together: what the scanner ships with).
+tagger and the name/address cue patterns together: what the scanner ships with). The
+tagger skips sentences that cannot hold a name or an address unless `--read-all` is given.
 """
 
 from __future__ import annotations
