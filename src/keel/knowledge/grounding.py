@@ -2,8 +2,8 @@
 
 `GroundednessScorer` is the pluggable interface (one method, `score`). The offline default,
 `AlignmentScorer`, needs no download: each answer sentence is aligned by the bundled MiniLM
-with the SELECT sentences of each context that share most of its words (and the adjacent
-pairs among them), then a small logistic model (trained by training/grounding/train.py,
+with the SELECT context sentences (of all contexts together) that share most of its words,
+and the adjacent pairs among them; then a small logistic model (training/grounding/train.py,
 weights in knowledge/models/grounding.json) reads the alignment together with word, number,
 negation and direction checks against the best aligned span. Embedding every sentence of
 every passage was nearly all of the scorer's time and bought almost no accuracy
@@ -112,7 +112,7 @@ _QUANTIFIER = re.compile(
 )
 _ENTITY = re.compile(r"\b(?:[A-Z][A-Za-z0-9-]*[A-Z0-9][A-Za-z0-9-]*|[A-Za-z]+\d[A-Za-z0-9-]*)\b")
 
-# Context sentences embedded per answer sentence and context, chosen by shared words
+# Context sentences embedded per answer sentence (of all contexts), chosen by shared words
 # (docs/knowledge.md: what fewer costs in quality and saves in time).
 SELECT = 3
 
@@ -282,7 +282,7 @@ class AlignmentScorer:
     ):
         self.embedder = embedder
         self.model = model or default_model()
-        self.select = select  # context sentences embedded per answer sentence and context
+        self.select = select  # context sentences embedded per answer sentence
 
     async def features(
         self, answer: str, contexts: list[str]
@@ -296,9 +296,16 @@ class AlignmentScorer:
         # Per claim and context, the sentences worth embedding; each distinct one embedded once.
         chosen: list[list[list[int]]] = []
         wanted: dict[str, int] = {}
+        # The SELECT best sentences of all contexts together: five passages cost no more
+        # to check than one, and a passage sharing no words with the claim is not embedded.
+        flat = [(index, position) for index, found in enumerate(sentence_words)
+                for position in range(len(found))]  # fmt: skip
+        flat_words = [sentence_words[index][position] for index, position in flat]
         for claim in claims:
-            claim_words = set(words(claim))
-            per_context = [select(claim_words, found, self.select) for found in sentence_words]
+            per_context: list[list[int]] = [[] for _ in texts]
+            for picked in select(set(words(claim)), flat_words, self.select):
+                index, position = flat[picked]
+                per_context[index].append(position)
             chosen.append(per_context)
             for found, positions in zip(context_sentences, per_context, strict=True):
                 for position in positions:
