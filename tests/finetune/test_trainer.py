@@ -3,6 +3,7 @@ carry step and losses, a crashed run resumes from its newest checkpoint, cancel 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,35 +49,37 @@ def test_training_lowers_the_validation_loss_and_keeps_checkpoints(
 def test_a_crashed_run_resumes_from_its_newest_checkpoint(
     base_gguf: Path, base_cache: Path, tmp_path: Path
 ) -> None:
-    examples = task_examples(20)
+    examples = task_examples(10)
+    # Four short steps, a checkpoint every two: the fewest that show a resume.
+    hyper = replace(HYPER, max_seq_len=64, eval_every=2)
     seen: list[int] = []
 
-    def crash_after_five() -> bool:
-        return len(seen) >= 5
+    def crash_after_three() -> bool:
+        return len(seen) >= 3
 
     with pytest.raises(Cancelled):
         train(
             base_gguf,
-            examples[:16],
-            examples[16:],
-            HYPER,
+            examples[:8],
+            examples[8:],
+            hyper,
             tmp_path,
-            Callbacks(on_step=lambda r: seen.append(r.step), should_stop=crash_after_five),
+            Callbacks(on_step=lambda r: seen.append(r.step), should_stop=crash_after_three),
             cache=base_cache,
         )
-    assert seen == [1, 2, 3, 4, 5]
+    assert seen == [1, 2, 3]
     resumed: list[int] = []
     result = train(
         base_gguf,
-        examples[:16],
-        examples[16:],
-        HYPER,
+        examples[:8],
+        examples[8:],
+        hyper,
         tmp_path,
         Callbacks(on_step=lambda r: resumed.append(r.step)),
         cache=base_cache,
     )
-    assert resumed[0] == 4  # step 3 was the newest checkpoint: steps 4 and 5 run again
-    assert result.steps == 8
+    assert resumed == [3, 4]  # step 2 was the newest checkpoint: step 3 runs again
+    assert result.steps == 4
 
 
 def test_cancel_before_a_step_stops_without_an_adapter(
