@@ -62,7 +62,9 @@ def test_run_follows_a_workflow_to_its_output_and_the_listings_show_it(
     keel_api: dict[str, Any],
 ) -> None:
     headers = {"Authorization": f"Bearer {keel_api['key']}"}
-    created = httpx.post(f"{keel_api['base']}/api/workflows", json={"spec": SPEC}, headers=headers)
+    created = httpx.post(
+        f"{keel_api['base']}/api/workflows", json={"spec": SPEC}, headers=headers, timeout=60
+    )
     assert created.status_code == 201, created.text
     ran = runner.invoke(app, ["run", "shout", "--input", '{"text": "hi there"}',
                               *keel_api["options"]])  # fmt: skip
@@ -83,7 +85,9 @@ def test_run_as_a_job_follows_its_map_to_the_output(keel_api: dict[str, Any]) ->
     headers = {"Authorization": f"Bearer {keel_api['key']}"}
     spec = {"name": "each", "steps": [{"id": "m", "map": {"over": "{{ input.words }}", "steps": [
         {"id": "up", "transform": {"value": "{{ item | upper }}"}}]}}]}  # fmt: skip
-    created = httpx.post(f"{keel_api['base']}/api/workflows", json={"spec": spec}, headers=headers)
+    created = httpx.post(
+        f"{keel_api['base']}/api/workflows", json={"spec": spec}, headers=headers, timeout=60
+    )
     assert created.status_code == 201, created.text
     ran = runner.invoke(app, ["run", "each", "--job", "--input", '{"words": ["a", "b", "c"]}',
                               *keel_api["options"]])  # fmt: skip
@@ -103,7 +107,9 @@ def test_every_workflow_command_has_help() -> None:
 
 def test_a_run_with_input_that_fails_the_schema_exits_non_zero(keel_api: dict[str, Any]) -> None:
     headers = {"Authorization": f"Bearer {keel_api['key']}"}
-    httpx.post(f"{keel_api['base']}/api/workflows", json={"spec": SPEC}, headers=headers)
+    httpx.post(
+        f"{keel_api['base']}/api/workflows", json={"spec": SPEC}, headers=headers, timeout=60
+    )
     ran = runner.invoke(app, ["run", "shout", "--input", '{"text": 5}', *keel_api["options"]])
     assert ran.exit_code == 1
     assert "does not match its JSON Schema" in ran.output
