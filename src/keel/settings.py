@@ -150,6 +150,12 @@ class Settings(BaseModel):
     embedding_max_inputs: int = Field(
         2048, ge=1, description="Most inputs accepted in one /v1/embeddings request."
     )
+    embedding_threads: int = Field(
+        1,
+        ge=0,
+        description="Torch threads of the bundled embedding model (0: one per core); one "
+        "leaves the other cores to the gateway and is faster on a busy CPU (docs/insights.md).",
+    )
     jobs_concurrency: int = Field(
         32, ge=1, le=1024, description="Batch lines (job items) in flight at once per process."
     )

@@ -233,7 +233,8 @@ async def start_services(
         if settings.embeddings:
             from keel.embeddings.local import LocalEmbedder  # numpy and torch only when used
 
-            embedder = LocalEmbedder(settings.embedding_model_name, minilm_dir())
+            embedder = LocalEmbedder(settings.embedding_model_name, minilm_dir(),
+                                     threads=settings.embedding_threads or None)  # fmt: skip
             services.catalog.add_embedder(embedder)
             embedder.start_loading()
         services.sync.attach(services.events)
