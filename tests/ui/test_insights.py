@@ -42,14 +42,16 @@ def _chat(keel: KeelProcess, text: str) -> str:
 
 
 def _embedded(keel: KeelProcess, count: int) -> None:
+    """Wait until the background embedder has stored `count` requests (its /metrics count)."""
     headers = {"Authorization": f"Bearer {keel.api_key}"}
+    line = ""
     for _ in range(1200):
-        response = httpx.get(f"{keel.base_url}/api/insights/topics", params={"hours": 1},
-                             headers=headers, timeout=60)  # fmt: skip
-        if response.status_code == 200 and response.json()["requests"] >= count:
+        metrics = httpx.get(f"{keel.base_url}/metrics", headers=headers, timeout=60).text
+        line = next(x for x in metrics.splitlines() if x.startswith("keel_insights_embedded_total"))
+        if float(line.split()[-1]) >= count:
             return
         time.sleep(0.1)
-    raise AssertionError(f"traffic never embedded: {response.text}")
+    raise AssertionError(f"traffic never embedded: {line}")
 
 
 def test_topics_and_anomalies_in_the_console_and_the_cli(
