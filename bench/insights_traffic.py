@@ -1,7 +1,7 @@
 """Embedding of traffic in the background: what `offer()` costs the request path, and how many
 sampled requests per second the bundled MiniLM embeds and stores. Prints JSON.
 
-    .venv/bin/python bench/insights_traffic.py [--requests 3000] [--data FILE]
+    .venv/bin/python bench/insights_traffic.py [--requests 3000] [--threads 1] [--data FILE]
 
 Requests are CLINC150 dev texts as chat traces; they are written to a real SQLite store.
 """
@@ -41,11 +41,11 @@ def traces(texts: list[str]) -> list[RequestTrace]:
     return made
 
 
-async def run(texts: list[str]) -> dict[str, object]:
+async def run(texts: list[str], threads: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         database = Database(f"sqlite:///{folder}/keel.db")
         migrate.upgrade(database)
-        embedder = LocalEmbedder("minilm", minilm_dir())
+        embedder = LocalEmbedder("minilm", minilm_dir(), threads=threads or None)
         await embedder.embed(["warm up"])
         traffic = TrafficEmbedder(InsightStore(database), lambda: embedder,
                                   queue_size=len(texts) + 1)  # fmt: skip
@@ -69,7 +69,9 @@ async def run(texts: list[str]) -> dict[str, object]:
             "requests": len(batch),
             "embedded_per_second": round(len(batch) / seconds, 1),
             "offer_ns_per_request": round(offer_ns, 1),
+            "threads": threads,
             "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
         }
 
 
@@ -77,10 +79,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--threads", type=int, default=1, help="embedding_threads (0: torch's)")
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
     texts = [r["text"] for r in rows][: args.requests]
-    print(json.dumps(asyncio.run(run(texts)), indent=2))
+    print(json.dumps(asyncio.run(run(texts, args.threads)), indent=2))
 
 
 if __name__ == "__main__":
