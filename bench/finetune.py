@@ -118,7 +118,8 @@ def _speed(args: argparse.Namespace, train_set: list[Example]) -> dict[str, Any]
             seconds[name].append(time.perf_counter() - started)
             tokens[name] += int(batch["attention_mask"].sum())
             losses[name] = round(float(loss.detach()), 4)
-        print(f"round {round_ + 1}/{args.speed}", file=sys.stderr, flush=True)
+        times = {name: round(seconds[name][-1], 2) for name in variants}
+        print(f"round {round_ + 1}/{args.speed}: {times}", file=sys.stderr, flush=True)
     per_step = int(sum(int(b["attention_mask"].sum()) for b in batches) / len(batches))
     return {
         "speed": {
