@@ -55,9 +55,9 @@ def _answers(model: Path, examples: list[Example], threads: int) -> list[str]:
     out = []
     for example in examples:
         result = llm.create_chat_completion(
-            messages=list(example.messages[:-1]),
+            messages=list(example.messages[:-1]),  # type: ignore[arg-type]
             temperature=0.0,
-            max_tokens=48,  # type: ignore[arg-type]
+            max_tokens=48,
         )
         out.append(str(result["choices"][0]["message"]["content"] or ""))  # type: ignore[index]
     return out
