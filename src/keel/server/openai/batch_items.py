@@ -12,21 +12,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 
-from keel.errors import AuthenticationFailed, InvalidRequest
+from keel.errors import InvalidRequest
 from keel.jobs.executor import ItemFailed
-from keel.server.deps import ServicesDep, bearer_token
+from keel.server.deps import ServicesDep
 from keel.server.openai.files import job_system
+from keel.server.openai.job_items import item_token, signed_key
 
 router = APIRouter(tags=["jobs"])  # included by batches.py, under /v1
-
-
-async def item_token(request: Request) -> str:
-    token = bearer_token(request)
-    if token is None:
-        raise AuthenticationFailed(
-            "missing item token; this route runs batch lines for Keel's Ray actors only"
-        )
-    return token
 
 
 @router.post(
@@ -42,12 +34,7 @@ async def run_item(
 ) -> dict[str, Any]:
     system = job_system(services)
     body = await request.body()
-    key_id = system.signer.verify(token, batch_id, item_id, body) if system.signer else None
-    if key_id is None:
-        raise AuthenticationFailed(
-            "the item token does not match this batch, item and line; only Keel's Ray "
-            "executor calls this route, with the token it signed for the line"
-        )
+    key_id = signed_key(system, token, batch_id, item_id, body, signed_for="batch, item and line")
     try:
         line = orjson.loads(body)
         custom_id, payload = line["custom_id"], {"url": line["url"], "body": line["body"]}

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from keel.errors import AuthenticationFailed, InvalidRequest, NotFound
 from keel.jobs.executor import ItemFailed
 from keel.jobs.ray_executor import ON_RAY, item_from_body
+from keel.jobs.system import JobSystem
 from keel.server.deps import ServicesDep, bearer_token
 from keel.server.openai.files import job_system
 
@@ -28,9 +29,24 @@ async def item_token(request: Request) -> str:
     token = bearer_token(request)
     if token is None:
         raise AuthenticationFailed(
-            "missing item token; this route runs job items for Keel's Ray actors only"
+            "missing item token; only Keel's Ray actors call this route, with the token "
+            "signed for the item"
         )
     return token
+
+
+def signed_key(
+    system: JobSystem, token: str, job_id: str, item_id: int, body: bytes, *, signed_for: str
+) -> str:
+    """The key the item runs as, when the token is the one the Ray executor signed for this
+    job, item and body; `signed_for` names them in the refusal."""
+    key_id = system.signer.verify(token, job_id, item_id, body) if system.signer else None
+    if key_id is None:
+        raise AuthenticationFailed(
+            f"the item token does not match this {signed_for}; only Keel's Ray executor "
+            "calls this route, with the token it signed for the item"
+        )
+    return key_id
 
 
 @router.post(
@@ -46,12 +62,7 @@ async def run_item(
 ) -> dict[str, Any]:
     system = job_system(services)
     body = await request.body()
-    key_id = system.signer.verify(token, job_id, item_id, body) if system.signer else None
-    if key_id is None:
-        raise AuthenticationFailed(
-            "the item token does not match this job, item and payload; only Keel's Ray "
-            "executor calls this route, with the token it signed for the item"
-        )
+    key_id = signed_key(system, token, job_id, item_id, body, signed_for="job, item and payload")
     job = await asyncio.to_thread(system.store.get, job_id)
     if job is None or job.key_id != key_id:
         raise NotFound(f"no job '{job_id}'", param="job_id")
