@@ -73,16 +73,18 @@ class UpstreamHTTP:
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None  # one new connection per request
 
+    def _new_session(self, *, force_close: bool = False) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=force_close)
+        return aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = self._new_session()
         return self._session
 
     def _fresh_client(self) -> aiohttp.ClientSession:
         if self._fresh is None or self._fresh.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True)
-            self._fresh = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._fresh = self._new_session(force_close=True)
         return self._fresh
 
     async def _send(self, path: str, data: bytes) -> aiohttp.ClientResponse:
