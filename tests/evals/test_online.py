@@ -34,6 +34,9 @@ async def test_live_calls_of_a_route_get_scores_in_the_background(keel: Keel) ->
     scores = {s["name"]: s for s in trace["scores"]}
     assert scores["greets"]["value"] == 0.0  # the echo answers "hi …"
     assert scores["greets"]["source"] == "evaluator"
+    # A score another evaluator posts (as the groundedness check does) is not an online score.
+    other = {"name": "groundedness", "value": 0.4, "source": "evaluator"}
+    await keel.ok("POST", f"/api/traces/{trace['trace_id']}/scores", json=other)
     summary = await keel.ok("GET", "/api/evals/online")
     assert summary["rules"][0]["route"] == "fake-model"
     counted = {(s["route"], s["name"]): s["count"] for s in summary["scores"]}

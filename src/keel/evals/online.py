@@ -34,6 +34,9 @@ from keel.tracing.store import TraceFilter
 
 log = logging.getLogger("keel.evals")
 SOURCE = "evaluator"
+# Online scores are written as `online:ROUTE`; other evaluator scores (groundedness,
+# API clients posting as an evaluator) have other authors and are not counted as online.
+AUTHOR_PREFIX = "online:"
 BATCH = 500
 # Scorers that call a model or need an item's expected answer have nothing to read online.
 ONLINE_SCORERS = ("regex", "json", "json_schema", "latency", "cost", "pii", "secrets",
@@ -187,7 +190,7 @@ class OnlineEvaluator:
             score = {"name": scorer.metric, "kind": "numeric", "number": measured.value,
                      "label": None, "flag": scorer.passed(measured.value),
                      "comment": measured.detail or None,
-                     "source": SOURCE, "author": f"online:{rule.route}"[:100]}  # fmt: skip
+                     "source": SOURCE, "author": f"{AUTHOR_PREFIX}{rule.route}"[:100]}  # fmt: skip
             await asyncio.to_thread(
                 self.tracing.add_score, rule.project_id, trace["trace_id"], score
             )

@@ -139,10 +139,11 @@ class Tracing:
         return self.store.contents(project_id, filters, limit=limit, score=score)
 
     def score_summary(
-        self, project_id: str, since_us: int, source: str
+        self, project_id: str, since_us: int, source: str, author_like: str = "%"
     ) -> builtins.list[dict[str, Any]]:
-        """Per route and score name: count and mean of `source` scores since `since_us`."""
-        return self.store.score_summary(project_id, since_us, source)
+        """Per route and score name: count and mean of `source` scores since `since_us`
+        whose author matches the LIKE pattern `author_like`."""
+        return self.store.score_summary(project_id, since_us, source, author_like)
 
     def start_writer(self) -> None:
         """Start the writer (when tracing is on) and retention (traces stored earlier are

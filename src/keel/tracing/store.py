@@ -433,15 +433,21 @@ class TraceStore:
         return [{str(k): v for k, v in row._mapping.items()} for row in rows]
 
     def score_summary(
-        self, project_id: str, since_us: int, source: str
+        self, project_id: str, since_us: int, source: str, author_like: str = "%"
     ) -> builtins.list[dict[str, Any]]:
-        """Per route and score name: how many scores of `source` traces started since
-        `since_us` carry, and their mean (online evaluation's figures)."""
+        """Per route and score name: how many scores of `source` whose author matches the
+        LIKE pattern `author_like` traces started since `since_us` carry, and their mean
+        (online evaluation's figures)."""
         t, s = TraceRow, ScoreRow
         query = (
             select(t.route, s.name, func.count(), func.avg(s.number))
             .join(t, and_(t.trace_id == s.trace_id, t.project_id == s.project_id))
-            .where(s.project_id == project_id, s.source == source, t.start_us >= since_us)
+            .where(
+                s.project_id == project_id,
+                s.source == source,
+                s.author.like(author_like),
+                t.start_us >= since_us,
+            )
             .group_by(t.route, s.name)
             .order_by(t.route, s.name)
         )

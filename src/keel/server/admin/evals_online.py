@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keel.auth.keys import Principal
 from keel.errors import NotFound
-from keel.evals.online import SOURCE, OnlineEvaluator, Rule
+from keel.evals.online import AUTHOR_PREFIX, SOURCE, OnlineEvaluator, Rule
 from keel.server.admin.traces import parse_time
 from keel.server.deps import ServicesDep, require
 from keel.server.services import Services
@@ -57,7 +57,9 @@ async def online_rules(
     online = online_evaluator(services)
     since_us = parse_time(since, "since", time.time_ns() // 1000) or 0
     rules = await _run(online.rules, principal.project_id)
-    summary = await _run(services.tracing.score_summary, principal.project_id, since_us, SOURCE)
+    summary = await _run(
+        services.tracing.score_summary, principal.project_id, since_us, SOURCE, f"{AUTHOR_PREFIX}%"
+    )
     return {"rules": [r.as_dict() for r in rules], "scores": summary}
 
 
