@@ -534,7 +534,8 @@ def _text(output: Any) -> str | None:
     return output if isinstance(output, str) else orjson.dumps(output).decode()
 
 
-def public(row: dict[str, Any]) -> dict[str, Any]:
+def _head(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's fields shared by its full form and its list summary."""
     return {
         "id": row["id"],
         "object": "workflow.run",
@@ -542,13 +543,21 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
         "workflow": row["workflow"],
         "version": row["version"],
         "status": row["status"],
-        "input": row["input"],
-        "output": row.get("output"),
         "error": row.get("error"),
         "failed_step": row.get("failed_step"),
         "trace_id": row.get("trace_id"),
         "created_at": row["created_us"] // 1_000_000,
     }
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A run as the API returns it, with its input and output."""
+    return {**_head(row), "input": row["input"], "output": row.get("output")}
+
+
+def summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A run as run lists show it: no input or output, and how long it has taken."""
+    return {**_head(row), "duration_ms": round((row["updated_us"] - row["created_us"]) / 1000, 1)}
 
 
 def _step(checkpoint: Checkpoint) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from keel.server.responses import json_response
 from keel.server.services import Services
 from keel.workflows.definitions import invalid, parse
 from keel.workflows.jobs import WorkflowJobs
-from keel.workflows.service import Streamed, Workflows
+from keel.workflows.service import Streamed, Workflows, summary
 
 
 @asynccontextmanager
@@ -226,7 +226,7 @@ async def list_runs(
     before: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     runs = await asyncio.to_thread(flows.store.runs, principal.project_id, name, limit, before)
-    return json_response({"object": "list", "data": [_summary(r) for r in runs]})
+    return json_response({"object": "list", "data": [summary(r) for r in runs]})
 
 
 @router.get("/workflow-runs", summary="Every run of the project, newest first")
@@ -236,7 +236,7 @@ async def all_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     runs = await asyncio.to_thread(flows.store.runs, principal.project_id, None, limit)
-    return json_response({"object": "list", "data": [_summary(r) for r in runs]})
+    return json_response({"object": "list", "data": [summary(r) for r in runs]})
 
 
 @router.get(
@@ -275,19 +275,3 @@ async def cancel_run(
     principal: Annotated[Principal, require("inference")],
 ) -> Response:
     return json_response(await flows.cancel(principal, run_id), status=202)
-
-
-def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "object": "workflow.run",
-        "kind": row["kind"],
-        "workflow": row["workflow"],
-        "version": row["version"],
-        "status": row["status"],
-        "error": row["error"],
-        "failed_step": row["failed_step"],
-        "trace_id": row["trace_id"],
-        "created_at": row["created_us"] // 1_000_000,
-        "duration_ms": round((row["updated_us"] - row["created_us"]) / 1000, 1),
-    }
