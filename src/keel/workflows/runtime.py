@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 @dataclass
 class Runtime:
     gateway: Gateway
-    http: httpx.AsyncClient
     knowledge: Callable[[], KnowledgeBases | None] = lambda: None
     guard: GuardService | None = None
     # (project, name) → the newest version, compiled; NotFound when there is none
@@ -33,3 +32,17 @@ class Runtime:
     # runs an agent inside a run: (spec, text, run, key) → result
     run_agent: Callable[[AgentSpec, str, RunState, str], Awaitable[Result]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    _http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client of `http` steps and tools, made on first use: building its TLS context
+        reads the CA bundle (0.1 s and more), which a run without HTTP steps never needs."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
-
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, KeelError, NotFound
 from keel.events import ChangeBus
@@ -79,10 +77,8 @@ class Workflows:
         self.store = WorkflowStore(database)
         self.compiler = Compiler()
         self.definitions = Definitions(self.store, self.compiler, events)
-        self.http = httpx.AsyncClient(follow_redirects=False)
         self.runtime = Runtime(
             gateway,
-            self.http,
             knowledge,
             guard,
             self.definitions.workflow,
@@ -121,7 +117,7 @@ class Workflows:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.http.aclose()
+        await self.runtime.close()
         self.store.close()
 
     async def _maintain(self) -> None:
