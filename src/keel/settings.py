@@ -277,6 +277,11 @@ class Settings(BaseModel):
     insights_queue_size: int = Field(
         10_000, ge=10, le=1_000_000, description="Requests waiting to be embedded, at most."
     )
+    insights_priority: Literal["low", "idle", "normal"] = Field(
+        "low",
+        description="CPU priority of the thread embedding traffic: low (nice 19), idle "
+        "(SCHED_IDLE) or normal; requests' own embeddings keep normal (docs/insights.md).",
+    )
     trace_spill_max_bytes: int = Field(
         1024**3, ge=0, description="Size cap of <data_dir>/spill; records past it are dropped."
     )

@@ -234,7 +234,8 @@ async def start_services(
             from keel.embeddings.local import LocalEmbedder  # numpy and torch only when used
 
             embedder = LocalEmbedder(settings.embedding_model_name, minilm_dir(),
-                                     threads=settings.embedding_threads or None)  # fmt: skip
+                                     threads=settings.embedding_threads or None,
+                                     background_priority=settings.insights_priority)  # fmt: skip
             services.catalog.add_embedder(embedder)
             embedder.start_loading()
         services.sync.attach(services.events)
