@@ -7,7 +7,7 @@ import json
 import pytest
 
 from keel.errors import InvalidRequest
-from keel.finetune.data import MIN_EXAMPLES, check_count, parse_examples, split
+from keel.finetune.data import MIN_EXAMPLES, auto_epochs, check_count, parse_examples, split
 
 
 def line(user: str, answer: str) -> str:
@@ -61,3 +61,8 @@ def test_the_validation_split_is_fixed_by_the_seed_and_never_empty() -> None:
     assert len(train_a) == 18
     assert {e.number for e in train_a}.isdisjoint({e.number for e in valid_a})
     assert len(split(examples[:10], 0.01, seed=1)[1]) == 1
+
+
+def test_auto_epochs_train_a_few_hundred_conversations_and_no_more_passes_than_needed() -> None:
+    # A few hundred examples: one pass (what fits a CPU's quarter of an hour); a dozen: five.
+    assert [auto_epochs(n) for n in (12, 50, 100, 200, 300, 5000)] == [5, 5, 3, 2, 1, 1]
