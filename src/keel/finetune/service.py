@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, NotFound
-from keel.finetune.data import check_count
+from keel.finetune.data import auto_epochs, check_count
 from keel.finetune.executor import KIND
 from keel.finetune.register import Registrar
 from keel.finetune.sources import Sources
@@ -97,8 +97,7 @@ def resolve_hyper(body: JobRequest, examples: int) -> Hyper:
     if given is None and body.method and body.method.supervised:
         given = body.method.supervised.hyperparameters
     given = given or Hyperparameters()
-    # Few examples need more passes to learn; many need fewer.
-    epochs = _auto(given.n_epochs, 3 if examples >= 200 else 5)
+    epochs = _auto(given.n_epochs, auto_epochs(examples))
     batch = _auto(given.batch_size, 8)
     lr = _auto(given.learning_rate_multiplier, 1.0)
     if not 1 <= epochs <= 50:
