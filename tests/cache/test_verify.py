@@ -88,3 +88,65 @@ def test_a_long_question_gets_no_semantic_hit() -> None:
     text = "Please summarise the following report. " + "The figures rose again. " * 300
     assert not consistent(text, text + " Thanks.")
     assert not consistent(text + " Thanks.", text)
+
+
+# One row per kind of change that alters a request, each with a real near-miss it must
+# refuse (CLINC150 queries of two intents) and a real paraphrase it must still serve.
+@pytest.mark.parametrize(
+    ("near_miss", "paraphrase"),
+    [
+        # who is named: "call me X" renames the user, "call X" phones X; "set me an
+        # alarm" is "set an alarm for me"
+        (("call me mary", "can you call mary"),
+         ("please set an alarm for me", "please set me an alarm")),
+        (("please call me bob", "remind me to call bob"), ("flip me a coin", "flip a coin")),
+        # the particle after the same verb: "put … on" plays, "put … in" adds
+        (("put my workout playlist on", "put this in my workout playlist"),
+         ("turn the volume up", "turn up the volume")),
+        # one more object listed
+        (("how much is my water bill", "how much is the bill for my water and electricity"),
+         ("do you like cats or dogs", "do you like cat or dogs")),
+        (("how much are my cable and water bills",
+          "what is the minimum amount due on my cable bill"),
+         ("are you a real person or an ai", "are you a real person or an ai please")),
+        # done against to be done: "have my oil changed" is no perfect
+        (("when did i change my oil", "how soon should i have my oil changed"),
+         ("how many vacation days do i have saved up",
+          "how many vacation days have i saved up")),
+        # the question word, wherever it stands
+        (("how much is my water bill", "when is my water bill due"),
+         ("in tokyo, what time is it", "what time is it in tokyo")),
+        (("what is my credit score", "how do i improve my credit score"),
+         ("where can i find my w-2 form", "how do i find my w-2 form")),
+        (("i want my bank account frozen", "need help with frozen bank account"),
+         ("help me change my pin number", "how do i change my pin number")),
+        # numbers, but "one" as a pronoun counts nothing
+        (("i need a table for 2", "i need a table for 4"),
+         ("how do i go about setting up direct deposit",
+          "how does one go about setting up direct deposit")),
+    ],
+)  # fmt: skip
+def test_each_kind_of_change_is_refused_and_its_paraphrase_served(
+    near_miss: tuple[str, str], paraphrase: tuple[str, str]
+) -> None:
+    assert not consistent(*near_miss)
+    assert not consistent(*reversed(near_miss))
+    assert consistent(*paraphrase)
+    assert consistent(*reversed(paraphrase))
+
+
+@pytest.mark.parametrize(
+    ("cached", "query"),
+    [
+        ("i really wanna know my credit score", "i wanna know my credit score"),  # fillers
+        ("detroit is in what timezone", "what timezone is detroit in"),  # late question word
+        ("how is my tire pressure", "how's my tire pressure"),  # "'s" is "is"
+        ("when is my next paycheck", "when will my next paycheck be"),  # "next": future
+        ("my card is lost what do i do", "i lost my card, what do i do"),
+        ("i need to know what the traffic is like on the way to phoenix",
+         "i wanna know what the traffic is like on the way to phoenix"),  # "to know": no role
+    ],
+)  # fmt: skip
+def test_real_paraphrases_worded_apart_are_served(cached: str, query: str) -> None:
+    assert consistent(query, cached)
+    assert consistent(cached, query)

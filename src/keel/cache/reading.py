@@ -9,6 +9,7 @@ set aside and common synonyms folded, never on capital letters.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -81,13 +82,28 @@ _HOW = {"many": "info", "much": "info", "long": "when", "often": "when", "soon":
 _AUX = frozenset({"is", "are", "am", "was", "were", "do", "does", "did", "have", "has",
                   "had", "will", "would", "should", "shall", "can", "could", "may",
                   "might", "must"})  # fmt: skip
+_DETERMINERS = frozenset({"my", "your", "the", "a", "an", "this", "that", "these", "those",
+                          "our", "his", "her", "their", "its", "some"})  # fmt: skip
+_PARTICLES = frozenset({"on", "in", "into", "onto", "off", "out", "up", "down", "away",
+                        "back", "over"})  # fmt: skip
+_DURATIONS = frozenset({"days", "hours", "minutes", "weeks", "months", "years", "longer",
+                        "time"})  # fmt: skip
+_UNTIL = frozenset({"until", "till", "til", "before"})
+_FINDING = frozenset({"find", "get", "see", "locate", "obtain", "view", "check"})
+_HELP = frozenset({"help", "assistance", "guidance", "assist"})
+_BE = frozenset({"is", "are", "am", "was", "were"})
+# "detroit is in what timezone", "the definition of zesty is what": a question word late
+# in the sentence after one of these asks the question.
+_BEFORE_LATE_WH = frozenset({"and", "or", "in", "at", "on", "for", "of", "to", "from", "with",
+                             "by", "is", "are", "was", "like"})  # fmt: skip
 _ASKING_AUX = frozenset({"can", "could", "would", "will", "may"})  # "can you set …" asks for action
 _PAST = frozenset({"did", "was", "were", "had", "last", "ago", "yesterday", "previous",
                    "previously", "since"})  # fmt: skip
 _FUTURE = frozenset({"will", "next", "until", "tomorrow", "upcoming", "should", "shall",
                      "going"})  # fmt: skip
+# Not "left": "do i have left" asks what remains.
 _PARTICIPLES = frozenset({"taken", "spent", "gone", "done", "made", "been", "got", "gotten",
-                          "had", "paid", "sent", "left", "given", "seen"})  # fmt: skip
+                          "had", "paid", "sent", "given", "seen"})  # fmt: skip
 # Imperatives that ask for information, not for something to be done.
 _SHOWING = frozenset({"list", "read", "display", "name", "describe", "recite", "show",
                       "convert", "calculate", "compute", "translate", "define", "explain",
@@ -145,7 +161,7 @@ _LIGHT = (
         provide inform learn wonder curious sure unsure idea understand say one thing things
         way steps step information info details detail anything something get got getting
         go able possible again very more most many much amount number total count quantity
-        what then than up as into yes kindly please mind ask question"""
+        what then than up as into yes kindly please mind ask question yet still already"""
     )
 )  # fmt: skip
 
@@ -186,6 +202,11 @@ def synonym(word: str) -> str:
     return _SYNONYMS.get(word, word)
 
 
+def light(word: str) -> bool:
+    """True for a word that carries no fact of its own (function words, frames, fillers)."""
+    return word in _LIGHT or synonym(word) in _LIGHT
+
+
 def stem(word: str) -> str:
     """A crude English stem, enough to match "changed" with "change", "days" with "day"."""
     word = _SYNONYMS.get(word, word)
@@ -204,7 +225,22 @@ _PHRASES = dict((
     ("best way", "way"), ("good way", "way"), ("good recipe", "recipe"),
     ("short for", "stand for"), ("abbreviation of", "stand for"),
     ("abbreviation for", "stand for"), ("full form of", "stand for"),
+    ("wish to", "want to"), ("desire to", "want to"), ("i must", "i want to"),
+    ("how come", "why"), ("how much time", "how long"), ("what amount of", "how much"),
+    ("is it possible to", "can i"), ("will it be possible to", "can i"),
+    ("what do i do to", "how do i"), ("what can i do to", "how can i"),
+    ("what should i do to", "how should i"), ("what steps can i take to", "how can i"),
+    ("what steps should i take to", "how should i"), ("does one", "do i"),
+    ("can one", "can i"), ("should one", "should i"), ("go ahead and", ""),
+    ("try and", "try to"), ("i intend to", "i want to"), ("is there a way to", "can i"),
+    ("are you able to", "can you"), ("am i able to", "can i"),
 ))  # fmt: skip
+# Adverbs that soften or stress a request anywhere in it ("i really want to know").
+_FILLERS = frozenset({"really", "actually", "just", "exactly", "kindly", "truly", "please",
+                      "honestly", "definitely", "basically"})  # fmt: skip
+# "what's", "how's", "it's": the "'s" is "is" after these, a possessive elsewhere.
+_IS_AFTER = frozenset({"what", "where", "how", "who", "when", "why", "that", "there", "it",
+                       "here", "which"})  # fmt: skip
 _PHRASE = re.compile(r"\b(?:" + "|".join(map(re.escape, _PHRASES)) + r")\b")
 
 
@@ -222,12 +258,14 @@ def words(text: str) -> list[str]:
                 found.extend((token[:-3], "not"))
                 continue
             found.append(head)
+            if suffix == "'s" and head in _IS_AFTER:
+                found.append("is")
             found.extend(_EXPAND.get(suffix, ()))  # "'s" is a possessive or "is": dropped
             continue
         found.append(token)
     # "would like to" and "have to" are "want to"; "thank you" names no one.
     joined = _PHRASE.sub(lambda match: _PHRASES[match.group()], " ".join(found))
-    return joined.split()
+    return [word for word in joined.split() if word not in _FILLERS]
 
 
 def _strip_frames(tokens: list[str]) -> tuple[list[str], bool]:
@@ -254,6 +292,14 @@ class Reading:
     actions: frozenset[str]
     content: tuple[str, ...]  # stems of the words that carry facts, in order
     negations: int  # outside question frames ("not sure how to" negates nothing)
+    # Stems of words followed by "me" ("call me bob" names the user; "call bob" phones
+    # him); empty when "for me" / "to me" says the same without the order.
+    to_me: frozenset[str]
+    # The verb a request starts with and the first particle after it ("put … on" plays,
+    # "put … in" adds); "" when there is none.
+    particle: tuple[str, str]
+    # Stems joined by "and" / "or" ("water and electricity bill"): an object listed.
+    listed: frozenset[str]
 
 
 def _wh(tokens: list[str], index: int) -> str:
@@ -261,16 +307,23 @@ def _wh(tokens: list[str], index: int) -> str:
     word, after = tokens[index], tokens[index + 1 : index + 3]
     nxt = after[0] if after else ""
     if word == "how":
+        if (nxt in ("many", "much") and _DURATIONS & set(tokens[index + 2 : index + 4])
+                and _UNTIL & set(tokens[index + 3 : index + 6])):  # fmt: skip
+            return "when"  # "how many days until my day off" asks when; "… in 3 hours" not
         if nxt in _HOW:
             return _HOW[nxt]
-        if nxt in _AUX or nxt == "to":
-            return "procedure"  # "how do i …", "how to …"
+        if (nxt in _AUX and nxt not in _BE) or nxt == "to":
+            return "procedure"  # "how do i …", "how to …"; "how is my …" asks what it is
         return "info"  # "how is the weather"
     if word in ("what", "which"):
-        if any(t in _WHEN_NOUNS for t in tokens[index + 1 : index + 5]):
-            return "when"  # "what time", "which day", "what is the current time"
-        if any(t in _WAY_NOUNS for t in tokens[index + 1 : index + 5]):
+        near = tokens[index + 1 : index + 6]
+        if any(t in _WHEN_NOUNS and u != "zone" for t, u in itertools.pairwise([*near, ""])):
+            return "when"  # "what time", "which day"; "what time zone" asks which zone
+        if any(t in _WAY_NOUNS for t in near):
             return "procedure"  # "what's the way to", "what are the steps"
+    finding = tokens[index + 3] if len(tokens) > index + 3 else ""
+    if word == "where" and after[1:] and after[0] in _AUX and after[1] in _FIRST | _SECOND:
+        return "procedure" if finding in _FINDING else "where"  # "where can i find my w-2"
     return _WH[word]
 
 
@@ -284,22 +337,33 @@ def _form(tokens: list[str], asked: bool) -> str:
         return _wh(tokens, 0)
     if first in _WAY_NOUNS:
         return "procedure"  # "steps to recover my password"
-    if first in ("if", "whether"):
-        return "yesno"
     if first in _AUX:
         if first in _ASKING_AUX and len(tokens) > 1 and tokens[1] in ("you", "i", "we"):
             if len(tokens) > 2 and tokens[2] in _SHOWING:
                 return "info"  # "can you read me my list"
+            if len(tokens) > 2 and tokens[2] in _HELP:
+                return "procedure"  # "can you help me change my pin", as "help me …"
             return "action"  # "can you set a reminder", "can i get a higher limit"
         return "yesno"
     # "i forgot my password, how can i reset it": a question asked later in the sentence.
     for index, token in enumerate(tokens[1:], start=1):
-        if token in _WH and (
-            token != "what" or index == len(tokens) - 1 or tokens[index - 1] in ("and", "or")
+        if (
+            token in _WH
+            and (
+                token != "what"
+                or index == len(tokens) - 1
+                or tokens[index - 1] in _BEFORE_LATE_WH
+                # "my card is lost what do i do"; not "i forgot what my pin is"
+                or tokens[index + 1 : index + 3] in (["do", "i"], ["should", "i"], ["can", "i"])
+            )
         ):
             return _wh(tokens, index)
+    if first in ("if", "whether"):
+        return "yesno"
     if first in _SHOWING:
         return "info"  # "list everything on my list", "convert 5 pounds to ounces"
+    if _HELP & set(tokens[:3]) and first not in _DETERMINERS:
+        return "procedure"  # "help me change my pin", "i want help rolling over my 401k"
     if first in ("want", "to"):  # "(i) want to …" after a frame was dropped, or bare
         return "action"
     if first == "i" and len(tokens) > 1 and synonym(tokens[1]) in ("want", "would", "will", "am"):
@@ -315,12 +379,19 @@ def _form(tokens: list[str], asked: bool) -> str:
 
 def _tense(tokens: list[str]) -> str:
     for index, token in enumerate(tokens):
+        if token in ("have", "has"):
+            for following in tokens[index + 1 : index + 4]:
+                if following in _DETERMINERS:
+                    break  # "should i have my oil changed": have it done, not done
+                if _participle(following):
+                    return "past"  # "have i used", "do i have saved up", "have i lately spent"
+    for index, token in enumerate(tokens):
+        if index and tokens[index - 1] == "to":
+            continue  # "what to do": an infinitive, no tense
         if token in ("did", "was", "were", "had"):
             return "past"
         if token in ("will", "shall", "should"):
             return "future"
-        if token in ("have", "has") and any(_participle(t) for t in tokens[index + 1 : index + 3]):
-            return "past"  # "have i used", "i've taken": done already
         if token in _PRESENT or token in ("can", "may"):
             return "present"
     return ""
@@ -339,6 +410,14 @@ def read(text: str) -> Reading:
     sentences = [part for part in re.split(r"[?.!]+\s+", text.strip()) if part.strip()]
     if len(sentences) > 1:
         form = _form(*_strip_frames(words(sentences[-1])))
+    elif form in ("action", "statement") and "," in text:
+        # "in tokyo, what time is it", "i got a new job, can you help me with …": the
+        # clause that asks says what answer is wanted.
+        for clause in text.split(",")[1:]:
+            rest, asked_ = _strip_frames(words(clause))
+            if rest and (rest[0] in _WH or rest[0] in _AUX):
+                form = _form(rest, asked_)
+                break
     persons: list[int] = []
     for index, token in enumerate(tokens):
         if index >= 2 and tokens[index - 2] == "how" and tokens[index - 1] in _AUX:
@@ -354,10 +433,56 @@ def read(text: str) -> Reading:
         for t in tokens
         if (t in _PAST or t in _FUTURE) and t not in _AUX
     )
+    tense = _tense(tokens)
+    if tense == "future" and form == "procedure":
+        tense = "present"  # "how can i …" / "how should i …" / "how will i …" ask one way
+    elif tense == "present" and time == {"future"}:
+        tense = "future"  # "when is my next paycheck" / "when will my next paycheck be"
     content = tuple(stem(t) for t in tokens if t not in _LIGHT and not t.isdigit())
     actions = frozenset(_ACTIONS[stem_] for t in tokens if (stem_ := _base(t)) in _ACTIONS)
     negations = sum(t in _NEGATIONS for t in tokens)
-    return Reading(form, tuple(persons), _tense(tokens), time, actions, content, negations)
+    return Reading(
+        form, tuple(persons), tense, time, actions, content, negations,
+        _to_me(tokens), _particle(tokens, form), _listed(tokens),
+    )  # fmt: skip
+
+
+def _to_me(tokens: list[str]) -> frozenset[str]:
+    if any(a in ("for", "to") and b in ("me", "us") for a, b in itertools.pairwise(tokens)):
+        return _FOR_ME
+    padded = [*tokens, "", ""]
+    return frozenset(
+        stem(word)
+        for index, word in enumerate(tokens)
+        # "set me an alarm", "require me to": me is who it is for, as "for me" says
+        if padded[index + 1] in ("me", "us")
+        and word not in _LIGHT
+        and padded[index + 2] not in _DETERMINERS
+        and padded[index + 2] != "to"
+    )
+
+
+_FOR_ME = frozenset({"for me"})  # "set an alarm for me": compared with nothing
+
+
+def _particle(tokens: list[str], form: str) -> tuple[str, str]:
+    if form != "action" or not tokens or tokens[0] in _LIGHT:
+        return ("", "")
+    for token in tokens[1:6]:
+        if token in _PARTICLES:
+            return (tokens[0], token)
+    return (tokens[0], "")
+
+
+def _listed(tokens: list[str]) -> frozenset[str]:
+    listed: set[str] = set()
+    for index in range(1, len(tokens) - 1):
+        if tokens[index] in ("and", "or"):
+            listed.update(
+                stem(word) for word in (tokens[index - 1], tokens[index + 1])
+                if word not in _LIGHT and synonym(word) not in _LIGHT and not word.isdigit()
+            )  # fmt: skip
+    return frozenset(listed)
 
 
 def _base(token: str) -> str:
@@ -413,6 +538,11 @@ def differs(a: Reading, b: Reading) -> str:
         return "time"
     if a.actions != b.actions:
         return "action"
+    (verb, particle), (their_verb, their_particle) = a.particle, b.particle
+    if verb == their_verb and particle and their_particle and particle != their_particle:
+        return "particle"  # "put my playlist on" / "put this in my playlist"
+    if _FOR_ME not in (a.to_me, b.to_me) and (a.to_me ^ b.to_me) & set(a.content) & set(b.content):
+        return "persons"  # "call me mary" / "call mary"
     if a.negations != b.negations:
         return "negation"
     only_a, only_b = _unmatched(a.content, b.content), _unmatched(b.content, a.content)
@@ -422,6 +552,9 @@ def differs(a: Reading, b: Reading) -> str:
         if (op == "replace" and i2 - i1 == 1 and j2 - j1 == 1 and a.content[i1] in only_a
                 and b.content[j1] in only_b):  # fmt: skip
             return "content"
+    # "my water bill" / "the bill for my water and electricity": one more thing asked for.
+    if (only_a & a.listed) or (only_b & b.listed):
+        return "listed"
     # "how much is my bill" / "what is the lowest i can pay": an extreme picks another item.
     if (only_a | only_b) & _EXTREMES:
         return "extreme"

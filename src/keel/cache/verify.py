@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-from keel.cache.reading import differs, read, synonym, words
+from keel.cache.reading import differs, light, read, stem
+from keel.cache.reading import words as read_words_of
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'\u2019\-]*|\d+(?:[.,]\d+)*%?")
 # Searched in the gap before a token only (the text before it, quadratic, was slow).
@@ -32,6 +33,11 @@ _NUMBER_WORDS = {
     "half": "0.5", "twice": "2", "double": "2", "triple": "3", "first": "1st",
     "second": "2nd", "third": "3rd", "once": "1",
 }  # fmt: skip
+
+# "how does one …", "my other one", "which one": "one" that counts nothing.
+_NOT_A_NUMBER = frozenset({"does", "do", "can", "could", "should", "would", "will", "must",
+                           "no", "any", "every", "each", "some", "which", "this", "that",
+                           "the", "other", "another", "new", "old", "my", "your", "a"})  # fmt: skip
 
 _NEGATIONS = frozenset(
     {"not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without",
@@ -140,7 +146,8 @@ def facts(text: str) -> Facts:
         if token[0].isdigit():
             numbers[token.rstrip("%").replace(",", "")] += 1
             continue
-        if folded in _NUMBER_WORDS:
+        previous = _fold(tokens[index - 1].group()) if index else ""
+        if folded in _NUMBER_WORDS and not (folded == "one" and previous in _NOT_A_NUMBER):
             numbers[_NUMBER_WORDS[folded]] += 1
         if folded in _NEGATIONS or token.lower().endswith(("n't", "n\u2019t")):
             negations += 1
@@ -153,11 +160,14 @@ def facts(text: str) -> Facts:
             named.append(index)
             if folded not in entities:
                 entities.append(folded)
-        if folded in _ROLE_WORDS and folded not in roles:
-            for follower in tokens[index + 1 : index + 4]:
-                word = _fold(follower.group())
-                if word not in _STOPWORDS:
-                    roles[folded] = word
+    # "from paris to rome": the content word after each role word ("i need to know the
+    # traffic to phoenix": "to know" is no role, "know" carries nothing).
+    read_words = read_words_of(text)
+    for index, word in enumerate(read_words):
+        if word in _ROLE_WORDS and word not in roles:
+            for follower in read_words[index + 1 : index + 4]:
+                if follower not in _STOPWORDS and not light(follower):
+                    roles[word] = follower
                     break
     folded_tokens = [_fold(t.group()) for t in tokens]
     links = frozenset(
@@ -192,8 +202,9 @@ def _one_word_swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _canonical(text: str) -> tuple[str, ...]:
-    """Words with synonyms folded: "i need X" / "i want X" is no minimal pair."""
-    return tuple(synonym(word) for word in words(text))
+    """Stems with synonyms folded: "i need X" / "i want X", "cat" / "cats" is no minimal
+    pair."""
+    return tuple(word if word in _FUNCTION_WORDS else stem(word) for word in read_words_of(text))
 
 
 def consistent(query: str, cached: str) -> bool:
