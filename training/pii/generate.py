@@ -271,15 +271,16 @@ def generate(
     seed: int,
     templates: Sequence[str] = TRAIN_TEMPLATES,
     locales: Sequence[str] = TRAIN_LOCALES,
+    labelled: dict[str, str] = LABELLED,
 ) -> list[Record]:
     rng = random.Random(seed)
     values = Values(locales, rng, seed)
     records = []
     for _ in range(n):
-        record = render(rng.choice(templates), values)
+        record = render(rng.choice(templates), values, labelled)
         # Some texts run together: two templates in one message.
         if rng.random() < 0.15:
-            extra = render(rng.choice(templates), values)
+            extra = render(rng.choice(templates), values, labelled)
             sep = rng.choice([" ", "\n", "\n\n"])
             shift = len(record.text) + len(sep)
             record = Record(

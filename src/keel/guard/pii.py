@@ -20,7 +20,7 @@ from keel.guard.anonymize import Anonymizer, Vault
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
 
 if TYPE_CHECKING:
-    from keel.guard.pii_tagger import NameTagger
+    from keel.guard.pii_tagger import NameTagger, TaggedSpan
 
 ENTITIES = (
     "EMAIL",
@@ -119,6 +119,13 @@ _PHONE_CUE = re.compile(
     r"telefon|handy|nummer|answering at|\b[tmf](?=\s?:))\W{0,4}(?:\w+\W+){0,3}$",
     re.IGNORECASE,
 )
+# "called about invoice 4378183", "ticket number 9482326": a number that names a document.
+_DOCUMENT_NUMBER = re.compile(
+    r"\b(?:invoice|ticket|order|reference|ref|case|tracking|booking|confirmation|policy|"
+    r"receipt|serial|account|customer|member|membership|claim|shipment|parcel|id)"
+    r"\W{0,4}(?:(?:number|no|nr|id)\b\W{0,4}|#\s?)?(?:is\W{0,4})?$",
+    re.IGNORECASE,
+)
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,5}$")
 _DATE_LIKE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:$|[ T]\d)")
 
@@ -180,7 +187,8 @@ def _phones(text: str) -> Iterable[PiiMatch]:
         if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(value):
             continue
         start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
-        cue = bool(_PHONE_CUE.search(text[max(0, start - 40) : start]))
+        before = text[max(0, start - 40) : start]
+        cue = bool(_PHONE_CUE.search(before)) and not _DOCUMENT_NUMBER.search(before)
         # Bare 7-8 digit groups are as often house numbers or codes: they need a cue.
         score = 0.45
         if value.startswith("+") or value.startswith("("):
@@ -217,7 +225,7 @@ _PAIR = re.compile(rf"(?<![\w.])({_NAME_TOKEN}[ \t]+(?:{_NAME_TOKEN}[ \t]+)?{_NA
 _NOT_NAMES_TEXT = """The A An And Or But If When Where What Who Why How This That These Those
     There Here
     It Its I We You He She They My Your His Her Our Their Me Us Them Please Thanks Thank
-    Hello Hi Dear Yes No Not Can Could Would Should Will May Might Must Do Does Did Is Are
+    Hello Hi Hey Dear Yes No Not Can Could Would Should Will May Might Must Do Does Did Is Are
     Was Were Be Been Have Has Had Get Got Let Make New Old Good Great Best First Last Next
     Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April
     June July August September October November December Street Road Avenue Lane Drive
@@ -243,7 +251,28 @@ def _tag_ok(value: str) -> bool:
 def _one_common_word(value: str, common: frozenset[str]) -> bool:
     """A lone word such as "Review" or "JSON", that text uses as a common word, is no name."""
     words = value.split()
-    return len(words) == 1 and words[0].strip(".,:;()").lower() in common
+    if len(words) != 1:
+        return False
+    word = words[0].strip(".,:;()")
+    return word.lower() in common or _PRONOUN_I.match(word) is not None
+
+
+_PRONOUN_I = re.compile(r"^I(?:['’](?:m|ll|ve|d))?$")
+
+
+def _lower_in_cased(text: str, start: int, end: int) -> bool:
+    """One word in lower case inside a line its writer capitalises ("as a beneficiary").
+
+    Where the writer uses capitals, a name is written with one; text typed all in lower
+    case says nothing either way.
+    """
+    value = text[start:end]
+    if any(ch.isupper() for ch in value) or len(value.split()) > 1:
+        return False
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start : len(text) if line_end < 0 else line_end]
+    return any(ch.isupper() for ch in line)
 
 
 def _name_ok(name: str) -> bool:
@@ -258,7 +287,17 @@ def _trim_name(name: str) -> str:
     return " ".join(words)
 
 
-def _persons(text: str, common: frozenset[str] = frozenset()) -> Iterable[PiiMatch]:
+# A capitalised pair is taken for a name only where the tagger gives some word of it at
+# least this probability of being a name, an address or an organisation: "Mount Everest",
+# "Supreme Court" and "Surface Pro" are pairs the tagger reads as plain words.
+PAIR_SUPPORT = 0.2
+
+
+def _persons(
+    text: str,
+    common: frozenset[str] = frozenset(),
+    support: Sequence[TaggedSpan] | None = None,
+) -> Iterable[PiiMatch]:
     for pattern, score in ((_TITLE, 0.9), (_PERSON_CUE, 0.75)):
         for m in pattern.finditer(text):
             name = _trim_name(m.group(1))
@@ -277,6 +316,11 @@ def _persons(text: str, common: frozenset[str] = frozenset()) -> Iterable[PiiMat
         if len(words) >= 2 and _name_ok(name) and all(w not in _NOT_NAMES for w in words):
             if any(w.strip(".").lower() in common for w in words):
                 continue  # "To Canada", "Entertainment Weekly": a common word is no name
+            end = m.start(1) + len(name)
+            if support is not None and not any(
+                t.start < end and m.start(1) < t.end for t in support
+            ):
+                continue
             # A capitalised pair at the start of a sentence is weaker evidence.
             at_start = m.start(1) == 0 or text[max(0, m.start(1) - 2) : m.start(1)].strip() in (
                 ".",
@@ -307,7 +351,7 @@ _ADDRESS = re.compile(
     r"|\b(?:rue|avenue|boulevard|chemin|place|via|viale|piazza|corso|calle|avenida|carrer|"
     r"rua|travessa|plaza|paseo)\s+(?:(?:de|du|des|la|le|del|della|dei|degli|do|da|dos)\s+)?"
     r"[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?,?\s+\d{1,5}\b"
-    r"|\b\d{1,5},?\s+(?:rue|avenue|boulevard|chemin|place|via|calle)\s+(?:(?:de|du|des|la|le|"
+    r"|\b\d{1,5},?\s+(?:rue|avenue|boulevard|chemin|place|calle)\s+(?:(?:de|du|des|la|le|"
     r"del|della)\s+)?[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?"
     r"|\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|P\.?\s?O\.?\s?Box)\.?\s*#?\d{1,5}[A-Za-z]?\b"
     r"|\bPSC \d{3,5}, Box \d{3,5}\s+APO A[AEP] \d{5}\b",
@@ -374,21 +418,28 @@ def detect(
     found: list[PiiMatch] = []
     has_digit = _DIGIT.search(text) is not None
     common = frozenset[str]() if tagger is None else tagger.common_words
+    tagged: list[TaggedSpan] = []
+    support: list[TaggedSpan] | None = None
+    if tagger is not None and TAGGED_ENTITIES.intersection(entities):
+        tagged, support = tagger.tag_with_support(text, PAIR_SUPPORT if cues else None)
     for entity in entities:
         if entity in NEED_DIGIT and not has_digit:
             continue
         if tagger is not None and not cues and entity in TAGGED_ENTITIES:
             continue
-        matches = _persons(text, common) if entity == "PERSON" else RECOGNIZERS[entity](text)
+        matches = (
+            _persons(text, common, support) if entity == "PERSON" else RECOGNIZERS[entity](text)
+        )
         found.extend(m for m in matches if m.score >= min_score)
-    if tagger is not None and TAGGED_ENTITIES.intersection(entities):
+    if tagged:
         found.extend(
             PiiMatch(t.entity, t.start, t.end, t.score, text[t.start : t.end])
-            for t in tagger.tag(text)
+            for t in tagged
             if t.entity in entities
             and t.score >= min_score
             and _tag_ok(text[t.start : t.end])
             and not (t.entity == "PERSON" and _one_common_word(text[t.start : t.end], common))
+            and not (t.entity == "PERSON" and _lower_in_cased(text, t.start, t.end))
         )
     found.sort(key=lambda m: (_PRIORITY[m.entity], -m.score, -(m.end - m.start)))
     kept: list[PiiMatch] = []
@@ -396,9 +447,47 @@ def detect(
         kept.extend(
             piece
             for piece in _uncovered(text, match, kept)
-            if piece is match or piece.entity not in TAGGED_ENTITIES or _tag_ok(piece.value)
+            if piece is match
+            or piece.entity not in TAGGED_ENTITIES
+            or (_tag_ok(piece.value) and not _one_common_word(piece.value, common))
         )
-    return sorted(kept, key=lambda m: m.start)
+    return _join_addresses(text, sorted(kept, key=lambda m: m.start))
+
+
+# Between two lines of one address: line breaks, commas, quote marks of a reply ("> ").
+_ADDRESS_GAP = re.compile(r"[\s,>|]*")
+_POSTCODE_AFTER = re.compile(
+    r"[ \t]*,?[ \t]*(?:[A-Z]{1,2}-?)?\d{3,6}(?:[ -]?\d{2,3}|[ ][A-Z]{2})?\b"
+)
+
+
+def _join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
+    """Address parts that follow one another become one address, with a postcode after it.
+
+    A street, its unit, its town and its country read as one address; hidden as separate
+    pieces, the postcode between or after them would stay visible.
+    """
+    out: list[PiiMatch] = []
+    for m in matches:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and prev.entity == m.entity == "STREET_ADDRESS"
+            and _ADDRESS_GAP.fullmatch(text, prev.end, m.start)
+        ):
+            out[-1] = PiiMatch(
+                m.entity, prev.start, m.end, max(prev.score, m.score), text[prev.start : m.end]
+            )
+            continue
+        out.append(m)
+    for i, m in enumerate(out):
+        if m.entity != "STREET_ADDRESS":
+            continue
+        post = _POSTCODE_AFTER.match(text, m.end)
+        limit = out[i + 1].start if i + 1 < len(out) else len(text)
+        if post and post.end() <= limit:
+            out[i] = PiiMatch(m.entity, m.start, post.end(), m.score, text[m.start : post.end()])
+    return out
 
 
 _EDGE = " \t\r\n,;:.-–()[]<>\"'"

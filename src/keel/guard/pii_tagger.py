@@ -268,8 +268,26 @@ class NameTagger:
 
     def tag(self, text: str) -> list[TaggedSpan]:
         """Entity spans in `text`, in order, each with the tagger's mean confidence."""
+        return self.tag_with_support(text)[0]
+
+    def tag_with_support(
+        self, text: str, floor: float | None = None
+    ) -> tuple[list[TaggedSpan], list[TaggedSpan]]:
+        """The spans of `tag`, and (with a `floor`) the looser spans of any entity whose
+        probability passes `floor`: what the tagger leans towards without being sure."""
+        read = self._read(text)
+        if read is None:
+            return [], []
+        offsets, probs = read
+        spans = decode(text, offsets, probs, self.thresholds)
+        if floor is None:
+            return spans, []
+        return spans, decode(text, offsets, probs, (floor,) * len(TAGGED))
+
+    def _read(self, text: str) -> tuple[list[tuple[int, int]], npt.NDArray[np.float32]] | None:
+        """Offsets and label probabilities of `text`'s word pieces (None: nothing to read)."""
         if not text.strip():
-            return []
+            return None
         self.load()
         enc = self._tokenizer(
             text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
@@ -277,7 +295,7 @@ class NameTagger:
         ids: list[int] = enc["input_ids"]
         offsets: list[tuple[int, int]] = enc["offset_mapping"]
         if not ids:
-            return []
+            return None
         kept = list(range(len(ids)))
         if self.skip_plain:
             read = bytearray(len(text) + 1)
@@ -286,13 +304,13 @@ class NameTagger:
                     read[s:e] = b"\x01" * (e - s)
             kept = [i for i, (s, _) in enumerate(offsets) if read[s]]
             if not kept:
-                return []
+                return None
         probs = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
         probs[:, 0] = 1.0
         # The sentences read are joined: a skipped one is simply not there.
         cases = [case_class(text, *offsets[i], offsets[i - 1][1] if i else 0) for i in kept]
         probs[kept] = self._probs([ids[i] for i in kept], cases)
-        return decode(text, offsets, probs, self.thresholds)
+        return offsets, probs
 
     def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
         """Label probabilities of each piece, run in overlapping windows of max_tokens."""
