@@ -2,6 +2,13 @@
 
     python -m training.pii.words      # --min-count 3 --out DIR/pii-common-words.json
 
+It also writes a larger list, `pii-english-words.json`, learned the same way from more
+text: the abstracts of `retrieval/scifact/corpus.jsonl` and the benign prompts of
+`guard/extra/arena_hard.jsonl` and `guard/extra/xstest.jsonl` besides the guard's training
+data. That list decides only whether a lone word the tagger calls a name is a plain word
+("Animation", "Energetic"); the smaller one keeps deciding which sentences are read and
+which capitalised pairs are names, where a larger list cost names ("Crystal Murdock").
+
 A sentence whose only capital starts it and whose first word is a common word ("Please
 keep it short.") names nobody and holds no address: the tagger need not read it, and no
 name can be found in it by mistake. A word counts as common when it appears in lower case,
@@ -22,12 +29,24 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from keel.guard.pii_tagger import COMMON_WORDS_FILE, SENTENCE_BREAK, WORD, artifact_dir
+from keel.guard.pii_tagger import (
+    COMMON_WORDS_FILE,
+    ENGLISH_WORDS_FILE,
+    SENTENCE_BREAK,
+    WORD,
+    artifact_dir,
+)
 from training.pii.generate import TRAIN_LOCALES
 from training.pii.templates import TRAIN_TEMPLATES
 
 REPO = Path(__file__).resolve().parents[2]
-GUARD_TRAIN = REPO.parent / "shared" / "data" / "guard" / "train.jsonl"
+SHARED = REPO.parent / "shared" / "data"
+GUARD_TRAIN = SHARED / "guard" / "train.jsonl"
+SCIFACT = SHARED / "retrieval" / "scifact" / "corpus.jsonl"
+GUARD_EXTRA = (
+    SHARED / "guard" / "extra" / "arena_hard.jsonl",
+    SHARED / "guard" / "extra" / "xstest.jsonl",
+)
 _SLOT = re.compile(r"\{[A-Z0-9]+\}")
 
 
@@ -69,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-count", type=int, default=3)
     parser.add_argument("--function-count", type=int, default=100)
     parser.add_argument("--out", type=Path, default=artifact_dir() / COMMON_WORDS_FILE)
+    parser.add_argument("--english-out", type=Path, default=artifact_dir() / ENGLISH_WORDS_FILE)
     args = parser.parse_args(argv)
 
     benign = []
@@ -105,7 +125,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         + "\n",
         encoding="utf-8",
     )
-    print(json.dumps({"words": len(words), "out": str(args.out)}))
+    more = list(benign)
+    with SCIFACT.open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            more.append(f"{row.get('title', '')}. {row.get('text', '')}")
+    for path in GUARD_EXTRA:
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                if row["label"] == 0:
+                    more.append(str(row["text"]))
+    more_counts = lower_counts(more)
+    english = {w for w, n in more_counts.items() if n >= args.min_count} - words
+    english -= {w for w in names if more_counts[w] < args.function_count}
+    args.english_out.write_text(
+        json.dumps(
+            {
+                "about": "lower-case words a lone tagged name may not be; beyond the common words",
+                "made_by": "python -m training.pii.words",
+                "learned_from": [
+                    f"{len(benign)} benign prompts of shared/data/guard/train.jsonl",
+                    "abstracts of shared/data/retrieval/scifact/corpus.jsonl",
+                    "benign prompts of shared/data/guard/extra/{arena_hard,xstest}.jsonl",
+                ],
+                "min_count": args.min_count,
+                "names_removed": "first and last names of the training generator's Faker locales",
+                "function_count": args.function_count,
+                "words": sorted(english),
+            },
+            ensure_ascii=False,
+            indent=0,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    print(json.dumps({"words": len(words), "out": str(args.out), "english_words": len(english)}))
 
 
 if __name__ == "__main__":

@@ -418,6 +418,7 @@ def detect(
     found: list[PiiMatch] = []
     has_digit = _DIGIT.search(text) is not None
     common = frozenset[str]() if tagger is None else tagger.common_words
+    english = frozenset[str]() if tagger is None else tagger.english_words
     tagged: list[TaggedSpan] = []
     support: list[TaggedSpan] | None = None
     if tagger is not None and TAGGED_ENTITIES.intersection(entities):
@@ -438,7 +439,7 @@ def detect(
             if t.entity in entities
             and t.score >= min_score
             and _tag_ok(text[t.start : t.end])
-            and not (t.entity == "PERSON" and _one_common_word(text[t.start : t.end], common))
+            and not (t.entity == "PERSON" and _one_common_word(text[t.start : t.end], english))
             and not (t.entity == "PERSON" and _lower_in_cased(text, t.start, t.end))
         )
     found.sort(key=lambda m: (_PRIORITY[m.entity], -m.score, -(m.end - m.start)))
@@ -449,9 +450,44 @@ def detect(
             for piece in _uncovered(text, match, kept)
             if piece is match
             or piece.entity not in TAGGED_ENTITIES
-            or (_tag_ok(piece.value) and not _one_common_word(piece.value, common))
+            or (_tag_ok(piece.value) and not _one_common_word(piece.value, english))
         )
+    kept = [m for m in kept if m.entity != "PERSON" or not _not_a_person(text, m)]
     return _join_addresses(text, sorted(kept, key=lambda m: m.start))
+
+
+# The last word of a company's or a band's name; the capitalised words before it, with
+# their commas and "and"s, are its name and not people ("Davis, Reynolds and Williamson
+# Orchestra", "Galorath Incorporated").
+_ORG_SUFFIX = (
+    r"(?:Inc|Incorporated|Corp|Corporation|Co|Company|Ltd|Limited|LLC|LLP|PLC|GmbH|AG|SA|"
+    r"SAS|BV|NV|Group|Holdings|Partners|Associates|Technologies|Technology|Solutions|"
+    r"Systems|Services|Consulting|Industries|Enterprises|Labs|Bank|Insurance|Investments|"
+    r"Capital|Orchestra|Band|Foundation|Institute|Research|Agency|Media|TV|Records|Studios|"
+    r"Ratings|Lines|Airlines|Motors|Pharmaceuticals|Software|Networks|Logistics|Trust)"
+)
+_ORG_RUN = re.compile(
+    rf"(?:{_NAME_TOKEN}(?:,?[ \t]+(?:and[ \t]+|&[ \t]+)?|,[ \t]*))+{_ORG_SUFFIX}\b\.?"
+)
+# A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
+_PLACE_BEFORE = re.compile(
+    r"(?:\b(?:flew|fly|flying|flight|travel(?:l?ed|ling|s)?|moving|moved|returned|arrived|"
+    r"drove|driving|commute[sd]?|relocat(?:ed|ing)|coming|came|went|trip)\s+(?:back\s+)?"
+    r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of)\s+$",
+    re.IGNORECASE,
+)
+_ROMAN = re.compile(r"^[IVXLC]{2,}$")
+
+
+def _not_a_person(text: str, match: PiiMatch) -> bool:
+    """A name-shaped span that context shows is a company, a place or a numeral."""
+    value = match.value.strip(".,:;")
+    if _ROMAN.match(value) or any(ch.isdigit() for ch in value):
+        return True
+    for run in _ORG_RUN.finditer(text, max(0, match.start - 80), min(len(text), match.end + 80)):
+        if run.start() <= match.start and match.end <= run.end():
+            return True
+    return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
 
 
 # Between two lines of one address: line breaks, commas, quote marks of a reply ("> ").
@@ -472,11 +508,16 @@ def _join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
         prev = out[-1] if out else None
         if (
             prev is not None
-            and prev.entity == m.entity == "STREET_ADDRESS"
+            and prev.entity == "STREET_ADDRESS"
+            and (
+                m.entity == "STREET_ADDRESS"
+                # A town in capitals on the line after a street ("Apt. 030\n KOKKOLA").
+                or (m.entity == "PERSON" and m.value.isupper() and "\n" in text[prev.end : m.start])
+            )
             and _ADDRESS_GAP.fullmatch(text, prev.end, m.start)
         ):
             out[-1] = PiiMatch(
-                m.entity, prev.start, m.end, max(prev.score, m.score), text[prev.start : m.end]
+                prev.entity, prev.start, m.end, max(prev.score, m.score), text[prev.start : m.end]
             )
             continue
         out.append(m)

@@ -43,6 +43,9 @@ CASE_PAD, CASE_LOWER, CASE_TITLE, CASE_UPPER, CASE_DIGIT, CASE_OTHER = range(6)
 NEWLINE_BEFORE = 6  # added to the class when a line break precedes the piece
 N_CASES = 12
 COMMON_WORDS_FILE = "pii-common-words.json"
+# A larger list, learned the same way from more text: a lone word the tagger takes for a
+# name is dropped when it is one of these ("Animation", "Energetic", "Pedestrians").
+ENGLISH_WORDS_FILE = "pii-english-words.json"
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
 WORD = re.compile(r"[^\W\d_][\w'\u2019-]*")
 _PRONOUN_I = re.compile(r"^I(?:['\u2019](?:m|ll|ve|d))?$")
@@ -199,6 +202,7 @@ class NameTagger:
         self._tokenizer: Any = None
         self.card: dict[str, Any] = {}
         self.common_words: frozenset[str] = frozenset()
+        self.english_words: frozenset[str] = frozenset()
         # One per entity of TAGGED, from the card (chosen on the training generator's text).
         self.thresholds: tuple[float, ...] | None = None
 
@@ -250,12 +254,8 @@ class NameTagger:
                     net = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                         net, {torch.nn.Linear}, dtype=torch.qint8
                     )
-            words_path = folder / COMMON_WORDS_FILE
-            if not words_path.is_file():
-                words_path = artifact_dir() / COMMON_WORDS_FILE
-            if words_path.is_file():
-                words = json.loads(words_path.read_text(encoding="utf-8"))["words"]
-                self.common_words = frozenset(str(w) for w in words)
+            self.common_words = _word_list(folder, COMMON_WORDS_FILE)
+            self.english_words = self.common_words | _word_list(folder, ENGLISH_WORDS_FILE)
             if self.thresholds is None and "thresholds" in card:
                 self.thresholds = tuple(float(card["thresholds"][e]) for e in TAGGED)
             self.card = card
@@ -348,6 +348,16 @@ class NameTagger:
                     margin[s + i] = m
                     best[s + i] = probs[row, i + 1]
         return best
+
+
+def _word_list(folder: Path, name: str) -> frozenset[str]:
+    """A learned word list beside the artifact (or the shipped one); empty when absent."""
+    path = folder / name
+    if not path.is_file():
+        path = artifact_dir() / name
+    if not path.is_file():
+        return frozenset()
+    return frozenset(str(w) for w in json.loads(path.read_text(encoding="utf-8"))["words"])
 
 
 @functools.cache
