@@ -10,10 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from markupsafe import escape
 
+from keel.errors import KeelError
+from keel.insights.jobs import KIND as TOPICS_KIND
+from keel.server.admin.insights import insights_of
+from keel.server.openai.files import job_system
 from tests.insights.test_api import CITIES, PASSWORD, SERVICES, STRANGE, WEATHER
 from tests.support.keel_process import KeelProcess, start_keel
 from tests.support.tools import ToolProcess
+from tests.ui.conftest import Console, login, post_form
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _browser_or_skip
 
 
@@ -76,14 +82,6 @@ def test_topics_and_anomalies_in_the_console_and_the_cli(
     # The page scores the newest tenth of its window against the rest: only the strange one.
     hours = 10 * (now - split) / 3600
 
-    topics = keel.cli("insights", "topics", "--hours", "1")
-    assert topics.returncode == 0, topics.stderr
-    assert "password" in topics.stdout
-    anomalies = keel.cli("insights", "anomalies", "--hours", f"{(now - split) / 3600}",
-                         "--until", str(now), "--reference-hours", "1")  # fmt: skip
-    assert anomalies.returncode == 0, anomalies.stderr
-    assert strange in anomalies.stdout
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -94,9 +92,21 @@ def test_topics_and_anomalies_in_the_console_and_the_cli(
             page.wait_for_url(f"{keel.base_url}/ui/")
             page.get_by_role("link", name="Insights").click()
             page.wait_for_url("**/ui/insights")
+            # Opening the page clusters nothing: no run yet, and it says how to start one.
+            assert "No topics computed yet" in page.locator("#topics-none").inner_text()
+            assert page.locator("svg.topic-map").count() == 0
+            topics_form = page.locator("form", has=page.get_by_role("button", name="Find topics"))
+            topics_form.get_by_label("Window (hours)").fill("1")
+            topics_form.get_by_role("button", name="Find topics").click()
+            page.wait_for_url("**/ui/insights?hours=1*")
+            # The page follows the job (it reloads itself while the job runs) to its result.
+            page.locator("#topics").wait_for(timeout=60_000)
+            assert "succeeded" in page.locator("#topics-job").inner_text()
             assert page.locator("svg.topic-map circle.point").count() == len(texts) + 1
             assert "password" in page.locator("#topics").inner_text()
             page.goto(f"{keel.base_url}/ui/insights?hours={hours}&until={now}")
+            # The stored run is shown whatever window the anomalies are scored over.
+            assert page.locator("svg.topic-map circle.point").count() == len(texts) + 1
             point = page.locator("svg.topic-map circle.point").first
             assert point.locator("title").text_content()  # the request, shown on hover
             assert strange in page.locator("#anomalies").inner_text()
@@ -106,3 +116,50 @@ def test_topics_and_anomalies_in_the_console_and_the_cli(
             assert page.locator("#similar tbody tr").count() >= 5
         finally:
             browser.close()
+
+    shown = keel.cli("insights", "topics", "--show")  # the console's run, from a terminal
+    assert shown.returncode == 0, shown.stderr
+    assert "password" in shown.stdout
+    topics = keel.cli("insights", "topics", "--hours", "1")
+    assert topics.returncode == 0, topics.stderr
+    assert "password" in topics.stdout
+    anomalies = keel.cli("insights", "anomalies", "--hours", f"{(now - split) / 3600}",
+                         "--until", str(now), "--reference-hours", "1")  # fmt: skip
+    assert anomalies.returncode == 0, anomalies.stderr
+    assert strange in anomalies.stdout
+
+
+async def test_the_page_shows_the_newest_run_and_starts_one(console: Console) -> None:
+    # In-process, without a job worker: the page shows a run's progress (and reloads itself)
+    # while it is queued, and a failed run's reason; a viewer gets no form to start one.
+    async with console.client() as client:
+        await login(client, console.keys["viewer"])
+        viewed = await client.get("/ui/insights")
+        assert viewed.status_code == 200
+        assert "No topics computed yet" in viewed.text
+        assert 'action="/ui/insights/topics"' not in viewed.text
+        assert "Refresh" not in viewed.headers
+    async with console.client() as client:
+        await login(client, console.keys["admin"])
+        bad = await post_form(client, "/ui/insights", "/ui/insights/topics", {"hours": "-1"})
+        assert bad.status_code == 400
+        assert "invalid window" in bad.text
+        started = await post_form(client, "/ui/insights", "/ui/insights/topics", {"hours": "2"})
+        assert started.status_code == 303
+        assert started.headers["location"] == "/ui/insights?hours=2"
+        running = await client.get("/ui/insights?hours=2")
+        assert running.headers["Refresh"] == "2; url=/ui/insights?hours=2"
+        assert "queued" in running.text
+        assert "0 of 1 steps" in running.text
+        assert "No topics computed yet" not in running.text
+        store = job_system(console.services).store
+        job = store.claim("test", 60, [TOPICS_KIND])
+        assert job is not None
+        assert job.lease is not None
+        with pytest.raises(KeelError) as empty:  # what the job's one step finds: no traffic
+            insights_of(console.services).service.run_topics(job.id, "default", 0, 2**62)
+        store.finish(job.id, job.lease, "failed", error=empty.value.message)
+        failed = await client.get("/ui/insights?hours=2")
+        assert "Refresh" not in failed.headers
+        assert str(escape(empty.value.message)) in failed.text
+        assert "No topics computed yet" in failed.text

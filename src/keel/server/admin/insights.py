@@ -193,17 +193,23 @@ async def start_topics(
     principal: Annotated[Principal, require("traces:write")],
     body: TopicsRequest,
 ) -> Any:
+    job = await start_topics_job(services, principal, body)
+    return json_response(job_view(job), status=201)
+
+
+async def start_topics_job(services: Services, principal: Principal, body: TopicsRequest) -> Job:
+    """Create an insights.topics job over the asked window (the API's and the console's)."""
     insights_of(services)  # the kind is registered before the job exists
     system = job_system(services)
     since_us, until_us = _window(body.hours, body.until)
     params = {"since_us": since_us, "until_us": until_us, "route": body.route,
               "granularity": body.granularity}  # fmt: skip
-    job = await asyncio.to_thread(
+    job: Job = await asyncio.to_thread(
         system.store.create, TOPICS_KIND, principal.project_id, principal.key_id, params,
         [("window", {})], "clustering the window's requests",
     )  # fmt: skip
     system.executor.wake()
-    return json_response(job_view(job), status=201)
+    return job
 
 
 @router.get(
