@@ -3,8 +3,10 @@ off, side by side in one run against the stub upstream: requests per second, p50
 latency, and how many sampled requests were embedded and dropped. Prints JSON.
 
     .venv/bin/python bench/insights_gateway.py [--duration 15] [--rounds 2] [--concurrency 8]
+        [--priorities low,normal]
 
-Both Keels run at once; rounds alternate off, on, off, on, ... and each waits until the
+The Keels run at once (insights off, and one with insights on per priority of the thread
+that embeds traffic); rounds alternate off, on, off, on, ... and each waits until the
 insights Keel's queue is empty, so its embedding of one round never runs in another's
 measurement. Requests are CLINC150 dev texts (short last user turns, like real traffic).
 """
@@ -36,15 +38,18 @@ DRAIN_TIMEOUT_S = 300.0
 
 
 def start_keel(
-    running: Children, folder: Path, stub_url: str, sample_rate: float
+    running: Children, folder: Path, stub_url: str, sample_rate: float, priority: str = "low"
 ) -> dict[str, str]:
-    name = "insights-on" if sample_rate > 0 else "insights-off"
+    """A Keel with tracing on; `sample_rate` 0 is insights off, else "insights-<priority>"
+    embeds that share of requests on a thread of that priority (insights_priority)."""
+    name = f"insights-{priority}" if sample_rate > 0 else "insights-off"
     data_dir = folder / name
     data_dir.mkdir()
     config = data_dir / "keel.yaml"
     config.write_text(
         f"upstreams:\n  - name: stub\n    base_url: {stub_url}\n    models: [stub]\n"
         f"tracing: true\ninsights_sample_rate: {sample_rate}\ninsights_queue_size: 100000\n"
+        f"insights_priority: {priority}\n"
     )
     port = free_port()
     keel = Path(sys.executable).with_name("keel")
@@ -127,27 +132,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--stub-delay-ms", type=float, default=0.0)
+    parser.add_argument("--priorities", default="low",
+                        help="insights_priority of each insights-on Keel, comma-separated "
+                        "(low, idle, normal)")  # fmt: skip
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
     texts = [r["text"] for r in rows]
-    rounds: dict[str, list[dict[str, Any]]] = {"insights-off": [], "insights-on": []}
+    priorities = [p.strip() for p in args.priorities.split(",") if p.strip()]
+    rounds: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as temp, children(Path(temp)) as running:
         folder = Path(temp)
         stub = start_stub(running, args.stub_delay_ms)
-        keels = [start_keel(running, folder, stub, 0.0), start_keel(running, folder, stub, 1.0)]
-        on = keels[1]
-        # Load the embedding model before measuring: the first request starts it.
-        uvloop.run(load(on, texts, 1, 0.0, 1.0))
-        drain(on)
+        keels = [start_keel(running, folder, stub, 0.0)]
+        keels += [start_keel(running, folder, stub, 1.0, p) for p in priorities]
+        for keel in keels:
+            rounds[keel["name"]] = []
+            # Load the embedding model before measuring: the first request starts it.
+            uvloop.run(load(keel, texts, 1, 0.0, 1.0))
+            drain(keel)
         for _ in range(args.rounds):
             for keel in keels:
-                before = metrics(on)
-                result = uvloop.run(load(keel, texts, args.concurrency, args.warmup,
-                                         args.duration))  # fmt: skip
-                result["drain_s"] = drain(on)
-                after = metrics(on)
-                if keel is on:
+                before = metrics(keel)
+                result = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
+                result |= uvloop.run(load(keel, texts, args.concurrency, args.warmup,
+                                          args.duration))  # fmt: skip
+                result["drain_s"] = drain(keel)
+                after = metrics(keel)
+                if keel["name"] != "insights-off":
                     sent = result["requests"] + result["errors"]
                     embedded = (
                         after["keel_insights_embedded_total"]
@@ -163,19 +175,20 @@ def main() -> None:
                         embedded / (args.warmup + args.duration + result["drain_s"]), 1
                     )
                 rounds[keel["name"]].append(result)
+                print(keel["name"], json.dumps(result), file=sys.stderr, flush=True)
 
     def median(name: str, key: str) -> float:
         values = sorted(r[key] for r in rounds[name])
         return float(values[len(values) // 2])
 
     summary = {
-        "rps_off": median("insights-off", "rps"),
-        "rps_on": median("insights-on", "rps"),
-        "p50_ms_off": median("insights-off", "p50_ms"),
-        "p50_ms_on": median("insights-on", "p50_ms"),
-        "p99_ms_off": median("insights-off", "p99_ms"),
-        "p99_ms_on": median("insights-on", "p99_ms"),
-        "dropped_on": sum(r["dropped"] for r in rounds["insights-on"]),
+        name: {
+            key: median(name, key)
+            for key in ("rps", "p50_ms", "p99_ms", "embedded_per_second")
+            if key in runs[0]
+        }
+        | ({"dropped": sum(r["dropped"] for r in runs)} if "dropped" in runs[0] else {})
+        for name, runs in rounds.items()
     }
     print(json.dumps({"summary": summary, "rounds": rounds, "concurrency": args.concurrency,
                       "duration_s": args.duration, "cpus": os.cpu_count(),
