@@ -1,7 +1,8 @@
 """Hit rate and false-hit rate of the semantic cache per threshold, with the real MiniLM.
 
     .venv/bin/python bench/cache_quality.py [--from 0.70] [--to 0.98] [--step 0.01]
-        [--real bench/data/cache_real_pairs.jsonl] [--worst 10]
+        [--real bench/data/cache_real_pairs.jsonl]
+        [--test-like bench/data/cache_testlike_pairs.jsonl] [--worst 10]
 
 Two labelled sets: the template pairs of bench/cache_pairs.py, and real queries mined from
 CLINC150 by bench/cache_real_pairs.py (near-misses: nearest neighbours of another intent;
@@ -18,6 +19,13 @@ the template set (the lowest with no false hit, with verification, that keeps hi
 else the best hit rate with false hits ≤ 1 %); a check of the default through
 ResponseCache itself (each pair in its own project); and the worst real near-misses still
 served at the default: wrong answers by review first, most similar first.
+
+The test-like sets (bench/cache_real_pairs.py --test-like: four samples shaped like
+CLINC150's test split, strict labels) are reported per sample, part and threshold. And
+the threshold is chosen leave-one-domain-out on the dev part: for each of CLINC's 10
+domains, the lowest threshold that keeps both real sets' false hits (reviewed on the
+1,200, strict on the test-like) at or under half the 1 % goal on the other nine domains,
+then measured on the pairs of the domain left out.
 """
 
 from __future__ import annotations
@@ -44,8 +52,10 @@ from keel.deploy.bundled import minilm_dir
 from keel.embeddings.local import LocalEmbedder
 
 REAL = Path(__file__).resolve().parent / "data" / "cache_real_pairs.jsonl"
+TEST_LIKE = Path(__file__).resolve().parent / "data" / "cache_testlike_pairs.jsonl"
 MAX_FALSE_HITS = 0.01
 MIN_HITS = 0.60
+LODO_MARGIN = 0.5  # a fold's threshold keeps the training domains at half the goal
 
 
 def _rates(
@@ -148,7 +158,7 @@ async def _embed_pairs(
 
 async def real(
     embedder: LocalEmbedder, path: Path, thresholds: np.ndarray, worst: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], tuple[list[dict[str, Any]], np.ndarray, np.ndarray]]:
     rows = real_pairs(path)
     similarity, _ = await _embed_pairs(embedder, [(r["cached"], r["query"]) for r in rows])
     verified = np.array([consistent(r["query"], r["cached"]) for r in rows])
@@ -174,11 +184,112 @@ async def real(
              "review": rows[i].get("review")}
             for i in served[:worst]
         ],
-    }  # fmt: skip
+    }, (rows, similarity, verified)  # fmt: skip
+
+
+def _served(
+    rows: list[dict[str, Any]], similarity: np.ndarray, verified: np.ndarray, threshold: float
+) -> np.ndarray:
+    return np.asarray((similarity >= threshold - 1e-9) & verified)
+
+
+def _count(served: np.ndarray, chosen: list[int]) -> dict[str, Any]:
+    hits = int(served[chosen].sum()) if chosen else 0
+    return {"of": len(chosen), "served": hits, "rate": round(hits / max(1, len(chosen)), 4)}
+
+
+def _test_like_rates(
+    rows: list[dict[str, Any]], similarity: np.ndarray, verified: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Strict false hits per sample and part, pooled, and the paraphrases served."""
+    served = _served(rows, similarity, verified, threshold)
+    result: dict[str, Any] = {"threshold": round(threshold, 3)}
+    for part in ("dev", "heldout", "all"):
+        near = [
+            i for i, r in enumerate(rows) if r["kind"] == "near_miss" and part in ("all", r["part"])
+        ]
+        para = [i for i, r in enumerate(rows)
+                if r["kind"] == "paraphrase" and part in ("all", r["part"])]  # fmt: skip
+        samples = sorted({rows[i]["sample"] for i in near})
+        result[part] = {
+            "false_hits_strict": _count(served, near),
+            "per_sample": [_count(served, [i for i in near if rows[i]["sample"] == n])["served"]
+                           for n in samples],
+            "paraphrases_served": _count(served, para),
+        }  # fmt: skip
+    return result
+
+
+def _lodo(
+    sets: list[tuple[str, list[dict[str, Any]], np.ndarray, np.ndarray]],
+    thresholds: np.ndarray,
+) -> dict[str, Any]:
+    """Leave-one-domain-out over the dev part: the threshold is chosen on nine domains
+    (false hits of every set at most LODO_MARGIN times the goal) and measured on the tenth."""
+    domains = sorted({d for _, rows, _, _ in sets for r in rows for d in r["domains"]})
+    folds: list[dict[str, Any]] = []
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for domain in domains:
+        chosen = float(thresholds[-1])
+        for threshold in thresholds:
+            rates = []
+            for _, rows, similarity, verified in sets:
+                served = _served(rows, similarity, verified, float(threshold))
+                train = [i for i, r in enumerate(rows) if r["part"] == "dev"
+                         and r["label"] == "miss" and domain not in r["domains"]]  # fmt: skip
+                rates.append(_count(served, train)["rate"])
+            if max(rates) <= MAX_FALSE_HITS * LODO_MARGIN:
+                chosen = float(threshold)
+                break
+        fold: dict[str, Any] = {"domain": domain, "threshold": round(chosen, 3)}
+        for name, rows, similarity, verified in sets:
+            served = _served(rows, similarity, verified, chosen)
+            test = [i for i, r in enumerate(rows) if r["part"] == "dev" and domain in r["domains"]]
+            miss = [i for i in test if rows[i]["label"] == "miss"]
+            para = [i for i in test if rows[i]["kind"] == "paraphrase"]
+            fold[name] = {"false_hits": _count(served, miss), "paraphrases": _count(served, para)}
+            for key, chosen_rows in (("miss", miss), ("para", para)):
+                totals[f"{name}/{key}"][0] += int(served[chosen_rows].sum()) if chosen_rows else 0
+                totals[f"{name}/{key}"][1] += len(chosen_rows)
+        folds.append(fold)
+    # A pair of two domains is tested in both folds; the pooled rate counts it twice.
+    pooled = {key: {"served": a, "of": b, "rate": round(a / max(1, b), 4)}
+              for key, (a, b) in sorted(totals.items())}  # fmt: skip
+    return {"folds": folds, "pooled": pooled}
+
+
+async def test_like(
+    embedder: LocalEmbedder, path: Path, thresholds: np.ndarray, worst: int
+) -> tuple[dict[str, Any], tuple[list[dict[str, Any]], np.ndarray, np.ndarray]]:
+    rows = real_pairs(path)
+    similarity, _ = await _embed_pairs(embedder, [(r["cached"], r["query"]) for r in rows])
+    verified = np.array([consistent(r["query"], r["cached"]) for r in rows])
+    served = _served(rows, similarity, verified, DEFAULT_THRESHOLD)
+    shown = sorted((i for i, r in enumerate(rows) if r["kind"] == "near_miss" and served[i]),
+                   key=lambda i: -float(similarity[i]))  # fmt: skip
+    return {
+        "file": str(path),
+        "pairs": len(rows),
+        "at_default": _test_like_rates(rows, similarity, verified, DEFAULT_THRESHOLD),
+        "with_verification": [_test_like_rates(rows, similarity, verified, float(t))
+                              for t in thresholds],
+        "without_verification": [
+            _test_like_rates(rows, similarity, np.ones(len(rows), dtype=bool), float(t))
+            for t in thresholds],
+        "served_at_default": [
+            {key: rows[i][key] for key in ("cached", "query", "intents", "part", "sample")}
+            | {"similarity": round(float(similarity[i]), 4)}
+            for i in shown[:worst]],
+    }, (rows, similarity, verified)  # fmt: skip
 
 
 async def run(
-    start: float, stop: float, step: float, real_path: Path | None = None, worst: int = 10
+    start: float,
+    stop: float,
+    step: float,
+    real_path: Path | None = None,
+    worst: int = 10,
+    test_like_path: Path | None = None,
 ) -> dict[str, Any]:
     found = pairs()
     embedder = LocalEmbedder("all-minilm-l6-v2", minilm_dir())
@@ -214,8 +325,20 @@ async def run(
         },
     }
     result["default_through_cache"] = await _through_cache(embedder, found, DEFAULT_THRESHOLD)
+    lodo_sets: list[tuple[str, list[dict[str, Any]], np.ndarray, np.ndarray]] = []
     if real_path is not None:
-        result["real"] = await real(embedder, real_path, thresholds, worst)
+        result["real"], (rows, similarity, verified) = await real(
+            embedder, real_path, thresholds, worst
+        )
+        lodo_sets.append(("real", rows, similarity, verified))
+    if test_like_path is not None:
+        result["test_like"], (rows, similarity, verified) = await test_like(
+            embedder, test_like_path, thresholds, worst
+        )
+        lodo_sets.append(("test_like", rows, similarity, verified))
+    if lodo_sets and all("domains" in r for _, rows, _, _ in lodo_sets for r in rows):
+        grid = np.round(np.arange(0.80, 0.955, 0.01), 3)
+        result["leave_one_domain_out"] = _lodo(lodo_sets, grid)
     embedder.close()
     return result
 
@@ -226,9 +349,18 @@ def main() -> None:
     parser.add_argument("--to", dest="stop", type=float, default=0.98)
     parser.add_argument("--step", type=float, default=0.01)
     parser.add_argument("--real", type=Path, default=REAL, help="Mined real pairs (JSONL).")
+    parser.add_argument(
+        "--test-like",
+        type=Path,
+        default=TEST_LIKE,
+        help="Pairs mined as from CLINC150's test split (JSONL).",
+    )
     parser.add_argument("--worst", type=int, default=10, help="Served near-misses listed.")
-    args = parser.parse_args()
-    result = asyncio.run(run(args.start, args.stop, args.step, args.real, args.worst))
+    args = parser.parse_args()  # fmt: skip
+    test_like_path = args.test_like if args.test_like.exists() else None
+    result = asyncio.run(
+        run(args.start, args.stop, args.step, args.real, args.worst, test_like_path)
+    )
     print(json.dumps(result, indent=1))
 
 
