@@ -138,7 +138,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     more.append(str(row["text"]))
     more_counts = lower_counts(more)
     english = {w for w, n in more_counts.items() if n >= args.min_count} - words
-    english -= {w for w in names if more_counts[w] < args.function_count}
+    # Any locale's names, not only the training generator's: a lone word this list drops
+    # should never be someone's name anywhere ("Long", "Nam", "Amani").
+    from faker.config import AVAILABLE_LOCALES
+
+    every_name = faker_names(sorted(AVAILABLE_LOCALES))
+    english -= {w for w in every_name if more_counts[w] < args.function_count}
     args.english_out.write_text(
         json.dumps(
             {
@@ -150,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "benign prompts of shared/data/guard/extra/{arena_hard,xstest}.jsonl",
                 ],
                 "min_count": args.min_count,
-                "names_removed": "first and last names of the training generator's Faker locales",
+                "names_removed": "first and last names of every Faker locale",
                 "function_count": args.function_count,
                 "words": sorted(english),
             },

@@ -260,21 +260,6 @@ def _one_common_word(value: str, common: frozenset[str]) -> bool:
 _PRONOUN_I = re.compile(r"^I(?:['’](?:m|ll|ve|d))?$")
 
 
-def _lower_in_cased(text: str, start: int, end: int) -> bool:
-    """One word in lower case inside a line its writer capitalises ("as a beneficiary").
-
-    Where the writer uses capitals, a name is written with one; text typed all in lower
-    case says nothing either way.
-    """
-    value = text[start:end]
-    if any(ch.isupper() for ch in value) or len(value.split()) > 1:
-        return False
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    line = text[line_start : len(text) if line_end < 0 else line_end]
-    return any(ch.isupper() for ch in line)
-
-
 def _name_ok(name: str) -> bool:
     words = [w.strip(".") for w in name.split()]
     return bool(words) and not all(w in _NOT_NAMES for w in words) and words[0] not in _NOT_NAMES
@@ -440,7 +425,6 @@ def detect(
             and t.score >= min_score
             and _tag_ok(text[t.start : t.end])
             and not (t.entity == "PERSON" and _one_common_word(text[t.start : t.end], english))
-            and not (t.entity == "PERSON" and _lower_in_cased(text, t.start, t.end))
         )
     found.sort(key=lambda m: (_PRIORITY[m.entity], -m.score, -(m.end - m.start)))
     kept: list[PiiMatch] = []
@@ -453,7 +437,44 @@ def detect(
             or (_tag_ok(piece.value) and not _one_common_word(piece.value, english))
         )
     kept = [m for m in kept if m.entity != "PERSON" or not _not_a_person(text, m)]
+    if "PERSON" in entities:
+        kept = _name_lists(text, sorted(kept, key=lambda m: m.start), english)
     return _join_addresses(text, sorted(kept, key=lambda m: m.start))
+
+
+_LIST_AFTER = re.compile(rf"(?:,[ \t]*(?:(?:and|&)[ \t]+)?|[ \t]+(?:and|&)[ \t]+)({_NAME_TOKEN})\b")
+_LIST_BEFORE = re.compile(rf"(?<![\w.])({_NAME_TOKEN})(?:,[ \t]*|[ \t]+(?:and|&)[ \t]+)\Z")
+
+
+def _name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
+    """Capitalised words listed with a name are names too ("Kónya, Becker and Vasquez")."""
+    out = list(matches)
+    taken = [(m.start, m.end) for m in out]
+    todo = [m for m in out if m.entity == "PERSON"]
+    while todo:
+        m = todo.pop()
+        found = []
+        after = _LIST_AFTER.match(text, m.end)
+        if after:
+            found.append((after.start(1), after.end(1)))
+        before = _LIST_BEFORE.search(text, max(0, m.start - 40), m.start)
+        if before:
+            found.append((before.start(1), before.end(1)))
+        for start, end in found:
+            word = text[start:end]
+            if (
+                word in _NOT_NAMES
+                or word.lower() in english
+                or any(s < end and start < e for s, e in taken)
+            ):
+                continue
+            name = PiiMatch("PERSON", start, end, m.score, word)
+            if _not_a_person(text, name):
+                continue
+            out.append(name)
+            taken.append((start, end))
+            todo.append(name)
+    return sorted(out, key=lambda m: m.start)
 
 
 # The last word of a company's or a band's name; the capitalised words before it, with
@@ -467,7 +488,8 @@ _ORG_SUFFIX = (
     r"Ratings|Lines|Airlines|Motors|Pharmaceuticals|Software|Networks|Logistics|Trust)"
 )
 _ORG_RUN = re.compile(
-    rf"(?:{_NAME_TOKEN}(?:,?[ \t]+(?:and[ \t]+|&[ \t]+)?|,[ \t]*))+{_ORG_SUFFIX}\b\.?"
+    rf"(?:(?:{_NAME_TOKEN},[ \t]+)*{_NAME_TOKEN}[ \t]+(?:and|&)[ \t]+)?"
+    rf"(?:{_NAME_TOKEN}[ \t]+){{1,3}}{_ORG_SUFFIX}\b\.?"
 )
 # A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
 _PLACE_BEFORE = re.compile(
