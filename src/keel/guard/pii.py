@@ -498,13 +498,13 @@ _PLACE_BEFORE = re.compile(
     r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of)\s+$",
     re.IGNORECASE,
 )
-_ROMAN = re.compile(r"^[IVXLC]{2,}$")
+# "Title VII", "Henry IV": a numeral, but not one that is also a name ("Xi", "Li").
+_ROMAN = re.compile(r"^(?:II|III|IV|VI|VII|VIII|IX|XII|XIII|XIV|XV|XVI|XVII|XVIII|XIX|XX)$")
 
 
 def _not_a_person(text: str, match: PiiMatch) -> bool:
     """A name-shaped span that context shows is a company, a place or a numeral."""
-    value = match.value.strip(".,:;")
-    if _ROMAN.match(value) or any(ch.isdigit() for ch in value):
+    if _ROMAN.match(match.value.strip(".,:;")):
         return True
     for run in _ORG_RUN.finditer(text, max(0, match.start - 80), min(len(text), match.end + 80)):
         if run.start() <= match.start and match.end <= run.end():
