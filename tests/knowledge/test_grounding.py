@@ -77,9 +77,7 @@ async def test_supported_and_unsupported_sentences_of_an_answer(scorer: Alignmen
     ]
 
 
-async def test_a_long_context_is_read_to_its_end(scorer: AlignmentScorer) -> None:
-    filler = " ".join(f"Section {i} describes the weather on day {i}." for i in range(300))
-    context = filler + " The vault code is changed every Monday at noon by the security team."
+def _counting(scorer: AlignmentScorer) -> list[int]:
     asked: list[int] = []
     embed = scorer.embedder.embed
 
@@ -88,7 +86,32 @@ async def test_a_long_context_is_read_to_its_end(scorer: AlignmentScorer) -> Non
         return await embed(texts)
 
     scorer.embedder = SimpleNamespace(embed=counted)  # type: ignore[assignment]
-    result = await scorer.score("The security team changes the vault code every Monday.", [context])
+    return asked
+
+
+async def test_a_long_context_is_read_to_its_end(scorer: AlignmentScorer) -> None:
+    filler = " ".join(f"Section {i} describes the weather on day {i}." for i in range(300))
+    context = filler + " The vault code is changed every Monday at noon by the security team."
+    claim = "The security team changes the vault code every Monday."
+    asked = _counting(scorer)
+    result = await scorer.score(claim, [context])
+    assert result.sentences[0].evidence.startswith("The vault code is changed every Monday")
+    assert result.grounded
+    # The word checks are sure of this one: MiniLM is not asked at all.
+    assert asked == []
+    aligned = AlignmentScorer(scorer.embedder, cascade=False)
+    asked_aligned = _counting(aligned)
+    result = await aligned.score(claim, [context])
     assert result.sentences[0].evidence.startswith("The vault code is changed every Monday")
     # Only the sentences sharing most words with the claim are embedded, not all 301.
-    assert asked == [1 + SELECT]
+    assert asked_aligned == [1 + SELECT]
+
+
+async def test_context_sentences_are_embedded_once_across_answers(minilm) -> None:  # type: ignore[no-untyped-def]
+    scorer = AlignmentScorer(minilm, cascade=False)
+    asked = _counting(scorer)
+    context = "Aspirin lowers fever in adults. It also thins the blood. Take it with water."
+    await scorer.score("Aspirin lowers fever.", [context])
+    await scorer.score("Aspirin reduces fever in grown-ups.", [context])
+    # The second answer's claim is new; the passage's sentences come from the first.
+    assert asked == [1 + 3, 1]

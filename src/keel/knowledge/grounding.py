@@ -1,14 +1,15 @@
 """Groundedness: is each sentence of an answer supported by the retrieved context?
 
 `GroundednessScorer` is the pluggable interface (one method, `score`). The offline default,
-`AlignmentScorer`, needs no download: each answer sentence is aligned by the bundled MiniLM
-with the SELECT context sentences (of all contexts together) that share most of its words,
-and the adjacent pairs among them; then a small logistic model (training/grounding/train.py,
-weights in knowledge/models/grounding.json) reads the alignment together with word, number,
-negation and direction checks against the best aligned span. Embedding every sentence of
-every passage was nearly all of the scorer's time and bought almost no accuracy
-(docs/knowledge.md). Every sentence of a long context is read by the word checks and can be
-selected: nothing is truncated into a silent pass.
+`AlignmentScorer`, needs no download and works in two stages. First, word, number, negation
+and direction checks against the context sentences sharing most of the answer sentence's
+words feed a small logistic model; a sentence it is sure about (outside its `band`) is
+decided there, at no model call. Only the others are aligned by the bundled MiniLM with the
+SELECT context sentences (of all contexts together) that share most of their words, and a
+second logistic model reads the alignment with the same checks. Both models are trained by
+training/grounding/train.py (weights in knowledge/models/grounding.json). Embedding was
+nearly all of the scorer's time (docs/knowledge.md). Every sentence of a long context is
+read by the word checks and can be selected: nothing is truncated into a silent pass.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -115,12 +117,12 @@ _ENTITY = re.compile(r"\b(?:[A-Z][A-Za-z0-9-]*[A-Z0-9][A-Za-z0-9-]*|[A-Za-z]+\d[
 # Context sentences embedded per answer sentence (of all contexts), chosen by shared words
 # (docs/knowledge.md: what fewer costs in quality and saves in time).
 SELECT = 3
+# Context sentence vectors kept by a scorer: the passages a base returns recur across answers.
+CACHE_SENTENCES = 4096
 
-FEATURES = (
-    "cos_max",
-    "cos_second",
-    "cos_pair_max",
-    "cos_context_mean",
+# The word checks: what both stages read, computed against an evidence window (the best
+# sentence and its neighbours) and the whole context.
+CHECKS = (
     "cover_best",
     "cover_context",
     "bigram_cover_context",
@@ -133,6 +135,16 @@ FEATURES = (
     "direction_agree",
     "quantifier_unmatched",
     "claim_length",
+)
+# The first stage: the checks alone, the window chosen by shared words.
+WORD_FEATURES = CHECKS
+# The second stage: MiniLM alignment with the checks, the window chosen by cosine.
+FEATURES = (
+    "cos_max",
+    "cos_second",
+    "cos_pair_max",
+    "cos_context_mean",
+    *CHECKS,
     # A close paraphrase that flips a negation or a direction is a contradiction, not support.
     "cos_x_negation_mismatch",
     "cos_x_direction_conflict",
@@ -149,6 +161,36 @@ def _direction(text: str) -> int:
     return (up > down) - (down > up)
 
 
+@dataclass(frozen=True)
+class Context:
+    """One retrieved passage, split and counted once for every answer sentence read against it."""
+
+    text: str
+    sentences: list[str]
+    sentence_words: list[set[str]]
+    words: frozenset[str]
+    bigrams: frozenset[tuple[str, str]]
+    numbers: frozenset[str]
+    lower: str
+    quantifiers: frozenset[str]
+
+    @classmethod
+    def of(cls, text: str, found: list[str] | None = None) -> Context:
+        if found is None:
+            found = [text[s:e] for s, e in sentences(text)]
+        tokens = words(text)
+        return cls(
+            text=text,
+            sentences=found,
+            sentence_words=[set(words(s)) for s in found],
+            words=frozenset(tokens),
+            bigrams=frozenset(itertools.pairwise(tokens)),
+            numbers=frozenset(_numbers(text)),
+            lower=text.lower(),
+            quantifiers=frozenset(q.lower() for q in _QUANTIFIER.findall(text)),
+        )
+
+
 def select(claim_words: set[str], sentence_words: list[set[str]], k: int) -> list[int]:
     """Positions (in order) of the `k` context sentences sharing the most words with the
     claim: the only ones embedded, since a sentence that shares none of the claim's words
@@ -160,10 +202,60 @@ def select(claim_words: set[str], sentence_words: list[set[str]], k: int) -> lis
     return sorted(best)
 
 
+def checks(claim: str, best: int, context: Context) -> list[float]:
+    """The values of CHECKS for `claim` against `context`, its evidence window around
+    sentence `best`."""
+    found = context.sentences
+    window = " ".join(found[max(0, best - 1) : best + 2]) if found else ""
+    claim_tokens = words(claim)
+    claim_words = set(claim_tokens)
+    cover_best = len(claim_words & set(words(window))) / max(1, len(claim_words))
+    cover_context = len(claim_words & context.words) / max(1, len(claim_words))
+    bigrams = set(itertools.pairwise(claim_tokens))
+    bigram_cover = len(bigrams & context.bigrams) / max(1, len(bigrams))
+    claim_numbers = _numbers(claim)
+    numbers_missing = (
+        len(claim_numbers - context.numbers) / len(claim_numbers) if claim_numbers else 0.0
+    )
+    entities = set(_ENTITY.findall(claim))
+    entities_missing = (
+        sum(1 for e in entities if e.lower() not in context.lower) / len(entities)
+        if entities
+        else 0.0
+    )
+    claim_negated = bool(_NEGATION.search(claim))
+    window_negated = bool(_NEGATION.search(window))
+    claim_direction, window_direction = _direction(claim), _direction(window)
+    quantifiers = {q.lower() for q in _QUANTIFIER.findall(claim)}
+    return [
+        cover_best,
+        cover_context,
+        bigram_cover,
+        numbers_missing,
+        float(bool(claim_numbers)),
+        entities_missing,
+        float(claim_negated != window_negated),
+        float(claim_negated),
+        float(claim_direction * window_direction < 0),
+        float(claim_direction * window_direction > 0),
+        float(bool(quantifiers - context.quantifiers)),
+        min(len(claim_tokens), 40) / 40,
+    ]
+
+
+def word_features(claim: str, context: Context) -> tuple[Floats, int]:
+    """The first stage's features (WORD_FEATURES) and the position of the evidence sentence:
+    the one holding the largest share of the claim's words."""
+    claim_words = set(words(claim))
+    shared = [len(claim_words & found) for found in context.sentence_words]
+    best = max(range(len(shared)), key=lambda i: (shared[i], -i)) if shared else 0
+    return np.asarray(checks(claim, best, context), dtype=np.float32), best
+
+
 def alignment_features(
     claim: str,
     claim_vector: Floats,
-    context: str,
+    context: str | Context,
     context_sentences: list[str],
     sentence_vectors: Floats,
     positions: list[int] | None = None,
@@ -173,6 +265,8 @@ def alignment_features(
     `sentence_vectors` are those of the context sentences at `positions` (default: all)."""
     if positions is None:
         positions = list(range(len(context_sentences)))
+    if isinstance(context, str):
+        context = Context.of(context, context_sentences)
     cos = sentence_vectors @ claim_vector if len(positions) else np.zeros(1, np.float32)
     order = np.argsort(-cos)
     best = positions[int(order[0])] if positions else 0
@@ -187,53 +281,19 @@ def alignment_features(
     else:
         pair_max = float(cos.max())
     # The evidence: the best sentence and its neighbours (claims often span two sentences).
-    window = " ".join(context_sentences[max(0, best - 1) : best + 2]) if context_sentences else ""
-    claim_words = set(words(claim))
-    window_words = set(words(window))
-    context_words = set(words(context))
-    cover_best = len(claim_words & window_words) / max(1, len(claim_words))
-    cover_context = len(claim_words & context_words) / max(1, len(claim_words))
-    claim_tokens = words(claim)
-    bigrams = set(itertools.pairwise(claim_tokens))
-    context_tokens = words(context)
-    context_bigrams = set(itertools.pairwise(context_tokens))
-    bigram_cover = len(bigrams & context_bigrams) / max(1, len(bigrams))
-    claim_numbers = _numbers(claim)
-    numbers_missing = (
-        len(claim_numbers - _numbers(context)) / len(claim_numbers) if claim_numbers else 0.0
-    )
-    entities = set(_ENTITY.findall(claim))
-    entities_missing = (
-        sum(1 for e in entities if e.lower() not in context.lower()) / len(entities)
-        if entities
-        else 0.0
-    )
-    claim_negated = bool(_NEGATION.search(claim))
-    window_negated = bool(_NEGATION.search(window))
-    claim_direction, window_direction = _direction(claim), _direction(window)
-    quantifiers = {q.lower() for q in _QUANTIFIER.findall(claim)}
-    quantifier_unmatched = bool(quantifiers - {q.lower() for q in _QUANTIFIER.findall(context)})
+    found = checks(claim, best, context)
+    values = dict(zip(CHECKS, found, strict=True))
+    top = float(cos[order[0]])
     return np.asarray(
         [
-            float(cos[order[0]]),
+            top,
             second,
             pair_max,
             float(cos.mean()),
-            cover_best,
-            cover_context,
-            bigram_cover,
-            numbers_missing,
-            float(bool(claim_numbers)),
-            entities_missing,
-            float(claim_negated != window_negated),
-            float(claim_negated),
-            float(claim_direction * window_direction < 0),
-            float(claim_direction * window_direction > 0),
-            float(quantifier_unmatched),
-            min(len(claim_tokens), 40) / 40,
-            float(cos[order[0]]) * float(claim_negated != window_negated),
-            float(cos[order[0]]) * float(claim_direction * window_direction < 0),
-            float(cos[order[0]]) * cover_best,
+            *found,
+            top * values["negation_mismatch"],
+            top * values["direction_conflict"],
+            top * values["cover_best"],
         ],
         dtype=np.float32,
     )
@@ -241,115 +301,115 @@ def alignment_features(
 
 @dataclass(frozen=True)
 class LogisticModel:
-    """Standardised features, then a logistic regression; `threshold` on its probability."""
+    """Standardised features, then a logistic regression. Its intercept is shifted so that
+    0.5 is the decision threshold chosen in training (both stages decide at 0.5)."""
 
     mean: Floats
     scale: Floats
     coef: Floats
     intercept: float
-    threshold: float
 
     def probability(self, features: Floats) -> Floats:
         z = ((features - self.mean) / self.scale) @ self.coef + self.intercept
         return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float32)
 
     @classmethod
-    def load(cls, path: Path = MODEL_FILE) -> LogisticModel:
-        raw = json.loads(path.read_text())
-        if tuple(raw["features"]) != FEATURES:
-            raise ValueError(f"{path} was trained on other features; retrain it")
+    def from_dict(cls, raw: dict[str, list[float] | float]) -> LogisticModel:
         return cls(
             mean=np.asarray(raw["mean"], dtype=np.float32),
             scale=np.asarray(raw["scale"], dtype=np.float32),
             coef=np.asarray(raw["coef"], dtype=np.float32),
-            intercept=float(raw["intercept"]),
-            threshold=float(raw["threshold"]),
+            intercept=float(raw["intercept"]),  # type: ignore[arg-type]
+        )
+
+
+THRESHOLD = 0.5  # both stages' intercepts are shifted to decide here
+
+
+@dataclass(frozen=True)
+class GroundingModel:
+    """The two stages: `words` decides a sentence when its probability is outside `band`;
+    `full` (alignment and checks) decides the rest."""
+
+    words: LogisticModel
+    full: LogisticModel
+    band: tuple[float, float]
+
+    def decided(self, p: float) -> bool:
+        return not self.band[0] < p < self.band[1]
+
+    @classmethod
+    def load(cls, path: Path = MODEL_FILE) -> GroundingModel:
+        raw = json.loads(path.read_text())
+        if (
+            tuple(raw["full"]["features"]) != FEATURES
+            or tuple(raw["words"]["features"]) != WORD_FEATURES
+        ):
+            raise ValueError(f"{path} was trained on other features; retrain it")
+        low, high = raw["band"]
+        return cls(
+            words=LogisticModel.from_dict(raw["words"]),
+            full=LogisticModel.from_dict(raw["full"]),
+            band=(float(low), float(high)),
         )
 
 
 @lru_cache(maxsize=1)
-def default_model() -> LogisticModel:
-    return LogisticModel.load()
+def default_model() -> GroundingModel:
+    return GroundingModel.load()
 
 
 class AlignmentScorer:
-    """The offline default: MiniLM alignment plus word, number, negation and direction checks."""
+    """The offline default: word, number, negation and direction checks, and MiniLM alignment
+    for the sentences the checks alone do not decide."""
 
     name = "alignment"
 
     def __init__(
-        self, embedder: Embedder, model: LogisticModel | None = None, select: int = SELECT
+        self,
+        embedder: Embedder,
+        model: GroundingModel | None = None,
+        select: int = SELECT,
+        cascade: bool = True,
     ):
         self.embedder = embedder
         self.model = model or default_model()
         self.select = select  # context sentences embedded per answer sentence
-
-    async def features(
-        self, answer: str, contexts: list[str]
-    ) -> tuple[list[tuple[int, int]], np.ndarray, list[str]]:
-        """Answer sentence spans, their feature rows (best context for each), and evidence."""
-        spans = sentences(answer)
-        claims = [answer[s:e] for s, e in spans]
-        texts = [c for c in contexts if c.strip()]
-        context_sentences = [[context[s:e] for s, e in sentences(context)] for context in texts]
-        sentence_words = [[set(words(s)) for s in found] for found in context_sentences]
-        # Per claim and context, the sentences worth embedding; each distinct one embedded once.
-        chosen: list[list[list[int]]] = []
-        wanted: dict[str, int] = {}
-        # The SELECT best sentences of all contexts together: five passages cost no more
-        # to check than one, and a passage sharing no words with the claim is not embedded.
-        flat = [(index, position) for index, found in enumerate(sentence_words)
-                for position in range(len(found))]  # fmt: skip
-        flat_words = [sentence_words[index][position] for index, position in flat]
-        for claim in claims:
-            per_context: list[list[int]] = [[] for _ in texts]
-            for picked in select(set(words(claim)), flat_words, self.select):
-                index, position = flat[picked]
-                per_context[index].append(position)
-            chosen.append(per_context)
-            for found, positions in zip(context_sentences, per_context, strict=True):
-                for position in positions:
-                    wanted.setdefault(found[position], len(claims) + len(wanted))
-        vectors = await self._embed(claims + list(wanted))
-        rows, evidence = [], []
-        for claim, vector, per_context in zip(claims, vectors[: len(claims)], chosen, strict=True):
-            best_row, best_p, best_evidence = None, -1.0, ""
-            for index, found in enumerate(context_sentences):
-                positions = per_context[index]
-                if not positions:
-                    continue
-                selected = vectors[[wanted[found[position]] for position in positions]]
-                row = alignment_features(claim, vector, texts[index], found, selected, positions)
-                p = float(self.model.probability(row[None, :])[0])
-                if p > best_p:
-                    top = positions[int(np.argmax(selected @ vector))]
-                    best_row, best_p, best_evidence = row, p, found[top]
-            rows.append(best_row if best_row is not None else np.zeros(len(FEATURES), np.float32))
-            evidence.append(best_evidence)
-        matrix = np.stack(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
-        return spans, matrix, evidence
-
-    async def _embed(self, texts: list[str]) -> Floats:
-        if not texts:
-            return np.zeros((0, 1), np.float32)
-        # Alignment vectors are never stored: the embedder's faster approximate path (within
-        # cosine 0.999 of the exact one, where it has one) is good enough for them.
-        embed = getattr(self.embedder, "embed_approximate", None) or self.embedder.embed
-        result = await embed(texts)
-        return np.asarray(result.vectors, dtype=np.float32)
+        self.cascade = cascade  # False: every sentence goes through the second stage
+        self._vectors: OrderedDict[str, Floats] = OrderedDict()  # context sentence -> vector
+        self.embedded = 0  # texts sent to the embedder (exported for tests and benches)
 
     async def score(self, answer: str, contexts: list[str]) -> Groundedness:
-        spans, matrix, evidence = await self.features(answer, contexts)
+        spans = sentences(answer)
         if not spans:
             return Groundedness(score=1.0, grounded=True)
-        probabilities = self.model.probability(matrix)
+        claims = [answer[s:e] for s, e in spans]
+        prepared = [Context.of(c) for c in contexts if c.strip()]
+        probabilities, evidence = [], []
+        undecided = []
+        for position, claim in enumerate(claims):
+            best_p, best_evidence = 0.0, ""
+            for context in prepared:
+                row, top = word_features(claim, context)
+                p = float(self.model.words.probability(row[None, :])[0])
+                if p > best_p or not best_evidence:
+                    best_p = p
+                    best_evidence = context.sentences[top] if context.sentences else ""
+            probabilities.append(best_p)
+            evidence.append(best_evidence)
+            if prepared and (not self.cascade or not self.model.decided(best_p)):
+                undecided.append(position)
+        if undecided:
+            aligned = await self._align([claims[i] for i in undecided], prepared)
+            for position, (p, found) in zip(undecided, aligned, strict=True):
+                probabilities[position], evidence[position] = p, found
         verdicts = [
             SentenceVerdict(
                 text=answer[start:end],
                 start=start,
                 end=end,
-                score=round(float(p), 4),
-                supported=bool(p >= self.model.threshold),
+                score=round(p, 4),
+                supported=p >= THRESHOLD,
                 evidence=found,
             )
             for (start, end), p, found in zip(spans, probabilities, evidence, strict=True)
@@ -358,3 +418,59 @@ class AlignmentScorer:
         return Groundedness(
             score=weakest, grounded=all(v.supported for v in verdicts), sentences=verdicts
         )
+
+    async def _align(self, claims: list[str], contexts: list[Context]) -> list[tuple[float, str]]:
+        """The second stage for `claims`: (probability, evidence sentence) of each, its best
+        context counting."""
+        # The SELECT best sentences of all contexts together: five passages cost no more
+        # to check than one, and a passage sharing no words with the claim is not embedded.
+        flat = [(index, position) for index, context in enumerate(contexts)
+                for position in range(len(context.sentences))]  # fmt: skip
+        flat_words = [contexts[index].sentence_words[position] for index, position in flat]
+        chosen: list[list[list[int]]] = []
+        wanted: set[str] = set()
+        for claim in claims:
+            per_context: list[list[int]] = [[] for _ in contexts]
+            for picked in select(set(words(claim)), flat_words, self.select):
+                index, position = flat[picked]
+                per_context[index].append(position)
+                wanted.add(contexts[index].sentences[position])
+            chosen.append(per_context)
+        claim_vectors, vectors = await self._embed(claims, sorted(wanted))
+        out = []
+        for claim, vector, per_context in zip(claims, claim_vectors, chosen, strict=True):
+            best_p, best_evidence = 0.0, ""
+            for context, positions in zip(contexts, per_context, strict=True):
+                if not positions:
+                    continue
+                selected = np.stack([vectors[context.sentences[p]] for p in positions])
+                row = alignment_features(
+                    claim, vector, context, context.sentences, selected, positions
+                )
+                p = float(self.model.full.probability(row[None, :])[0])
+                if p > best_p or not best_evidence:
+                    top = positions[int(np.argmax(selected @ vector))]
+                    best_p, best_evidence = p, context.sentences[top]
+            out.append((best_p, best_evidence))
+        return out
+
+    async def _embed(
+        self, claims: list[str], context_sentences: list[str]
+    ) -> tuple[Floats, dict[str, Floats]]:
+        """The claims' vectors, and each context sentence's (from the cache when seen)."""
+        known = {s: self._vectors[s] for s in context_sentences if s in self._vectors}
+        missing = [s for s in context_sentences if s not in known]
+        texts = claims + missing
+        self.embedded += len(texts)
+        # Alignment vectors are never stored: the embedder's faster approximate path (within
+        # cosine 0.999 of the exact one, where it has one) is good enough for them.
+        embed = getattr(self.embedder, "embed_approximate", None) or self.embedder.embed
+        result = np.asarray((await embed(texts)).vectors, dtype=np.float32)
+        for sentence, vector in zip(missing, result[len(claims) :], strict=True):
+            known[sentence] = vector
+            self._vectors[sentence] = vector
+        for sentence in known:
+            self._vectors.move_to_end(sentence)
+        while len(self._vectors) > CACHE_SENTENCES:
+            self._vectors.popitem(last=False)
+        return result[: len(claims)], known
