@@ -38,9 +38,9 @@ import itertools
 
 from keel.deploy.bundled import smollm2_gguf
 from keel.finetune.compare import json_match, judge
-from keel.finetune.data import Example, parse_examples, split
+from keel.finetune.data import Example, auto_epochs, parse_examples, split
 from keel.finetune.export import merge_to_gguf
-from keel.finetune.trainer import Callbacks, Hyper, StepReport, train
+from keel.finetune.trainer import Callbacks, Hyper, StepReport, native_bf16, train
 from training.finetune.generate import generate
 
 
@@ -63,6 +63,11 @@ def _answers(model: Path, examples: list[Example], threads: int) -> list[str]:
     return out
 
 
+def _padding(batches: list[Any]) -> float:
+    positions = sum(int(b["attention_mask"].numel()) for b in batches)
+    return round(1 - sum(int(b["attention_mask"].sum()) for b in batches) / positions, 3)
+
+
 def _speed(args: argparse.Namespace, train_set: list[Example]) -> dict[str, Any]:
     """Training steps of each variant, interleaved round by round on the same batches so a
     busy machine slows them alike: tokens/s per variant (median over rounds)."""
@@ -73,23 +78,39 @@ def _speed(args: argparse.Namespace, train_set: list[Example]) -> dict[str, Any]
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    targets = {"all": list(TARGET_MODULES), "q_v": ["q_proj", "v_proj"]}
+    q_v = ["q_proj", "v_proj"]
+    # (LoRA modules, first layer with LoRA): backward stops at the lowest layer with LoRA.
+    shapes = {
+        "all": (list(TARGET_MODULES), 0),
+        "q_v": (q_v, 0),
+        "all_top15": (list(TARGET_MODULES), 15),
+        "all_top10": (list(TARGET_MODULES), 20),
+        "q_v_top15": (q_v, 15),
+    }
     models: dict[str, Any] = {}
     tokenizer = None
-    for name, modules in targets.items():
+    for name, (modules, first) in shapes.items():
         tokenizer, base = load_base(smollm2_gguf(), args.cache)
+        layers = base.config.num_hidden_layers
         config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=modules,
+                            layers_to_transform=list(range(first, layers)),
                             task_type="CAUSAL_LM")  # fmt: skip
         models[name] = get_peft_model(base, config).train()
     assert tokenizer is not None
     rows = [encode(tokenizer, e, 256) for e in train_set]
     pad = int(tokenizer.pad_token_id)
-    batches = [
-        _batch(rows[i : i + args.batch_size], pad) for i in range(0, len(rows), args.batch_size)
-    ]
+    by_length = sorted(rows, key=lambda r: len(r[0]))
 
-    def full(model: Any, batch: Any) -> Any:
-        return model(**batch).loss
+    def batches_of(rows: list[Any], size: int) -> list[Any]:
+        return [_batch(rows[i : i + size], pad) for i in range(0, len(rows), size)]
+
+    batches = {8: batches_of(rows, 8), 16: batches_of(rows, 16)}
+    # Padding computed, as a share of a batch's positions: batches cut from a random order
+    # against batches cut from length-sorted windows (the trainer's order).
+    padded = {
+        "random": _padding(batches[8]),
+        "sorted_windows": _padding(batches_of(by_length, 8)),
+    }
 
     def answer(model: Any, batch: Any) -> Any:
         return answer_loss(model, batch)
@@ -99,18 +120,25 @@ def _speed(args: argparse.Namespace, train_set: list[Example]) -> dict[str, Any]
             return answer_loss(model, batch)
 
     variants = {
-        "all_modules_full_logits": ("all", full),
-        "all_modules_answer_logits": ("all", answer),
-        "all_modules_answer_logits_bf16": ("all", answer_bf16),
-        "q_v_answer_logits": ("q_v", answer),
+        "all_modules_answer_logits": ("all", answer, 8),
+        "q_v": ("q_v", answer, 8),
+        "all_modules_top15_layers": ("all_top15", answer, 8),
+        "all_modules_top10_layers": ("all_top10", answer, 8),
+        "q_v_top15_layers": ("q_v_top15", answer, 8),
+        "all_modules_top15_layers_batch16": ("all_top15", answer, 16),
     }
+    if args.bf16 or native_bf16():  # emulated bf16 is several times slower: opt-in only
+        variants["all_modules_bf16"] = ("all", answer_bf16, 8)
+    for which, loss_of, size in variants.values():  # untimed: first calls allocate
+        loss_of(models[which], batches[size][-1]).backward()
+        models[which].zero_grad(set_to_none=True)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     tokens: dict[str, int] = {name: 0 for name in variants}
     losses: dict[str, float] = {}
     for round_ in range(args.speed):
-        batch = batches[round_ % len(batches)]
-        for name, (which, loss_of) in variants.items():
+        for name, (which, loss_of, size) in variants.items():
             model = models[which]
+            batch = batches[size][round_ % len(batches[size])]
             started = time.perf_counter()
             loss = loss_of(model, batch)
             loss.backward()
@@ -120,20 +148,21 @@ def _speed(args: argparse.Namespace, train_set: list[Example]) -> dict[str, Any]
             losses[name] = round(float(loss.detach()), 4)
         times = {name: round(seconds[name][-1], 2) for name in variants}
         print(f"round {round_ + 1}/{args.speed}: {times}", file=sys.stderr, flush=True)
-    per_step = int(sum(int(b["attention_mask"].sum()) for b in batches) / len(batches))
+    base_rate = tokens["all_modules_answer_logits"] / sum(seconds["all_modules_answer_logits"])
     return {
         "speed": {
             name: {
                 "step_seconds_median": round(statistics.median(seconds[name]), 3),
                 "tokens_per_second": round(tokens[name] / sum(seconds[name]), 1),
+                "against_all_modules": round(tokens[name] / sum(seconds[name]) / base_rate, 2),
                 "last_loss": losses[name],
             }
             for name in variants
         },
+        "padding_share": padded,
         "rounds": args.speed,
-        "batch_size": args.batch_size,
-        "tokens_per_batch": per_step,
         "threads": args.threads,
+        "native_bf16": native_bf16(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -186,7 +215,10 @@ async def _cancel_run(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "model": "smollm2",
                 "training_file": file.id,
-                "hyperparameters": {"n_epochs": args.epochs, "batch_size": args.batch_size},
+                "hyperparameters": {
+                    "n_epochs": args.epochs or "auto",
+                    "batch_size": args.batch_size,
+                },
                 "lora": {"threads": args.threads},
             }
         )
@@ -227,7 +259,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--test", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="Default: n_epochs auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr-multiplier", type=float, default=1.0)
     parser.add_argument("--workdir", type=Path, default=None)
@@ -237,6 +269,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--speed", type=int, default=None, help="Time N rounds of each training-step variant"
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="Time bf16 autocast too where the CPU emulates it"
     )
     args = parser.parse_args()
     if args.cancel_after is not None:
@@ -252,8 +287,9 @@ def main() -> None:
     if args.speed is not None:
         print(json.dumps(_speed(args, train_set), indent=2))
         return
+    load_before = [round(x, 2) for x in os.getloadavg()]
     hyper = Hyper(
-        n_epochs=args.epochs,
+        n_epochs=args.epochs or auto_epochs(len(train_rows)),
         batch_size=args.batch_size,
         threads=args.threads,
         learning_rate_multiplier=args.lr_multiplier,
@@ -281,6 +317,7 @@ def main() -> None:
         cache=args.cache,
     )
     wall = time.monotonic() - started
+    load_after_training = [round(x, 2) for x in os.getloadavg()]
     step_times = [b[0] - a[0] for a, b in itertools.pairwise(steps)]
 
     import torch
@@ -312,6 +349,10 @@ def main() -> None:
                     "epochs": hyper.n_epochs,
                     "batch_size": hyper.batch_size,
                     "lora_r": hyper.lora_r,
+                    "lora_modules": list(hyper.lora_modules),
+                    "lora_layers_share": hyper.lora_layers,
+                    "bf16": hyper.uses_bf16(),
+                    "native_bf16": native_bf16(),
                     "threads": hyper.threads,
                     "learning_rate": hyper.learning_rate,
                 },
@@ -322,6 +363,11 @@ def main() -> None:
                     if step_times
                     else None,
                     "step_seconds_max": round(max(step_times), 2) if step_times else None,
+                },
+                "load_average": {
+                    "before": load_before,
+                    "after_training": load_after_training,
+                    "end": [round(x, 2) for x in os.getloadavg()],
                 },
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "merge": {

@@ -14,6 +14,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,10 +45,19 @@ class Hyper:
     patience: int = 3  # validation passes without improvement before stopping early
     seed: int = 42
     threads: int = 2
+    lora_modules: tuple[str, ...] = TARGET_MODULES
+    # LoRA on this share of the decoder layers, the top ones (1.0: all). The backward pass
+    # stops at the lowest layer with an adapter, so the layers below cost a forward pass
+    # alone: the top half made a step 1.2x to 2.3x faster side by side (finetuning.md).
+    lora_layers: float = 0.5
+    precision: str = "auto"  # "auto": bf16 autocast where the CPU has bf16 hardware; "fp32"
 
     @property
     def learning_rate(self) -> float:
         return BASE_LEARNING_RATE * self.learning_rate_multiplier
+
+    def uses_bf16(self) -> bool:
+        return self.precision == "bf16" or (self.precision == "auto" and native_bf16())
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +112,23 @@ class Callbacks:
     on_step: Callable[[StepReport], None] = lambda report: None
     on_checkpoint: Callable[[CheckpointReport], None] = lambda report: None
     should_stop: Callable[[], bool] = lambda: False
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, Arm BF16).
+
+    Without it, PyTorch emulates bf16 by converting to float32 and back, which costs more
+    than it saves; an unreadable cpuinfo (not Linux) counts as no."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return False
 
 
 def load_base(gguf: Path, cache: Path | None = None) -> tuple[Any, Any]:
@@ -173,10 +200,18 @@ def _batch(rows: Sequence[tuple[list[int], list[int]]], pad: int) -> dict[str, t
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def _order(n: int, epoch: int, seed: int) -> list[int]:
-    order = list(range(n))
+def _epoch_batches(lengths: Sequence[int], size: int, epoch: int, seed: int) -> list[list[int]]:
+    """The epoch's batches of row indices: a seeded shuffle, then each window of 8 batches
+    sorted by length before it is cut, so a batch pads to a near neighbour's length rather
+    than to the longest of a random draw (same rows per epoch, less padding computed)."""
+    order = list(range(len(lengths)))
     random.Random(seed * 1000 + epoch).shuffle(order)
-    return order
+    window = size * 8
+    batches: list[list[int]] = []
+    for at in range(0, len(order), window):
+        part = sorted(order[at : at + window], key=lambda i: lengths[i])
+        batches.extend(part[i : i + size] for i in range(0, len(part), size))
+    return batches
 
 
 def answer_loss(model: Any, batch: dict[str, torch.Tensor], reduction: str = "mean") -> Any:
@@ -241,12 +276,18 @@ def train(
     random.seed(hyper.seed)
     workdir.mkdir(parents=True, exist_ok=True)
     tokenizer, base = load_base(base_gguf, cache)
+    layers = int(base.config.num_hidden_layers)
+    lowest = layers - max(1, math.ceil(layers * min(hyper.lora_layers, 1.0)))
     config = LoraConfig(
         r=hyper.lora_r,
         lora_alpha=hyper.lora_alpha,
         lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES),
+        target_modules=list(hyper.lora_modules),
+        layers_to_transform=list(range(lowest, layers)),
         task_type="CAUSAL_LM",
+    )
+    precision: AbstractContextManager[Any] = (
+        torch.autocast("cpu", dtype=torch.bfloat16) if hyper.uses_bf16() else nullcontext()
     )
     model = get_peft_model(base, config)
     model.train()
@@ -271,6 +312,7 @@ def train(
     pad = int(tokenizer.pad_token_id)
     train_rows = [encode(tokenizer, e, hyper.max_seq_len) for e in train_examples]
     valid_rows = [encode(tokenizer, e, hyper.max_seq_len) for e in valid_examples]
+    lengths = [len(ids) for ids, _ in train_rows]
     per_epoch = math.ceil(len(train_rows) / hyper.batch_size)
     total_steps = per_epoch * hyper.n_epochs
 
@@ -294,23 +336,27 @@ def train(
         set_peft_model_state_dict(model, weights)
         optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=True))
     if state["first_loss"] is None:
-        state["first_loss"] = validation_loss(model, valid_rows, pad, hyper.batch_size)
+        with precision:
+            state["first_loss"] = validation_loss(model, valid_rows, pad, hyper.batch_size)
         state["best_loss"] = state["first_loss"]
     started = time.monotonic() - state["seconds"]
     stopped_early = False
     step = first_step = state["step"]
     here = time.monotonic()
     running_loss: list[float] = []
+    batches: dict[int, list[list[int]]] = {}
     while step < total_steps:
         epoch, within = divmod(step, per_epoch)
-        order = _order(len(train_rows), epoch, hyper.seed)
-        chosen = order[within * hyper.batch_size : (within + 1) * hyper.batch_size]
+        if epoch not in batches:
+            batches = {epoch: _epoch_batches(lengths, hyper.batch_size, epoch, hyper.seed)}
+        chosen = batches[epoch][within]
         if cb.should_stop():
             raise Cancelled
         batch = _batch([train_rows[i] for i in chosen], pad)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        loss = answer_loss(model, batch)
+        with precision:
+            loss = answer_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -336,7 +382,8 @@ def train(
             continue
         train_loss = sum(running_loss) / len(running_loss)
         running_loss.clear()
-        valid = validation_loss(model, valid_rows, pad, hyper.batch_size)
+        with precision:
+            valid = validation_loss(model, valid_rows, pad, hyper.batch_size)
         state["history"].append({"step": step, "train_loss": train_loss, "valid_loss": valid})
         improved = valid < state["best_loss"] - 1e-4
         if improved:
