@@ -64,6 +64,12 @@ class LoraOptions(BaseModel):
     eval_every: int = Field(10, ge=1, le=10_000)
     patience: int = Field(3, ge=1, le=100)
     threads: int = Field(2, ge=1, le=256)
+    layers: float = Field(
+        0.5, gt=0, le=1, description="Share of the decoder layers, the top ones, given LoRA"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast only where the CPU has bf16 hardware"
+    )
 
 
 class JobRequest(BaseModel):
@@ -122,6 +128,8 @@ def resolve_hyper(body: JobRequest, examples: int) -> Hyper:
         patience=lora.patience,
         seed=body.seed if body.seed is not None else 42,
         threads=lora.threads,
+        lora_layers=lora.layers,
+        precision=lora.precision,
     )
 
 
