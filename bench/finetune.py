@@ -2,9 +2,9 @@
 (training/finetune/generate.py), trained on the bundled SmolLM2-135M, merged into a GGUF,
 and the tuned model compared with its base on the held-out split by llama.cpp.
 
-    python bench/finetune.py --train 300 --test 100 --threads 2
+    python bench/finetune.py --train 300 --test 100 --threads 2 --cache DIR
     python bench/finetune.py --cancel-after 2 --train 60
-    python bench/finetune.py --speed 6 --train 64
+    python bench/finetune.py --speed 2 --train 48 --test 0 --cache DIR
 
 The first form prints JSON: training wall time, tokens/s, peak RSS, validation loss before
 and after, the merge's time and file size beside the adapter's, the time a cancel waits (one
@@ -14,9 +14,10 @@ test). With --cancel-after N, a job goes through the fine-tuning service and exe
 `keel serve` runs it; it is cancelled as it reports step N (mid-step, while the next
 one trains), and the JSON gives the seconds from the cancel to the job's terminal state and
 the model versions registered after it (the base alone). With --speed N, training-step
-variants (vocabulary projection on every position or on the answer's only, bf16 autocast,
-LoRA on all seven projections or on q and v) run interleaved for N rounds on the same
-batches, and the JSON gives each one's tokens/s.
+variants (LoRA on all seven projections or on q and v, on every layer or the top ones,
+batches of 8 or 16, and bf16 autocast where the CPU has bf16 hardware or --bf16 asks)
+run interleaved for N rounds on the same batches, and the JSON gives each one's tokens/s.
+The epochs default to n_epochs "auto", as a job's; the JSON carries the load average.
 """
 
 from __future__ import annotations
