@@ -101,3 +101,16 @@ def test_recognizers_skipped_without_digits_find_nothing_there(pii_texts: list[s
         digitless = re.sub(r"\d", "", text)
         for entity in NEED_DIGIT:
             assert list(RECOGNIZERS[entity](digitless)) == [], (entity, digitless)
+
+
+def test_a_number_that_names_a_document_is_no_phone_but_a_called_number_is() -> None:
+    for text in ("Your ticket number is 9482326.", "Ms Obi called about invoice 4378183."):
+        assert "PHONE" not in entities(text), text
+    assert entities("Please call me on 4378183.")["PHONE"] == "4378183"
+
+
+def test_address_lines_join_into_one_address_with_the_postcode_after_them() -> None:
+    text = "Ship to:\n> Bahnhofstr. 12a\n> Apt 4B\n> 10115 Berlin"
+    addresses = [m.value for m in detect(text) if m.entity == "STREET_ADDRESS"]
+    # Hidden as two pieces, the postcode between the lines would reach the model.
+    assert addresses == ["Bahnhofstr. 12a\n> Apt 4B\n> 10115"]

@@ -187,3 +187,54 @@ def test_the_model_can_be_turned_off_for_patterns_only() -> None:
     assert scanner.tagger is None
     with pytest.raises(ValueError, match="'model' must be true or false"):
         PiiScanner(model="no")  # type: ignore[arg-type]
+
+
+def redacted(text: str, tagger: NameTagger) -> str:
+    verdict = PiiScanner(tagger=tagger).scan(text, ScanContext(vault=Vault()))
+    return verdict.redacted or text
+
+
+def person_values(text: str, tagger: NameTagger) -> list[str]:
+    return [m.value for m in detect(text, tagger=tagger) if m.entity == "PERSON"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # capitalised pairs the tagger reads as plain words
+        "Mount Everest is higher than K2.",
+        "The New York Times reported on the Supreme Court ruling.",
+        # surnames that make up a band's or a company's name
+        "The Davis, Reynolds and Williamson Orchestra was founded in 1990.",
+        # a town after a journey, a numeral, a plain word the tagger may mark
+        "Mr. Leiva flew to LEPPEN on Tuesday morning.",
+        "Title VII of the Civil Rights Act applies.",
+        "Energetic and driven sales professional.",
+    ],
+)
+def test_words_shaped_like_names_that_name_nobody_stay_visible(
+    text: str, tagger: NameTagger
+) -> None:
+    assert person_values(text, tagger) in ([], ["Leiva"]), text
+
+
+def test_names_listed_together_are_all_hidden(tagger: NameTagger) -> None:
+    text = "Microbilt Corporation is the brainchild of our 3 founders: Kónya, Becker and Vasquez."
+    out = redacted(text, tagger)
+    for name in ("Kónya", "Becker", "Vasquez"):
+        assert name not in out, out
+
+
+def test_a_person_before_a_company_name_stays_a_person(tagger: NameTagger) -> None:
+    out = redacted("Best regards,\nMaria Lopez, Lopez Consulting", tagger)
+    assert "Maria" not in out, out
+
+
+def test_a_multi_line_address_leaves_no_line_or_postcode_visible(tagger: NameTagger) -> None:
+    text = (
+        ">Matthew Abramov\n>Palantir Technologies\n>Matthew Abramov\n>727 Gesterbyntie 68\n"
+        ">Suite 377\n>HYVINKÄÄ\n>Finland 41600"
+    )
+    out = redacted(text, tagger)
+    for part in ("Abramov", "727", "Gesterbyntie", "Suite 377", "41600"):
+        assert part not in out, out

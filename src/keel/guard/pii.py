@@ -514,8 +514,10 @@ def _not_a_person(text: str, match: PiiMatch) -> bool:
 
 # Between two lines of one address: line breaks, commas, quote marks of a reply ("> ").
 _ADDRESS_GAP = re.compile(r"[\s,>|]*")
+# A postcode after an address, on its line or at the start of the next ("\n> 10115 Berlin").
 _POSTCODE_AFTER = re.compile(
-    r"[ \t]*,?[ \t]*(?:[A-Z]{1,2}-?)?\d{3,6}(?:[ -]?\d{2,3}|[ ][A-Z]{2})?\b"
+    r"(?:[ \t]*,?[ \t]*|[ \t]*\n[ \t>|]*)"
+    r"(?:[A-Z]{1,2}-?)?\d{3,6}(?:[ -]?\d{2,3}|[ ][A-Z]{2})?\b"
 )
 
 
