@@ -154,7 +154,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for keel in keels:
                 before = metrics(keel)
-                result = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
+                result: dict[str, Any] = {
+                    "load_average_before": [round(x, 2) for x in os.getloadavg()]
+                }
                 result |= uvloop.run(load(keel, texts, args.concurrency, args.warmup,
                                           args.duration))  # fmt: skip
                 result["drain_s"] = drain(keel)

@@ -125,7 +125,7 @@ def main() -> None:
             for keel in keels:
                 before = metrics(keel)
                 load_average = [round(x, 2) for x in os.getloadavg()]
-                segment = {"round": number, "load_average_before": load_average}
+                segment: dict[str, Any] = {"round": number, "load_average_before": load_average}
                 began = time.monotonic()
                 segment |= uvloop.run(open_loop(keel, texts, args.rate, args.warmup,
                                                 args.duration, seed=number))  # fmt: skip
