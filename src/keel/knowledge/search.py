@@ -53,6 +53,8 @@ class Searcher:
         # Never held long: change handlers may run on the event loop, and a rebuild holds _lock.
         self._rows_lock = threading.Lock()
         self.store_reads = 0  # base rows read from the store (exported for tests and stats)
+        # Each index's document number per position (for document-level fusion), by index.
+        self._groups: dict[int, Any] = {}
 
     def forget(self, kb_id: str) -> None:
         """A deleted base: its index leaves memory."""
@@ -213,7 +215,13 @@ class Searcher:
         if mode == "hybrid":
             assert lexical is not None
             positions, scores, dense = hybrid(
-                query_vector, index.dense.vectors, lexical, kb.config.fusion, k, mask
+                query_vector,
+                index.dense.vectors,
+                lexical,
+                kb.config.fusion,
+                k,
+                mask,
+                self._document_numbers(index),
             )
         elif mode == "dense":
             # Exact below ANN_MIN chunks or with a filter, else the usearch graph.
@@ -226,6 +234,19 @@ class Searcher:
             keep = scores > 0
             positions, scores = positions[keep], scores[keep]
         return self._hits(index, positions, scores, dense, lexical, query, mode)
+
+    def _document_numbers(self, index: KbIndex) -> Any:
+        """Each position's document as a number, computed once per index object."""
+        found = self._groups.get(id(index))
+        if found is None or found[0] is not index:
+            _, numbers = np.unique(np.asarray(index.document_ids), return_inverse=True)
+            found = (index, numbers.astype(np.int64))
+            with self._rows_lock:
+                # Indexes no longer served are dropped with their numbers.
+                live = {id(kept) for kept in self._indexes.values()} | {id(index)}
+                self._groups = {key: v for key, v in self._groups.items() if key in live}
+                self._groups[id(index)] = found
+        return found[1]
 
     def _hits(
         self,
