@@ -20,7 +20,7 @@ from keel.guard.anonymize import Anonymizer, Vault
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
 
 if TYPE_CHECKING:
-    from keel.guard.pii_tagger import NameTagger, TaggedSpan
+    from keel.guard.pii_tagger import NameTagger, PieceScores, TaggedSpan
 
 ENTITIES = (
     "EMAIL",
@@ -281,7 +281,7 @@ PAIR_SUPPORT = 0.2
 def _persons(
     text: str,
     common: frozenset[str] = frozenset(),
-    support: Sequence[TaggedSpan] | None = None,
+    support: PieceScores | None = None,
 ) -> Iterable[PiiMatch]:
     for pattern, score in ((_TITLE, 0.9), (_PERSON_CUE, 0.75)):
         for m in pattern.finditer(text):
@@ -302,9 +302,7 @@ def _persons(
             if any(w.strip(".").lower() in common for w in words):
                 continue  # "To Canada", "Entertainment Weekly": a common word is no name
             end = m.start(1) + len(name)
-            if support is not None and not any(
-                t.start < end and m.start(1) < t.end for t in support
-            ):
+            if support is not None and support.peak(m.start(1), end) < PAIR_SUPPORT:
                 continue
             # A capitalised pair at the start of a sentence is weaker evidence.
             at_start = m.start(1) == 0 or text[max(0, m.start(1) - 2) : m.start(1)].strip() in (
@@ -405,9 +403,9 @@ def detect(
     common = frozenset[str]() if tagger is None else tagger.common_words
     english = frozenset[str]() if tagger is None else tagger.english_words
     tagged: list[TaggedSpan] = []
-    support: list[TaggedSpan] | None = None
+    support: PieceScores | None = None
     if tagger is not None and TAGGED_ENTITIES.intersection(entities):
-        tagged, support = tagger.tag_with_support(text, PAIR_SUPPORT if cues else None)
+        tagged, support = tagger.tag_with_support(text)
     for entity in entities:
         if entity in NEED_DIGIT and not has_digit:
             continue
@@ -491,6 +489,7 @@ _ORG_RUN = re.compile(
     rf"(?:(?:{_NAME_TOKEN},[ \t]+)*{_NAME_TOKEN}[ \t]+(?:and|&)[ \t]+)?"
     rf"(?:{_NAME_TOKEN}[ \t]+){{1,3}}{_ORG_SUFFIX}\b\.?"
 )
+_ORG_WORD = re.compile(rf"\b{_ORG_SUFFIX}\b")
 # A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
 _PLACE_BEFORE = re.compile(
     r"(?:\b(?:flew|fly|flying|flight|travel(?:l?ed|ling|s)?|moving|moved|returned|arrived|"
@@ -506,9 +505,11 @@ def _not_a_person(text: str, match: PiiMatch) -> bool:
     """A name-shaped span that context shows is a company, a place or a numeral."""
     if _ROMAN.match(match.value.strip(".,:;")):
         return True
-    for run in _ORG_RUN.finditer(text, max(0, match.start - 80), min(len(text), match.end + 80)):
-        if run.start() <= match.start and match.end <= run.end():
-            return True
+    # The run ends in a company word after the name: look for one before trying the run.
+    if _ORG_WORD.search(text, match.start, min(len(text), match.end + 80)):
+        for run in _ORG_RUN.finditer(text, max(0, match.start - 80), match.end + 80):
+            if run.start() <= match.start and match.end <= run.end():
+                return True
     return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
 
 

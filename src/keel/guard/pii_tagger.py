@@ -184,6 +184,27 @@ def artifact_dir() -> Path:
     return Path(str(resources.files("keel.guard") / "models"))
 
 
+class PieceScores:
+    """Per word piece, the largest B+I probability of any entity: what the tagger leans
+    towards where it is not sure enough to tag."""
+
+    def __init__(self, offsets: list[tuple[int, int]], probs: npt.NDArray[np.float32]) -> None:
+        self._offsets = offsets
+        self._probs = probs
+        self._arrays: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | None = None
+
+    def peak(self, start: int, end: int) -> float:
+        """The largest lean of a piece overlapping text[start:end] (0 where none)."""
+        if self._arrays is None:  # built on first use: most texts never ask
+            bounds = np.array(self._offsets).reshape(-1, 2)
+            entity = self._probs[:, 1:]
+            lean = (entity[:, 0::2] + entity[:, 1::2]).max(axis=1)
+            self._arrays = (bounds[:, 0], bounds[:, 1], lean)
+        starts, ends, lean = self._arrays
+        inside = (starts < end) & (ends > start)
+        return float(lean[inside].max()) if inside.any() else 0.0
+
+
 class NameTagger:
     """Finds PERSON, STREET_ADDRESS and ORGANIZATION spans. Loads on first use.
 
@@ -270,19 +291,13 @@ class NameTagger:
         """Entity spans in `text`, in order, each with the tagger's mean confidence."""
         return self.tag_with_support(text)[0]
 
-    def tag_with_support(
-        self, text: str, floor: float | None = None
-    ) -> tuple[list[TaggedSpan], list[TaggedSpan]]:
-        """The spans of `tag`, and (with a `floor`) the looser spans of any entity whose
-        probability passes `floor`: what the tagger leans towards without being sure."""
+    def tag_with_support(self, text: str) -> tuple[list[TaggedSpan], PieceScores | None]:
+        """The spans of `tag`, and how strongly each word piece leans towards any entity."""
         read = self._read(text)
         if read is None:
-            return [], []
+            return [], None
         offsets, probs = read
-        spans = decode(text, offsets, probs, self.thresholds)
-        if floor is None:
-            return spans, []
-        return spans, decode(text, offsets, probs, (floor,) * len(TAGGED))
+        return decode(text, offsets, probs, self.thresholds), PieceScores(offsets, probs)
 
     def _read(self, text: str) -> tuple[list[tuple[int, int]], npt.NDArray[np.float32]] | None:
         """Offsets and label probabilities of `text`'s word pieces (None: nothing to read)."""
@@ -398,7 +413,8 @@ def decode(
     """
     words: list[tuple[int, int, int]] = []  # (start, end, first piece with a letter or digit)
     for i, (s, e) in enumerate(offsets):
-        alnum = any(ch.isalnum() for ch in text[s:e])
+        chars = text[s:e]
+        alnum = chars.isalnum() or any(ch.isalnum() for ch in chars)
         if words and s == words[-1][1]:
             if words[-1][2] == -1 and alnum:
                 words[-1] = (s, e, i)  # an opening bracket or quote stays outside
