@@ -104,6 +104,9 @@ def test_topics_and_anomalies_in_the_console_and_the_cli(
             assert "succeeded" in page.locator("#topics-job").inner_text()
             assert page.locator("svg.topic-map circle.point").count() == len(texts) + 1
             assert "password" in page.locator("#topics").inner_text()
+            # Each topic's row has its colour on the map (drawn under the page's CSP).
+            dot = page.locator("#topics svg.topic-dot circle").first
+            assert dot.evaluate("c => getComputedStyle(c).fill") not in ("", "rgb(0, 0, 0)")
             page.goto(f"{keel.base_url}/ui/insights?hours={hours}&until={now}")
             # The stored run is shown whatever window the anomalies are scored over.
             assert page.locator("svg.topic-map circle.point").count() == len(texts) + 1
