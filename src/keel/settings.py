@@ -282,6 +282,12 @@ class Settings(BaseModel):
         description="CPU priority of the thread embedding traffic: low (nice 19), idle "
         "(SCHED_IDLE) or normal; requests' own embeddings keep normal (docs/insights.md).",
     )
+    insights_process: bool = Field(
+        True,
+        description="Embed traffic in a child process with its own copy of the embedding "
+        "model (about 150 MB), so its work never holds the gateway process's GIL; false: "
+        "on a thread of the gateway process (docs/insights.md).",
+    )
     trace_spill_max_bytes: int = Field(
         1024**3, ge=0, description="Size cap of <data_dir>/spill; records past it are dropped."
     )

@@ -103,3 +103,28 @@ def test_a_refused_priority_is_logged_and_work_goes_on(
         assert lower_priority("normal") is True
     assert len(caplog.records) == 2
     assert "keeps normal CPU priority" in caplog.records[0].getMessage()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="priorities as Linux sets them")
+async def test_background_embedding_in_a_child_process(embedder: LocalEmbedder) -> None:
+    # With background_process, traffic's batches run in a child process at nice 19 with its
+    # own copy of the model: the same vectors, and this process's threads are left alone.
+    texts = ["what is the weather like in oslo", "reset my bank password", "ok"]
+    child = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), background_process=True)
+    try:
+        background = await child.embed_background(texts)
+        pid = child.child_pid()
+        assert pid is not None
+        assert pid != os.getpid()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19
+        exact = await embedder.embed(texts)
+        assert background.vectors.shape == (3, 384)
+        assert np.min(np.sum(exact.vectors * background.vectors, axis=1)) >= 0.999
+        assert background.prompt_tokens == exact.prompt_tokens
+        # A child that dies hands background work back to this process, which goes on.
+        os.kill(pid, 9)
+        again = await child.embed_background(texts)
+        assert np.min(np.sum(exact.vectors * again.vectors, axis=1)) >= 0.999
+        assert child.child_pid() is None
+    finally:
+        child.close()

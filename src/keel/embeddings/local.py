@@ -2,7 +2,10 @@
 
 The model loads in the background after start; inference runs on worker threads (torch
 releases the GIL), so the event loop keeps answering while texts are embedded: one for what a
-request waits on, and one at a lowered priority for background work (traffic insights).
+request waits on, and one at a lowered priority for background work (traffic insights). With
+`background_process`, background work runs in a child process of its own instead, at that
+priority: its Python glue between torch's kernels then never holds this process's GIL, which
+a thread's does for up to the interpreter's switch interval at a time.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,9 +67,12 @@ class LocalEmbedder:
         batch_size: int = 32,
         threads: int | None = None,
         background_priority: Priority = "low",
+        background_process: bool = False,
     ):
         """`threads`: torch threads of each embedding worker (None: torch's default).
-        `background_priority`: the CPU priority of the worker behind embed_background()."""
+        `background_priority`: the CPU priority of the worker behind embed_background().
+        `background_process`: that worker is a child process (started on first use, with
+        its own copy of the model) rather than a thread of this one."""
         self.name = name
         self.model_dir = model_dir
         self.dimension = 384
@@ -80,6 +88,9 @@ class LocalEmbedder:
             initializer=lower_priority,
             initargs=(background_priority,),
         )
+        self._child: ProcessPoolExecutor | None = None
+        self._child_args = (name, model_dir, batch_size, threads, background_priority)
+        self._use_child = background_process
         self._model: Any = None
         self._loaded: asyncio.Future[None] | None = None
         self.error: str | None = None
@@ -190,7 +201,28 @@ class LocalEmbedder:
         for work no request waits on (traffic insights)."""
         await self._wait_loaded()
         loop = asyncio.get_running_loop()
+        if self._use_child:
+            if self._child is None:
+                self._child = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),  # no fork of our threads
+                    initializer=_child_start,
+                    initargs=self._child_args,
+                )
+            try:
+                return await loop.run_in_executor(self._child, _child_embed, texts)
+            except BrokenProcessPool as exc:  # it failed to start, or was killed
+                log.warning("background embedding moves into this process: its child "
+                            "process stopped (%s)", exc)  # fmt: skip
+                self._use_child = False
+                self._child.shutdown(wait=False, cancel_futures=True)
+                self._child = None
         return await loop.run_in_executor(self._background, self._embed_sync, texts, True)
+
+    def child_pid(self) -> int | None:
+        """The background child process's id, once it has started (None: none running)."""
+        processes = getattr(self._child, "_processes", None) or {}
+        return next(iter(processes), None)
 
     async def _wait_loaded(self) -> None:
         self.start_loading()
@@ -206,3 +238,28 @@ class LocalEmbedder:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._background.shutdown(wait=False, cancel_futures=True)
+        if self._child is not None:
+            self._child.shutdown(wait=False, cancel_futures=True)
+            self._child = None
+
+
+# -- the background child process (background_process=True) ----------------------------------
+
+_CHILD: LocalEmbedder | None = None  # in the child: its own copy of the model
+
+
+def _child_start(
+    name: str, model_dir: Path, batch_size: int, threads: int | None, priority: Priority
+) -> None:
+    """Runs once in the child: lower its priority (its torch threads inherit it), load."""
+    global _CHILD
+    lower_priority(priority)
+    embedder = LocalEmbedder(name, model_dir, batch_size, threads)
+    embedder._load_sync()
+    _CHILD = embedder
+
+
+def _child_embed(texts: list[str]) -> EmbeddingResult:
+    if _CHILD is None:
+        raise RuntimeError("the background embedding process has no model")
+    return _CHILD._embed_sync(texts, approximate=True)
