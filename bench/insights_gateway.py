@@ -41,15 +41,18 @@ def start_keel(
     running: Children, folder: Path, stub_url: str, sample_rate: float, priority: str = "low"
 ) -> dict[str, str]:
     """A Keel with tracing on; `sample_rate` 0 is insights off, else "insights-<priority>"
-    embeds that share of requests on a thread of that priority (insights_priority)."""
+    embeds that share of requests in a child process of that priority (insights_priority),
+    or with a "-thread" suffix ("low-thread") on a thread of Keel's (insights_process false)."""
     name = f"insights-{priority}" if sample_rate > 0 else "insights-off"
+    process = not priority.endswith("-thread")
+    priority = priority.removesuffix("-thread")
     data_dir = folder / name
     data_dir.mkdir()
     config = data_dir / "keel.yaml"
     config.write_text(
         f"upstreams:\n  - name: stub\n    base_url: {stub_url}\n    models: [stub]\n"
         f"tracing: true\ninsights_sample_rate: {sample_rate}\ninsights_queue_size: 100000\n"
-        f"insights_priority: {priority}\n"
+        f"insights_priority: {priority}\ninsights_process: {str(process).lower()}\n"
     )
     port = free_port()
     keel = Path(sys.executable).with_name("keel")
@@ -134,7 +137,8 @@ def main() -> None:
     parser.add_argument("--stub-delay-ms", type=float, default=0.0)
     parser.add_argument("--priorities", default="low",
                         help="insights_priority of each insights-on Keel, comma-separated "
-                        "(low, idle, normal)")  # fmt: skip
+                        "(low, idle, normal; with -thread, e.g. low-thread, on a thread of "
+                        "Keel's instead of a child process)")  # fmt: skip
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]

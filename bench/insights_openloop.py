@@ -3,7 +3,7 @@ one run against the stub upstream: latency p50/p95/p99, the rate achieved, and h
 sampled requests were embedded per second and dropped. Prints JSON.
 
     .venv/bin/python bench/insights_openloop.py [--rate 200] [--duration 20] [--rounds 3]
-        [--priorities low,normal]
+        [--priorities low,low-thread]
 
 Requests leave on a fixed schedule (one every 1/rate s, whatever the answers do), and each
 latency is counted from the moment its request was due, so a stalled gateway cannot hide
@@ -101,9 +101,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--priorities", default="low,normal",
+    parser.add_argument("--priorities", default="low,low-thread",
                         help="insights_priority of each insights-on Keel, comma-separated "
-                        "(low, idle, normal)")  # fmt: skip
+                        "(low, idle, normal; with -thread, e.g. low-thread, on a thread of "
+                        "Keel's instead of a child process)")  # fmt: skip
     parser.add_argument("--stub-delay-ms", type=float, default=0.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
