@@ -201,6 +201,8 @@ def quality(
     dense_scores = [index.dense.scores(v) for v in query_vectors]
     lexical_scores = [index.lexical.scores(q["text"]) for q in queries]
     ids = [q["_id"] for q in queries]
+    _, numbers = np.unique(np.asarray(index.document_ids), return_inverse=True)
+    groups = numbers.astype(np.int64)
 
     def per_query_for(method: str, fusion: Fusion | None) -> dict[str, dict[str, float]]:
         runs = {}
@@ -213,7 +215,9 @@ def quality(
                 positions, scores = top_k(lexical, depth)
             else:
                 assert fusion is not None
-                positions, scores, _ = hybrid(vector, index.dense.vectors, lexical, fusion, depth)
+                positions, scores, _ = hybrid(
+                    vector, index.dense.vectors, lexical, fusion, depth, None, groups
+                )
             runs[qid] = doc_run(index, positions, scores)
         return evaluate(runs, qrels)
 
@@ -228,6 +232,7 @@ def quality(
         Fusion("convex", weight, 60, depth, feedback, feedback_weight)
         for weight, feedback, feedback_weight in ((0.5, 3, 0.5), (0.5, 5, 1.0), (0.6, 3, 0.5))
     ]
+    grid += [Fusion("convex", 0.5, 60, depth, document_weight=share) for share in (0.25, 0.5, 1.0)]
     by_setting = {fusion: per_query_for("hybrid", fusion) for fusion in grid}
     default = Fusion(**{**KnowledgeConfig().fusion.__dict__, "depth": depth})
     if default not in by_setting:
