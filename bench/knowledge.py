@@ -86,7 +86,7 @@ class CountingEmbedder:
         else:
             fresh = {}
         self.from_cache += len(texts) - len(missing)
-        vectors = np.stack([self.cached.get(key, fresh.get(key)) for key in keys])
+        vectors = np.stack([self.cached[key] if key in self.cached else fresh[key] for key in keys])
         return EmbeddingResult(vectors.astype(np.float32), prompt_tokens=0)
 
     def close(self) -> None:
@@ -104,7 +104,7 @@ async def shard(corpus: bytes, part: int, parts: int, out: Path, first_row: int 
     counter = tokenizer_counter(minilm_dir() / "tokenizer.json")
     chunker = Chunker(counter, KnowledgeConfig().chunk_tokens, KnowledgeConfig().overlap_tokens)
     lines = corpus.splitlines()[first_row:][part::parts]
-    texts = []
+    texts: list[str] = []
     for document in parse("corpus.jsonl", b"\n".join(lines)):
         title = document.title
         texts.extend(chunk.embedding_text(title) for chunk in chunker.chunk(document))
