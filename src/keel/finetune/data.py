@@ -123,8 +123,8 @@ def auto_epochs(examples: int) -> int:
     conversations, from 1 (250 examples or more) to 5 (50 or fewer).
 
     A format or persona task is learnt within the first few hundred conversations (one
-    epoch of 121 took the acceptance task's validation loss from 1.52 to 0.006, see
-    docs/finetuning.md); more passes over the same data cost minutes on a CPU."""
+    epoch of 270 took the acceptance task's validation loss from 1.52 to 0.004 and its
+    held-out accuracy from 0 to 95 %, docs/finetuning.md); more passes cost CPU minutes."""
     return max(1, min(AUTO_MAX_EPOCHS, math.ceil(AUTO_PASSES / max(examples, 1))))
 
 
