@@ -283,9 +283,9 @@ class Settings(BaseModel):
         "(SCHED_IDLE) or normal; requests' own embeddings keep normal (docs/insights.md).",
     )
     insights_process: bool = Field(
-        True,
+        False,
         description="Embed traffic in a child process with its own copy of the embedding "
-        "model (about 150 MB), so its work never holds the gateway process's GIL; false: "
+        "model (about 300 MB), so its work never holds the gateway process's GIL; false: "
         "on a thread of the gateway process (docs/insights.md).",
     )
     trace_spill_max_bytes: int = Field(
