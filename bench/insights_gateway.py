@@ -66,6 +66,27 @@ def start_keel(
     return {"name": name, "base": base, "key": key_file.read_text().strip()}
 
 
+PRIORITIES_HELP = (
+    "insights_priority of each insights-on Keel, comma-separated (low, idle, normal; with "
+    "-thread, e.g. low-thread, on a thread of Keel's instead of a child process)"
+)
+
+
+def request_texts(path: Path) -> list[str]:
+    """The request texts of a JSONL file of {"text": ...} rows."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["text"] for r in rows]
+
+
+def start_keels(
+    running: Children, folder: Path, stub_url: str, priorities: str
+) -> list[dict[str, str]]:
+    """Insights off, then one every-request-sampled Keel per comma-separated priority."""
+    keels = [start_keel(running, folder, stub_url, 0.0)]
+    names = [p.strip() for p in priorities.split(",") if p.strip()]
+    return keels + [start_keel(running, folder, stub_url, 1.0, p) for p in names]
+
+
 def metrics(keel: dict[str, str]) -> dict[str, float]:
     request = urllib.request.Request(
         f"{keel['base']}/metrics", headers={"Authorization": f"Bearer {keel['key']}"}
@@ -135,21 +156,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--stub-delay-ms", type=float, default=0.0)
-    parser.add_argument("--priorities", default="low",
-                        help="insights_priority of each insights-on Keel, comma-separated "
-                        "(low, idle, normal; with -thread, e.g. low-thread, on a thread of "
-                        "Keel's instead of a child process)")  # fmt: skip
+    parser.add_argument("--priorities", default="low", help=PRIORITIES_HELP)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
-    texts = [r["text"] for r in rows]
-    priorities = [p.strip() for p in args.priorities.split(",") if p.strip()]
+    texts = request_texts(args.data)
     rounds: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as temp, children(Path(temp)) as running:
-        folder = Path(temp)
         stub = start_stub(running, args.stub_delay_ms)
-        keels = [start_keel(running, folder, stub, 0.0)]
-        keels += [start_keel(running, folder, stub, 1.0, p) for p in priorities]
+        keels = start_keels(running, Path(temp), stub, args.priorities)
         for keel in keels:
             rounds[keel["name"]] = []
             # Load the embedding model before measuring: the first request starts it.

@@ -31,7 +31,14 @@ import aiohttp
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from insights_gateway import DEFAULT_DATA, drain, metrics, start_keel
+from insights_gateway import (
+    DEFAULT_DATA,
+    PRIORITIES_HELP,
+    drain,
+    metrics,
+    request_texts,
+    start_keels,
+)
 from overhead import children, start_stub
 
 REQUEST_TIMEOUT_S = 30.0
@@ -101,22 +108,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--priorities", default="low,low-thread",
-                        help="insights_priority of each insights-on Keel, comma-separated "
-                        "(low, idle, normal; with -thread, e.g. low-thread, on a thread of "
-                        "Keel's instead of a child process)")  # fmt: skip
+    parser.add_argument("--priorities", default="low,low-thread", help=PRIORITIES_HELP)
     parser.add_argument("--stub-delay-ms", type=float, default=0.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
-    texts = [r["text"] for r in rows]
-    priorities = [p.strip() for p in args.priorities.split(",") if p.strip()]
+    texts = request_texts(args.data)
     segments: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as temp, children(Path(temp)) as running:
-        folder = Path(temp)
         stub = start_stub(running, args.stub_delay_ms)
-        keels = [start_keel(running, folder, stub, 0.0)]
-        keels += [start_keel(running, folder, stub, 1.0, p) for p in priorities]
+        keels = start_keels(running, Path(temp), stub, args.priorities)
         for keel in keels:
             segments[keel["name"]] = []
             # The first request starts the model's loading; its first batches are slow.
