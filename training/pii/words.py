@@ -105,26 +105,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A name is not a common word, unless it is also one of the most frequent words (the
     # Swedish first name "My").
     words -= {w for w in names if counts[w] < args.function_count}
-    args.out.write_text(
-        json.dumps(
-            {
-                "about": "lower-case words that start sentences naming nobody",
-                "made_by": "python -m training.pii.words",
-                "learned_from": [
-                    f"{len(benign)} benign prompts of shared/data/guard/train.jsonl",
-                    "training/pii/templates.py",
-                ],
-                "min_count": args.min_count,
-                "names_removed": "first and last names of the training generator's Faker locales",
-                "function_count": args.function_count,
-                "words": sorted(words),
-            },
-            ensure_ascii=False,
-            indent=0,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    _write_words(args.out, args, "lower-case words that start sentences naming nobody",
+                 [f"{len(benign)} benign prompts of shared/data/guard/train.jsonl",
+                  "training/pii/templates.py"],
+                 "first and last names of the training generator's Faker locales",
+                 words)  # fmt: skip
     more = list(benign)
     with SCIFACT.open(encoding="utf-8") as fh:
         for line in fh:
@@ -144,28 +129,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     every_name = faker_names(sorted(AVAILABLE_LOCALES))
     english -= {w for w in every_name if more_counts[w] < args.function_count}
-    args.english_out.write_text(
-        json.dumps(
-            {
-                "about": "lower-case words a lone tagged name may not be; beyond the common words",
-                "made_by": "python -m training.pii.words",
-                "learned_from": [
-                    f"{len(benign)} benign prompts of shared/data/guard/train.jsonl",
-                    "abstracts of shared/data/retrieval/scifact/corpus.jsonl",
-                    "benign prompts of shared/data/guard/extra/{arena_hard,xstest}.jsonl",
-                ],
-                "min_count": args.min_count,
-                "names_removed": "first and last names of every Faker locale",
-                "function_count": args.function_count,
-                "words": sorted(english),
-            },
-            ensure_ascii=False,
-            indent=0,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    _write_words(args.english_out, args,
+                 "lower-case words a lone tagged name may not be; beyond the common words",
+                 [f"{len(benign)} benign prompts of shared/data/guard/train.jsonl",
+                  "abstracts of shared/data/retrieval/scifact/corpus.jsonl",
+                  "benign prompts of shared/data/guard/extra/{arena_hard,xstest}.jsonl"],
+                 "first and last names of every Faker locale", english)  # fmt: skip
     print(json.dumps({"words": len(words), "out": str(args.out), "english_words": len(english)}))
+
+
+def _write_words(path: Path, args: argparse.Namespace, about: str, learned_from: list[str],
+                 names_removed: str, words: set[str]) -> None:  # fmt: skip
+    """Write a word list artifact with what it is and how it was made."""
+    made = {"about": about, "made_by": "python -m training.pii.words",
+            "learned_from": learned_from, "min_count": args.min_count,
+            "names_removed": names_removed, "function_count": args.function_count,
+            "words": sorted(words)}  # fmt: skip
+    path.write_text(json.dumps(made, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
