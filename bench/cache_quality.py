@@ -156,12 +156,20 @@ async def _embed_pairs(
     return similarity, time.perf_counter() - started
 
 
-async def real(
-    embedder: LocalEmbedder, path: Path, thresholds: np.ndarray, worst: int
-) -> tuple[dict[str, Any], tuple[list[dict[str, Any]], np.ndarray, np.ndarray]]:
+async def _scored_pairs(
+    embedder: LocalEmbedder, path: Path
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """A real-pair file's rows, each pair's cosine, and whether verification passes it."""
     rows = real_pairs(path)
     similarity, _ = await _embed_pairs(embedder, [(r["cached"], r["query"]) for r in rows])
     verified = np.array([consistent(r["query"], r["cached"]) for r in rows])
+    return rows, similarity, verified
+
+
+async def real(
+    embedder: LocalEmbedder, path: Path, thresholds: np.ndarray, worst: int
+) -> tuple[dict[str, Any], tuple[list[dict[str, Any]], np.ndarray, np.ndarray]]:
+    rows, similarity, verified = await _scored_pairs(embedder, path)
     everything = np.ones(len(rows), dtype=bool)
     at_default = (similarity >= DEFAULT_THRESHOLD - 1e-9) & verified
     served = sorted(
@@ -261,9 +269,7 @@ def _lodo(
 async def test_like(
     embedder: LocalEmbedder, path: Path, thresholds: np.ndarray, worst: int
 ) -> tuple[dict[str, Any], tuple[list[dict[str, Any]], np.ndarray, np.ndarray]]:
-    rows = real_pairs(path)
-    similarity, _ = await _embed_pairs(embedder, [(r["cached"], r["query"]) for r in rows])
-    verified = np.array([consistent(r["query"], r["cached"]) for r in rows])
+    rows, similarity, verified = await _scored_pairs(embedder, path)
     served = _served(rows, similarity, verified, DEFAULT_THRESHOLD)
     shown = sorted((i for i, r in enumerate(rows) if r["kind"] == "near_miss" and served[i]),
                    key=lambda i: -float(similarity[i]))  # fmt: skip
