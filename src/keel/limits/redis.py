@@ -113,17 +113,18 @@ _KIND = {"requests": "w", "tokens": "w", "concurrency": "c", "budget": "s"}
 MAX_CONNECTIONS = 32  # per process; one Lua call holds a connection for well under 1 ms
 
 
-def connect(url: str) -> aioredis.Redis:
+def connect(url: str, *, timeout_s: float = 0.5) -> aioredis.Redis:
     """A client with short timeouts (a dead Redis must cost a request milliseconds, not
     seconds) over a bounded pool: a burst of concurrent requests shares MAX_CONNECTIONS
     connections instead of opening one each at the same moment, a storm of connects that
-    on a busy event loop outlasts the connect timeout and reads as an outage."""
+    on a busy event loop outlasts the connect timeout and reads as an outage. `timeout_s`
+    bounds each connect and each reply."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
         timeout=2.0,  # waiting for a free connection
-        socket_connect_timeout=0.5,
-        socket_timeout=0.5,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
         health_check_interval=30,
     )
     client: aioredis.Redis = aioredis.Redis.from_pool(pool)
