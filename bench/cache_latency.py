@@ -3,14 +3,16 @@ semantic lookups over a bucket of 100,000 entries; in-process and over Redis.
 
     .venv/bin/python bench/cache_latency.py [--runs 2000] [--semantic-runs 300]
         [--big 100000] [--backends memory,redis] [--redis-url redis://127.0.0.1:6379/0]
+        [--runtimes onnxruntime,torch]
 
 Prints JSON: p50/p90/p99 in milliseconds of ResponseCache.lookup per case. `exact_hit` is
 what a hit adds to a request (the lookup that answers it); `exact_miss` is what every
 cacheable miss pays. `semantic` embeds a new question each time (the real MiniLM) and
 searches a bucket of 1,000 answers; `semantic_big` the same over `--big` entries (random
 unit vectors besides the real ones); `first_lookups_s` is how long until the bucket
-answers (a Redis replica reads it in the background first). Redis runs use a fresh key
-prefix, deleted at the end.
+answers (a Redis replica reads it in the background first). Every case runs once per
+`--runtimes` entry, side by side: the query embedded on ONNX Runtime (Keel's default) and
+on PyTorch. Redis runs use a fresh key prefix, deleted at the end.
 """
 
 from __future__ import annotations
@@ -196,19 +198,18 @@ async def embedding_alone(embedder: LocalEmbedder, runs: int) -> dict[str, float
     return percentiles(samples)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    embedder = LocalEmbedder("all-minilm-l6-v2", minilm_dir())
+async def one_runtime(args: argparse.Namespace, runtime: str) -> dict[str, Any]:
+    """Every case with the query embedded on `runtime` ("onnxruntime" or "torch")."""
+    embedder = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), onnx=runtime == "onnxruntime")
     await embedder.embed(["warm up"])
-    result: dict[str, Any] = {
-        "bench": "cache_latency",
-        "date": date.today().isoformat(),
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "embedding_alone": await embedding_alone(embedder, 100),
-    }
-    for kind in args.backends.split(","):
-        result[kind] = await measure(kind, args, embedder)
-    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if embedder.runtime != runtime:
+        raise SystemExit(f"asked for {runtime}, the embedder runs on {embedder.runtime}")
+    result: dict[str, Any] = {"embedding_alone": await embedding_alone(embedder, 100)}
+    try:
+        for kind in args.backends.split(","):
+            result[kind] = await measure(kind, args, embedder)
+    finally:
+        embedder.close()
     result["goals"] = {
         kind: {
             "exact_hit_p50_under_1ms": result[kind]["exact_hit"]["p50_ms"] < 1,
@@ -217,7 +218,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for kind in args.backends.split(",")
     }
-    embedder.close()
+    return result
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "bench": "cache_latency",
+        "date": date.today().isoformat(),
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    for runtime in args.runtimes.split(","):
+        result[runtime] = await one_runtime(args, runtime)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -228,6 +241,9 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=100_000, help="Entries of the big bucket.")
     parser.add_argument("--backends", default="memory,redis")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--runtimes", default="onnxruntime,torch", help="What embeds queries, side by side."
+    )
     print(json.dumps(asyncio.run(run(parser.parse_args())), indent=1))
 
 

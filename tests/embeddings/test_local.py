@@ -49,6 +49,36 @@ async def test_loading_does_not_block_the_event_loop() -> None:
     fresh.close()
 
 
+async def test_onnx_runtime_gives_pytorchs_vectors(embedder: LocalEmbedder) -> None:
+    # embed() runs on ONNX Runtime; its vectors (padding, truncation at 256 tokens and
+    # token counts included) must be those PyTorch gives, or the indexes would drift.
+    texts = ["ok", "Summarise this clause about termination.", "long " * 400, "é ☃ 漢字"]
+    fast = await embedder.embed(texts)
+    assert embedder.runtime == "onnxruntime"
+    torch_only = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), onnx=False)
+    try:
+        exact = await torch_only.embed(texts)
+        assert torch_only.runtime == "torch"
+    finally:
+        torch_only.close()
+    assert np.min(np.sum(fast.vectors * exact.vectors, axis=1)) >= 0.99999
+    assert fast.prompt_tokens == exact.prompt_tokens
+
+
+async def test_a_failed_onnx_export_keeps_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("exporter refused the graph")
+
+    monkeypatch.setattr("keel.embeddings.local.onnx_encoder", broken)
+    fresh = LocalEmbedder("all-minilm-l6-v2", minilm_dir())
+    try:
+        result = await fresh.embed(["still answers"])
+        assert fresh.runtime == "torch"
+        assert result.vectors.shape == (1, 384)
+    finally:
+        fresh.close()
+
+
 async def test_approximate_vectors_keep_their_meaning(embedder: LocalEmbedder) -> None:
     # Traffic insights embed with the faster path; its vectors must stay where the exact
     # ones are (knowledge indexes and queries use the exact ones).

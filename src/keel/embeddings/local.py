@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from keel.embeddings.base import EmbeddingResult
+from keel.embeddings.onnx import MIN_COSINE, OnnxEncoder, onnx_encoder
 from keel.errors import ServiceUnavailable
 
 log = logging.getLogger("keel.embeddings")
@@ -68,11 +69,14 @@ class LocalEmbedder:
         threads: int | None = None,
         background_priority: Priority = "low",
         background_process: bool = False,
+        onnx: bool = True,
     ):
         """`threads`: torch threads of each embedding worker (None: torch's default).
         `background_priority`: the CPU priority of the worker behind embed_background().
         `background_process`: that worker is a child process (started on first use, with
-        its own copy of the model) rather than a thread of this one."""
+        its own copy of the model) rather than a thread of this one.
+        `onnx`: embed() runs the model on ONNX Runtime where its vectors match PyTorch's
+        (checked at load), several times sooner for a short text; else on PyTorch."""
         self.name = name
         self.model_dir = model_dir
         self.dimension = 384
@@ -91,6 +95,8 @@ class LocalEmbedder:
         self._child: ProcessPoolExecutor | None = None
         self._child_args = (name, model_dir, batch_size, threads, background_priority)
         self._use_child = background_process
+        self._use_onnx = onnx
+        self._onnx: OnnxEncoder | None = None
         self._model: Any = None
         self._loaded: asyncio.Future[None] | None = None
         self.error: str | None = None
@@ -119,7 +125,39 @@ class LocalEmbedder:
         # find them set and change nothing.
         (getattr(model, "preprocess", None) or model.tokenize)(["ok"])
         self._check_approximate()
-        log.info("embedding model %s loaded in %.1fs", self.name, time.monotonic() - started)
+        if self._use_onnx:
+            self._onnx = self._checked_onnx()
+        took = time.monotonic() - started
+        log.info("embedding model %s loaded in %.1fs, embed() on %s", self.name, took, self.runtime)
+
+    def _checked_onnx(self) -> OnnxEncoder | None:
+        """The ONNX Runtime encoder, if its vectors are PyTorch's (cosine >= MIN_COSINE on
+        the calibration texts); a failed export or a mismatch keeps PyTorch and says why."""
+        try:
+            encoder = onnx_encoder(self._model, self.model_dir, self._threads)
+            if encoder is None:
+                return None
+            exact = self._embed_sync(list(CALIBRATION)).vectors
+            self._onnx = encoder
+            try:
+                fast = self._embed_sync(list(CALIBRATION)).vectors
+            finally:
+                self._onnx = None
+        except Exception as exc:  # an exporter or runtime the model does not suit
+            log.warning("embeddings stay on PyTorch: the ONNX export failed (%s: %s)",
+                        type(exc).__name__, exc)  # fmt: skip
+            return None
+        cosine = float(np.min(np.sum(exact * fast, axis=1)))
+        if cosine < MIN_COSINE:
+            log.warning("embeddings stay on PyTorch: ONNX Runtime's vectors differ (min "
+                        "cosine %.6f < %s)", cosine, MIN_COSINE)  # fmt: skip
+            return None
+        return encoder
+
+    @property
+    def runtime(self) -> str:
+        """What embed() runs on: "onnxruntime" or "torch"."""
+        return "onnxruntime" if self._onnx is not None else "torch"
 
     def start_loading(self) -> None:
         """Begin loading in the worker thread; requests wait for it (see embed())."""
@@ -152,11 +190,15 @@ class LocalEmbedder:
             if approximate and self._approximate_ok
             else contextlib.nullcontext()
         )
+        encoder = None if approximate else self._onnx
         with torch.inference_mode(), precision:
             for start in range(0, len(order), self._batch_size):
                 rows = order[start : start + self._batch_size]
                 features = prepare([texts[i] for i in rows])
                 tokens += int(features["attention_mask"].sum())
+                if encoder is not None:
+                    vectors[rows] = encoder.run(features)
+                    continue
                 embedded = model.forward(features)["sentence_embedding"].float()
                 embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)
                 vectors[rows] = embedded.numpy()
@@ -254,7 +296,7 @@ def _child_start(
     """Runs once in the child: lower its priority (its torch threads inherit it), load."""
     global _CHILD
     lower_priority(priority)
-    embedder = LocalEmbedder(name, model_dir, batch_size, threads)
+    embedder = LocalEmbedder(name, model_dir, batch_size, threads, onnx=False)
     embedder._load_sync()
     _CHILD = embedder
 
