@@ -83,22 +83,14 @@ def _graph(model: Any, inputs: tuple[str, ...]) -> bytes:
         return path.read_bytes()
 
 
-_GRAPHS: dict[tuple[Path, tuple[str, ...]], bytes] = {}
-
-
-def _exported(model: Any, model_dir: Path, inputs: tuple[str, ...]) -> bytes:
-    """One export per model directory per process: embedders in one process share it."""
-    with _EXPORT_LOCK:
-        key = (model_dir, inputs)
-        if key not in _GRAPHS:
-            _GRAPHS[key] = _graph(model, inputs)
-        return _GRAPHS[key]
+_SESSIONS: dict[tuple[Path, tuple[str, ...], int | None], Any] = {}
 
 
 def onnx_encoder(model: Any, model_dir: Path, threads: int | None) -> OnnxEncoder | None:
     """An encoder for `model` (a loaded SentenceTransformer), or None where its shape or
     the installed packages do not allow one (the caller keeps PyTorch; the log says why).
-    `threads`: ONNX Runtime's threads per call (None: one per core)."""
+    `threads`: ONNX Runtime's threads per call (None: one per core). Embedders of one
+    model in one process share one export and one session (its `run` is thread-safe)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -108,13 +100,18 @@ def onnx_encoder(model: Any, model_dir: Path, threads: int | None) -> OnnxEncode
         log.info("embeddings stay on PyTorch: the model is not transformer + mean pooling")
         return None
     inputs = tuple(n for n in INPUTS if n in model.tokenizer.model_input_names)
-    graph = _exported(model, model_dir, inputs)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or 0
-    options.inter_op_num_threads = 1
-    # Idle threads sleep instead of spinning: on 2 cores a spinning pool takes the CPU
-    # the event loop and the model server need between calls.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    return OnnxEncoder(session, inputs)
+    key = (model_dir, inputs, threads)
+    with _EXPORT_LOCK:
+        if key not in _SESSIONS:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads or 0
+            options.inter_op_num_threads = 1
+            # Idle threads sleep instead of spinning: on 2 cores a spinning pool takes the
+            # CPU the event loop and the model server need between calls.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.log_severity_level = 3
+            graph = _graph(model, inputs)
+            _SESSIONS[key] = ort.InferenceSession(
+                graph, options, providers=["CPUExecutionProvider"]
+            )
+        return OnnxEncoder(_SESSIONS[key], inputs)
