@@ -171,11 +171,16 @@ class LocalEmbedder:
             self.error = f"{type(future.exception()).__name__}: {future.exception()}"
             log.error("embedding model %s failed to load: %s", self.name, self.error)
 
-    def _embed_sync(self, texts: list[str], approximate: bool = False) -> EmbeddingResult:
+    def _embed_sync(
+        self, texts: list[str], approximate: bool = False, onnx: bool = True
+    ) -> EmbeddingResult:
         """What SentenceTransformer.encode does (its preprocessing, forward pass and L2
         normalisation), with each batch tokenised once: its attention mask also counts the
         prompt tokens. Texts are batched by length, so a batch pads to little more than its
-        own texts. `approximate`: in bfloat16 arithmetic (see embed_approximate)."""
+        own texts. `approximate`: in bfloat16 arithmetic where that was accepted at load
+        (see embed_approximate). `onnx`: on ONNX Runtime where it was accepted at load and
+        bfloat16 is not used; False where the calling thread's priority must hold (ONNX
+        Runtime's thread pool keeps the priority of the thread that loaded the model)."""
         import torch
 
         model = self._model
@@ -185,12 +190,11 @@ class LocalEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         tokens = 0
+        bfloat16 = approximate and self._approximate_ok
         precision = (
-            torch.autocast("cpu", dtype=torch.bfloat16)
-            if approximate and self._approximate_ok
-            else contextlib.nullcontext()
+            torch.autocast("cpu", dtype=torch.bfloat16) if bfloat16 else contextlib.nullcontext()
         )
-        encoder = None if approximate else self._onnx
+        encoder = self._onnx if onnx and not bfloat16 else None
         with torch.inference_mode(), precision:
             for start in range(0, len(order), self._batch_size):
                 rows = order[start : start + self._batch_size]
@@ -259,7 +263,7 @@ class LocalEmbedder:
                 self._use_child = False
                 self._child.shutdown(wait=False, cancel_futures=True)
                 self._child = None
-        return await loop.run_in_executor(self._background, self._embed_sync, texts, True)
+        return await loop.run_in_executor(self._background, self._embed_sync, texts, True, False)
 
     def child_pid(self) -> int | None:
         """The background child process's id, once it has started (None: none running)."""
@@ -293,10 +297,12 @@ _CHILD: LocalEmbedder | None = None  # in the child: its own copy of the model
 def _child_start(
     name: str, model_dir: Path, batch_size: int, threads: int | None, priority: Priority
 ) -> None:
-    """Runs once in the child: lower its priority (its torch threads inherit it), load."""
+    """Runs once in the child: lower its priority, then load. The threads torch and ONNX
+    Runtime start from here on inherit that priority, so the child embeds on ONNX Runtime
+    too (the whole process is background work)."""
     global _CHILD
     lower_priority(priority)
-    embedder = LocalEmbedder(name, model_dir, batch_size, threads, onnx=False)
+    embedder = LocalEmbedder(name, model_dir, batch_size, threads)
     embedder._load_sync()
     _CHILD = embedder
 
