@@ -153,8 +153,9 @@ class Settings(BaseModel):
     embedding_threads: int = Field(
         1,
         ge=0,
-        description="Torch threads of the bundled embedding model (0: one per core); one "
-        "leaves the other cores to the gateway and is faster on a busy CPU (docs/insights.md).",
+        description="Threads of the bundled embedding model, on ONNX Runtime or torch (0: one "
+        "per core); one leaves the other cores to the gateway and is faster on a busy CPU "
+        "(docs/insights.md).",
     )
     jobs_concurrency: int = Field(
         32, ge=1, le=1024, description="Batch lines (job items) in flight at once per process."
