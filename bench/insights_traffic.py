@@ -2,8 +2,11 @@
 sampled requests per second the bundled MiniLM embeds and stores. Prints JSON.
 
     .venv/bin/python bench/insights_traffic.py [--requests 3000] [--threads 1] [--data FILE]
+        [--workers thread,process]
 
 Requests are CLINC150 dev texts as chat traces; they are written to a real SQLite store.
+Each `--workers` entry runs in turn: the background thread (PyTorch) and the child process
+of `insights_process: true` (ONNX Runtime), both at their default priority.
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ def traces(texts: list[str]) -> list[RequestTrace]:
     return made
 
 
-async def run(texts: list[str], threads: int) -> dict[str, object]:
+async def run(texts: list[str], threads: int, worker: str) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         database = Database(f"sqlite:///{folder}/keel.db")
         migrate.upgrade(database)
-        embedder = LocalEmbedder("minilm", minilm_dir(), threads=threads or None)
+        embedder = LocalEmbedder("minilm", minilm_dir(), threads=threads or None,
+                                 background_process=worker == "process")  # fmt: skip
         await embedder.embed(["warm up"])
+        await embedder.embed_background(["warm up"])  # the child, if any, has started
         traffic = TrafficEmbedder(InsightStore(database), lambda: embedder,
                                   queue_size=len(texts) + 1)  # fmt: skip
         batch = traces(texts)
@@ -70,6 +75,7 @@ async def run(texts: list[str], threads: int) -> dict[str, object]:
             "embedded_per_second": round(len(batch) / seconds, 1),
             "offer_ns_per_request": round(offer_ns, 1),
             "threads": threads,
+            "worker": worker,
             "cpus": os.cpu_count(),
             "load_average": os.getloadavg(),
         }
@@ -79,11 +85,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--threads", type=int, default=1, help="embedding_threads (0: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="embedding_threads (0: all)")
+    parser.add_argument("--workers", default="thread,process", help="thread, process or both")
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
     texts = [r["text"] for r in rows][: args.requests]
-    print(json.dumps(asyncio.run(run(texts, args.threads)), indent=2))
+    results = {w: asyncio.run(run(texts, args.threads, w)) for w in args.workers.split(",")}
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
