@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pii.py                  # dev file and the held-out set
     .venv/bin/python bench/pii.py --runs 300 --chars 1000 --variants patterns,tagger+cues
+    .venv/bin/python bench/pii.py --runtime torch   # the tagger on PyTorch int8, as before
 
 For each data set and variant it prints JSON: per-entity precision and recall (a
 prediction counts when it overlaps a labelled span of the same entity), the same for
@@ -214,7 +215,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=300, help="timed scans (0: no latency)")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--chars", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="threads of the tagger's runtime (and of torch)"
+    )
+    parser.add_argument(
+        "--runtime", default="onnx", help="the tagger's runtime: onnx (the default) or torch"
+    )
     parser.add_argument("--examples", action="store_true", help="print leaked texts to stderr")
     parser.add_argument("--artifact", type=Path, help="folder of a tagger artifact to measure")
     parser.add_argument(
@@ -227,7 +233,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from keel.guard.pii_tagger import NameTagger
 
     torch.set_num_threads(args.threads)
-    tagger = NameTagger(folder=args.artifact, skip_plain=not args.read_all)
+    tagger = NameTagger(
+        folder=args.artifact,
+        skip_plain=not args.read_all,
+        runtime=args.runtime,
+        threads=args.threads,
+    )
     tagger.load()
     sets = {}
     for name, path in (("dev", args.dev), ("heldout", args.heldout)):
@@ -238,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     result: dict[str, Any] = {
         "tagger": tagger.version,
         "layers": tagger.card.get("layers"),
+        "runtime": tagger.runtime,  # torch where the ONNX export failed
         "thresholds": tagger.thresholds,
         "skips_plain_sentences": tagger.skip_plain,
         "sets": {},
