@@ -223,7 +223,7 @@ def forward_pass(runs: int, warmup: int, chars: int, threads: int, tagger: Any) 
     chosen on)."""
     import numpy as np
 
-    from keel.guard.pii_tagger import onnx_forward, torch_forward
+    from keel.guard.pii_network import onnx_forward, torch_forward
 
     inputs = tagger.inputs((PROMPT * (chars // len(PROMPT) + 1))[:chars])
     net = tagger.float_network()

@@ -12,9 +12,9 @@ from keel.guard import pii_tagger
 from keel.guard.anonymize import Vault
 from keel.guard.base import ScanContext
 from keel.guard.pii import KNOWN_ENTITIES, PiiMatch, PiiScanner, _uncovered, detect
+from keel.guard.pii_network import LABELS
 from keel.guard.pii_tagger import (
     DEFAULT_VERSION,
-    LABELS,
     NameTagger,
     TaggerUnavailable,
     artifact_dir,

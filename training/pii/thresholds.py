@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from keel.guard.pii_tagger import DEFAULT_VERSION, TAGGED, NameTagger, artifact_dir
+from keel.guard.pii_network import TAGGED
+from keel.guard.pii_tagger import DEFAULT_VERSION, NameTagger, artifact_dir
 from training.pii.generate import fixed_hash_seed, generate
 
 GRID = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)

@@ -21,14 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from keel.guard.pii_tagger import (
-    DEFAULT_VERSION,
-    LABELS,
-    artifact_dir,
-    build_network,
-    case_class,
-    trainable_state,
-)
+from keel.guard.pii_network import LABELS, build_network, trainable_state
+from keel.guard.pii_tagger import DEFAULT_VERSION, artifact_dir, case_class
 from training.pii.generate import TRAIN_LOCALES, Record, fixed_hash_seed, generate
 
 LABEL_ID = {name: i for i, name in enumerate(LABELS)}
