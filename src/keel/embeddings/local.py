@@ -93,6 +93,7 @@ class LocalEmbedder:
             initargs=(background_priority,),
         )
         self._child: ProcessPoolExecutor | None = None
+        self._child_pid: int | None = None
         self._child_args = (name, model_dir, batch_size, threads, background_priority)
         self._use_child = background_process
         self._use_onnx = onnx
@@ -256,6 +257,8 @@ class LocalEmbedder:
                     initargs=self._child_args,
                 )
             try:
+                if self._child_pid is None:  # asked once, of the child itself
+                    self._child_pid = await loop.run_in_executor(self._child, os.getpid)
                 return await loop.run_in_executor(self._child, _child_embed, texts)
             except BrokenProcessPool as exc:  # it failed to start, or was killed
                 log.warning("background embedding moves into this process: its child "
@@ -263,12 +266,12 @@ class LocalEmbedder:
                 self._use_child = False
                 self._child.shutdown(wait=False, cancel_futures=True)
                 self._child = None
+                self._child_pid = None
         return await loop.run_in_executor(self._background, self._embed_sync, texts, True, False)
 
     def child_pid(self) -> int | None:
         """The background child process's id, once it has started (None: none running)."""
-        processes = getattr(self._child, "_processes", None) or {}
-        return next(iter(processes), None)
+        return self._child_pid
 
     async def _wait_loaded(self) -> None:
         self.start_loading()
@@ -287,6 +290,7 @@ class LocalEmbedder:
         if self._child is not None:
             self._child.shutdown(wait=False, cancel_futures=True)
             self._child = None
+            self._child_pid = None
 
 
 # -- the background child process (background_process=True) ----------------------------------
