@@ -85,6 +85,13 @@ def test_embeddings_rank_a_paraphrase_above_an_unrelated_sentence(client: OpenAI
     assert np.allclose(floats.data[0].embedding, vectors[0], atol=1e-6)
 
 
+def test_readyz_says_what_runs_the_embedding_model(keel: KeelProcess) -> None:
+    import httpx
+
+    check = httpx.get(f"{keel.base_url}/readyz").json()["checks"]["embeddings:all-minilm-l6-v2"]
+    assert check == {"ready": True, "state": "ready", "runtime": "onnxruntime"}
+
+
 def test_unknown_model_is_a_404_listing_the_known_ones(client: OpenAI) -> None:
     with pytest.raises(NotFoundError, match="smollm2"):
         client.chat.completions.create(model="gpt-5", messages=MESSAGES)

@@ -89,10 +89,14 @@ class Services:
     def readiness(self) -> dict[str, dict[str, object]]:
         checks = self.deployments.readiness()
         for embedder in self.catalog.embedders:
-            checks[f"embeddings:{embedder.name}"] = {
+            check: dict[str, object] = {
                 "ready": embedder.ready,
                 "state": "ready" if embedder.ready else ("failed" if embedder.error else "loading"),
             }
+            runtime = getattr(embedder, "runtime", None)  # the bundled model says what runs it
+            if embedder.ready and runtime is not None:
+                check["runtime"] = runtime
+            checks[f"embeddings:{embedder.name}"] = check
         checks.update(access_readiness(self.access))
         checks["cache"] = {"ready": True, **self.cache.status()}  # a broken cache is a miss
         return checks
