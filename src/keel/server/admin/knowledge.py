@@ -20,6 +20,7 @@ from keel.auth.keys import Principal
 from keel.errors import InvalidRequest
 from keel.knowledge.fusion import Fusion
 from keel.knowledge.parse import SUPPORTED
+from keel.knowledge.records import SearchHit
 from keel.knowledge.service import KnowledgeBases, KnowledgeConfig
 from keel.server.deps import ServicesDep, require
 from keel.server.openai.protocol import ErrorResponse
@@ -153,27 +154,11 @@ class SearchBody(BaseModel):
     )
 
 
-class HitInfo(BaseModel):
-    chunk_id: int
-    document_id: str
-    source: str
-    text: str
-    start: int
-    end: int
-    heading_path: list[str]
-    metadata: dict[str, Any]
-    score: float
-    dense_score: float
-    lexical_score: float
-    highlight_start: int
-    highlight_end: int
-
-
 class SearchResult(BaseModel):
     object: Literal["list"]
     mode: str
     took_ms: float
-    data: list[HitInfo]
+    data: list[SearchHit]  # the knowledge layer's own record, as the OpenAPI schema
 
 
 @router.post(
