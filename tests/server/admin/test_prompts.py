@@ -249,6 +249,6 @@ async def test_template_injection_and_resource_attacks_are_refused(
                                     headers=auth(key))  # fmt: skip
         assert preview.status_code == 400, preview.text
     # A hang guard, not a benchmark: a runaway render would take minutes.
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["type"] == "invalid_request_error"
