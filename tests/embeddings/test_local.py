@@ -45,6 +45,7 @@ async def test_loading_does_not_block_the_event_loop() -> None:
         await asyncio.sleep(0.01)
         ticks += 1
     assert fresh.ready
+    assert fresh.runtime == "onnxruntime"  # ready means its runtime is chosen, not before
     assert ticks > 0  # the loop kept running while the model loaded
     fresh.close()
 

@@ -99,12 +99,14 @@ class LocalEmbedder:
         self._use_onnx = onnx
         self._onnx: OnnxEncoder | None = None
         self._model: Any = None
+        self._ready = False
         self._loaded: asyncio.Future[None] | None = None
         self.error: str | None = None
 
     @property
     def ready(self) -> bool:
-        return self._model is not None
+        """Loaded, with its runtime chosen: what /readyz reports and embed() waits for."""
+        return self._ready
 
     def _load_sync(self) -> None:
         # The package carries the weights; never let the hub be asked for them.
@@ -129,6 +131,7 @@ class LocalEmbedder:
         if self._use_onnx:
             self._onnx = self._checked_onnx()
         took = time.monotonic() - started
+        self._ready = True
         log.info("embedding model %s loaded in %.1fs, embed() on %s", self.name, took, self.runtime)
 
     def _checked_onnx(self) -> OnnxEncoder | None:
