@@ -126,7 +126,7 @@ class LocalEmbedder:
         # The two workers share the tokenizer: the first call sets its truncation and
         # padding (a change while the other thread tokenises would fail); later calls
         # find them set and change nothing.
-        (getattr(model, "preprocess", None) or model.tokenize)(["ok"])
+        self._tokenize(["ok"])
         self._check_approximate()
         if self._use_onnx:
             self._onnx = self._checked_onnx()
@@ -142,11 +142,7 @@ class LocalEmbedder:
             if encoder is None:
                 return None
             exact = self._embed_sync(list(CALIBRATION)).vectors
-            self._onnx = encoder
-            try:
-                fast = self._embed_sync(list(CALIBRATION)).vectors
-            finally:
-                self._onnx = None
+            fast = encoder.run(self._tokenize(list(CALIBRATION)))  # one batch, in order
         except Exception as exc:  # an exporter or runtime the model does not suit
             log.warning("embeddings stay on PyTorch: the ONNX export failed (%s: %s)",
                         type(exc).__name__, exc)  # fmt: skip
@@ -157,6 +153,12 @@ class LocalEmbedder:
                         "cosine %.6f < %s)", cosine, MIN_COSINE)  # fmt: skip
             return None
         return encoder
+
+    def _tokenize(self, texts: list[str]) -> dict[str, Any]:
+        """The model's own preprocessing (`tokenize` before sentence-transformers 5)."""
+        prepare = getattr(self._model, "preprocess", None) or self._model.tokenize
+        features: dict[str, Any] = prepare(texts)
+        return features
 
     @property
     def runtime(self) -> str:
@@ -190,7 +192,6 @@ class LocalEmbedder:
         model = self._model
         if self._threads is not None and torch.get_num_threads() != self._threads:
             torch.set_num_threads(self._threads)
-        prepare = getattr(model, "preprocess", None) or model.tokenize
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         tokens = 0
@@ -202,7 +203,7 @@ class LocalEmbedder:
         with torch.inference_mode(), precision:
             for start in range(0, len(order), self._batch_size):
                 rows = order[start : start + self._batch_size]
-                features = prepare([texts[i] for i in rows])
+                features = self._tokenize([texts[i] for i in rows])
                 tokens += int(features["attention_mask"].sum())
                 if encoder is not None:
                     vectors[rows] = encoder.run(features)

@@ -38,7 +38,7 @@ class OnnxEncoder:
         return vectors
 
 
-def _pooling(model: Any) -> bool:
+def _exportable(model: Any) -> bool:
     """True where the model is a plain transformer, mean pooling and (optionally) L2
     normalisation: the shape the export reproduces. Anything else stays on PyTorch."""
     names = [type(module).__name__ for module in model]
@@ -96,7 +96,7 @@ def onnx_encoder(model: Any, model_dir: Path, threads: int | None) -> OnnxEncode
     except ImportError as exc:
         log.warning("embeddings stay on PyTorch: onnxruntime is not installed (%s)", exc)
         return None
-    if not _pooling(model):
+    if not _exportable(model):
         log.info("embeddings stay on PyTorch: the model is not transformer + mean pooling")
         return None
     inputs = tuple(n for n in INPUTS if n in model.tokenizer.model_input_names)
