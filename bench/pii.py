@@ -185,7 +185,7 @@ def latency(runs: int, warmup: int, chars: int, tagger: Any) -> dict[str, float]
     from keel.guard.base import ScanContext
     from keel.guard.pii import PiiScanner
 
-    text = (PROMPT * (chars // len(PROMPT) + 1))[:chars]
+    text = prompt(chars)
     scanner = PiiScanner(mode="anonymize", model=tagger is not None, tagger=tagger)
     scanner.warm_up()
     for _ in range(warmup):
@@ -197,15 +197,14 @@ def latency(runs: int, warmup: int, chars: int, tagger: Any) -> dict[str, float]
         scanner.scan(text, ScanContext())
         times.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - started_cpu) * 1000)
-    times.sort()
     # CPU time (all of this process's threads) says what a scan costs whatever else runs on
     # the machine; wall time says what a request waited.
-    return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2),
-        "p99_ms": round(times[int(0.99 * (len(times) - 1))], 2),
-        "cpu_p50_ms": round(statistics.median(cpu), 2),
-    }
+    return _percentiles(times) | {"cpu_p50_ms": round(statistics.median(cpu), 2)}
+
+
+def prompt(chars: int) -> str:
+    """The bench prompt repeated or cut to `chars` characters."""
+    return (PROMPT * (chars // len(PROMPT) + 1))[:chars]
 
 
 def _percentiles(times: list[float]) -> dict[str, float]:
@@ -213,6 +212,7 @@ def _percentiles(times: list[float]) -> dict[str, float]:
     return {
         "p50_ms": round(statistics.median(times), 2),
         "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2),
+        "p99_ms": round(times[int(0.99 * (len(times) - 1))], 2),
     }
 
 
@@ -225,7 +225,7 @@ def forward_pass(runs: int, warmup: int, chars: int, threads: int, tagger: Any) 
 
     from keel.guard.pii_network import onnx_forward, torch_forward
 
-    inputs = tagger.inputs((PROMPT * (chars // len(PROMPT) + 1))[:chars])
+    inputs = tagger.inputs(prompt(chars))
     net = tagger.float_network()
     runtimes = {
         "torch_int8": torch_forward(net, quantize=True),
