@@ -39,6 +39,21 @@ async def value(spec: dict[str, Any], observation: Observation) -> tuple[float |
             None,
             (0.0, False),
         ),
+        (
+            {"type": "json_equal"},
+            '```json\n{"b": [1, 2], "a": "x"}\n```',
+            '{"a":"x","b":[1,2]}',
+            (1.0, True),
+        ),
+        (
+            {"type": "json_equal"},
+            '{"a": "x", "b": [2, 1]}',
+            '{"a": "x", "b": [1, 2]}',
+            (0.0, False),
+        ),
+        ({"type": "json_equal"}, 'Sure: {"a": "x"}', '{"a": "x"}', (0.0, False)),
+        ({"type": "json_equal"}, "  Paris,\n France ", "Paris, France", (1.0, True)),
+        ({"type": "json_equal"}, "paris, france", "Paris, France", (0.0, False)),
         ({"type": "numeric", "tolerance": 0.01}, "The total is 3.16", "3.14", (0.0, False)),
         ({"type": "numeric", "tolerance": 0.01}, "The total is 3.145", "3.14", (1.0, True)),
         ({"type": "numeric", "tolerance": 0.1, "relative": True}, "about 1,050", 1000, (1.0, True)),
@@ -104,9 +119,9 @@ def test_bad_scorer_specs_name_the_field(
 
 def test_every_scorer_documents_its_range_direction_and_threshold() -> None:
     kinds = {entry["type"]: entry for entry in catalog()}
-    assert {"exact", "contains", "regex", "json", "json_schema", "numeric", "embedding",
-            "rouge", "bleu", "latency", "cost", "groundedness", "pii", "secrets", "toxicity",
-            "judge"} <= set(kinds)  # fmt: skip
+    assert {"exact", "contains", "regex", "json", "json_equal", "json_schema", "numeric",
+            "embedding", "rouge", "bleu", "latency", "cost", "groundedness", "pii", "secrets",
+            "toxicity", "judge"} <= set(kinds)  # fmt: skip
     assert kinds["latency"]["direction"] == "lower"
     assert kinds["exact"]["range"] == [0.0, 1.0]
     assert all(entry["summary"] for entry in kinds.values())

@@ -16,6 +16,7 @@ from keel.evals.scorers.text import (
     Bleu,
     Contains,
     Exact,
+    JsonEqual,
     JsonSchema,
     JsonValid,
     Numeric,
@@ -26,8 +27,8 @@ from keel.evals.scorers.text import (
 SCORERS: dict[str, type[Scorer]] = {
     cls.kind: cls
     for cls in (
-        Exact, Contains, Regex, JsonValid, JsonSchema, Numeric, EmbeddingSimilarity, Rouge,
-        Bleu, Latency, Cost, Groundedness, PiiLeak, SecretLeak, Toxicity, Judge,
+        Exact, Contains, Regex, JsonValid, JsonEqual, JsonSchema, Numeric, EmbeddingSimilarity,
+        Rouge, Bleu, Latency, Cost, Groundedness, PiiLeak, SecretLeak, Toxicity, Judge,
         CounterfactualBias,
     )
 }  # fmt: skip

@@ -24,9 +24,9 @@ class ScorerSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(description="exact, contains, regex, json, json_schema, numeric, "
-                      "embedding, rouge, bleu, latency, cost, groundedness, pii, secrets, "
-                      "toxicity, judge")  # fmt: skip
+    type: str = Field(description="exact, contains, regex, json, json_equal, json_schema, "
+                      "numeric, embedding, rouge, bleu, latency, cost, groundedness, pii, "
+                      "secrets, toxicity, judge")  # fmt: skip
     name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
                              description="The metric's name (default: the type)")  # fmt: skip
     threshold: float | None = Field(None, description="Pass mark (default: the scorer's)")

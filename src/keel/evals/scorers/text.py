@@ -1,5 +1,5 @@
-"""Scorers that compare text: exact, contains, regex, JSON validity and schema, numeric
-tolerance, ROUGE (rouge-score) and BLEU (sacrebleu). All offline and deterministic."""
+"""Scorers that compare text: exact, contains, regex, JSON validity, schema and equality,
+numeric tolerance, ROUGE (rouge-score) and BLEU (sacrebleu). All offline and deterministic."""
 
 from __future__ import annotations
 
@@ -108,6 +108,33 @@ class JsonValid(Scorer):
         except ValueError as error:
             return Measured(0.0, f"not JSON: {error}")
         return Measured(1.0)
+
+
+def json_equal(output: str, expected: str) -> bool:
+    """The output is the expected JSON value (any key order and spacing, a ```json fence
+    allowed); when the expected text is not JSON, the two texts with whitespace folded."""
+    try:
+        want = _json_of(expected)
+    except ValueError:
+        return _fold(output, True) == _fold(expected, True)
+    try:
+        return bool(_json_of(output) == want)
+    except ValueError:
+        return False
+
+
+class JsonEqual(Scorer):
+    kind = "json_equal"
+    summary = (
+        "1 when the output is the expected JSON value (key order and spacing ignored; "
+        "text compared whitespace-folded when the expected is not JSON), else 0"
+    )
+
+    async def measure(self, observation: Observation) -> Measured:
+        expected = _expected_text(observation)
+        if expected is None:
+            return Measured(None, "the item has no expected output")
+        return Measured(1.0 if json_equal(observation.output, expected) else 0.0)
 
 
 class JsonSchema(Scorer):

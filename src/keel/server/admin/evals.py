@@ -45,9 +45,11 @@ def eval_service(services: Services) -> EvalService:
         def embedder() -> Embedder | None:
             return next(iter(services.catalog.embedders), None)
 
-        # The routing table is replaced on every change: read it at each use.
+        # The routing table is replaced on every change: read it at each use. Subjects may
+        # name a route, a model (its newest version) or one version (name@N).
         def routes(project: str) -> list[str]:
-            return services.router.table.names(project)
+            table = services.router.table
+            return [*table.names(project), *(ref for (p, ref) in table.versions if p == project)]
 
         def target_of(project: str, ref: str) -> Target | None:
             table = services.router.table
