@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import itertools
 
 from keel.deploy.bundled import smollm2_gguf
-from keel.finetune.compare import json_match, judge
+from keel.evals.scorers.text import json_equal
+from keel.finetune.compare import judge
 from keel.finetune.data import Example, auto_epochs, parse_examples, split
 from keel.finetune.export import merge_to_gguf
 from keel.finetune.trainer import Callbacks, Hyper, StepReport, native_bf16, train
@@ -332,11 +333,11 @@ def main() -> None:
     eval_started = time.monotonic()
     references = [e.messages[-1]["content"] for e in test_set]
     base_scores = [
-        json_match(a, r)
+        json_equal(a, r)
         for a, r in zip(_answers(base, test_set, args.threads), references, strict=True)
     ]
     tuned_answers = _answers(workdir / "model.gguf", test_set, args.threads)
-    tuned_scores = [json_match(a, r) for a, r in zip(tuned_answers, references, strict=True)]
+    tuned_scores = [json_equal(a, r) for a, r in zip(tuned_answers, references, strict=True)]
     comparison = judge(base_scores, tuned_scores, min_margin=0.1)
     print(
         json.dumps(

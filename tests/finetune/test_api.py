@@ -13,13 +13,15 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from keel.cli.finetune import canary_split
-from keel.finetune.compare import compare
 from keel.finetune.executor import TrainingOptions
+from keel.jobs.executor import ExecutorOptions
 from keel.registry.specs import DeploymentSpec, ModelVersionSpec, ProviderSpec, RouteSpec
 from keel.server.app import create_app
+from keel.server.openai.files import job_system
 from keel.server.openai.fine_tuning import fine_tune_system
 from keel.server.services import Services, stop_services
 from tests.finetune.conftest import task_examples, task_file
@@ -65,6 +67,9 @@ async def keel(
         "test",
     )
     app = create_app(services.settings, services=services)
+    jobs = job_system(services)  # runs the evaluation's experiments
+    jobs.executor.options = ExecutorOptions(heartbeat_seconds=0.2, poll_seconds=0.1)
+    await jobs.start()
     system = fine_tune_system(services)
     system.executor.options = TrainingOptions(heartbeat_seconds=0.2, poll_seconds=0.1)
     system.runner.base_cache = base_cache
@@ -80,6 +85,7 @@ async def keel(
         client = openai.AsyncOpenAI(api_key=key, base_url="http://keel/v1", http_client=http)
         yield Keel(client, services, api)
     await system.stop()
+    await jobs.stop()
     await stop_services(services)
 
 
@@ -105,13 +111,28 @@ async def _ready(services: Services, ref: str) -> None:
     raise AssertionError(f"{ref} never became ready")
 
 
+def task_file_of(examples: list[Any]) -> bytes:
+    return b"".join(orjson.dumps({"messages": list(e.messages)}) + b"\n" for e in examples)
+
+
+async def _finished(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
+    for _ in range(12000):  # a bound, not a timing: llama.cpp answers on 2 busy cores
+        run = (await http.get(f"/api/experiments/{run_id}")).json()
+        if run["state"] in ("succeeded", "failed", "cancelled"):
+            return dict(run)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
 async def test_the_whole_loop_from_traces_to_a_canary_and_back(keel: Keel) -> None:
     """Traces through the gateway → a dataset from them → a job on it (through the SDK) →
     a new model version served by llama.cpp → compared with its base on held-out data →
     10 % canary → rollback, each change in the audit log.
 
-    The tiny job (two steps) does not learn the task, so the gate refuses the canary, as it
-    must; the canary is then set by hand with the route command a person would use."""
+    The comparison is the job's own evaluation: an experiment of both versions on the
+    held-out file. The tiny job (two steps) does not learn the task, so its gate refuses the
+    canary, as it must; the canary is then set by hand with the route command a person would
+    use."""
     services, client = keel.services, keel.client
     project, actor = "default", "test"
     services.registry.put_deployment(project, DeploymentSpec(model="smollm2@1"), actor)
@@ -142,11 +163,14 @@ async def test_the_whole_loop_from_traces_to_a_canary_and_back(keel: Keel) -> No
     assert made.status_code == 200, made.text
     assert made.json()["items"] == len(traffic)
 
+    held_file = await client.files.create(
+        file=("held.jsonl", task_file_of(held_out)), purpose="fine-tune"
+    )
     job = await client.fine_tuning.jobs.create(
         model="smollm2",
         training_file="dataset:support-traces",
         hyperparameters={"n_epochs": 1, "batch_size": 8},
-        extra_body=TINY,
+        extra_body={**TINY, "evaluation": {"file": held_file.id, "max_tokens": 24}},
     )
     assert job.status in ("validating_files", "queued", "running")
     assert job.model == "smollm2@1"
@@ -172,22 +196,28 @@ async def test_the_whole_loop_from_traces_to_a_canary_and_back(keel: Keel) -> No
     assert lineage["base_model"] == "smollm2@1"
     assert lineage["training_file"] == "dataset:support-traces@1"
 
-    await _ready(services, "smollm2@2")  # its deployment started when it was registered
-
-    async def answer(model: str, messages: list[dict[str, str]]) -> str:
-        reply = await client.chat.completions.create(
-            model=model,
-            messages=messages,  # type: ignore[arg-type]
-            temperature=0,
-            max_tokens=24,
-            extra_headers={"X-Keel-Cache": "bypass"},
-        )
-        return reply.choices[0].message.content or ""
-
-    result = await compare(answer, "smollm2@1", "smollm2@2", held_out, min_margin=0.1)
-    assert result.difference.n == len(held_out)
-    assert not result.passed  # two steps on 11 answers: no gain the interval can vouch for
-    assert result.gate.gate.text == "delta(exact_json.pass_rate)>=0.1"
+    # The job's evaluation: one experiment, base and tuned on the held-out conversations,
+    # answered by llama.cpp through the gateway and judged by the evaluation module's gate.
+    evaluation = (done.model_extra or {})["keel"]["result"]["evaluation"]
+    assert evaluation["dataset"] == f"finetune-{job.id}@1"
+    assert evaluation["items"] == len(held_out)
+    assert any(m.startswith("evaluation started: ") for m in messages)
+    runs = evaluation["runs"]
+    for run_id in (runs["base"], runs["tuned"]):
+        run = await _finished(http, run_id)
+        assert run["state"] == "succeeded", run
+        assert run["progress"]["done"] == len(held_out)
+    assert (await http.get(f"/api/experiments/{runs['tuned']}")).json()["subject"]["model"] == (
+        "smollm2@2"
+    )
+    checked = await http.post(
+        f"/api/experiments/{runs['tuned']}/gates",
+        json={"gates": [evaluation["gate"]], "baseline": runs["base"]},
+    )
+    assert checked.status_code == 200, checked.text
+    (gate,) = checked.json()["gates"]
+    assert gate["gate"] == "delta(json_equal.pass_rate)>=0.1"
+    assert not checked.json()["passed"]  # two steps on 12 answers: no gain it can vouch for
 
     route = (await http.get("/api/routes/support")).json()
     split = canary_split(route["targets"], "smollm2@2", 10)
@@ -204,6 +234,7 @@ async def test_the_whole_loop_from_traces_to_a_canary_and_back(keel: Keel) -> No
         ("fine_tuning_job.create", job.id),
         ("model.create", "smollm2@2"),
         ("deployment.set", "smollm2@2"),
+        ("fine_tuning_job.evaluate", job.id),
         ("route.split", "support"),
         ("route.rollback", "support"),
     ]
@@ -291,4 +322,32 @@ async def test_a_dataset_source_is_checked_item_by_item_before_a_job_exists(keel
     with pytest.raises(openai.NotFoundError) as missing:
         await keel.client.fine_tuning.jobs.create(model="smollm2", training_file="dataset:nope")
     assert "no dataset 'nope'" in missing.value.message
+    assert (await keel.client.fine_tuning.jobs.list()).data == []
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "param", "says"),
+    [
+        ({"gate": "accuracy is high"}, "evaluation.gate", "cannot read gate 'accuracy is high'"),
+        ({"gate": "delta(exact.pass_rate)>=0.1"}, "evaluation.gate",
+         "'exact.pass_rate' is not a metric of the scorers (json_equal)"),
+        ({"scorers": [{"type": "vibes"}]}, "evaluation.scorers[0].type", "vibes"),
+        ({"file": "file-nope"}, "evaluation.file", "no file 'file-nope'"),
+        ({"file": "empty"}, "evaluation.file", "holds no conversations"),
+    ],
+)  # fmt: skip
+async def test_a_bad_evaluation_is_a_400_naming_its_field_before_a_job_exists(
+    keel: Keel, evaluation: dict[str, Any], param: str, says: str
+) -> None:
+    uploaded = await keel.client.files.create(file=("t.jsonl", task_file(12)), purpose="fine-tune")
+    if evaluation.get("file") == "empty":
+        empty = await keel.client.files.create(file=("e.jsonl", b"\n"), purpose="fine-tune")
+        evaluation = {"file": empty.id}
+    with pytest.raises(openai.APIStatusError) as caught:
+        await keel.client.fine_tuning.jobs.create(
+            model="smollm2", training_file=uploaded.id, extra_body={"evaluation": evaluation}
+        )
+    assert caught.value.status_code in (400, 404)
+    assert caught.value.body["param"] == param  # type: ignore[index]
+    assert says in caught.value.message
     assert (await keel.client.fine_tuning.jobs.list()).data == []

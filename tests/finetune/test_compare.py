@@ -1,17 +1,9 @@
-"""The tuned-versus-base comparison: a JSON answer scorer, and the gate judged by the
-evaluation module's paired difference (interval and sign test)."""
+"""The tuned-versus-base verdict on two pass lists: the gate judged by the evaluation
+module's paired difference (interval and sign test)."""
 
 from __future__ import annotations
 
-from keel.finetune.compare import json_match, judge
-
-
-def test_json_answers_match_by_content_not_spacing() -> None:
-    reference = '{"sentiment": "positive", "product": "kettle"}'
-    assert json_match('{"product":"kettle","sentiment":"positive"}', reference)
-    assert json_match('```json\n{"sentiment": "positive", "product": "kettle"}\n```', reference)
-    assert not json_match('{"sentiment": "negative", "product": "kettle"}', reference)
-    assert not json_match("The review is positive.", reference)
+from keel.finetune.compare import judge
 
 
 def test_a_clear_gain_passes_the_gate_with_the_exact_sign_test() -> None:
@@ -21,7 +13,7 @@ def test_a_clear_gain_passes_the_gate_with_the_exact_sign_test() -> None:
     assert result.difference.better == 40
     assert result.difference.worse == 0
     assert result.difference.p_value == 2 / 2**40  # exact two-sided binomial (McNemar)
-    assert result.gate.gate.text == "delta(exact_json.pass_rate)>=0.1"
+    assert result.gate.gate.text == "delta(json_equal.pass_rate)>=0.1"
 
 
 def test_the_gate_needs_the_whole_interval_above_the_margin() -> None:

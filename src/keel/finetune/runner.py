@@ -1,5 +1,6 @@
 """One fine-tuning job from pick-up to its end: scan (validating_files), wait for the trainer
-(queued), train (running), merge into a GGUF and register the new version.
+(queued), train (running), merge into a GGUF, register the new version and start the
+experiment that compares it with its base (evaluate.py).
 
 Run in a worker thread by the executor. Every phase is safe to run again: a job taken up
 after a crash scans again, resumes training from its newest checkpoint and registers the
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import KeelError
-from keel.finetune.data import split
+from keel.finetune.data import Example, split
+from keel.finetune.evaluate import Evaluator
 from keel.finetune.export import ExportStopped, merge_to_gguf
 from keel.finetune.register import Registrar
 from keel.finetune.scan import ScanReport, default_scanners, scan_examples
@@ -58,6 +60,7 @@ class Runner:
         return self._loaded
 
     trainer: Callable[..., Any] = train  # or RayTraining: the same call on a Ray cluster
+    evaluator: Evaluator | None = None  # the server's: compares the new version with its base
 
     def run(self, job: Job, stop: threading.Event, cancel: threading.Event) -> Outcome:
         params = job.params
@@ -145,7 +148,46 @@ class Runner:
             f"registered {ref}",
             data={"phase": "registered", "model": ref, "metrics": metrics},
         )
-        return Outcome("succeeded", result={"fine_tuned_model": ref, "metrics": metrics})
+        result_info: dict[str, Any] = {"fine_tuned_model": ref, "metrics": metrics}
+        evaluation = self._evaluate(job, ref, valid, stop)
+        if evaluation is not None:
+            result_info["evaluation"] = evaluation
+        return Outcome("succeeded", result=result_info)
+
+    def _evaluate(
+        self, job: Job, tuned: str, valid: list[Example], stop: threading.Event
+    ) -> dict[str, Any] | None:
+        """The experiment comparing `tuned` with its base (evaluate.py), started. The version
+        stays registered whatever happens here: a failure is the job's warning, not its end."""
+        options = job.params.get("evaluation") or {}
+        if not options.get("enabled", True) or self.evaluator is None:
+            return None
+        base = job.params["model"]
+        try:
+            held = valid
+            if options.get("file"):
+                loaded = self.sources.load(job.project_id, options["file"], "evaluation.file")
+                held = loaded.examples
+            self.jobs.add_event(
+                job.id,
+                f"evaluating {tuned} against {base} once it is served",
+                data={"phase": "evaluation"},
+            )
+            started = self.evaluator.start(job, base, tuned, held, stop)
+        except KeelError as error:
+            self.jobs.add_event(
+                job.id, f"evaluation not started: {error.message}", "warning",
+                data={"phase": "evaluation"},
+            )  # fmt: skip
+            return {"error": error.message}
+        runs = started["runs"]
+        self.jobs.add_event(
+            job.id,
+            f"evaluation started: {runs['base']} ({base}) and {runs['tuned']} ({tuned}) on "
+            f"{started['items']} conversations of {started['dataset']}; gate {started['gate']}",
+            data={"phase": "evaluation", "evaluation": started},
+        )
+        return started
 
     def _cancel_requested(self, job_id: str, cancel: threading.Event) -> bool:
         current = self.jobs.get(job_id)

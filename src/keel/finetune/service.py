@@ -16,6 +16,7 @@ from keel.auth import audit
 from keel.auth.keys import Principal
 from keel.errors import InvalidRequest, NotFound
 from keel.finetune.data import auto_epochs, check_count
+from keel.finetune.evaluate import EvaluationOptions, check_options
 from keel.finetune.executor import KIND
 from keel.finetune.register import Registrar
 from keel.finetune.sources import Sources
@@ -73,7 +74,8 @@ class LoraOptions(BaseModel):
 
 
 class JobRequest(BaseModel):
-    """POST /v1/fine_tuning/jobs, as OpenAI's, plus Keel's `guard` and `lora` options."""
+    """POST /v1/fine_tuning/jobs, as OpenAI's, plus Keel's `guard`, `lora` and `evaluation`
+    options (the SDK sends them with `extra_body`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +94,7 @@ class JobRequest(BaseModel):
     integrations: list[dict[str, Any]] | None = None
     guard: GuardOptions = Field(default_factory=GuardOptions)
     lora: LoraOptions = Field(default_factory=LoraOptions)
+    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
 
 
 def _auto(value: Any, default: Any) -> Any:
@@ -160,6 +163,18 @@ class FineTuneService:
         validation = None
         if body.validation_file:
             validation = self.sources.load(project_id, body.validation_file, "validation_file")
+        evaluation = body.evaluation
+        if evaluation.enabled:
+            check_options(evaluation, principal)
+        if evaluation.enabled and evaluation.file:
+            held = self.sources.load(project_id, evaluation.file, "evaluation.file")
+            if not held.examples:
+                raise InvalidRequest(
+                    f"evaluation.file {held.ref} holds no conversations; give held-out "
+                    "conversations, or leave it out to use the job's validation data",
+                    param="evaluation.file",
+                )
+            evaluation = evaluation.model_copy(update={"file": held.ref})
         base, _ = self.registrar.resolve_base(project_id, body.model)
         count = len(training.examples)
         hyper = resolve_hyper(body, count)
@@ -174,6 +189,7 @@ class FineTuneService:
             "suffix": body.suffix,
             "metadata": body.metadata,
             "guard": body.guard.model_dump(),
+            "evaluation": evaluation.model_dump(),
         }
         message = f"created: {count} training conversations from {training.ref}, base {base['ref']}"
         job = self.jobs.create(KIND, project_id, principal.key_id, params, [], message=message)

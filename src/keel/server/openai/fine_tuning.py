@@ -4,22 +4,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import Response
 
 from keel.auth.keys import Principal
 from keel.evals.datasets import DatasetService
+from keel.finetune.evaluate import Evaluator
 from keel.finetune.ray_train import RayTraining
 from keel.finetune.service import JobRequest, job_object
 from keel.finetune.system import FineTuneSystem
+from keel.server.admin.evals import eval_service
 from keel.server.deps import ServicesDep, require
 from keel.server.responses import json_response
 from keel.server.services import Services
 
+T = TypeVar("T")
 Writer = Annotated[Principal, require("models:write")]
 Reader = Annotated[Principal, require("models:read")]
 
@@ -33,9 +36,32 @@ def fine_tune_system(services: Services) -> FineTuneSystem:
         system = FineTuneSystem(services.database, services.registry, work_root, datasets=datasets)
         if services.settings.ray_address:  # train on the Ray cluster (ray_train.py)
             system.runner.trainer = RayTraining(services.settings.ray_address)
+        system.runner.evaluator = _evaluator(services, datasets)
         services.extras["finetune"] = system
     assert isinstance(system, FineTuneSystem)
     return system
+
+
+def _evaluator(services: Services, datasets: DatasetService) -> Evaluator | None:
+    """What a job needs to start its experiment, from the training thread: the key and the
+    replica's readiness are read on the app's loop, where they live."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # built outside the app (a script): jobs end without an evaluation
+        return None
+
+    def on_loop(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return asyncio.run_coroutine_threadsafe(make(), loop).result(timeout=60)
+
+    async def readiness(ref: str) -> dict[str, Any]:
+        return dict(services.deployments.readiness().get(f"deployment:{ref}", {}))
+
+    return Evaluator(
+        datasets,
+        eval_service(services),  # built here, on the loop its runs' wake-ups go through
+        lambda key_id: on_loop(lambda: services.keys.principal_of(key_id)),
+        lambda ref: on_loop(lambda: readiness(ref)),
+    )
 
 
 @asynccontextmanager
