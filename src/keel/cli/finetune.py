@@ -3,7 +3,6 @@ optionally compared with their base and put on a route as a canary."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -100,21 +99,31 @@ def create(
     ] = None,
     eval_file: Annotated[
         Path | None,
-        typer.Option(help="Held-out JSONL for the --canary gate (default: --validation-file)."),
+        typer.Option(
+            help="Held-out JSONL the job's evaluation answers (default: the validation data)."
+        ),
     ] = None,
     min_margin: Annotated[
         float, typer.Option(help="Accuracy the tuned version must gain for --canary.")
     ] = 0.1,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate/--no-evaluate", help="Compare the new version with its base when done."
+        ),
+    ] = True,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Upload the data, create a job, follow it; with --canary, compare and ship at N %."""
+    """Upload the data, create a job, follow it; with --canary, ship at N % when the job's
+    evaluation against the base passes its gate."""
     if canary is not None and not 1 <= canary <= 50:
         raise fail("--canary is a percentage from 1 to 50")
-    held = eval_file or validation_file
-    if canary is not None and held is None:
-        raise fail("--canary needs held-out data: give --eval-file or --validation-file")
+    if canary is not None and not evaluate:
+        raise fail("--canary ships on the job's evaluation: drop --no-evaluate")
+    if not 0 <= min_margin < 1:
+        raise fail("--min-margin is a share of the held-out answers, from 0 to below 1")
     api = Api(url, key, config)
     body: dict[str, Any] = {"model": model, "training_file": _upload(api, training_file)}
     if validation_file is not None:
@@ -128,6 +137,10 @@ def create(
     if suffix:
         body["suffix"] = suffix
     body["guard"] = {"anonymize_pii": anonymize_pii, "block": block}
+    margin = f"{min_margin:.6f}".rstrip("0").rstrip(".")  # never in exponent form
+    body["evaluation"] = {"enabled": evaluate, "gate": f"delta(json_equal.pass_rate)>={margin}"}
+    if eval_file is not None:
+        body["evaluation"]["file"] = _upload(api, eval_file)
     job = api.call("POST", "/v1/fine_tuning/jobs", body)
     out.print(f"created [bold]{job['id']}[/] on {job['model']}")
     if not watch_job and canary is None:
@@ -135,8 +148,8 @@ def create(
     job = follow(api, job["id"])
     if job["status"] != "succeeded":
         raise typer.Exit(1)
-    if canary is not None and held is not None:
-        ship_canary(api, job, held, canary, route or job["model"].split("@")[0], min_margin)
+    if canary is not None:
+        ship_canary(api, job, canary, route or job["model"].split("@")[0])
 
 
 def follow(api: Api, job_id: str, interval: float = 1.0) -> dict[str, Any]:
@@ -191,35 +204,53 @@ def canary_split(targets: dict[str, int], tuned: str, percent: int) -> dict[str,
     return split
 
 
-def ship_canary(
-    api: Api, job: dict[str, Any], held: Path, percent: int, route: str, min_margin: float
-) -> None:
-    """Compare tuned and base on `held` through the gateway; on a pass, split the route."""
-    from keel.finetune.compare import compare
-    from keel.finetune.data import parse_examples
+def wait_for_runs(api: Api, runs: list[str], interval: float = 1.0) -> list[dict[str, Any]]:
+    """The experiment runs, once all have ended, with a bar of their answered items."""
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=out
+    ) as bar:
+        task = bar.add_task("evaluating", total=None)
+        while True:
+            found = [api.call("GET", f"/api/experiments/{run}") for run in runs]
+            progress = [r["progress"] for r in found]
+            bar.update(
+                task,
+                total=sum(p["total"] for p in progress) or None,
+                completed=sum(p["done"] + p["failed"] for p in progress),
+            )
+            if all(r["state"] in ("succeeded", "failed", "cancelled") for r in found):
+                return found
+            time.sleep(interval)
 
-    examples = parse_examples(held.read_bytes())
-    base, tuned = job["model"], job["fine_tuned_model"]
 
-    async def answer(model: str, messages: list[dict[str, str]]) -> str:
-        result = await asyncio.to_thread(
-            api.call,
-            "POST",
-            "/v1/chat/completions",
-            {"model": model, "messages": messages, "temperature": 0, "max_tokens": 64},
-        )
-        return str(result["choices"][0]["message"]["content"] or "")
-
-    out.print(f"comparing {tuned} with {base} on {len(examples)} held-out conversations …")
-    result = asyncio.run(compare(answer, base, tuned, examples, min_margin=min_margin))
+def ship_canary(api: Api, job: dict[str, Any], percent: int, route: str) -> None:
+    """Wait for the job's evaluation (an experiment: base and tuned runs on held-out data);
+    when its gate passes, split the route."""
+    evaluation = ((job.get("keel") or {}).get("result") or {}).get("evaluation")
+    tuned = job["fine_tuned_model"]
+    if not evaluation or "runs" not in evaluation:
+        why = (evaluation or {}).get("error", "the job made no evaluation")
+        raise fail(f"{why}; {route} is unchanged")
+    runs = evaluation["runs"]
     out.print(
-        f"base {result.base_accuracy:.1%}, tuned {result.tuned_accuracy:.1%}; "
-        f"gate {result.gate.gate.text}: {result.gate.message}"
+        f"comparing {tuned} with {job['model']} on {evaluation['items']} held-out "
+        f"conversations: runs {runs['base']} and {runs['tuned']}"
     )
-    if not result.passed:
+    base_run, tuned_run = wait_for_runs(api, [runs["base"], runs["tuned"]])
+    for run in (base_run, tuned_run):
+        if run["state"] != "succeeded":
+            raise fail(f"evaluation run {run['id']} {run['state']}; {route} is unchanged")
+    checked = api.call(
+        "POST",
+        f"/api/experiments/{runs['tuned']}/gates",
+        {"gates": [evaluation["gate"]], "baseline": runs["base"]},
+    )
+    (gate,) = checked["gates"]
+    out.print(f"gate {gate['gate']}: {gate['message']}")
+    if not checked["passed"]:
         raise fail(
-            f"the gate did not pass (the 95% interval of the gain must clear "
-            f"{min_margin:+.0%}); {route} is unchanged"
+            f"the gate did not pass (the 95% interval of the gain must clear it); {route} is "
+            f"unchanged; compare the runs with 'keel eval compare {runs['base']} {runs['tuned']}'"
         )
     current = api.call("GET", f"/api/routes/{route}")
     split = canary_split(current["targets"], tuned, percent)
