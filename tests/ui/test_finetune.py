@@ -1,8 +1,10 @@
 """The fine-tuning console page: every job with its status, and one job's loss curves,
-checkpoints, scan findings and the lineage of the version it made."""
+checkpoints, scan findings, the lineage of the version it made and its evaluation against
+the base."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import httpx
 import pytest
 
 from keel.finetune.executor import KIND
+from keel.jobs.executor import ExecutorOptions
+from keel.server.openai.files import job_system
 from keel.server.openai.fine_tuning import fine_tune_system
 from tests.finetune.conftest import task_file
 from tests.support.keel_process import start_keel
@@ -54,6 +58,61 @@ async def test_a_job_shows_loss_curves_checkpoints_and_lineage(console: Console)
         missing = await client.get("/ui/finetune/ftjob_nothing")
         assert missing.status_code == 404
         assert "no fine-tuning job" in missing.text
+
+
+async def test_a_job_shows_its_evaluation_runs_and_gate(console: Console) -> None:
+    jobs = job_system(console.services)
+    jobs.executor.options = ExecutorOptions(heartbeat_seconds=0.05, poll_seconds=0.05)
+    await jobs.start()
+    admin = {"Authorization": f"Bearer {console.keys['admin']}"}
+    try:
+        async with console.client() as client:
+            items = [{"input": "Capital of Peru?", "expected": "Lima"},
+                     {"input": "Capital of France?", "expected": "Paris"}]  # fmt: skip
+            made = await client.post("/api/datasets", json={"name": "held", "items": items},
+                                     headers=admin)  # fmt: skip
+            assert made.status_code == 201, made.text
+            body = {"name": "ft", "dataset": "held", "scorers": [{"type": "json_equal"}],
+                    "subjects": [{"model": "fake-model", "name": "base"},
+                                 {"model": "fake-model", "name": "tuned"}]}  # fmt: skip
+            started = await client.post("/api/experiments", json=body, headers=admin)
+            assert started.status_code == 201, started.text
+            base, tuned = (r["id"] for r in started.json()["data"])
+            for run_id in (base, tuned):
+                for _ in range(3000):
+                    got = await client.get(f"/api/experiments/{run_id}", headers=admin)
+                    if got.json()["state"] == "succeeded":
+                        break
+                    await asyncio.sleep(0.02)
+            service = fine_tune_system(console.services).service
+            job = service.jobs.create(KIND, "default", "k1", {"model": "smollm2@1"}, [])
+            claimed = service.jobs.claim("test", 60, [KIND])
+            assert claimed is not None
+            assert claimed.lease is not None
+            evaluation = {"dataset": "held@1", "items": 2, "runs": {"base": base, "tuned": tuned},
+                          "gate": "delta(json_equal.pass_rate)>=0.1"}  # fmt: skip
+            service.jobs.finish(job.id, claimed.lease, "succeeded",
+                                result={"evaluation": evaluation})  # fmt: skip
+            failed = service.jobs.create(KIND, "default", "k1", {"model": "smollm2@1"}, [])
+            claimed = service.jobs.claim("test", 60, [KIND])
+            assert claimed is not None
+            assert claimed.lease is not None
+            not_served = {"evaluation": {"error": "smollm2@2 is not served"}}
+            service.jobs.finish(failed.id, claimed.lease, "succeeded", result=not_served)
+
+            await login(client, console.keys["viewer"])
+            page = (await client.get(f"/ui/finetune/{job.id}")).text
+            assert "Evaluation against the base" in page
+            assert f'href="/ui/experiments/{base}"' in page
+            assert f'href="/ui/experiments/{tuned}"' in page
+            assert "2 held-out conversations (held@1)" in page
+            # The same model twice: no gain, so the gate holds the canary back.
+            assert 'data-gate="failed"' in page
+            assert f"/ui/experiments/compare?run={base}&amp;run={tuned}" in page
+            other = (await client.get(f"/ui/finetune/{failed.id}")).text
+            assert "Not started: smollm2@2 is not served" in other
+    finally:
+        await jobs.stop()
 
 
 @pytest.mark.e2e
