@@ -58,15 +58,16 @@ def examples(n: int) -> list[Example]:
 
 
 def make(
-    database: Database, experiments: Experiments, *, key: bool = True, state: str = "ready"
+    database: Database, experiments: Experiments, *, key: bool = True, state: str | None = "ready"
 ) -> Evaluator:
     principal = Principal(key_id="k1", project_id="default", role="developer")
     return Evaluator(
         DatasetService(database, None),  # type: ignore[arg-type]  # no traces read here
         experiments,  # type: ignore[arg-type]
         lambda _key: principal if key else None,
-        lambda _ref: {"ready": state == "ready", "state": state},
+        lambda _ref: {"ready": state == "ready", "state": state} if state else {},
         ready_wait_seconds=0.5,
+        no_replica_seconds=0.3,
     )
 
 
@@ -107,10 +108,15 @@ def test_the_held_out_set_becomes_a_dataset_and_one_experiment_runs_both(
 
 @pytest.mark.parametrize(
     ("key", "state", "says"),
-    [(False, "ready", "revoked or expired"), (True, "crashlooping", "is not served")],
+    [
+        (False, "ready", "revoked or expired"),
+        (True, "crashlooping", "is not served (crashlooping)"),
+        (True, "starting", "is not served (starting)"),  # past ready_wait_seconds
+        (True, None, "no replica of smollm2@2 is deployed by this Keel"),
+    ],
 )
 def test_nothing_is_stored_when_the_evaluation_cannot_run(
-    database: Database, key: bool, state: str, says: str
+    database: Database, key: bool, state: str | None, says: str
 ) -> None:
     experiments = Experiments()
     found = job(database)

@@ -32,7 +32,8 @@ from keel.finetune.data import Example
 from keel.jobs.model import Job
 
 DEFAULT_GATE = "delta(json_equal.pass_rate)>=0.1"
-READY_WAIT_SECONDS = 600.0
+READY_WAIT_SECONDS = 600.0  # a replica that is starting: llama.cpp loads the GGUF
+NO_REPLICA_SECONDS = 60.0  # no replica at all: this process does not deploy the version
 
 
 class EvaluationOptions(BaseModel):
@@ -101,6 +102,7 @@ class Evaluator:
     principal_of: Callable[[str], Principal | None]  # key id -> the key, if still valid
     readiness: Callable[[str], dict[str, Any]]  # model ref -> its deployment's check
     ready_wait_seconds: float = READY_WAIT_SECONDS
+    no_replica_seconds: float = NO_REPLICA_SECONDS
 
     def start(
         self,
@@ -181,18 +183,25 @@ class Evaluator:
     def _wait_until_served(self, ref: str, stop: threading.Event) -> None:
         """The new version's replica answers before its first item is sent (a process that
         stops meanwhile gives up, rather than holding its shutdown)."""
-        deadline = time.monotonic() + self.ready_wait_seconds
+        started = time.monotonic()
         while True:
             check = self.readiness(ref)
             if check.get("ready"):
                 return
+            waited = time.monotonic() - started
+            if not check and waited > self.no_replica_seconds:
+                raise InvalidRequest(
+                    f"no replica of {ref} is deployed by this Keel; compare it with its base "
+                    "in an experiment (POST /api/experiments) where it is served",
+                    param="model", code="model_not_ready",
+                )  # fmt: skip
             if stop.is_set():
                 raise InvalidRequest(
                     f"Keel stopped before {ref} was served; compare it with its base in an "
                     "experiment (POST /api/experiments) once it is", param="model",
                     code="model_not_ready",
                 )  # fmt: skip
-            if check.get("state") == "crashlooping" or time.monotonic() > deadline:
+            if check.get("state") == "crashlooping" or waited > self.ready_wait_seconds:
                 raise InvalidRequest(
                     f"{ref} is not served ({check.get('state') or 'no replica'}); compare it "
                     "with its base in an experiment (POST /api/experiments) once 'keel "
