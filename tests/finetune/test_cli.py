@@ -89,3 +89,20 @@ def test_a_failed_gate_or_a_missing_evaluation_leaves_the_route_alone(
     with pytest.raises(typer.Exit):
         ship_canary(api, job, 10, "support")  # type: ignore[arg-type]
     assert not [c for c in api.calls if c[1].endswith("/split")]
+
+
+def test_show_names_the_evaluation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = {**JOB, "id": "ftjob_1", "status": "succeeded", "created_at": 0, "error": None}
+
+    class ShowApi:
+        def __init__(self, *_: Any) -> None:
+            pass
+
+        def call(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
+            return {"data": []} if path.endswith("/checkpoints") else job
+
+    monkeypatch.setattr("keel.cli.finetune.Api", ShowApi)
+    result = CliRunner().invoke(app, ["finetune", "show", "ftjob_1"])
+    assert result.exit_code == 0, result.output
+    assert "evaluation: experiment_a (base) and experiment_b (tuned)" in result.output
+    assert "keel eval compare experiment_a experiment_b" in result.output

@@ -283,7 +283,8 @@ def show(
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Show one job: status, scan findings, checkpoints and the new version's lineage."""
+    """Show one job: status, scan findings, checkpoints, the new version's lineage and its
+    evaluation runs."""
     api = Api(url, key, config)
     job = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}")
     out.print(jobs_table([job]))
@@ -310,6 +311,16 @@ def show(
             f"{lineage['training_file']} (job {lineage['job_id']}); validation loss "
             f"{metrics.get('first_valid_loss')} → {metrics.get('best_valid_loss')}"
         )
+    evaluation = (extra.get("result") or {}).get("evaluation")
+    if evaluation and "runs" in evaluation:
+        runs = evaluation["runs"]
+        out.print(
+            f"evaluation: {runs['base']} (base) and {runs['tuned']} (tuned) on "
+            f"{evaluation['dataset']}; compare with 'keel eval compare {runs['base']} "
+            f"{runs['tuned']}'"
+        )
+    elif evaluation:
+        out.print(Text(f"evaluation not started: {evaluation['error']}", style="yellow"))
     if job["error"]:
         out.print(Text(f"error: {job['error']['message']}", style="red"))
 
