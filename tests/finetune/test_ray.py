@@ -74,6 +74,11 @@ async def test_a_job_trains_in_a_ray_actor_and_keel_registers_its_version(
         finally:
             await system.stop()
             await stop_services(services)
+            # Training joined this process to the cluster: leave it before the cluster
+            # stops, or Ray ends this process once it has lost the cluster for a minute.
+            import ray
+
+            ray.shutdown()
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == "smollm2@2"
     assert trainer.last_worker is not None
