@@ -31,11 +31,10 @@ import openai
 
 from keel.finetune.executor import TrainingOptions
 from keel.finetune.ray_train import RayTraining
-from keel.registry.specs import ModelVersionSpec, ProviderSpec
 from keel.server.app import create_app
 from keel.server.openai.fine_tuning import fine_tune_system
 from keel.server.services import stop_services
-from tests.finetune.conftest import task_file
+from tests.finetune.conftest import add_bundled_base, task_file
 from tests.support.app import build_services
 from tests.support.ray_cluster import processes_titled, ray_head
 
@@ -52,15 +51,7 @@ def watch_actors(seen: set[int], stop: threading.Event) -> None:
 async def run(args: argparse.Namespace, address: str, data_dir: Path) -> dict[str, Any]:
     services, key = build_services(data_dir, "http://127.0.0.1:9/v1", ray_address=address)
     registry = services.registry
-    registry.put_provider(
-        "default",
-        ProviderSpec(name="local", kind="local", config={"model_path": "bundled:smollm2"}),
-        "bench",
-    )
-    registry.add_model_version(
-        "default", ModelVersionSpec(name="smollm2", provider="local", upstream_model="smollm2"),
-        "bench",
-    )  # fmt: skip
+    add_bundled_base(registry, "bench")
     app = create_app(services.settings, services=services)
     system = fine_tune_system(services)
     assert isinstance(system.runner.trainer, RayTraining)  # KEEL_RAY_ADDRESS chose Ray

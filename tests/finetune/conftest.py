@@ -10,7 +10,23 @@ import pytest
 from keel.deploy.bundled import smollm2_gguf
 from keel.finetune.data import Example, parse_examples
 from keel.finetune.scan import default_scanners
+from keel.registry.service import RegistryService
+from keel.registry.specs import ModelVersionSpec, ProviderSpec
 from training.finetune.generate import generate
+
+
+def add_bundled_base(registry: RegistryService, actor: str = "test") -> None:
+    """smollm2@1 in the default project, served from the bundled GGUF: the base jobs tune."""
+    registry.put_provider(
+        "default",
+        ProviderSpec(name="local", kind="local", config={"model_path": "bundled:smollm2"}),
+        actor,
+    )
+    registry.add_model_version(
+        "default",
+        ModelVersionSpec(name="smollm2", provider="local", upstream_model="smollm2"),
+        actor,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from keel.server.app import create_app
 from keel.server.openai.files import job_system
 from keel.server.openai.fine_tuning import fine_tune_system
 from keel.server.services import Services, stop_services
-from tests.finetune.conftest import task_examples, task_file
+from tests.finetune.conftest import add_bundled_base, task_examples, task_file
 from tests.support.app import build_services
 from tests.support.upstream import FakeUpstream
 
@@ -46,16 +46,7 @@ async def keel(
     # on a shared 2-core machine costs seconds a token.
     services, key = build_services(tmp_path, upstream.base_url, local_model_threads=1)
     registry = services.registry
-    registry.put_provider(
-        "default",
-        ProviderSpec(name="local", kind="local", config={"model_path": "bundled:smollm2"}),
-        "test",
-    )
-    registry.add_model_version(
-        "default",
-        ModelVersionSpec(name="smollm2", provider="local", upstream_model="smollm2"),
-        "test",
-    )
+    add_bundled_base(registry)
     registry.put_provider(
         "default",
         ProviderSpec(name="remote", kind="openai_compat", base_url=upstream.base_url),

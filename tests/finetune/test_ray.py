@@ -14,11 +14,10 @@ import openai
 
 from keel.finetune.executor import TrainingOptions
 from keel.finetune.ray_train import RayTraining
-from keel.registry.specs import ModelVersionSpec, ProviderSpec
 from keel.server.app import create_app
 from keel.server.openai.fine_tuning import fine_tune_system
 from keel.server.services import stop_services
-from tests.finetune.conftest import task_file
+from tests.finetune.conftest import add_bundled_base, task_file
 from tests.support.app import build_services
 from tests.support.ray_cluster import ray_head
 
@@ -32,16 +31,7 @@ async def test_a_job_trains_in_a_ray_actor_and_keel_registers_its_version(
         services, key = build_services(tmp_path / "data", "http://127.0.0.1:9/v1",
                                        ray_address=address)  # fmt: skip
         registry = services.registry
-        registry.put_provider(
-            "default",
-            ProviderSpec(name="local", kind="local", config={"model_path": "bundled:smollm2"}),
-            "test",
-        )
-        registry.add_model_version(
-            "default",
-            ModelVersionSpec(name="smollm2", provider="local", upstream_model="smollm2"),
-            "test",
-        )
+        add_bundled_base(registry)
         app = create_app(services.settings, services=services)
         system = fine_tune_system(services)
         trainer = system.runner.trainer

@@ -30,9 +30,15 @@ def ray_head(log: Path, cpus: int = 2) -> Iterator[str]:
     the address for KEEL_RAY_ADDRESS."""
     require_ray()
     port = free_port()
+    # The dashboard agent's port is fixed (52365) unless given: a free port chosen for the
+    # head can be that one, and then `ray start` refuses to start.
+    agent = free_port()
+    while agent == port:
+        agent = free_port()
     ray = Path(sys.executable).parent / "ray"
     command = [str(ray), "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}",
-               "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
+               f"--dashboard-agent-listen-port={agent}", "--include-dashboard=false",
+               "--disable-usage-stats"]  # fmt: skip
     with log.open("wb") as out:
         head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
