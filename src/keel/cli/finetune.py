@@ -137,8 +137,9 @@ def create(
     if suffix:
         body["suffix"] = suffix
     body["guard"] = {"anonymize_pii": anonymize_pii, "block": block}
-    margin = f"{min_margin:.6f}".rstrip("0").rstrip(".")  # never in exponent form
-    body["evaluation"] = {"enabled": evaluate, "gate": f"delta(json_equal.pass_rate)>={margin}"}
+    from keel.finetune.compare import margin_gate
+
+    body["evaluation"] = {"enabled": evaluate, "gate": margin_gate(min_margin)}
     if eval_file is not None:
         body["evaluation"]["file"] = _upload(api, eval_file)
     job = api.call("POST", "/v1/fine_tuning/jobs", body)
@@ -218,7 +219,7 @@ def wait_for_runs(api: Api, runs: list[str], interval: float = 1.0) -> list[dict
                 total=sum(p["total"] for p in progress) or None,
                 completed=sum(p["done"] + p["failed"] for p in progress),
             )
-            if all(r["state"] in ("succeeded", "failed", "cancelled") for r in found):
+            if all(r["state"] in _FINAL for r in found):
                 return found
             time.sleep(interval)
 

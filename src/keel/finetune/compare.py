@@ -21,6 +21,12 @@ from keel.evals.stats import Difference, paired
 METRIC = "json_equal.pass_rate"
 
 
+def margin_gate(min_margin: float) -> str:
+    """The gate a tuned version ships on: `delta(json_equal.pass_rate)>=MARGIN`."""
+    margin = f"{min_margin:.6f}".rstrip("0").rstrip(".")  # never in exponent form
+    return f"delta({METRIC})>={margin}"
+
+
 @dataclass(frozen=True, slots=True)
 class Comparison:
     base_accuracy: float
@@ -51,8 +57,7 @@ def judge(
     difference = paired(base_scores, tuned_scores, confidence)
     n = len(base_scores)
     tuned_accuracy = sum(tuned_scores) / n if n else 0.0
-    margin = f"{min_margin:.6f}".rstrip("0").rstrip(".")  # never in exponent form
-    gate = parse_gate(f"delta({METRIC})>={margin}")
+    gate = parse_gate(margin_gate(min_margin))
     summary = {"metrics": {"json_equal": {"mean": tuned_accuracy, "pass_rate": tuned_accuracy}}}
     result = check(gate, summary, difference, has_baseline=True)
     base_accuracy = sum(base_scores) / n if n else 0.0

@@ -28,10 +28,11 @@ from keel.evals.gates import parse_gate
 from keel.evals.items import NewItem
 from keel.evals.scorers import Deps, build_scorers
 from keel.evals.service import EvalService
+from keel.finetune.compare import margin_gate
 from keel.finetune.data import Example
 from keel.jobs.model import Job
 
-DEFAULT_GATE = "delta(json_equal.pass_rate)>=0.1"
+DEFAULT_GATE = margin_gate(0.1)
 READY_WAIT_SECONDS = 600.0  # a replica that is starting: llama.cpp loads the GGUF
 NO_REPLICA_SECONDS = 60.0  # no replica at all: this process does not deploy the version
 
@@ -123,7 +124,8 @@ class Evaluator:
             )
         self._wait_until_served(tuned, stop or threading.Event())
         name = dataset_name(job.id)
-        version = self._dataset(job, name, examples[: options.max_items])
+        held = examples[: options.max_items]
+        version = self._dataset(job, name, held)
         params = {"temperature": 0, "max_tokens": options.max_tokens}
         spec = ExperimentSpec.model_validate(
             {
@@ -140,7 +142,7 @@ class Evaluator:
         base_run, tuned_run = self.experiments.start(principal, spec)
         started = {
             "dataset": f"{name}@{version}",
-            "items": min(len(examples), options.max_items),
+            "items": len(held),
             "runs": {"base": base_run.id, "tuned": tuned_run.id},
             "gate": options.gate,
         }
