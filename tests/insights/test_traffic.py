@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from keel.auth.keys import Principal
 from keel.embeddings.base import EmbeddingResult
 from keel.insights.store import InsightStore
@@ -53,6 +55,31 @@ async def test_sampled_requests_are_stored_with_their_trace_id(tmp_path: Path) -
     assert window.texts == ["my email is <EMAIL_0>", "my email is <EMAIL_2>"]
     assert window.vectors.shape == (2, 8)
     assert window.durations_ms == [2.0, 2.0]
+
+
+async def test_a_batch_stored_again_is_skipped_and_reads_back_the_same(tmp_path: Path) -> None:
+    # The writer inserts straight through the driver, several rows a statement: a retried
+    # batch must add nothing, and each value must read back as the model's type.
+    insights = store(tmp_path)
+    failed = trace(1, "why was I charged twice?")
+    failed.error = RuntimeError("upstream down")
+    row = {
+        "trace_id": failed.trace_id, "project_id": "default", "start_us": 5, "route": "chat",
+        "text": "why was I charged twice?", "answer": None, "cost": None, "duration_ms": 2.5,
+        "error": True, "vector": np.arange(8, dtype=np.float32).tobytes(),
+    }  # fmt: skip
+    more = [{**row, "trace_id": f"{n:032x}", "error": False, "cost": 0.5} for n in range(2, 72)]
+    assert insights.write([row, *more]) == 71  # more rows than one statement holds
+    assert insights.write([row]) == 0
+    window = insights.window("default", 0, 10)
+    assert len(window) == 71
+    first = window.trace_ids.index(failed.trace_id)
+    assert window.errors[first] is True
+    assert window.costs[first] is None
+    assert window.routes[first] == "chat"
+    assert window.durations_ms[first] == 2.5
+    assert window.vectors.shape == (71, 8)
+    assert sorted(set(window.errors)) == [False, True]
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:

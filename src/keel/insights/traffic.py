@@ -183,8 +183,13 @@ class TrafficEmbedder:
         except Exception:
             self.dropped += len(picked)
             raise
+        # Rows are built in the writing thread, not here on the event loop serving requests.
+        written = await asyncio.to_thread(self._write, picked, result.vectors)
+        self.embedded += written
+
+    def _write(self, picked: list[tuple[RequestTrace, str]], vectors: Any) -> int:
         rows = []
-        for (trace, text), vector in zip(picked, result.vectors, strict=True):
+        for (trace, text), vector in zip(picked, vectors, strict=True):
             answer = answer_text(trace.output)
             rows.append(
                 {
@@ -200,8 +205,8 @@ class TrafficEmbedder:
                     "error": trace.error is not None,
                 }
             )
-        await asyncio.to_thread(self.store.write, rows)
-        self.embedded += len(rows)
+        self.store.write(rows)
+        return len(rows)
 
 
 def now_us() -> int:

@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy import and_, delete, exc, func, or_, select, tuple_
 
 from keel.errors import InvalidRequest
 from keel.store.db import Database
+from keel.store.inserts import MultiRowInsert
 from keel.tracing.convert import Converted
 from keel.tracing.tables import AttemptFailureRow, ScoreRow, SpansRow, TraceRow
 
@@ -52,57 +52,6 @@ _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 # Traces deleted per transaction by retention: short, so the trace writer's inserts (and
 # on SQLite every other writer) wait a few milliseconds at most for the write lock.
 PRUNE_CHUNK = 500
-
-# Parameters per statement: below SQLite's limit (32766) and PostgreSQL's (65535).
-MAX_PARAMETERS = 30_000
-# Rows per statement, at most: every statement size stays prepared in each pooled
-# connection's statement cache (a 500-row trace INSERT is ~1.6 MB in SQLite); sizes up to
-# 64 keep that under half a megabyte per connection.
-MAX_ROWS_PER_STATEMENT = 64
-
-
-class _MultiRowInsert:
-    """INSERT of many rows in one statement, skipping rows whose key exists.
-
-    One statement per chunk rather than executemany: the SQLite driver gives the GIL up
-    and takes it back around every row it steps, and each take-back waits on the event
-    loop; one statement does the whole chunk in C with the GIL released once.
-
-    Chunks have power-of-two sizes: batches come in any size, and a statement of a new
-    size is thousands of parameters to parse again, while these few sizes are parsed
-    once and reused (sqlite3's statement cache, PostgreSQL's prepared statements).
-    """
-
-    def __init__(self, table: str, columns: tuple[str, ...], dialect: str):
-        self.width = len(columns)
-        fits = min(MAX_PARAMETERS // self.width, MAX_ROWS_PER_STATEMENT)
-        self.rows_per_statement = 1 << (fits.bit_length() - 1)
-        names = ", ".join(f'"{c}"' for c in columns)
-        mark = "%s" if dialect == "postgresql" else "?"
-        self._one = "(" + ", ".join([mark] * self.width) + ")"
-        if dialect == "postgresql":
-            self._head, self._tail = (
-                f"INSERT INTO {table} ({names}) VALUES ",
-                " ON CONFLICT DO NOTHING",
-            )
-        else:
-            self._head, self._tail = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ", ""
-        self._sql: dict[int, str] = {}
-
-    def sql(self, rows: int) -> str:
-        text = self._sql.get(rows)
-        if text is None:
-            text = self._sql[rows] = self._head + ", ".join([self._one] * rows) + self._tail
-        return text
-
-    def run(self, cursor: Any, rows: Sequence[Sequence[Any]]) -> None:
-        size, start, end = self.rows_per_statement, 0, len(rows)
-        while start < end:
-            while size > end - start:
-                size //= 2
-            chunk = rows[start : start + size]
-            cursor.execute(self.sql(size), list(chain.from_iterable(chunk)))
-            start += size
 
 
 def _trace_row(row: dict[str, Any]) -> list[Any]:
@@ -262,9 +211,9 @@ class TraceStore:
     def __init__(self, database: Database):
         self._db = database
         dialect = database.backend
-        self._insert_traces = _MultiRowInsert("traces", TRACE_COLUMNS, dialect)
-        self._insert_spans = _MultiRowInsert("trace_spans", SPAN_COLUMNS, dialect)
-        self._insert_failures = _MultiRowInsert("trace_attempt_failures", FAILURE_COLUMNS, dialect)
+        self._insert_traces = MultiRowInsert("traces", TRACE_COLUMNS, dialect)
+        self._insert_spans = MultiRowInsert("trace_spans", SPAN_COLUMNS, dialect)
+        self._insert_failures = MultiRowInsert("trace_attempt_failures", FAILURE_COLUMNS, dialect)
 
     @property
     def database(self) -> Database:
