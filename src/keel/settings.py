@@ -286,7 +286,7 @@ class Settings(BaseModel):
     insights_process: bool = Field(
         False,
         description="Embed traffic in a child process with its own copy of the embedding "
-        "model (about 300 MB), so its work never holds the gateway process's GIL; false: "
+        "model (about 700 MB), so its work never holds the gateway process's GIL; false: "
         "on a thread of the gateway process (docs/insights.md).",
     )
     trace_spill_max_bytes: int = Field(
