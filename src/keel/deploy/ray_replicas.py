@@ -18,10 +18,10 @@ from typing import Any
 
 from keel.deploy.crashes import CrashHistory
 from keel.deploy.llamacpp import LlamaServerConfig, ModelServerFailed, State
+from keel.ray_link import join
 
 log = logging.getLogger("keel.deploy")
 
-NAMESPACE = "keel"
 POLL_SECONDS = 0.5  # how soon a dead or restarted actor is seen by the gateway
 _INSTALL = "pip install 'keel[ray]' (or pip install 'ray>=2.40')"
 
@@ -38,9 +38,7 @@ def connect_ray(address: str | None) -> Any:
     except ImportError:
         raise ModelServerFailed(f"a deployment --on ray needs Ray; {_INSTALL}") from None
     if not ray.is_initialized():
-        ray.init(
-            address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING
-        )
+        join(ray, address)
     return ray
 
 

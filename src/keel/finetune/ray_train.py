@@ -35,6 +35,9 @@ from keel.finetune.trainer import (
 from keel.jobs.ray_executor import connect, import_ray
 
 POLL_SECONDS = 0.5  # how often reports are fetched from the actor, and a cancel looked for
+# How long the actor may take to hand over its reports: it answers from its own thread, so
+# only a lost node or cluster makes it wait (the driver outlives the cluster: ray_link.py).
+REPORTS_TIMEOUT_S = 60.0
 
 
 class TrainingActor:
@@ -142,19 +145,24 @@ class RayTraining:
                 str(cache) if cache else None,
             )
             stopping = False
-            while True:
-                ready, _ = ray.wait([running], timeout=self.poll_seconds)
-                _replay(ray.get(actor.reports.remote()), cb)
-                if ready:
-                    break
-                if not stopping and cb.should_stop():
-                    actor.stop.remote()  # the actor raises Cancelled at its next layer
-                    stopping = True
             try:
+                while True:
+                    ready, _ = ray.wait([running], timeout=self.poll_seconds)
+                    _replay(ray.get(actor.reports.remote(), timeout=REPORTS_TIMEOUT_S), cb)
+                    if ready:
+                        break
+                    if not stopping and cb.should_stop():
+                        actor.stop.remote()  # the actor raises Cancelled at its next layer
+                        stopping = True
                 answer: dict[str, Any] = ray.get(running)
             except ray.exceptions.RayActorError as error:
                 raise RuntimeError(
                     f"the Ray worker training this job died ({error}); create the job again"
+                ) from None
+            except ray.exceptions.GetTimeoutError:
+                raise RuntimeError(
+                    f"the Ray worker training this job did not answer for {REPORTS_TIMEOUT_S:.0f}"
+                    f" s (is the cluster at {self.address} still up?); create the job again"
                 ) from None
         finally:
             ray.kill(actor)

@@ -30,10 +30,10 @@ from keel.jobs.executor import ExecutorOptions, Finish, ItemFailed, JobKind, Loc
 from keel.jobs.model import Item, Job
 from keel.jobs.store import JobStore
 from keel.jobs.tokens import ItemSigner
+from keel.ray_link import join
 
 log = logging.getLogger("keel.jobs")
 
-NAMESPACE = "keel"
 # Kinds whose item is one call through `Gateway.handle` and work on its answer (an
 # experiment scores it): their items run on the actors, through POST /v1/jobs/…/run.
 ON_RAY = frozenset({"experiment"})
@@ -236,12 +236,7 @@ def connect(ray: ModuleType, address: str) -> None:
             return
         check_reachable(address)
         try:
-            ray.init(
-                address=address,
-                namespace=NAMESPACE,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
+            join(ray, address)
         except (ConnectionError, RuntimeError) as error:
             raise RayUnreachable(
                 f"could not join the Ray cluster at KEEL_RAY_ADDRESS={address} ({error}); "
