@@ -126,6 +126,28 @@ async def test_an_experiment_scores_every_item_through_the_gateway(keel: Keel) -
     assert linked == {(str(i["item_id"]), r) for i in items for r in ("0", "1")}
 
 
+async def test_dataset_changes_and_experiment_starts_are_in_the_audit_log(keel: Keel) -> None:
+    await quiz(keel)
+    await keel.ok("POST", "/api/datasets/quiz/items", json={"items": [{"input": "Oslo"}]})
+    (run,) = (await keel.ok("POST", "/api/experiments", json=spec()))["data"]
+    await keel.finished(run["id"])
+    await keel.ok("DELETE", "/api/datasets/quiz")
+    entries = (await keel.ok("GET", "/api/audit", params={"limit": 10}))["data"]
+    ours = [e for e in entries if e["target_type"] in ("dataset", "experiment")][::-1]
+    assert [(e["action"], e["target_id"]) for e in ours] == [
+        ("dataset.create", "quiz"),
+        ("dataset.version", "quiz"),
+        ("experiment.start", "capitals"),
+        ("dataset.delete", "quiz"),
+    ]
+    assert len({e["actor"] for e in ours}) == 1  # the key that made each change
+    assert ours[0]["actor"].startswith("key:")
+    assert (ours[0]["after"]["version"], ours[0]["after"]["items"]) == (1, 4)
+    assert (ours[1]["after"]["version"], ours[1]["after"]["added"]) == (2, 1)
+    assert ours[2]["after"] == {"dataset": "quiz", "runs": [run["id"]]}
+    assert ours[3]["before"]["versions"] == 2
+
+
 async def test_comparison_and_gates_catch_a_regression_and_pass_an_equal_run(keel: Keel) -> None:
     await quiz(keel)
     (base,) = (await keel.ok("POST", "/api/experiments", json=spec(label="main")))["data"]

@@ -167,8 +167,11 @@ class DatasetService:
             )  # fmt: skip
             session.add(row)
             session.flush()
+            after: dict[str, Any] = {"description": description}
             if items:
-                self._new_version(session, row, items, (), source, "", created_by)
+                version = self._new_version(session, row, items, (), source, "", created_by)
+                after.update(version=version.version, items=version.items, source=source)
+            _audit(session, project_id, created_by, "dataset.create", name, after)
             return self._dataset(session, row, versions=True)
 
     def add_items(
@@ -188,7 +191,11 @@ class DatasetService:
                                  param="items")  # fmt: skip
         with self.database.session() as session:
             row = self._row(session, project_id, name, lock=True)
-            return self._new_version(session, row, items, remove, source, note, created_by)
+            version = self._new_version(session, row, items, remove, source, note, created_by)
+            _audit(session, project_id, created_by, "dataset.version", name,
+                   {"version": version.version, "items": version.items, "added": len(items),
+                    "removed": len(remove), "source": source})  # fmt: skip
+            return version
 
     def from_traces(
         self,
@@ -236,21 +243,17 @@ class DatasetService:
                 session.flush()
             version = self._new_version(session, row, items, (), "traces", note, created_by)
             # Training and evaluation data made from traffic: the audit log says who and when.
-            audit.record(
-                session,
-                f"key:{created_by}" if created_by else "system",
-                "dataset.from_traces",
-                "dataset",
-                name,
-                after={"version": version.version, "items": version.items},
-                project_id=project_id,
-            )
+            _audit(session, project_id, created_by, "dataset.from_traces", name,
+                   {"version": version.version, "items": version.items})  # fmt: skip
             return version
 
-    def delete(self, project_id: str, name: str) -> None:
+    def delete(self, project_id: str, name: str, *, deleted_by: str = "") -> None:
         with self.database.session() as session:
             row = self._row(session, project_id, name)
+            before = {"versions": row.latest_version, "description": row.description}
             session.delete(row)
+            audit.record(session, _actor(deleted_by), "dataset.delete", "dataset", name,
+                         before=before, project_id=project_id)  # fmt: skip
 
     # -- inside a transaction ----------------------------------------------------------
 
@@ -380,3 +383,15 @@ def trace_item(trace: dict[str, Any], expected_from_output: bool) -> NewItem | N
     metadata.update({f"trace.{k}": v for k, v in (trace.get("metadata") or {}).items()})
     expected = trace.get("output") if expected_from_output and trace.get("status") == "ok" else None
     return NewItem({"messages": messages}, expected, None, metadata, trace["trace_id"])
+
+
+def _actor(key_id: str) -> str:
+    return f"key:{key_id}" if key_id else "system"
+
+
+def _audit(session: Session, project_id: str, key_id: str, action: str, name: str,
+           after: dict[str, Any]) -> None:  # fmt: skip
+    """Datasets are what evaluations and fine-tuning learn from: who changed one, and when,
+    is in the audit log, written in the change's own transaction."""
+    audit.record(session, _actor(key_id), action, "dataset", name, after=after,
+                 project_id=project_id)  # fmt: skip

@@ -261,7 +261,8 @@ async def delete_dataset(
     services: ServicesDep, principal: Annotated[Principal, require("datasets:write")],
     name: DatasetName,
 ) -> dict[str, Any]:  # fmt: skip
-    await _run(eval_service(services).datasets.delete, principal.project_id, name)
+    await _run(eval_service(services).datasets.delete, principal.project_id, name,
+               deleted_by=principal.key_id)  # fmt: skip
     return {"name": name, "deleted": True}
 
 
@@ -396,6 +397,8 @@ async def start_experiment(
             raise InvalidRequest(f"subjects[{index}]: {problem}", param=f"subjects[{index}]",
                                  code="invalid_subject")  # fmt: skip
     runs = await _run(eval_service(services).start, principal, body)
+    await _run(services.audit.add, principal, "experiment.start", "experiment", body.name,
+               after={"dataset": body.dataset, "runs": [job.id for job in runs]})  # fmt: skip
     return {"object": "list", "data": [run_view(job) for job in runs]}
 
 
