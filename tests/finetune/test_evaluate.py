@@ -1,6 +1,7 @@
 """A job's evaluation start: the held-out conversations become the job's dataset, one
-experiment runs both versions on it, the audit log says so; a revoked key or a replica that
-never serves stops it before anything is stored."""
+experiment runs both versions on it, the audit log says so, and a resumed job finds its runs
+instead of starting them twice; a revoked key or a replica that never serves stops it before
+anything is stored."""
 
 from __future__ import annotations
 
@@ -27,17 +28,31 @@ from keel.store.db import Database
 @dataclass
 class Run:
     id: str
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Experiments:
-    """Stands in for the evaluation service: records what it was asked to start."""
+    """Stands in for the evaluation service: records what it was asked to start, and pages
+    through the runs it started, newest first."""
 
     started: list[ExperimentSpec] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
 
     def start(self, principal: Principal, spec: ExperimentSpec) -> list[Run]:
         self.started.append(spec)
-        return [Run(f"experiment_{len(self.started)}{s}") for s in ("a", "b")]
+        made = [
+            Run(f"experiment_{len(self.started)}{s}",
+                {"experiment": spec.name, "subject": {"model": subject.model}})
+            for s, subject in zip("ab", spec.subjects, strict=True)
+        ]  # fmt: skip
+        self.runs[:0] = made[::-1]
+        return made
+
+    def page(self, project_id: str, *, after: str | None, limit: int) -> tuple[list[Run], bool]:
+        ids = [run.id for run in self.runs]
+        start = ids.index(after) + 1 if after else 0
+        return self.runs[start : start + limit], start + limit < len(self.runs)
 
 
 @pytest.fixture
@@ -101,9 +116,17 @@ def test_the_held_out_set_becomes_a_dataset_and_one_experiment_runs_both(
     (entry,) = AuditLog(database).list("default", action="fine_tuning_job.evaluate")
     assert entry.target_id == found.id
 
-    # A job resumed after a crash starts the runs again on the dataset it made.
-    again = make(database, experiments).start(found, "smollm2@1", "smollm2@2", examples(5))
-    assert again["dataset"] == f"finetune-{found.id}@1"
+    # A job resumed after a restart finds the runs it started: none is started twice, even
+    # while the new version is not served yet.
+    again = make(database, experiments, state="starting").start(
+        found, "smollm2@1", "smollm2@2", examples(5)
+    )
+    assert again == started
+    assert len(experiments.started) == 1
+    # Another job's experiment is its own.
+    other = job(database)
+    make(database, experiments).start(other, "smollm2@1", "smollm2@2", examples(5))
+    assert len(experiments.started) == 2
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,9 @@ from keel.jobs.model import Job
 DEFAULT_GATE = margin_gate(0.1)
 READY_WAIT_SECONDS = 600.0  # a replica that is starting: llama.cpp loads the GGUF
 NO_REPLICA_SECONDS = 60.0  # no replica at all: this process does not deploy the version
+# Pages of 200 runs searched for the runs an earlier attempt of a job started: a job resumes
+# soon after its restart, so its runs are among the newest.
+EARLIER_RUN_PAGES = 5
 
 
 class EvaluationOptions(BaseModel):
@@ -122,9 +125,17 @@ class Evaluator:
                 f"dataset {dataset_name(job.id)} with another key",
                 param="key",
             )
-        self._wait_until_served(tuned, stop or threading.Event())
         name = dataset_name(job.id)
         held = examples[: options.max_items]
+        earlier = self._earlier_runs(job.project_id, name)
+        if base in earlier and tuned in earlier:  # a job resumed after a restart: runs exist
+            return {
+                "dataset": f"{name}@1",
+                "items": len(held),
+                "runs": {"base": earlier[base], "tuned": earlier[tuned]},
+                "gate": options.gate,
+            }
+        self._wait_until_served(tuned, stop or threading.Event())
         version = self._dataset(job, name, held)
         params = {"temperature": 0, "max_tokens": options.max_tokens}
         spec = ExperimentSpec.model_validate(
@@ -157,6 +168,23 @@ class Evaluator:
                 project_id=job.project_id,
             )
         return started
+
+    def _earlier_runs(self, project_id: str, name: str) -> dict[str, str]:
+        """Subject model -> run id of the runs an earlier attempt of this job started (the
+        experiment is named after the job), among the project's newest runs."""
+        found: dict[str, str] = {}
+        after: str | None = None
+        for _ in range(EARLIER_RUN_PAGES):
+            runs, more = self.experiments.page(project_id, after=after, limit=200)
+            for run in runs:
+                if run.params.get("experiment") == name:
+                    model = (run.params.get("subject") or {}).get("model")
+                    if isinstance(model, str):
+                        found.setdefault(model, run.id)
+            if not more or not runs:
+                break
+            after = runs[-1].id
+        return found
 
     def _dataset(self, job: Job, name: str, examples: Sequence[Example]) -> int:
         """Version 1 of the job's held-out dataset; a job resumed after a crash finds it."""
