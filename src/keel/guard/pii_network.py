@@ -7,6 +7,8 @@ PyTorch or ONNX Runtime (exported and quantised to int8 in memory, once per load
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -108,6 +110,16 @@ def torch_forward(net: Any, quantize: bool) -> Forward:
     return forward
 
 
+class _QuantiserNotes(logging.Filter):
+    """Drops the ONNX quantiser's notes (dozens of INFO lines, one per tensor, logged on the
+    root logger) while the tagger loads; its warnings and errors, and every other module's
+    records, pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quantiser = f"onnxruntime{os.sep}quantization" in record.pathname
+        return not (quantiser and record.levelno <= logging.INFO)
+
+
 def onnx_forward(net: Any, quantize: bool, threads: int) -> Forward:
     """The float network exported to ONNX (in memory) and run by ONNX Runtime, its matrix
     products quantised to int8 if `quantize`. Raises where the export or the runtime fails."""
@@ -144,9 +156,14 @@ def onnx_forward(net: Any, quantize: bool, threads: int) -> Forward:
                 dynamo=False,  # the TorchScript exporter: no onnxscript, a second or two
             )
         if quantize:
-            # Shape inference first, which the quantiser wants (it warns otherwise).
-            quant_pre_process(path, path, skip_optimization=True, skip_symbolic_shape=True)
-            quantize_dynamic(path, path, weight_type=QuantType.QInt8)
+            quiet = _QuantiserNotes()
+            logging.getLogger().addFilter(quiet)
+            try:
+                # Shape inference first, which the quantiser wants (it warns otherwise).
+                quant_pre_process(path, path, skip_optimization=True, skip_symbolic_shape=True)
+                quantize_dynamic(path, path, weight_type=QuantType.QInt8)
+            finally:
+                logging.getLogger().removeFilter(quiet)
         graph = path.read_bytes()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

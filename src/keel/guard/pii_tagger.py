@@ -225,7 +225,14 @@ class NameTagger:
             from keel.deploy.bundled import minilm_dir
 
             base = minilm_dir()
-            encoder = BertModel.from_pretrained(str(base), add_pooling_layer=False)
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            # Loaded whole (the checkpoint has a pooler: without one, transformers prints a
+            # load report of "unexpected" weights to the server's log), then the pooler is
+            # dropped: the tagger reads every piece's hidden state, never the pooled one.
+            encoder = BertModel.from_pretrained(str(base))
+            encoder.pooler = None
             tokenizer = AutoTokenizer.from_pretrained(str(base))
         except (ImportError, OSError, RuntimeError) as exc:
             raise TaggerUnavailable(
