@@ -57,10 +57,12 @@ async def test_sampled_requests_are_stored_with_their_trace_id(tmp_path: Path) -
     assert window.durations_ms == [2.0, 2.0]
 
 
-async def test_a_batch_stored_again_is_skipped_and_reads_back_the_same(tmp_path: Path) -> None:
+async def test_a_batch_stored_again_is_skipped_and_reads_back_the_same(database_url: str) -> None:
     # The writer inserts straight through the driver, several rows a statement: a retried
     # batch must add nothing, and each value must read back as the model's type.
-    insights = store(tmp_path)
+    database = Database(database_url)
+    migrate.upgrade(database)
+    insights = InsightStore(database)
     failed = trace(1, "why was I charged twice?")
     failed.error = RuntimeError("upstream down")
     row = {
