@@ -1,6 +1,6 @@
 """What authentication and admission (scopes, limits, budgets) add to each request.
 
-Runs the gateway's request path (key check, prepare, complete with settle) against a
+Runs the gateway's request path (key check, then `Gateway.handle`, which settles) against a
 provider that answers at once: with access control off, with the key check only, and with
 key check plus limits and budget, in-process and over Redis. Prints JSON. With
 --admission, times step 2 alone instead, with its sliding windows as full as under load.
@@ -21,7 +21,9 @@ from typing import Any
 import redis
 
 from keel.auth.keys import Principal
-from keel.gateway.pipeline import Gateway, GatewayRequest
+from keel.calls import Call
+from keel.gateway.answer import Answer
+from keel.gateway.pipeline import Gateway
 from keel.limits.admission import Admission
 from keel.limits.memory import MemoryBackend
 from keel.limits.spec import Limits, ProjectLimits
@@ -80,9 +82,9 @@ async def measure(mode: str, requests: int, prefix: str) -> dict[str, Any]:
                 for _ in range(requests):
                     principal = fixed if mode == "off" else services.keys.verify_cached(token)
                     assert principal is not None
-                    request = GatewayRequest("chat/completions", dict(BODY), principal, "t")
-                    request = await services.gateway.prepare(request)
-                    await services.gateway.complete(request)
+                    call = Call("chat/completions", dict(BODY), principal, "t")
+                    answer = await services.gateway.handle(call)
+                    assert isinstance(answer, Answer)
                 rounds.append((time.perf_counter() - started) / requests * 1e6)
                 cpu.append((time.process_time() - started_cpu) / requests * 1e6)
         finally:
@@ -114,8 +116,7 @@ async def measure_admission(case: str, project: ProjectLimits, requests: int) ->
         started, started_cpu = time.perf_counter(), time.process_time()
         for _ in range(requests):
             clock.now += 0.03
-            request = GatewayRequest("chat/completions", dict(BODY), principal, "t")
-            held.append((await admission(request)).settlement)
+            held.append((await admission(principal, dict(BODY))).settlement)
             if len(held) > 32:
                 await held.pop(0).settle(target, Usage(7, 5))
         rounds.append((time.perf_counter() - started) / requests * 1e6)
