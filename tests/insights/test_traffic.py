@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from keel.auth.keys import Principal
 from keel.embeddings.base import EmbeddingResult
@@ -82,6 +83,20 @@ async def test_a_batch_stored_again_is_skipped_and_reads_back_the_same(database_
     assert window.durations_ms[first] == 2.5
     assert window.vectors.shape == (71, 8)
     assert sorted(set(window.errors)) == [False, True]
+
+
+async def test_a_batch_the_store_refuses_is_counted_as_dropped(tmp_path: Path) -> None:
+    insights = store(tmp_path)
+    insights.database.dispose()
+    (tmp_path / "keel.db").unlink()  # the table is gone: every write fails
+    (tmp_path / "keel.db").mkdir()
+    traffic = TrafficEmbedder(insights, HashEmbedder)
+    for number in range(3):
+        traffic.offer(trace(number, "hello"))
+    with pytest.raises(Exception):  # noqa: B017, PT011  # whatever the driver raises
+        await traffic.flush()
+    await traffic.close()
+    assert (traffic.embedded, traffic.dropped) == (0, 3)
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:

@@ -184,7 +184,11 @@ class TrafficEmbedder:
             self.dropped += len(picked)
             raise
         # Rows are built in the writing thread, not here on the event loop serving requests.
-        written = await asyncio.to_thread(self._write, picked, result.vectors)
+        try:
+            written = await asyncio.to_thread(self._write, picked, result.vectors)
+        except Exception:  # the store refused the batch: counted, then logged by the worker
+            self.dropped += len(picked)
+            raise
         self.embedded += written
 
     def _write(self, picked: list[tuple[RequestTrace, str]], vectors: Any) -> int:

@@ -102,7 +102,8 @@ class InsightMetrics(Collector):
         embedded.add_metric([], traffic.embedded)
         yield embedded
         dropped = CounterMetricFamily(
-            "keel_insights_dropped", "Sampled requests not embedded (queue full, no model)"
+            "keel_insights_dropped",
+            "Sampled requests not embedded (queue full, no model, store failed)",
         )
         dropped.add_metric([], traffic.dropped)
         yield dropped
