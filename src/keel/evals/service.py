@@ -4,7 +4,7 @@ check gates. Runs are jobs of kind `experiment`; datasets live in DatasetService
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from keel.auth.keys import Principal
@@ -148,22 +148,28 @@ class EvalService:
     ) -> tuple[list[Job], bool]:
         return self.jobs.page(project_id, kind=KIND, after=after, limit=limit)
 
+    def newest(self, project_id: str, pages: int | None = None) -> Iterator[Job]:
+        """The project's runs, newest first, read 200 at a time (at most `pages` reads)."""
+        after: str | None = None
+        read = 0
+        while pages is None or read < pages:
+            jobs, more = self.page(project_id, after=after, limit=200)
+            read += 1
+            yield from jobs
+            if not more or not jobs:
+                return
+            after = jobs[-1].id
+
     def resolve(self, project_id: str, reference: str) -> Job:
         """A run by id, or the newest finished run with that label (or experiment name)."""
         if reference.startswith(f"{KIND}_"):
             return self.get(project_id, reference)
-        after: str | None = None
-        while True:
-            jobs, more = self.page(project_id, after=after, limit=200)
-            for job in jobs:
-                if job.state == "succeeded" and reference in (
-                    job.params.get("label"),
-                    job.params.get("experiment"),
-                ):
-                    return job
-            if not more or not jobs:
-                break
-            after = jobs[-1].id
+        for job in self.newest(project_id):
+            if job.state == "succeeded" and reference in (
+                job.params.get("label"),
+                job.params.get("experiment"),
+            ):
+                return job
         raise NotFound(
             f"no finished run labelled '{reference}' and no run with that id; give a run id "
             "(keel eval list) or the label of a finished run",

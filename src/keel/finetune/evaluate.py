@@ -173,17 +173,11 @@ class Evaluator:
         """Subject model -> run id of the runs an earlier attempt of this job started (the
         experiment is named after the job), among the project's newest runs."""
         found: dict[str, str] = {}
-        after: str | None = None
-        for _ in range(EARLIER_RUN_PAGES):
-            runs, more = self.experiments.page(project_id, after=after, limit=200)
-            for run in runs:
-                if run.params.get("experiment") == name:
-                    model = (run.params.get("subject") or {}).get("model")
-                    if isinstance(model, str):
-                        found.setdefault(model, run.id)
-            if not more or not runs:
-                break
-            after = runs[-1].id
+        for run in self.experiments.newest(project_id, EARLIER_RUN_PAGES):
+            if run.params.get("experiment") == name:
+                model = (run.params.get("subject") or {}).get("model")
+                if isinstance(model, str):
+                    found.setdefault(model, run.id)
         return found
 
     def _dataset(self, job: Job, name: str, examples: Sequence[Example]) -> int:
