@@ -13,7 +13,7 @@ from sqlalchemy import select
 from keel.insights.tables import InsightSettingsRow, InsightTopicRunRow, InsightVectorRow
 from keel.insights.vectors import Vectors
 from keel.store.db import Database
-from keel.store.inserts import MultiRowInsert
+from keel.store.inserts import MultiRowInsert, driver_cursor
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,8 @@ class InsightStore:
         values = [[row[column] for column in VECTOR_COLUMNS] for row in rows]
         if not values:
             return 0
-        with self.database.engine.begin() as connection:
-            cursor = connection.connection.cursor()
-            try:
-                return self._insert.run(cursor, values)
-            finally:
-                cursor.close()
+        with driver_cursor(self.database) as cursor:
+            return self._insert.run(cursor, values)
 
     def window(
         self,

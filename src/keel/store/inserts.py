@@ -9,9 +9,12 @@ of work would cost more Python, under the GIL, than the insert itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from itertools import chain
 from typing import Any
+
+from keel.store.db import Database
 
 # Parameters per statement: below SQLite's limit (32766) and PostgreSQL's (65535).
 MAX_PARAMETERS = 30_000
@@ -19,6 +22,17 @@ MAX_PARAMETERS = 30_000
 # connection's statement cache (a 500-row trace INSERT is ~1.6 MB in SQLite); sizes up to
 # 64 keep that under half a megabyte per connection.
 MAX_ROWS_PER_STATEMENT = 64
+
+
+@contextmanager
+def driver_cursor(database: Database) -> Iterator[Any]:
+    """The driver's own cursor, in one transaction that commits when the block ends."""
+    with database.engine.begin() as connection:
+        cursor = connection.connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
 
 
 class MultiRowInsert:

@@ -21,7 +21,7 @@ from sqlalchemy import and_, delete, exc, func, or_, select, tuple_
 
 from keel.errors import InvalidRequest
 from keel.store.db import Database
-from keel.store.inserts import MultiRowInsert
+from keel.store.inserts import MultiRowInsert, driver_cursor
 from keel.tracing.convert import Converted
 from keel.tracing.tables import AttemptFailureRow, ScoreRow, SpansRow, TraceRow
 
@@ -246,15 +246,11 @@ class TraceStore:
             )
         if not traces:
             return
-        with self._db.engine.begin() as connection:
-            cursor = connection.connection.cursor()
-            try:
-                self._insert_traces.run(cursor, traces)
-                self._insert_spans.run(cursor, spans)
-                if failures:
-                    self._insert_failures.run(cursor, failures)
-            finally:
-                cursor.close()
+        with driver_cursor(self._db) as cursor:
+            self._insert_traces.run(cursor, traces)
+            self._insert_spans.run(cursor, spans)
+            if failures:
+                self._insert_failures.run(cursor, failures)
 
     # -- retention (keel.tracing.retention) --------------------------------------------
 
