@@ -43,12 +43,13 @@ DATA_NAME = {
     "IP_ADDRESS": "IP_ADDRESS",
     "US_SSN": "US_SSN",
     "UK_NINO": "UK_NINO",
+    "DRIVER_LICENSE": "US_DRIVER_LICENSE",
     "PERSON": "PERSON",
     "STREET_ADDRESS": "STREET_ADDRESS",
     "ORGANIZATION": "ORGANIZATION",
 }
 # Direct identifiers, as issue 27 counts them: names, addresses, phones, e-mails, cards,
-# bank and government numbers (a driver's licence number is one Keel does not recognise).
+# bank and government numbers, driver's licences.
 DIRECT = frozenset(
     {
         "PERSON",
@@ -73,6 +74,7 @@ ENTITIES_MEASURED = (
     "IBAN",
     "US_SSN",
     "IP_ADDRESS",
+    "DRIVER_LICENSE",
 )
 
 Detector = Callable[[str], list[Any]]

@@ -13,7 +13,9 @@ from keel.guard.pii import (
     HOUSE_NUMBER_AHEAD,
     NEED_DIGIT,
     RECOGNIZERS,
+    PiiMatch,
     PiiScanner,
+    _join_addresses,
     detect,
     iban_valid,
     luhn_valid,
@@ -114,3 +116,31 @@ def test_address_lines_join_into_one_address_with_the_postcode_after_them() -> N
     addresses = [m.value for m in detect(text) if m.entity == "STREET_ADDRESS"]
     # Hidden as two pieces, the postcode between the lines would reach the model.
     assert addresses == ["Bahnhofstr. 12a\n> Apt 4B\n> 10115"]
+
+
+def test_a_driver_licence_number_is_found_after_a_cue_that_names_it() -> None:
+    for text, value in (
+        ("My driver's license number is D4410297.", "D4410297"),
+        ("my drivers licence number is 5130634", "5130634"),
+        ("Driving licence no: 2270-66-1551", "2270-66-1551"),
+    ):
+        assert entities(text).get("DRIVER_LICENSE") == value, text
+    # Without the cue a number of that shape is something else.
+    assert "DRIVER_LICENSE" not in entities("Your order D4410297 ships today.")
+
+
+def test_a_military_post_address_is_one_address_in_any_case() -> None:
+    for text in ("Send it to USCGC Halvorsen\nFPO AP 55123 please.",
+                 "may i have it sent to usns brandt\nfpo ae 44102?"):  # fmt: skip
+        value = entities(text).get("STREET_ADDRESS", "")
+        assert value.lower().startswith("us"), text
+        assert value.endswith(("55123", "44102")), text
+
+
+def test_a_country_and_postcode_line_and_a_house_number_join_the_address() -> None:
+    text = "Deliver to:\n>935 69 Gordon Terrace\n>Belgium 42940\nThanks"
+    street = text.index("69 Gordon Terrace")
+    found = _join_addresses(
+        text, [PiiMatch("STREET_ADDRESS", street, street + len("69 Gordon Terrace"), 0.8, "")]
+    )
+    assert [text[m.start : m.end] for m in found] == ["935 69 Gordon Terrace\n>Belgium 42940"]

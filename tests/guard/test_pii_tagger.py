@@ -288,3 +288,22 @@ def test_a_failed_export_falls_back_to_pytorch_and_says_why(
 def test_an_unknown_runtime_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="known: onnx, torch"):
         NameTagger(runtime="tensorrt")
+
+
+def test_a_name_found_once_is_hidden_wherever_the_text_repeats_it(tagger: NameTagger) -> None:
+    out = redacted("Wiremu rang twice today. Tell Wiremu the parcel is late.", tagger)
+    assert "Wiremu" not in out, out
+
+
+def test_a_name_listed_with_names_is_a_name_where_the_tagger_saw_a_company(
+    tagger: NameTagger,
+) -> None:
+    text = "Nexum Labs is the brainchild of our 3 founders: Aydin, Foster and Sandoval."
+    found = {m.value: m.entity for m in detect(text, KNOWN_ENTITIES, tagger=tagger)}
+    assert [found.get(name) for name in ("Aydin", "Foster", "Sandoval")] == ["PERSON"] * 3, found
+
+
+def test_a_house_number_before_a_street_is_hidden_with_it(tagger: NameTagger) -> None:
+    out = redacted("The shuttle drops you off at 0571 Havnegata 12", tagger)
+    assert "0571" not in out, out
+    assert "Havnegata" not in out, out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from bench.pii import detector, evaluate
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--variants", default="patterns,tagger,tagger+cues")
+    parser.add_argument("--artifact", type=Path, help="folder of a tagger artifact to measure")
     args = parser.parse_args(argv)
     fixed_hash_seed()
 
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from keel.guard.pii_tagger import NameTagger
 
     torch.set_num_threads(1)
-    tagger = NameTagger()
+    tagger = NameTagger(folder=args.artifact)
     tagger.load()
     data = records(args.n, args.seed)
     result = {}

@@ -30,6 +30,7 @@ ENTITIES = (
     "IP_ADDRESS",
     "US_SSN",
     "UK_NINO",
+    "DRIVER_LICENSE",
     "PERSON",
     "STREET_ADDRESS",
 )
@@ -177,6 +178,24 @@ def _ssns(text: str) -> Iterable[PiiMatch]:
 def _ninos(text: str) -> Iterable[PiiMatch]:
     for m in _NINO.finditer(text):
         yield PiiMatch("UK_NINO", m.start(), m.end(), 0.9, m.group(0))
+
+
+# A driver's licence number has no shape of its own (each state or country has its own):
+# it counts only after a cue that names it ("my driver's license number is F1628235").
+_LICENSE_VALUE = re.compile(
+    r"(?<![\w-])(?:[A-Z]{1,2}[ -]?)?\d[\d -]{3,16}\d(?![\w-])|(?<![\w-])[A-Z]\d{4,14}(?!\w)"
+)
+_LICENSE_CUE = re.compile(
+    r"(?:(?:driver['’]?s?|driving)\W{0,3}licen[cs]e|\bDL\b|\bFührerschein|\bpermis de conduire)"
+    r"\W{0,4}(?:(?:number|no|nr|num|id)\b\.?\W{0,4}|#\s?)?(?:is\W{0,4})?$",
+    re.IGNORECASE,
+)
+
+
+def _licenses(text: str) -> Iterable[PiiMatch]:
+    for m in _LICENSE_VALUE.finditer(text):
+        if _LICENSE_CUE.search(text, max(0, m.start() - 40), m.start()):
+            yield PiiMatch("DRIVER_LICENSE", m.start(), m.end(), 0.85, m.group(0))
 
 
 def _phones(text: str) -> Iterable[PiiMatch]:
@@ -337,7 +356,10 @@ _ADDRESS = re.compile(
     r"|\b\d{1,5},?\s+(?:rue|avenue|boulevard|chemin|place|calle)\s+(?:(?:de|du|des|la|le|"
     r"del|della)\s+)?[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?"
     r"|\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|P\.?\s?O\.?\s?Box)\.?\s*#?\d{1,5}[A-Za-z]?\b"
-    r"|\bPSC \d{3,5}, Box \d{3,5}\s+APO A[AEP] \d{5}\b",
+    r"|\bPSC \d{3,5}, Box \d{3,5}\s+APO A[AEP] \d{5}\b"
+    # A ship's or a unit's military post ("USNS Ortiz\nFPO AE 44941").
+    r"|\b(?:USNS|USNV|USS|USCGC)\s+[\w'’-]+\s+FPO\s+A[AEP]\s+\d{5}\b"
+    r"|\bUnit \d{3,5},? Box \d{3,5}\s+DPO\s+A[AEP]\s+\d{5}\b",
     re.IGNORECASE,
 )
 
@@ -355,6 +377,7 @@ RECOGNIZERS: dict[str, Callable[[str], Iterable[PiiMatch]]] = {
     "IP_ADDRESS": _ips,
     "US_SSN": _ssns,
     "UK_NINO": _ninos,
+    "DRIVER_LICENSE": _licenses,
     "PERSON": _persons,
     "STREET_ADDRESS": _addresses,
     "ORGANIZATION": lambda text: (),
@@ -370,6 +393,7 @@ _PRIORITY = {
             "US_SSN",
             "UK_NINO",
             "IP_ADDRESS",
+            "DRIVER_LICENSE",
             "PHONE",
             "STREET_ADDRESS",
             "PERSON",
@@ -380,7 +404,9 @@ _PRIORITY = {
 
 
 # Every match of these recognizers' patterns holds a digit (\d): text without one skips them.
-NEED_DIGIT = frozenset({"PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "UK_NINO", "STREET_ADDRESS"})
+NEED_DIGIT = frozenset(
+    {"PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "UK_NINO", "DRIVER_LICENSE", "STREET_ADDRESS"}
+)
 _DIGIT = re.compile(r"\d")
 
 
@@ -437,6 +463,7 @@ def detect(
     kept = [m for m in kept if m.entity != "PERSON" or not _not_a_person(text, m)]
     if "PERSON" in entities:
         kept = _name_lists(text, sorted(kept, key=lambda m: m.start), english)
+        kept = _repeated_names(text, kept, english)
     return _join_addresses(text, sorted(kept, key=lambda m: m.start))
 
 
@@ -445,9 +472,9 @@ _LIST_BEFORE = re.compile(rf"(?<![\w.])({_NAME_TOKEN})(?:,[ \t]*|[ \t]+(?:and|&)
 
 
 def _name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
-    """Capitalised words listed with a name are names too ("Kónya, Becker and Vasquez")."""
+    """Capitalised words listed with a name are names too ("Kónya, Becker and Vasquez"),
+    also where the tagger took one of them alone for an organisation."""
     out = list(matches)
-    taken = [(m.start, m.end) for m in out]
     todo = [m for m in out if m.entity == "PERSON"]
     while todo:
         m = todo.pop()
@@ -460,18 +487,55 @@ def _name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> 
             found.append((before.start(1), before.end(1)))
         for start, end in found:
             word = text[start:end]
-            if (
-                word in _NOT_NAMES
-                or word.lower() in english
-                or any(s < end and start < e for s, e in taken)
+            if word in _NOT_NAMES or word.lower() in english:
+                continue
+            overlapping = [k for k in out if k.start < end and start < k.end]
+            if overlapping and not (
+                len(overlapping) == 1
+                and overlapping[0].entity == "ORGANIZATION"
+                and overlapping[0].value.strip(_EDGE) == word
             ):
                 continue
             name = PiiMatch("PERSON", start, end, m.score, word)
             if _not_a_person(text, name):
                 continue
+            out = [k for k in out if k not in overlapping]
             out.append(name)
-            taken.append((start, end))
             todo.append(name)
+    return sorted(out, key=lambda m: m.start)
+
+
+_NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
+
+
+def _repeated_names(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
+    """A name found once is hidden wherever else the text writes it ("Hakuba had given
+    Hakuba his address"), and so is each word of a full name ("Asya ... Asya Godina")."""
+    names: set[str] = set()
+    for m in matches:
+        if m.entity != "PERSON":
+            continue
+        words = m.value.split()
+        for word in [m.value, *words] if len(words) > 1 else words:
+            word = word.strip(_EDGE)
+            if (
+                _NAME_WORD.fullmatch(word)
+                and len(word) >= 3
+                and word not in _NOT_NAMES
+                and word.lower() not in english
+            ):
+                names.add(word)
+    if not names:
+        return matches
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    out = list(matches)
+    for found in re.finditer(rf"(?<!\w)(?:{alternatives})(?!\w)", text):
+        start, end = found.span()
+        if any(k.start < end and start < k.end for k in out):
+            continue
+        name = PiiMatch("PERSON", start, end, 0.6, found.group(0))
+        if not _not_a_person(text, name):
+            out.append(name)
     return sorted(out, key=lambda m: m.start)
 
 
@@ -520,6 +584,14 @@ _POSTCODE_AFTER = re.compile(
     r"(?:[ \t]*,?[ \t]*|[ \t]*\n[ \t>|]*)"
     r"(?:[A-Z]{1,2}-?)?\d{3,6}(?:[ -]?\d{2,3}|[ ][A-Z]{2})?\b"
 )
+# A country or a region and its postcode, alone on the line after an address
+# ("\n> Belgium 42940").
+_PLACE_POSTCODE_LINE = re.compile(
+    r"[ \t]*\n[ \t>|]*(?:[A-ZÀ-Þ][\wà-ÿ'’.-]*[ \t]+){1,3}\d{3,6}(?:[ -]?\d{2,3})?[ \t]*(?=\n|\Z)"
+)
+# A house number before a street the tagger found: "935 69 Gordon Terrace" (the second
+# number is the building's), "at 74678 midtvollen 130 st.".
+_HOUSE_NUMBER_BEFORE = re.compile(r"(?<![\w.,/-])\d{1,6}[A-Za-z]?[ \t]+\Z")
 
 
 def _join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
@@ -549,10 +621,18 @@ def _join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
     for i, m in enumerate(out):
         if m.entity != "STREET_ADDRESS":
             continue
-        post = _POSTCODE_AFTER.match(text, m.end)
+        start, end = m.start, m.end
+        floor = out[i - 1].end if i else 0
+        number = _HOUSE_NUMBER_BEFORE.search(text, max(floor, start - 12), start)
+        if number:
+            start = number.start()
         limit = out[i + 1].start if i + 1 < len(out) else len(text)
-        if post and post.end() <= limit:
-            out[i] = PiiMatch(m.entity, m.start, post.end(), m.score, text[m.start : post.end()])
+        for after in (_POSTCODE_AFTER, _PLACE_POSTCODE_LINE):
+            post = after.match(text, end)
+            if post and post.end() <= limit:
+                end = post.end()
+        if (start, end) != (m.start, m.end):
+            out[i] = PiiMatch(m.entity, start, end, m.score, text[start:end])
     return out
 
 
