@@ -307,3 +307,8 @@ def test_a_house_number_before_a_street_is_hidden_with_it(tagger: NameTagger) ->
     out = redacted("The shuttle drops you off at 0571 Havnegata 12", tagger)
     assert "0571" not in out, out
     assert "Havnegata" not in out, out
+
+
+def test_a_pronoun_after_a_name_and_a_form_label_are_no_names(tagger: NameTagger) -> None:
+    assert person_values("Hi Wanjiru, I'm writing about my order.", tagger) == ["Wanjiru"]
+    assert person_values("Mobile: 0490 39 07 81\nDesk: +447700 921 916", tagger) == []

@@ -309,8 +309,13 @@ def _persons(
                 yield PiiMatch("PERSON", m.start(1), m.start(1) + len(name), score, name)
     for m in _SPEAKER.finditer(text):
         name = m.group(1)
-        # "Review:" or "Note:" heads a line like a speaker's name does.
-        if _name_ok(name) and not any(w.lower() in common for w in name.split()):
+        # "Review:" or "Note:" heads a line like a speaker's name does, and so do the
+        # labels of a form ("Desk: +41 …").
+        if (
+            _name_ok(name)
+            and name not in _NOT_TAGGED
+            and not any(w.lower() in common for w in name.split())
+        ):
             yield PiiMatch("PERSON", m.start(1), m.end(1), 0.6, name)
     for m in _PERSON_CUE_LOWER.finditer(text):
         yield PiiMatch("PERSON", m.start(1), m.end(1), 0.7, m.group(1))
@@ -487,7 +492,7 @@ def _name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> 
             found.append((before.start(1), before.end(1)))
         for start, end in found:
             word = text[start:end]
-            if word in _NOT_NAMES or word.lower() in english:
+            if word in _NOT_NAMES or word.lower() in english or _PRONOUN_I.match(word):
                 continue
             overlapping = [k for k in out if k.start < end and start < k.end]
             if overlapping and not (
