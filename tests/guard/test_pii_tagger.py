@@ -212,6 +212,9 @@ def person_values(text: str, tagger: NameTagger) -> list[str]:
         "Mr. Leiva flew to LEPPEN on Tuesday morning.",
         "Title VII of the Civil Rights Act applies.",
         "Energetic and driven sales professional.",
+        # surnames after "the" or before "and Sons" name a firm
+        "The Lopez, Cooke and Miller office is on the second floor.",
+        "The winner of the Kemboi and Sons award gets a trophy.",
     ],
 )
 def test_words_shaped_like_names_that_name_nobody_stay_visible(

@@ -559,6 +559,12 @@ _ORG_RUN = re.compile(
     rf"(?:{_NAME_TOKEN}[ \t]+){{1,3}}{_ORG_SUFFIX}\b\.?"
 )
 _ORG_WORD = re.compile(rf"\b{_ORG_SUFFIX}\b")
+# Surnames listed after "the" name a firm ("the Lopez, Cooke and Miller office"), and so
+# does "X and Sons"; people are listed without an article ("founders: Lopez, Cooke and …").
+_FIRM_LIST = re.compile(
+    rf"\b[Tt]he[ \t]+(?:{_NAME_TOKEN},[ \t]+)*{_NAME_TOKEN},?[ \t]+(?:and|&)[ \t]+{_NAME_TOKEN}\b"
+    rf"|{_NAME_TOKEN}[ \t]+(?:and|&)[ \t]+Sons\b"
+)
 # A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
 _PLACE_BEFORE = re.compile(
     r"(?:\b(?:flew|fly|flying|flight|travel(?:l?ed|ling|s)?|moving|moved|returned|arrived|"
@@ -579,6 +585,9 @@ def _not_a_person(text: str, match: PiiMatch) -> bool:
         for run in _ORG_RUN.finditer(text, max(0, match.start - 80), match.end + 80):
             if run.start() <= match.start and match.end <= run.end():
                 return True
+    for run in _FIRM_LIST.finditer(text, max(0, match.start - 80), match.end + 80):
+        if run.start() <= match.start and match.end <= run.end():
+            return True
     return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
 
 
