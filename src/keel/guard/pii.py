@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from keel.guard.anonymize import Anonymizer, Vault
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
+from keel.guard.pii_context import DOCUMENT_NUMBER, ORG_SUFFIX, not_personal
 
 if TYPE_CHECKING:
     from keel.guard.pii_tagger import NameTagger, PieceScores, TaggedSpan
@@ -120,13 +121,6 @@ _PHONE_CUE = re.compile(
     r"telefon|handy|nummer|answering at|\b[tmf](?=\s?:))\W{0,4}(?:\w+\W+){0,3}$",
     re.IGNORECASE,
 )
-# "called about invoice 4378183", "ticket number 9482326": a number that names a document.
-_DOCUMENT_NUMBER = re.compile(
-    r"\b(?:invoice|ticket|order|reference|ref|case|tracking|booking|confirmation|policy|"
-    r"receipt|serial|account|customer|member|membership|claim|shipment|parcel|id)"
-    r"\W{0,4}(?:(?:number|no|nr|id)\b\W{0,4}|#\s?)?(?:is\W{0,4})?$",
-    re.IGNORECASE,
-)
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,5}$")
 _DATE_LIKE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:$|[ T]\d)")
 
@@ -207,7 +201,7 @@ def _phones(text: str) -> Iterable[PiiMatch]:
             continue
         start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
         before = text[max(0, start - 40) : start]
-        cue = bool(_PHONE_CUE.search(before)) and not _DOCUMENT_NUMBER.search(before)
+        cue = bool(_PHONE_CUE.search(before)) and not DOCUMENT_NUMBER.search(before)
         # Bare 7-8 digit groups are as often house numbers or codes: they need a cue.
         score = 0.45
         if value.startswith("+") or value.startswith("("):
@@ -466,6 +460,8 @@ def detect(
             or (_tag_ok(piece.value) and not _one_common_word(piece.value, english))
         )
     kept = [m for m in kept if m.entity != "PERSON" or not _not_a_person(text, m)]
+    if tagger is not None:
+        kept = not_personal(text, kept, english)
     if "PERSON" in entities:
         kept = _name_lists(text, sorted(kept, key=lambda m: m.start), english)
         kept = _repeated_names(text, kept, english)
@@ -547,13 +543,7 @@ def _repeated_names(text: str, matches: list[PiiMatch], english: frozenset[str])
 # The last word of a company's or a band's name; the capitalised words before it, with
 # their commas and "and"s, are its name and not people ("Davis, Reynolds and Williamson
 # Orchestra", "Galorath Incorporated").
-_ORG_SUFFIX = (
-    r"(?:Inc|Incorporated|Corp|Corporation|Co|Company|Ltd|Limited|LLC|LLP|PLC|GmbH|AG|SA|"
-    r"SAS|BV|NV|Group|Holdings|Partners|Associates|Technologies|Technology|Solutions|"
-    r"Systems|Services|Consulting|Industries|Enterprises|Labs|Bank|Insurance|Investments|"
-    r"Capital|Orchestra|Band|Foundation|Institute|Research|Agency|Media|TV|Records|Studios|"
-    r"Ratings|Lines|Airlines|Motors|Pharmaceuticals|Software|Networks|Logistics|Trust)"
-)
+_ORG_SUFFIX = ORG_SUFFIX
 _ORG_RUN = re.compile(
     rf"(?:(?:{_NAME_TOKEN},[ \t]+)*{_NAME_TOKEN}[ \t]+(?:and|&)[ \t]+)?"
     rf"(?:{_NAME_TOKEN}[ \t]+){{1,3}}{_ORG_SUFFIX}\b\.?"

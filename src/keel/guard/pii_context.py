@@ -1,0 +1,91 @@
+"""What the text around a name- or address-shaped span says it is not.
+
+A form's labels ("Employer:", "Job title:") are no names, and neither is what follows a
+label for a town, a company or a job ("City: Hainichen"). A company's legal form ("A/S",
+"S.L.U.", "e Filhos") is neither a name nor an address, and the capitalised words before
+it name the company. `keel.guard.pii` drops such spans after the tagger and the cues.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keel.guard.pii import PiiMatch
+
+# The last word of a company's or a band's name, English and the legal forms of other
+# countries; the capitalised words before it are its name ("Galorath Incorporated",
+# "Christoffersen A/S", "Lacombe Mathieu SARL").
+ORG_SUFFIX = (
+    r"(?:Inc|Incorporated|Corp|Corporation|Co|Company|Ltd|Limited|LLC|LLP|PLC|GmbH|AG|SA|"
+    r"SAS|BV|NV|Group|Holdings|Partners|Associates|Technologies|Technology|Solutions|"
+    r"Systems|Services|Consulting|Industries|Enterprises|Labs|Bank|Insurance|Investments|"
+    r"Capital|Orchestra|Band|Foundation|Institute|Research|Agency|Media|TV|Records|Studios|"
+    r"Ratings|Lines|Airlines|Motors|Pharmaceuticals|Software|Networks|Logistics|Trust|"
+    r"SpA|S\.p\.A|SPA|SRL|S\.r\.l|S\.L\.U|S\.L|S\.A|S\.A\.R\.L|SARL|S\.A\.S|S\.Coop|A/S|ApS|"
+    r"AB|HB|KB|Oy|Oyj|AS|ASA|KG|OHG|KGaA|e\.V|eG|Ltda|s\.r\.o|a\.s|Sp\. z o\.o|Kft|Zrt|Bt|"
+    r"d\.o\.o|d\.d|Stichting|Filhos|Hijos|Figli|Söhne|Søn|Sønner|Zonen)"
+)
+# "called about invoice 4378183", "ticket number 9482326": a number that names a document.
+DOCUMENT_NUMBER = re.compile(
+    r"\b(?:invoice|ticket|order|reference|ref|case|tracking|booking|confirmation|policy|"
+    r"receipt|serial|account|customer|member|membership|claim|shipment|parcel|id)"
+    r"\W{0,4}(?:(?:number|no|nr|id)\b\W{0,4}|#\s?)?(?:is\W{0,4})?$",
+    re.IGNORECASE,
+)
+_LEGAL_FORM = re.compile(rf"(?<!\w){ORG_SUFFIX}\.?(?!\w)")
+_FORM_AFTER = re.compile(rf"[ \t]+(?:&[ \t]+\w+[ \t]+)?{ORG_SUFFIX}\.?(?!\w)")
+_DIGIT = re.compile(r"\d")
+_NUMBER_ONLY = re.compile(r"[\d\W]+")
+
+# Words of a form's labels that the English word list lacks ("Employer:", "Job title:").
+_FORM_WORDS = frozenset(
+    """name full first last middle given family surname maiden employer company job title
+    occupation position role department street address line city town state county country
+    region province zip postcode postal code phone mobile tel telephone fax email e-mail
+    website date birth dob start end joined id customer client account applicant contact
+    emergency employee manager agent user assistant note notes subject ref reference status
+    type age gender nationality""".split()  # noqa: SIM905
+)
+# A label that opens a line of a form, and the value after it.
+_LABEL = re.compile(r"(?m)^[ \t>|]*([^\W\d_][^\W\d_ .'/-]*(?:[ .'/-][^\W\d_]+){0,3})[ \t]*:")
+_NOT_A_PERSON_FIELD = re.compile(
+    r"(?im)^[ \t>|]*(?:city|town|village|country|state|region|province|county|company|"
+    r"employer|organi[sz]ation|business|firm|job(?:[ \t]title)?|occupation|position|"
+    r"profession|department|title|role)[ \t]*:[ \t]*([^\n]*)"
+)
+
+
+def _inside(match: PiiMatch, start: int, end: int) -> bool:
+    return start <= match.start and match.end <= end
+
+
+def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
+    """`matches` less the names and addresses that context shows are something else."""
+    tagged = [m for m in matches if m.entity in ("PERSON", "STREET_ADDRESS")]
+    if not tagged:
+        return list(matches)
+    drop: set[int] = set()
+    for label in _LABEL.finditer(text):
+        words = label.group(1).split()
+        # "Employer:" and "Job title:" are words; a speaker's name ("Tracy:") is not.
+        if all(w.lower().strip(".'") in english or w.lower() in _FORM_WORDS for w in words):
+            drop.update(id(m) for m in tagged if _inside(m, label.start(1), label.end(1)))
+    for field in _NOT_A_PERSON_FIELD.finditer(text):
+        drop.update(id(m) for m in tagged if m.entity == "PERSON" and _inside(m, *field.span(1)))
+    for m in tagged:
+        value = text[m.start : m.end]
+        if m.entity == "STREET_ADDRESS" and _NUMBER_ONLY.fullmatch(value):
+            if DOCUMENT_NUMBER.search(text, max(0, m.start - 40), m.start):
+                drop.add(id(m))  # "ticket 6590?"
+        elif m.entity == "STREET_ADDRESS" and not _DIGIT.search(value):
+            form = _LEGAL_FORM.search(value)
+            if form and form.end() >= len(value.rstrip(" .,;")):
+                drop.add(id(m))  # "Holmström HB", "A/S", "Norte S.L.U."
+            elif _FORM_AFTER.match(text, m.end):
+                drop.add(id(m))  # "Mathieu" in "Lacombe Mathieu SARL"
+        elif m.entity == "PERSON" and _LEGAL_FORM.fullmatch(value.strip(" .,;")):
+            drop.add(id(m))  # "SARL" alone
+    return [m for m in matches if id(m) not in drop]

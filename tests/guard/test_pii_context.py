@@ -1,0 +1,60 @@
+"""Spans that a form's labels, a company's legal form or a document number show are no PII."""
+
+from __future__ import annotations
+
+from keel.guard.pii import PiiMatch
+from keel.guard.pii_context import not_personal
+
+ENGLISH = frozenset({"job", "title", "note"})
+
+
+def span(text: str, value: str, entity: str = "PERSON") -> PiiMatch:
+    start = text.index(value)
+    return PiiMatch(entity, start, start + len(value), 0.8, value)
+
+
+def kept(text: str, *spans: PiiMatch) -> list[str]:
+    return [m.value for m in not_personal(text, list(spans), ENGLISH)]
+
+
+def test_a_forms_label_is_no_name_but_a_speakers_name_is() -> None:
+    text = "Manager: Hurks\nJob title: Drogist\nTracy: see you at six"
+    found = kept(
+        text,
+        span(text, "Manager"),
+        span(text, "Hurks"),
+        span(text, "Job", "STREET_ADDRESS"),
+        span(text, "Tracy"),
+    )
+    assert found == ["Hurks", "Tracy"]
+
+
+def test_the_value_of_a_town_company_or_job_field_is_no_person() -> None:
+    text = "Full name: Henny Jäckel\nCity: Hainichen\nOccupation: Drogist"
+    found = kept(text, span(text, "Henny Jäckel"), span(text, "Hainichen"), span(text, "Drogist"))
+    assert found == ["Henny Jäckel"]
+
+
+def test_a_companys_legal_form_and_the_words_before_it_are_no_address() -> None:
+    text = "Per Johansson from Holmström HB, billed by Lacombe Mathieu SARL at 12 Rue Nord"
+    found = kept(
+        text,
+        span(text, "Per Johansson"),
+        span(text, "Holmström HB", "STREET_ADDRESS"),
+        span(text, "Mathieu", "STREET_ADDRESS"),
+        span(text, "12 Rue Nord", "STREET_ADDRESS"),
+    )
+    assert found == ["Per Johansson", "12 Rue Nord"]
+
+
+def test_a_number_that_names_a_document_is_no_address() -> None:
+    text = "Who handled ticket 6590? The van stops at 6590 Elm"
+    ticket = PiiMatch("STREET_ADDRESS", text.index("6590?"), text.index("6590?") + 5, 0.8, "")
+    found = not_personal(text, [ticket, span(text, "6590 Elm", "STREET_ADDRESS")], ENGLISH)
+    assert [text[m.start : m.end] for m in found] == ["6590 Elm"]
+
+
+def test_other_entities_pass_untouched() -> None:
+    text = "Phone: 555 0100"
+    phone = span(text, "555 0100", "PHONE")
+    assert not_personal(text, [phone], ENGLISH) == [phone]
