@@ -315,3 +315,14 @@ def test_a_house_number_before_a_street_is_hidden_with_it(tagger: NameTagger) ->
 def test_a_pronoun_after_a_name_and_a_form_label_are_no_names(tagger: NameTagger) -> None:
     assert person_values("Hi Wanjiru, I'm writing about my order.", tagger) == ["Wanjiru"]
     assert person_values("Mobile: 0490 39 07 81\nDesk: +447700 921 916", tagger) == []
+
+
+def test_a_name_shaped_word_after_in_is_a_place(tagger: NameTagger) -> None:
+    names = person_values("A: Tomas Berg from Nordvik in Lage Zwaluwe, on 1988-07-02.", tagger)
+    assert "Tomas Berg" in names
+    assert not any("Zwaluwe" in name for name in names), names
+
+
+def test_a_name_after_in_is_still_a_name_when_something_is_theirs(tagger: NameTagger) -> None:
+    out = redacted("The parcel is in Wanjiru Kamau's office since 1988-07-02.", tagger)
+    assert "Wanjiru" not in out, out

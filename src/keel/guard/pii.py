@@ -562,6 +562,10 @@ _PLACE_BEFORE = re.compile(
     r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of)\s+$",
     re.IGNORECASE,
 )
+# "a courier in Horní Planá", "a year at Numedii in Cheb": after "in", a place; but "in
+# Maria's car" is about a person.
+_IN_BEFORE = re.compile(r"(?<![\w'’])in[ \t]+(?:[A-ZÀ-Þ][\w'’-]*[ \t]+){0,2}$")
+_POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
 # "Title VII", "Henry IV": a numeral, but not one that is also a name ("Xi", "Li").
 _ROMAN = re.compile(r"^(?:II|III|IV|VI|VII|VIII|IX|XII|XIII|XIV|XV|XVI|XVII|XVIII|XIX|XX)$")
 
@@ -575,6 +579,10 @@ def _not_a_person(text: str, match: PiiMatch) -> bool:
         for run in _ORG_RUN.finditer(text, max(0, match.start - 80), match.end + 80):
             if run.start() <= match.start and match.end <= run.end():
                 return True
+    if _IN_BEFORE.search(text, max(0, match.start - 40), match.start) and not (
+        _POSSESSIVE_AFTER.match(text, match.end) or match.value.endswith(("'s", "’s"))
+    ):
+        return True
     for run in _FIRM_LIST.finditer(text, max(0, match.start - 80), match.end + 80):
         if run.start() <= match.start and match.end <= run.end():
             return True
