@@ -58,3 +58,18 @@ def test_other_entities_pass_untouched() -> None:
     text = "Phone: 555 0100"
     phone = span(text, "555 0100", "PHONE")
     assert not_personal(text, [phone], ENGLISH) == [phone]
+
+
+def test_a_tables_header_and_its_town_and_job_columns_hold_no_names() -> None:
+    text = "Applicant\tCity\tOccupation\nLeona Šimková\tNové Město\tPlánovač\nshort row"
+    found = kept(
+        text,
+        span(text, "City\tOccupation"),
+        span(text, "Leona Šimková"),
+        span(text, "Město"),
+        span(text, "Plánovač"),
+    )
+    assert found == ["Leona Šimková"]
+    # A CSV row keeps a name in its name column.
+    csv = "id,name,city\n12,Jana Ježková,Pec pod Sněžkou"
+    assert kept(csv, span(csv, "Jana Ježková"), span(csv, "Sněžkou")) == ["Jana Ježková"]

@@ -58,21 +58,65 @@ _NOT_A_PERSON_FIELD = re.compile(
 )
 
 
+_CHECKED = ("PERSON", "STREET_ADDRESS")
+# Between the fields of a table row: a tab, or a comma with no space after it (CSV).
+_FIELD_BREAK = re.compile(r"\t|,(?=\S)")
+# The first line of a table, with two fields or more: its header, if every field is a label.
+_HEADER = re.compile(r"[^\n]*(?:\t|,(?=\S))[^\n]*")
+
+
 def _inside(match: PiiMatch, start: int, end: int) -> bool:
     return start <= match.start and match.end <= end
 
 
+def _in_place_columns(
+    text: str, columns: Sequence[str], body: int, tagged: Sequence[PiiMatch]
+) -> list[PiiMatch]:
+    """The names in the rows below a header that fall in a town, company or job column."""
+    place = [bool(_NOT_A_PERSON_FIELD.match(f"{c.strip()}: x")) for c in columns]
+    if not any(place):
+        return []
+    out = []
+    for row in re.finditer(r"[^\n]+", text[body:]):
+        start, cells = body + row.start(), []
+        for brk in _FIELD_BREAK.finditer(text, start, body + row.end()):
+            cells.append((start, brk.start()))
+            start = brk.end()
+        cells.append((start, body + row.end()))
+        if len(cells) != len(columns):
+            continue  # not a row of this table
+        out += [
+            m
+            for (s, e), is_place in zip(cells, place, strict=True)
+            if is_place
+            for m in tagged
+            if m.entity == "PERSON" and _inside(m, s, e)
+        ]
+    return out
+
+
+def _is_label(words: Sequence[str], english: frozenset[str]) -> bool:
+    return bool(words) and all(
+        w.lower().strip(".'") in english or w.lower() in _FORM_WORDS for w in words
+    )
+
+
 def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
     """`matches` less the names and addresses that context shows are something else."""
-    tagged = [m for m in matches if m.entity in ("PERSON", "STREET_ADDRESS")]
-    if not tagged:
+    if not any(m.entity in _CHECKED for m in matches):
         return list(matches)
+    others = [m for m in matches if m.entity not in _CHECKED]
+    tagged = [m for m in matches if m.entity in _CHECKED]
     drop: set[int] = set()
     for label in _LABEL.finditer(text):
-        words = label.group(1).split()
         # "Employer:" and "Job title:" are words; a speaker's name ("Tracy:") is not.
-        if all(w.lower().strip(".'") in english or w.lower() in _FORM_WORDS for w in words):
+        if _is_label(label.group(1).split(), english):
             drop.update(id(m) for m in tagged if _inside(m, label.start(1), label.end(1)))
+    header = _HEADER.match(text)
+    columns = _FIELD_BREAK.split(header.group(0)) if header else []
+    if header and all(_is_label(c.split(), english) for c in columns):
+        drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
+        drop.update(id(m) for m in _in_place_columns(text, columns, header.end(), tagged))
     for field in _NOT_A_PERSON_FIELD.finditer(text):
         drop.update(id(m) for m in tagged if m.entity == "PERSON" and _inside(m, *field.span(1)))
     for m in tagged:
@@ -88,4 +132,5 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
                 drop.add(id(m))  # "Mathieu" in "Lacombe Mathieu SARL"
         elif m.entity == "PERSON" and _LEGAL_FORM.fullmatch(value.strip(" .,;")):
             drop.add(id(m))  # "SARL" alone
-    return [m for m in matches if id(m) not in drop]
+    kept = others + [m for m in tagged if id(m) not in drop]
+    return sorted(kept, key=lambda m: m.start)
