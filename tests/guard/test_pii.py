@@ -13,13 +13,12 @@ from keel.guard.pii import (
     HOUSE_NUMBER_AHEAD,
     NEED_DIGIT,
     RECOGNIZERS,
-    PiiMatch,
     PiiScanner,
-    _join_addresses,
     detect,
     iban_valid,
     luhn_valid,
 )
+from keel.guard.pii_spans import PiiMatch, join_addresses
 
 ADDRESSES = [
     "221 Baker Street, London",
@@ -140,7 +139,7 @@ def test_a_military_post_address_is_one_address_in_any_case() -> None:
 def test_a_country_and_postcode_line_and_a_house_number_join_the_address() -> None:
     text = "Deliver to:\n>935 69 Gordon Terrace\n>Belgium 42940\nThanks"
     street = text.index("69 Gordon Terrace")
-    found = _join_addresses(
+    found = join_addresses(
         text, [PiiMatch("STREET_ADDRESS", street, street + len("69 Gordon Terrace"), 0.8, "")]
     )
     assert [text[m.start : m.end] for m in found] == ["935 69 Gordon Terrace\n>Belgium 42940"]

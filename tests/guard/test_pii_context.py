@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from keel.guard.pii import PiiMatch
 from keel.guard.pii_context import not_personal
+from keel.guard.pii_spans import PiiMatch
 
 ENGLISH = frozenset({"job", "title", "note"})
 

@@ -11,8 +11,9 @@ import pytest
 from keel.guard import pii_tagger
 from keel.guard.anonymize import Vault
 from keel.guard.base import ScanContext
-from keel.guard.pii import KNOWN_ENTITIES, PiiMatch, PiiScanner, _uncovered, detect
+from keel.guard.pii import KNOWN_ENTITIES, PiiScanner, _uncovered, detect
 from keel.guard.pii_network import LABELS
+from keel.guard.pii_spans import PiiMatch
 from keel.guard.pii_tagger import (
     DEFAULT_VERSION,
     NameTagger,

@@ -13,12 +13,22 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from keel.guard.anonymize import Anonymizer, Vault
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
-from keel.guard.pii_context import DOCUMENT_NUMBER, ORG_SUFFIX, not_personal
+from keel.guard.pii_context import DOCUMENT_NUMBER, not_personal
+from keel.guard.pii_spans import (
+    EDGE,
+    NAME_TOKEN,
+    NOT_NAMES,
+    PRONOUN_I,
+    PiiMatch,
+    join_addresses,
+    name_lists,
+    not_a_person,
+    repeated_names,
+)
 
 if TYPE_CHECKING:
     from keel.guard.pii_tagger import NameTagger, PieceScores, TaggedSpan
@@ -41,15 +51,6 @@ OPTIONAL_ENTITIES = ("ORGANIZATION",)
 KNOWN_ENTITIES = ENTITIES + OPTIONAL_ENTITIES
 TAGGED_ENTITIES = frozenset({"PERSON", "STREET_ADDRESS", "ORGANIZATION"})
 PiiMode = Literal["block", "mask", "anonymize", "flag"]
-
-
-@dataclass(frozen=True, slots=True)
-class PiiMatch:
-    entity: str
-    start: int
-    end: int
-    score: float
-    value: str
 
 
 # --- validators -------------------------------------------------------------------------
@@ -216,8 +217,7 @@ def _phones(text: str) -> Iterable[PiiMatch]:
 
 
 # Names: capitalised words after a cue, or a title, or as a "Firstname Lastname" pair.
-_NAME_TOKEN = r"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][a-zà-öø-ÿā-ž'’-]+|[A-Z]\.)"
-_NAME = rf"{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{0,3}}"
+_NAME = rf"{NAME_TOKEN}(?:[ \t]+{NAME_TOKEN}){{0,3}}"
 _PERSON_CUE = re.compile(
     r"(?i:\bmy name is|\bname is|\bname\s*:|\bnamed|\bcall me|\bi am|\bi'm|\bthis is|"
     r"\bdear|\bhi|\bhello|\bsincerely,?|\bregards,?|\bsigned,?|\bthanks,?|"
@@ -230,30 +230,15 @@ _PERSON_CUE = re.compile(
 _PERSON_CUE_LOWER = re.compile(
     r"(?i:\bmy name is|\bname\s*:|\bname on the account is)\s+([a-zà-öø-ÿ]+(?: [a-zà-öø-ÿ]+)?)\b"
 )
-_SPEAKER = re.compile(rf"(?m)^\s*({_NAME_TOKEN}(?: {_NAME_TOKEN})?):\s+\S")
+_SPEAKER = re.compile(rf"(?m)^\s*({NAME_TOKEN}(?: {NAME_TOKEN})?):\s+\S")
 _TITLE = re.compile(
     rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Herr|Frau|Mme|Mlle|Sr|Sra)\.?\s+({_NAME})"
 )
-_PAIR = re.compile(rf"(?<![\w.])({_NAME_TOKEN}[ \t]+(?:{_NAME_TOKEN}[ \t]+)?{_NAME_TOKEN})")
-_NOT_NAMES_TEXT = """The A An And Or But If When Where What Who Why How This That These Those
-    There Here
-    It Its I We You He She They My Your His Her Our Their Me Us Them Please Thanks Thank
-    Hello Hi Hey Dear Yes No Not Can Could Would Should Will May Might Must Do Does Did Is Are
-    Was Were Be Been Have Has Had Get Got Let Make New Old Good Great Best First Last Next
-    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April
-    June July August September October November December Street Road Avenue Lane Drive
-    Bank Card Account Credit Debit Phone Email Address Name User Bot Customer Service
-    Support Team Inc Ltd Company University College School Hospital City State Country
-    North South East West United Kingdom States America Europe Asia Africa Australia
-    Mr Mrs Ms Dr Prof Sir Suite Apt Apartment Unit Floor Box Street Billing Shipping
-    Personal Info Website Phone Fax Mobile Order Invoice Date Time Today Tomorrow
-    Yesterday Also Just Only Very Some Any All Every Each Both Many Much More Most Other
-    TV Music Film Movie Song Album Book Chapter Part Section Page Table Figure"""
-_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+_PAIR = re.compile(rf"(?<![\w.])({NAME_TOKEN}[ \t]+(?:{NAME_TOKEN}[ \t]+)?{NAME_TOKEN})")
 
 
 # Labels and field names the tagger may mistake for a name on their own ("SSN 123-…").
-_NOT_TAGGED = _NOT_NAMES | frozenset(["SSN", "IBAN", "PIN", "DOB", "ID", "Tel", "Fax", "Desk"])
+_NOT_TAGGED = NOT_NAMES | frozenset(["SSN", "IBAN", "PIN", "DOB", "ID", "Tel", "Fax", "Desk"])
 
 
 def _tag_ok(value: str) -> bool:
@@ -267,20 +252,17 @@ def _one_common_word(value: str, common: frozenset[str]) -> bool:
     if len(words) != 1:
         return False
     word = words[0].strip(".,:;()")
-    return word.lower() in common or _PRONOUN_I.match(word) is not None
-
-
-_PRONOUN_I = re.compile(r"^I(?:['’](?:m|ll|ve|d))?$")
+    return word.lower() in common or PRONOUN_I.match(word) is not None
 
 
 def _name_ok(name: str) -> bool:
     words = [w.strip(".") for w in name.split()]
-    return bool(words) and not all(w in _NOT_NAMES for w in words) and words[0] not in _NOT_NAMES
+    return bool(words) and not all(w in NOT_NAMES for w in words) and words[0] not in NOT_NAMES
 
 
 def _trim_name(name: str) -> str:
     words = name.split()
-    while words and words[-1].strip(".") in _NOT_NAMES:
+    while words and words[-1].strip(".") in NOT_NAMES:
         words.pop()
     return " ".join(words)
 
@@ -316,7 +298,7 @@ def _persons(
     for m in _PAIR.finditer(text):
         name = _trim_name(m.group(1))
         words = name.split()
-        if len(words) >= 2 and _name_ok(name) and all(w not in _NOT_NAMES for w in words):
+        if len(words) >= 2 and _name_ok(name) and all(w not in NOT_NAMES for w in words):
             if any(w.strip(".").lower() in common for w in words):
                 continue  # "To Canada", "Entertainment Weekly": a common word is no name
             end = m.start(1) + len(name)
@@ -459,196 +441,13 @@ def detect(
             or piece.entity not in TAGGED_ENTITIES
             or (_tag_ok(piece.value) and not _one_common_word(piece.value, english))
         )
-    kept = [m for m in kept if m.entity != "PERSON" or not _not_a_person(text, m)]
+    kept = [m for m in kept if m.entity != "PERSON" or not not_a_person(text, m)]
     if tagger is not None:
         kept = not_personal(text, kept, english)
     if "PERSON" in entities:
-        kept = _name_lists(text, sorted(kept, key=lambda m: m.start), english)
-        kept = _repeated_names(text, kept, english)
-    return _join_addresses(text, sorted(kept, key=lambda m: m.start))
-
-
-_LIST_AFTER = re.compile(rf"(?:,[ \t]*(?:(?:and|&)[ \t]+)?|[ \t]+(?:and|&)[ \t]+)({_NAME_TOKEN})\b")
-_LIST_BEFORE = re.compile(rf"(?<![\w.])({_NAME_TOKEN})(?:,[ \t]*|[ \t]+(?:and|&)[ \t]+)\Z")
-
-
-def _name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
-    """Capitalised words listed with a name are names too ("Kónya, Becker and Vasquez"),
-    also where the tagger took one of them alone for an organisation."""
-    out = list(matches)
-    todo = [m for m in out if m.entity == "PERSON"]
-    while todo:
-        m = todo.pop()
-        found = []
-        after = _LIST_AFTER.match(text, m.end)
-        if after:
-            found.append((after.start(1), after.end(1)))
-        before = _LIST_BEFORE.search(text, max(0, m.start - 40), m.start)
-        if before:
-            found.append((before.start(1), before.end(1)))
-        for start, end in found:
-            word = text[start:end]
-            if word in _NOT_NAMES or word.lower() in english or _PRONOUN_I.match(word):
-                continue
-            overlapping = [k for k in out if k.start < end and start < k.end]
-            if overlapping and not (
-                len(overlapping) == 1
-                and overlapping[0].entity == "ORGANIZATION"
-                and overlapping[0].value.strip(_EDGE) == word
-            ):
-                continue
-            name = PiiMatch("PERSON", start, end, m.score, word)
-            if _not_a_person(text, name):
-                continue
-            out = [k for k in out if k not in overlapping]
-            out.append(name)
-            todo.append(name)
-    return sorted(out, key=lambda m: m.start)
-
-
-_NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
-
-
-def _repeated_names(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
-    """A name found once is hidden wherever else the text writes it ("Hakuba had given
-    Hakuba his address"), and so is each word of a full name ("Asya ... Asya Godina")."""
-    names: set[str] = set()
-    for m in matches:
-        if m.entity != "PERSON":
-            continue
-        words = m.value.split()
-        for word in [m.value, *words] if len(words) > 1 else words:
-            word = word.strip(_EDGE)
-            if (
-                _NAME_WORD.fullmatch(word)
-                and len(word) >= 3
-                and word not in _NOT_NAMES
-                and word.lower() not in english
-            ):
-                names.add(word)
-    if not names:
-        return matches
-    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    out = list(matches)
-    for found in re.finditer(rf"(?<!\w)(?:{alternatives})(?!\w)", text):
-        start, end = found.span()
-        if any(k.start < end and start < k.end for k in out):
-            continue
-        name = PiiMatch("PERSON", start, end, 0.6, found.group(0))
-        if not _not_a_person(text, name):
-            out.append(name)
-    return sorted(out, key=lambda m: m.start)
-
-
-# The last word of a company's or a band's name; the capitalised words before it, with
-# their commas and "and"s, are its name and not people ("Davis, Reynolds and Williamson
-# Orchestra", "Galorath Incorporated").
-_ORG_SUFFIX = ORG_SUFFIX
-_ORG_RUN = re.compile(
-    rf"(?:(?:{_NAME_TOKEN},[ \t]+)*{_NAME_TOKEN}[ \t]+(?:and|&)[ \t]+)?"
-    rf"(?:{_NAME_TOKEN}[ \t]+){{1,3}}{_ORG_SUFFIX}\b\.?"
-)
-_ORG_WORD = re.compile(rf"\b{_ORG_SUFFIX}\b")
-# Surnames listed after "the" name a firm ("the Lopez, Cooke and Miller office"), and so
-# does "X and Sons"; people are listed without an article ("founders: Lopez, Cooke and …").
-_FIRM_LIST = re.compile(
-    rf"\b[Tt]he[ \t]+(?:{_NAME_TOKEN},[ \t]+)*{_NAME_TOKEN},?[ \t]+(?:and|&)[ \t]+{_NAME_TOKEN}\b"
-    rf"|{_NAME_TOKEN}[ \t]+(?:and|&)[ \t]+Sons\b"
-)
-# A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
-_PLACE_BEFORE = re.compile(
-    r"(?:\b(?:flew|fly|flying|flight|travel(?:l?ed|ling|s)?|moving|moved|returned|arrived|"
-    r"drove|driving|commute[sd]?|relocat(?:ed|ing)|coming|came|went|trip)\s+(?:back\s+)?"
-    r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of)\s+$",
-    re.IGNORECASE,
-)
-# "a courier in Horní Planá", "a year at Numedii in Cheb": after "in", a place; but "in
-# Maria's car" is about a person.
-_IN_BEFORE = re.compile(r"(?<![\w'’])in[ \t]+(?:[A-ZÀ-Þ][\w'’-]*[ \t]+){0,2}$")
-_POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
-# "Title VII", "Henry IV": a numeral, but not one that is also a name ("Xi", "Li").
-_ROMAN = re.compile(r"^(?:II|III|IV|VI|VII|VIII|IX|XII|XIII|XIV|XV|XVI|XVII|XVIII|XIX|XX)$")
-
-
-def _not_a_person(text: str, match: PiiMatch) -> bool:
-    """A name-shaped span that context shows is a company, a place or a numeral."""
-    if _ROMAN.match(match.value.strip(".,:;")):
-        return True
-    # The run ends in a company word after the name: look for one before trying the run.
-    if _ORG_WORD.search(text, match.start, min(len(text), match.end + 80)):
-        for run in _ORG_RUN.finditer(text, max(0, match.start - 80), match.end + 80):
-            if run.start() <= match.start and match.end <= run.end():
-                return True
-    if _IN_BEFORE.search(text, max(0, match.start - 40), match.start) and not (
-        _POSSESSIVE_AFTER.match(text, match.end) or match.value.endswith(("'s", "’s"))
-    ):
-        return True
-    for run in _FIRM_LIST.finditer(text, max(0, match.start - 80), match.end + 80):
-        if run.start() <= match.start and match.end <= run.end():
-            return True
-    return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
-
-
-# Between two lines of one address: line breaks, commas, quote marks of a reply ("> ").
-_ADDRESS_GAP = re.compile(r"[\s,>|]*")
-# A postcode after an address, on its line or at the start of the next ("\n> 10115 Berlin").
-_POSTCODE_AFTER = re.compile(
-    r"(?:[ \t]*,?[ \t]*|[ \t]*\n[ \t>|]*)"
-    r"(?:[A-Z]{1,2}-?)?\d{3,6}(?:[ -]?\d{2,3}|[ ][A-Z]{2})?\b"
-)
-# A country or a region and its postcode, alone on the line after an address
-# ("\n> Belgium 42940").
-_PLACE_POSTCODE_LINE = re.compile(
-    r"[ \t]*\n[ \t>|]*(?:[A-ZÀ-Þ][\wà-ÿ'’.-]*[ \t]+){1,3}\d{3,6}(?:[ -]?\d{2,3})?[ \t]*(?=\n|\Z)"
-)
-# A house number before a street the tagger found: "935 69 Gordon Terrace" (the second
-# number is the building's), "at 74678 midtvollen 130 st.".
-_HOUSE_NUMBER_BEFORE = re.compile(r"(?<![\w.,/-])\d{1,6}[A-Za-z]?[ \t]+\Z")
-
-
-def _join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
-    """Address parts that follow one another become one address, with a postcode after it.
-
-    A street, its unit, its town and its country read as one address; hidden as separate
-    pieces, the postcode between or after them would stay visible.
-    """
-    out: list[PiiMatch] = []
-    for m in matches:
-        prev = out[-1] if out else None
-        if (
-            prev is not None
-            and prev.entity == "STREET_ADDRESS"
-            and (
-                m.entity == "STREET_ADDRESS"
-                # A town in capitals on the line after a street ("Apt. 030\n KOKKOLA").
-                or (m.entity == "PERSON" and m.value.isupper() and "\n" in text[prev.end : m.start])
-            )
-            and _ADDRESS_GAP.fullmatch(text, prev.end, m.start)
-        ):
-            out[-1] = PiiMatch(
-                prev.entity, prev.start, m.end, max(prev.score, m.score), text[prev.start : m.end]
-            )
-            continue
-        out.append(m)
-    for i, m in enumerate(out):
-        if m.entity != "STREET_ADDRESS":
-            continue
-        start, end = m.start, m.end
-        floor = out[i - 1].end if i else 0
-        number = _HOUSE_NUMBER_BEFORE.search(text, max(floor, start - 12), start)
-        if number:
-            start = number.start()
-        limit = out[i + 1].start if i + 1 < len(out) else len(text)
-        for after in (_POSTCODE_AFTER, _PLACE_POSTCODE_LINE):
-            post = after.match(text, end)
-            if post and post.end() <= limit:
-                end = post.end()
-        if (start, end) != (m.start, m.end):
-            out[i] = PiiMatch(m.entity, start, end, m.score, text[start:end])
-    return out
-
-
-_EDGE = " \t\r\n,;:.-–()[]<>\"'"
+        kept = name_lists(text, sorted(kept, key=lambda m: m.start), english)
+        kept = repeated_names(text, kept, english)
+    return join_addresses(text, sorted(kept, key=lambda m: m.start))
 
 
 def _uncovered(text: str, match: PiiMatch, kept: Sequence[PiiMatch]) -> list[PiiMatch]:
@@ -669,9 +468,9 @@ def _uncovered(text: str, match: PiiMatch, kept: Sequence[PiiMatch]) -> list[Pii
         return [match]
     out = []
     for s, e in pieces:
-        while s < e and text[s] in _EDGE:
+        while s < e and text[s] in EDGE:
             s += 1
-        while e > s and text[e - 1] in _EDGE:
+        while e > s and text[e - 1] in EDGE:
             e -= 1
         if sum(ch.isalnum() for ch in text[s:e]) >= 2:
             out.append(PiiMatch(match.entity, s, e, match.score, text[s:e]))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from keel.guard.pii import PiiMatch
+    from keel.guard.pii_spans import PiiMatch
 
 # The last word of a company's or a band's name, English and the legal forms of other
 # countries; the capitalised words before it are its name ("Galorath Incorporated",

@@ -1,0 +1,225 @@
+"""A PII span, and what is done with the spans the recognizers and the tagger found.
+
+Names listed with a name or repeated in the text are names too; a name-shaped span that
+context shows is a company, a place or a numeral is dropped; the lines of one address
+join into one address, with its house number and postcode. `keel.guard.pii.detect` runs
+these after the recognizers and the tagger (see docs/guardrails.md for what each gained).
+"""
+
+# ruff: noqa: RUF001  (look-alike letters and other scripts are this module's data)
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from keel.guard.pii_context import ORG_SUFFIX
+
+
+@dataclass(frozen=True, slots=True)
+class PiiMatch:
+    entity: str
+    start: int
+    end: int
+    score: float
+    value: str
+
+
+# One word of a name: capitalised ("Kónya", "O'Neill", "Smith-Jones") or an initial ("J.").
+NAME_TOKEN = r"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][a-zà-öø-ÿā-ž'’-]+|[A-Z]\.)"
+_NOT_NAMES_TEXT = """The A An And Or But If When Where What Who Why How This That These Those
+    There Here
+    It Its I We You He She They My Your His Her Our Their Me Us Them Please Thanks Thank
+    Hello Hi Hey Dear Yes No Not Can Could Would Should Will May Might Must Do Does Did Is Are
+    Was Were Be Been Have Has Had Get Got Let Make New Old Good Great Best First Last Next
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April
+    June July August September October November December Street Road Avenue Lane Drive
+    Bank Card Account Credit Debit Phone Email Address Name User Bot Customer Service
+    Support Team Inc Ltd Company University College School Hospital City State Country
+    North South East West United Kingdom States America Europe Asia Africa Australia
+    Mr Mrs Ms Dr Prof Sir Suite Apt Apartment Unit Floor Box Street Billing Shipping
+    Personal Info Website Phone Fax Mobile Order Invoice Date Time Today Tomorrow
+    Yesterday Also Just Only Very Some Any All Every Each Both Many Much More Most Other
+    TV Music Film Movie Song Album Book Chapter Part Section Page Table Figure"""
+NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())  # capitalised words that are no names
+PRONOUN_I = re.compile(r"^I(?:['’](?:m|ll|ve|d))?$")  # "I", "I'm", "I'll": no name
+EDGE = " \t\r\n,;:.-–()[]<>\"'"  # trimmed off the ends of a span
+
+
+_LIST_AFTER = re.compile(rf"(?:,[ \t]*(?:(?:and|&)[ \t]+)?|[ \t]+(?:and|&)[ \t]+)({NAME_TOKEN})\b")
+_LIST_BEFORE = re.compile(rf"(?<![\w.])({NAME_TOKEN})(?:,[ \t]*|[ \t]+(?:and|&)[ \t]+)\Z")
+
+
+def name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
+    """Capitalised words listed with a name are names too ("Kónya, Becker and Vasquez"),
+    also where the tagger took one of them alone for an organisation."""
+    out = list(matches)
+    todo = [m for m in out if m.entity == "PERSON"]
+    while todo:
+        m = todo.pop()
+        found = []
+        after = _LIST_AFTER.match(text, m.end)
+        if after:
+            found.append((after.start(1), after.end(1)))
+        before = _LIST_BEFORE.search(text, max(0, m.start - 40), m.start)
+        if before:
+            found.append((before.start(1), before.end(1)))
+        for start, end in found:
+            word = text[start:end]
+            if word in NOT_NAMES or word.lower() in english or PRONOUN_I.match(word):
+                continue
+            overlapping = [k for k in out if k.start < end and start < k.end]
+            if overlapping and not (
+                len(overlapping) == 1
+                and overlapping[0].entity == "ORGANIZATION"
+                and overlapping[0].value.strip(EDGE) == word
+            ):
+                continue
+            name = PiiMatch("PERSON", start, end, m.score, word)
+            if not_a_person(text, name):
+                continue
+            out = [k for k in out if k not in overlapping]
+            out.append(name)
+            todo.append(name)
+    return sorted(out, key=lambda m: m.start)
+
+
+_NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
+
+
+def repeated_names(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
+    """A name found once is hidden wherever else the text writes it ("Hakuba had given
+    Hakuba his address"), and so is each word of a full name ("Asya ... Asya Godina")."""
+    names: set[str] = set()
+    for m in matches:
+        if m.entity != "PERSON":
+            continue
+        words = m.value.split()
+        for word in [m.value, *words] if len(words) > 1 else words:
+            word = word.strip(EDGE)
+            if (
+                _NAME_WORD.fullmatch(word)
+                and len(word) >= 3
+                and word not in NOT_NAMES
+                and word.lower() not in english
+            ):
+                names.add(word)
+    if not names:
+        return matches
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    out = list(matches)
+    for found in re.finditer(rf"(?<!\w)(?:{alternatives})(?!\w)", text):
+        start, end = found.span()
+        if any(k.start < end and start < k.end for k in out):
+            continue
+        name = PiiMatch("PERSON", start, end, 0.6, found.group(0))
+        if not not_a_person(text, name):
+            out.append(name)
+    return sorted(out, key=lambda m: m.start)
+
+
+# The last word of a company's or a band's name; the capitalised words before it, with
+# their commas and "and"s, are its name and not people ("Davis, Reynolds and Williamson
+# Orchestra", "Galorath Incorporated").
+_ORG_RUN = re.compile(
+    rf"(?:(?:{NAME_TOKEN},[ \t]+)*{NAME_TOKEN}[ \t]+(?:and|&)[ \t]+)?"
+    rf"(?:{NAME_TOKEN}[ \t]+){{1,3}}{ORG_SUFFIX}\b\.?"
+)
+_ORG_WORD = re.compile(rf"\b{ORG_SUFFIX}\b")
+# Surnames listed after "the" name a firm ("the Lopez, Cooke and Miller office"), and so
+# does "X and Sons"; people are listed without an article ("founders: Lopez, Cooke and …").
+_FIRM_LIST = re.compile(
+    rf"\b[Tt]he[ \t]+(?:{NAME_TOKEN},[ \t]+)*{NAME_TOKEN},?[ \t]+(?:and|&)[ \t]+{NAME_TOKEN}\b"
+    rf"|{NAME_TOKEN}[ \t]+(?:and|&)[ \t]+Sons\b"
+)
+# A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
+_PLACE_BEFORE = re.compile(
+    r"(?:\b(?:flew|fly|flying|flight|travel(?:l?ed|ling|s)?|moving|moved|returned|arrived|"
+    r"drove|driving|commute[sd]?|relocat(?:ed|ing)|coming|came|went|trip)\s+(?:back\s+)?"
+    r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of)\s+$",
+    re.IGNORECASE,
+)
+# "a courier in Horní Planá", "a year at Numedii in Cheb": after "in", a place; but "in
+# Maria's car" is about a person.
+_IN_BEFORE = re.compile(r"(?<![\w'’])in[ \t]+(?:[A-ZÀ-Þ][\w'’-]*[ \t]+){0,2}$")
+_POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
+# "Title VII", "Henry IV": a numeral, but not one that is also a name ("Xi", "Li").
+_ROMAN = re.compile(r"^(?:II|III|IV|VI|VII|VIII|IX|XII|XIII|XIV|XV|XVI|XVII|XVIII|XIX|XX)$")
+
+
+def not_a_person(text: str, match: PiiMatch) -> bool:
+    """A name-shaped span that context shows is a company, a place or a numeral."""
+    if _ROMAN.match(match.value.strip(".,:;")):
+        return True
+    # The run ends in a company word after the name: look for one before trying the run.
+    if _ORG_WORD.search(text, match.start, min(len(text), match.end + 80)):
+        for run in _ORG_RUN.finditer(text, max(0, match.start - 80), match.end + 80):
+            if run.start() <= match.start and match.end <= run.end():
+                return True
+    if _IN_BEFORE.search(text, max(0, match.start - 40), match.start) and not (
+        _POSSESSIVE_AFTER.match(text, match.end) or match.value.endswith(("'s", "’s"))
+    ):
+        return True
+    for run in _FIRM_LIST.finditer(text, max(0, match.start - 80), match.end + 80):
+        if run.start() <= match.start and match.end <= run.end():
+            return True
+    return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
+
+
+# Between two lines of one address: line breaks, commas, quote marks of a reply ("> ").
+_ADDRESS_GAP = re.compile(r"[\s,>|]*")
+# A postcode after an address, on its line or at the start of the next ("\n> 10115 Berlin").
+_POSTCODE_AFTER = re.compile(
+    r"(?:[ \t]*,?[ \t]*|[ \t]*\n[ \t>|]*)"
+    r"(?:[A-Z]{1,2}-?)?\d{3,6}(?:[ -]?\d{2,3}|[ ][A-Z]{2})?\b"
+)
+# A country or a region and its postcode, alone on the line after an address
+# ("\n> Belgium 42940").
+_PLACE_POSTCODE_LINE = re.compile(
+    r"[ \t]*\n[ \t>|]*(?:[A-ZÀ-Þ][\wà-ÿ'’.-]*[ \t]+){1,3}\d{3,6}(?:[ -]?\d{2,3})?[ \t]*(?=\n|\Z)"
+)
+# A house number before a street the tagger found: "935 69 Gordon Terrace" (the second
+# number is the building's), "at 74678 midtvollen 130 st.".
+_HOUSE_NUMBER_BEFORE = re.compile(r"(?<![\w.,/-])\d{1,6}[A-Za-z]?[ \t]+\Z")
+
+
+def join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
+    """Address parts that follow one another become one address, with a postcode after it.
+
+    A street, its unit, its town and its country read as one address; hidden as separate
+    pieces, the postcode between or after them would stay visible.
+    """
+    out: list[PiiMatch] = []
+    for m in matches:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and prev.entity == "STREET_ADDRESS"
+            and (
+                m.entity == "STREET_ADDRESS"
+                # A town in capitals on the line after a street ("Apt. 030\n KOKKOLA").
+                or (m.entity == "PERSON" and m.value.isupper() and "\n" in text[prev.end : m.start])
+            )
+            and _ADDRESS_GAP.fullmatch(text, prev.end, m.start)
+        ):
+            out[-1] = PiiMatch(
+                prev.entity, prev.start, m.end, max(prev.score, m.score), text[prev.start : m.end]
+            )
+            continue
+        out.append(m)
+    for i, m in enumerate(out):
+        if m.entity != "STREET_ADDRESS":
+            continue
+        start, end = m.start, m.end
+        floor = out[i - 1].end if i else 0
+        number = _HOUSE_NUMBER_BEFORE.search(text, max(floor, start - 12), start)
+        if number:
+            start = number.start()
+        limit = out[i + 1].start if i + 1 < len(out) else len(text)
+        for after in (_POSTCODE_AFTER, _PLACE_POSTCODE_LINE):
+            post = after.match(text, end)
+            if post and post.end() <= limit:
+                end = post.end()
+        if (start, end) != (m.start, m.end):
+            out[i] = PiiMatch(m.entity, start, end, m.score, text[start:end])
+    return out
