@@ -24,6 +24,7 @@ from keel.guard.pii_spans import (
     NOT_NAMES,
     PRONOUN_I,
     PiiMatch,
+    SpanIndex,
     join_addresses,
     name_lists,
     not_a_person,
@@ -432,15 +433,16 @@ def detect(
             and not (t.entity == "PERSON" and _one_common_word(text[t.start : t.end], english))
         )
     found.sort(key=lambda m: (_PRIORITY[m.entity], -m.score, -(m.end - m.start)))
-    kept: list[PiiMatch] = []
+    taken = SpanIndex()
     for match in found:
-        kept.extend(
-            piece
-            for piece in _uncovered(text, match, kept)
-            if piece is match
-            or piece.entity not in TAGGED_ENTITIES
-            or (_tag_ok(piece.value) and not _one_common_word(piece.value, english))
-        )
+        for piece in _uncovered(text, match, taken.overlapping(match.start, match.end)):
+            if (
+                piece is match
+                or piece.entity not in TAGGED_ENTITIES
+                or (_tag_ok(piece.value) and not _one_common_word(piece.value, english))
+            ):
+                taken.add(piece)
+    kept = taken.spans
     kept = [m for m in kept if m.entity != "PERSON" or not not_a_person(text, m)]
     if tagger is not None:
         kept = not_personal(text, kept, english)

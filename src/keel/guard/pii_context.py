@@ -9,7 +9,8 @@ it name the company. `keel.guard.pii` drops such spans after the tagger and the 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -65,14 +66,18 @@ _FIELD_BREAK = re.compile(r"\t|,(?=\S)")
 _HEADER = re.compile(r"[^\n]*(?:\t|,(?=\S))[^\n]*")
 
 
-def _inside(match: PiiMatch, start: int, end: int) -> bool:
-    return start <= match.start and match.end <= end
+def _within(ranges: Sequence[tuple[int, int]], spans: Iterable[PiiMatch]) -> Iterator[PiiMatch]:
+    """The spans that lie inside one of `ranges` (in order, not overlapping): a bisection
+    per span, so a long table costs no more than its length."""
+    starts = [start for start, _ in ranges]
+    for m in spans:
+        i = bisect_right(starts, m.start) - 1
+        if i >= 0 and m.end <= ranges[i][1]:
+            yield m
 
 
-def _in_place_columns(
-    text: str, columns: Sequence[str], body: int, tagged: Sequence[PiiMatch]
-) -> list[PiiMatch]:
-    """The names in the rows below a header that fall in a town, company or job column."""
+def _place_cells(text: str, columns: Sequence[str], body: int) -> list[tuple[int, int]]:
+    """The cells of the rows below a header that fall in a town, company or job column."""
     place = [bool(_NOT_A_PERSON_FIELD.match(f"{c.strip()}: x")) for c in columns]
     if not any(place):
         return []
@@ -83,15 +88,8 @@ def _in_place_columns(
             cells.append((start, brk.start()))
             start = brk.end()
         cells.append((start, body + row.end()))
-        if len(cells) != len(columns):
-            continue  # not a row of this table
-        out += [
-            m
-            for (s, e), is_place in zip(cells, place, strict=True)
-            if is_place
-            for m in tagged
-            if m.entity == "PERSON" and _inside(m, s, e)
-        ]
+        if len(cells) == len(columns):  # else not a row of this table
+            out += [cell for cell, is_place in zip(cells, place, strict=True) if is_place]
     return out
 
 
@@ -107,18 +105,18 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
         return list(matches)
     others = [m for m in matches if m.entity not in _CHECKED]
     tagged = [m for m in matches if m.entity in _CHECKED]
-    drop: set[int] = set()
-    for label in _LABEL.finditer(text):
-        # "Employer:" and "Job title:" are words; a speaker's name ("Tracy:") is not.
-        if _is_label(label.group(1).split(), english):
-            drop.update(id(m) for m in tagged if _inside(m, label.start(1), label.end(1)))
+    persons = [m for m in tagged if m.entity == "PERSON"]
+    # "Employer:" and "Job title:" are words; a speaker's name ("Tracy:") is not.
+    labels = [(m.start(1), m.end(1)) for m in _LABEL.finditer(text)
+              if _is_label(m.group(1).split(), english)]  # fmt: skip
+    drop = {id(m) for m in _within(labels, tagged)}
     header = _HEADER.match(text)
     columns = _FIELD_BREAK.split(header.group(0)) if header else []
     if header and all(_is_label(c.split(), english) for c in columns):
         drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
-        drop.update(id(m) for m in _in_place_columns(text, columns, header.end(), tagged))
-    for field in _NOT_A_PERSON_FIELD.finditer(text):
-        drop.update(id(m) for m in tagged if m.entity == "PERSON" and _inside(m, *field.span(1)))
+        drop.update(id(m) for m in _within(_place_cells(text, columns, header.end()), persons))
+    fields = [m.span(1) for m in _NOT_A_PERSON_FIELD.finditer(text)]
+    drop.update(id(m) for m in _within(fields, persons))
     for m in tagged:
         value = text[m.start : m.end]
         if m.entity == "STREET_ADDRESS" and _NUMBER_ONLY.fullmatch(value):

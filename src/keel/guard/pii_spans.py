@@ -11,6 +11,8 @@ these after the recognizers and the tagger (see docs/guardrails.md for what each
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keel.guard.pii_context import ORG_SUFFIX
@@ -23,6 +25,38 @@ class PiiMatch:
     end: int
     score: float
     value: str
+
+
+class SpanIndex:
+    """Spans that never overlap, in order of start (so of end too), for overlap queries by
+    bisection: a text with thousands of spans (a pasted table) costs no more than its size."""
+
+    def __init__(self, spans: Iterable[PiiMatch] = ()) -> None:
+        self.spans: list[PiiMatch] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        for m in spans:
+            self.add(m)
+
+    def overlapping(self, start: int, end: int) -> list[PiiMatch]:
+        i = bisect_right(self._ends, start)
+        out = []
+        while i < len(self.spans) and self.spans[i].start < end:
+            out.append(self.spans[i])
+            i += 1
+        return out
+
+    def add(self, match: PiiMatch) -> None:
+        i = bisect_right(self._starts, match.start)
+        self.spans.insert(i, match)
+        self._starts.insert(i, match.start)
+        self._ends.insert(i, match.end)
+
+    def remove(self, match: PiiMatch) -> None:
+        i = bisect_left(self._starts, match.start)
+        while self.spans[i] is not match:
+            i += 1
+        del self.spans[i], self._starts[i], self._ends[i]
 
 
 # One word of a name: capitalised ("Kónya", "O'Neill", "Smith-Jones") or an initial ("J.").
@@ -53,8 +87,8 @@ _LIST_BEFORE = re.compile(rf"(?<![\w.])({NAME_TOKEN})(?:,[ \t]*|[ \t]+(?:and|&)[
 def name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
     """Capitalised words listed with a name are names too ("Kónya, Becker and Vasquez"),
     also where the tagger took one of them alone for an organisation."""
-    out = list(matches)
-    todo = [m for m in out if m.entity == "PERSON"]
+    index = SpanIndex(matches)
+    todo = [m for m in matches if m.entity == "PERSON"]
     while todo:
         m = todo.pop()
         found = []
@@ -68,7 +102,7 @@ def name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> l
             word = text[start:end]
             if word in NOT_NAMES or word.lower() in english or PRONOUN_I.match(word):
                 continue
-            overlapping = [k for k in out if k.start < end and start < k.end]
+            overlapping = index.overlapping(start, end)
             if overlapping and not (
                 len(overlapping) == 1
                 and overlapping[0].entity == "ORGANIZATION"
@@ -78,10 +112,11 @@ def name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> l
             name = PiiMatch("PERSON", start, end, m.score, word)
             if not_a_person(text, name):
                 continue
-            out = [k for k in out if k not in overlapping]
-            out.append(name)
+            for k in overlapping:
+                index.remove(k)
+            index.add(name)
             todo.append(name)
-    return sorted(out, key=lambda m: m.start)
+    return index.spans
 
 
 _NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
@@ -90,32 +125,28 @@ _NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
 def repeated_names(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
     """A name found once is hidden wherever else the text writes it ("Hakuba had given
     Hakuba his address"), and so is each word of a full name ("Asya ... Asya Godina")."""
-    names: set[str] = set()
-    for m in matches:
-        if m.entity != "PERSON":
-            continue
-        words = m.value.split()
-        for word in [m.value, *words] if len(words) > 1 else words:
-            word = word.strip(EDGE)
-            if (
-                _NAME_WORD.fullmatch(word)
-                and len(word) >= 3
-                and word not in NOT_NAMES
-                and word.lower() not in english
-            ):
-                names.add(word)
+    names = {
+        word
+        for m in matches
+        if m.entity == "PERSON"
+        for word in (w.strip(EDGE) for w in m.value.split())
+        if _NAME_WORD.fullmatch(word)
+        and len(word) >= 3
+        and word not in NOT_NAMES
+        and word.lower() not in english
+    }
     if not names:
         return matches
-    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    out = list(matches)
-    for found in re.finditer(rf"(?<!\w)(?:{alternatives})(?!\w)", text):
-        start, end = found.span()
-        if any(k.start < end and start < k.end for k in out):
+    index = SpanIndex(matches)
+    for found in _NAME_WORD.finditer(text):
+        word = found.group(0).rstrip(".'’-")
+        start, end = found.start(), found.start() + len(word)
+        if word not in names or index.overlapping(start, end):
             continue
-        name = PiiMatch("PERSON", start, end, 0.6, found.group(0))
+        name = PiiMatch("PERSON", start, end, 0.6, word)
         if not not_a_person(text, name):
-            out.append(name)
-    return sorted(out, key=lambda m: m.start)
+            index.add(name)
+    return index.spans
 
 
 # The last word of a company's or a band's name; the capitalised words before it, with
