@@ -13,15 +13,11 @@ written separately; nothing here is taken from it.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from bench.pii import detector, evaluate
-from training.pii.generate import fixed_hash_seed
+from training.pii.validate import run
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "it_IT", "es_ES", "nl_NL", "pl_PL", "sv_SE",
            "pt_PT", "da_DK", "cs_CZ")  # fmt: skip
@@ -74,28 +70,7 @@ def records(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=99)
-    parser.add_argument("--variants", default="patterns,tagger,tagger+cues")
-    parser.add_argument("--artifact", type=Path, help="folder of a tagger artifact to measure")
-    args = parser.parse_args(argv)
-    fixed_hash_seed()
-
-    import torch
-
-    from keel.guard.pii_tagger import NameTagger
-
-    torch.set_num_threads(1)
-    tagger = NameTagger(folder=args.artifact)
-    tagger.load()
-    data = records(args.n, args.seed)
-    result = {}
-    for variant in args.variants.split(","):
-        scores = evaluate(data, detector(variant, tagger))
-        scores.pop("leak_examples")
-        result[variant] = scores
-    print(json.dumps({"texts": len(data), "seed": args.seed, "variants": result}, indent=1))
+    run(argv, records, 300, 99, __doc__.splitlines()[0] if __doc__ else None)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +35,45 @@ def records(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=8)
-    parser.add_argument("--variants", default="patterns,tagger,tagger+cues")
-    parser.add_argument("--artifact", type=Path, help="folder of a tagger artifact to measure")
-    args = parser.parse_args(argv)
-    fixed_hash_seed()
-
+def score(data: list[dict[str, Any]], variants: str, artifact: Path | None) -> dict[str, Any]:
+    """bench/pii.py's scores of `data` for each of the comma-separated `variants`."""
     import torch
 
     from keel.guard.pii_tagger import NameTagger
 
     torch.set_num_threads(1)
-    tagger = NameTagger(folder=args.artifact)
+    tagger = NameTagger(folder=artifact)
     tagger.load()
-    data = records(args.n, args.seed)
     result = {}
-    for variant in args.variants.split(","):
+    for variant in variants.split(","):
         scores = evaluate(data, detector(variant, tagger))
         scores.pop("leak_examples")
         result[variant] = scores
+    return result
+
+
+def run(
+    argv: Sequence[str] | None,
+    draw: Callable[[int, int], list[dict[str, Any]]],
+    n: int,
+    seed: int,
+    description: str | None,
+) -> None:
+    """The command line of a tuning set: `draw(n, seed)` scored for each variant, as JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--variants", default="patterns,tagger,tagger+cues")
+    parser.add_argument("--artifact", type=Path, help="folder of a tagger artifact to measure")
+    args = parser.parse_args(argv)
+    fixed_hash_seed()
+    data = draw(args.n, args.seed)
+    result = score(data, args.variants, args.artifact)
     print(json.dumps({"texts": len(data), "seed": args.seed, "variants": result}, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run(argv, records, 500, 8, __doc__.splitlines()[0] if __doc__ else None)
 
 
 if __name__ == "__main__":
