@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from keel.onnx_export import EXPORT_LOCK
+
 log = logging.getLogger("keel.embeddings")
 
 MIN_COSINE = 0.99999  # to PyTorch's vectors, on the calibration texts
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_EXPORT_LOCK = threading.Lock()
 
 
 class OnnxEncoder:
@@ -101,7 +101,7 @@ def onnx_encoder(model: Any, model_dir: Path, threads: int | None) -> OnnxEncode
         return None
     inputs = tuple(n for n in INPUTS if n in model.tokenizer.model_input_names)
     key = (model_dir, inputs, threads)
-    with _EXPORT_LOCK:
+    with EXPORT_LOCK:  # also guards _SESSIONS
         if key not in _SESSIONS:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads or 0

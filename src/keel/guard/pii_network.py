@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from keel.onnx_export import EXPORT_LOCK
+
 if TYPE_CHECKING:
     import torch
 
@@ -142,7 +144,7 @@ def onnx_forward(net: Any, quantize: bool, threads: int) -> Forward:
     axes = {name: {0: "windows", 1: "pieces"} for name in (*INPUTS, "probs")}
     with tempfile.TemporaryDirectory(prefix="keel-pii-onnx-") as folder:
         path = Path(folder) / "tagger.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), EXPORT_LOCK:
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks
             # In eval mode, or the exporter leaves the network in training mode (dropout on).
             torch.onnx.export(
