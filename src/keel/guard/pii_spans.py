@@ -178,22 +178,27 @@ _POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
 _ROMAN = re.compile(r"^(?:II|III|IV|VI|VII|VIII|IX|XII|XIII|XIV|XV|XVI|XVII|XVIII|XIX|XX)$")
 
 
+def _in_run(run: re.Pattern[str], text: str, match: PiiMatch) -> bool:
+    """Whether a match of `run` within 80 characters either side holds all of `match`."""
+    found = run.finditer(text, max(0, match.start - 80), match.end + 80)
+    return any(r.start() <= match.start and match.end <= r.end() for r in found)
+
+
 def not_a_person(text: str, match: PiiMatch) -> bool:
     """A name-shaped span that context shows is a company, a place or a numeral."""
     if _ROMAN.match(match.value.strip(".,:;")):
         return True
     # The run ends in a company word after the name: look for one before trying the run.
-    if _ORG_WORD.search(text, match.start, min(len(text), match.end + 80)):
-        for run in _ORG_RUN.finditer(text, max(0, match.start - 80), match.end + 80):
-            if run.start() <= match.start and match.end <= run.end():
-                return True
+    if _ORG_WORD.search(text, match.start, min(len(text), match.end + 80)) and _in_run(
+        _ORG_RUN, text, match
+    ):
+        return True
     if _IN_BEFORE.search(text, max(0, match.start - 40), match.start) and not (
         _POSSESSIVE_AFTER.match(text, match.end) or match.value.endswith(("'s", "’s"))
     ):
         return True
-    for run in _FIRM_LIST.finditer(text, max(0, match.start - 80), match.end + 80):
-        if run.start() <= match.start and match.end <= run.end():
-            return True
+    if _in_run(_FIRM_LIST, text, match):
+        return True
     return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
 
 
