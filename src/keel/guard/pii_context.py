@@ -52,11 +52,14 @@ _FORM_WORDS = frozenset(
 )
 # A label that opens a line of a form, and the value after it.
 _LABEL = re.compile(r"(?m)^[ \t>|]*([^\W\d_][^\W\d_ .'/-]*(?:[ .'/-][^\W\d_]+){0,3})[ \t]*:")
-_NOT_A_PERSON_FIELD = re.compile(
-    r"(?im)^[ \t>|]*(?:city|town|village|country|state|region|province|county|company|"
-    r"employer|organi[sz]ation|business|firm|job(?:[ \t]title)?|occupation|position|"
-    r"profession|department|title|role)[ \t]*:[ \t]*([^\n]*)"
+# Labels of a field (or a table's column) that holds a town, a company or a job: no person.
+_NOT_A_PERSON_LABEL = (
+    r"(?:city|town|village|country|state|region|province|county|company|employer|"
+    r"organi[sz]ation|business|firm|job(?:[ \t]title)?|occupation|position|profession|"
+    r"department|title|role)"
 )
+_NOT_A_PERSON_FIELD = re.compile(rf"(?im)^[ \t>|]*{_NOT_A_PERSON_LABEL}[ \t]*:[ \t]*([^\n]*)")
+_NOT_A_PERSON_COLUMN = re.compile(_NOT_A_PERSON_LABEL, re.IGNORECASE)
 
 
 _CHECKED = ("PERSON", "STREET_ADDRESS")
@@ -78,7 +81,7 @@ def _within(ranges: Sequence[tuple[int, int]], spans: Iterable[PiiMatch]) -> Ite
 
 def _place_cells(text: str, columns: Sequence[str], body: int) -> list[tuple[int, int]]:
     """The cells of the rows below a header that fall in a town, company or job column."""
-    place = [bool(_NOT_A_PERSON_FIELD.match(f"{c.strip()}: x")) for c in columns]
+    place = [bool(_NOT_A_PERSON_COLUMN.fullmatch(c.strip().lstrip(" \t>|"))) for c in columns]
     if not any(place):
         return []
     out = []
