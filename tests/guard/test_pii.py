@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from keel.guard.anonymize import Vault
 from keel.guard.base import ScanContext
@@ -19,6 +20,7 @@ from keel.guard.pii import (
     luhn_valid,
 )
 from keel.guard.pii_spans import PiiMatch, join_addresses
+from keel.guard.pii_tagger import NameTagger, TaggedSpan
 
 ADDRESSES = [
     "221 Baker Street, London",
@@ -143,3 +145,29 @@ def test_a_country_and_postcode_line_and_a_house_number_join_the_address() -> No
         text, [PiiMatch("STREET_ADDRESS", street, street + len("69 Gordon Terrace"), 0.8, "")]
     )
     assert [text[m.start : m.end] for m in found] == ["935 69 Gordon Terrace\n>Belgium 42940"]
+
+
+class _FixedTagger:
+    """A tagger that returns the spans it was given: what the rules after it do, alone."""
+
+    common_words = frozenset[str]()
+    english_words = frozenset({"agent"})
+
+    def __init__(self, text: str, spans: dict[str, str]) -> None:
+        self.spans = [
+            TaggedSpan(entity, text.index(value), text.index(value) + len(value), 0.9)
+            for value, entity in spans.items()
+        ]
+
+    def tag_with_support(self, text: str) -> tuple[list[TaggedSpan], None]:
+        return self.spans, None
+
+
+def test_an_address_with_no_number_and_no_street_word_is_read_as_a_name() -> None:
+    text = "Johan Vos moved to Maple Court\nCity: Coimbra\nAgent: sorry about that"
+    spans = dict.fromkeys(("Johan Vos", "Maple Court", "Coimbra", "Agent"), "STREET_ADDRESS")
+    tagger = _FixedTagger(text, spans)
+    found = {m.value: m.entity for m in detect(text, tagger=cast(NameTagger, tagger))}
+    # The name the tagger took for an address is still hidden, as a name; a street word
+    # keeps an address; a town field and a common word are no PII.
+    assert found == {"Johan Vos": "PERSON", "Maple Court": "STREET_ADDRESS"}

@@ -73,3 +73,13 @@ def test_a_tables_header_and_its_town_and_job_columns_hold_no_names() -> None:
     # A CSV row keeps a name in its name column.
     csv = "id,name,city\n12,Jana Ježková,Pec pod Sněžkou"
     assert kept(csv, span(csv, "Jana Ježková"), span(csv, "Sněžkou")) == ["Jana Ježková"]
+
+
+def test_a_span_run_across_a_tables_cells_is_judged_cell_by_cell() -> None:
+    text = "Applicant\tCity\tOccupation\nHartmut Fechner\tPegnitz\tKrankenschwester"
+    found = kept(text, span(text, "Hartmut Fechner"), span(text, "Pegnitz\tKrankenschwester"))
+    assert found == ["Hartmut Fechner"]
+    # In a CSV row the name's cell stays hidden; the town's and the company's do not, and
+    # the date's piece, with no letters, is no span at all.
+    csv = "id,name,city,company,joined\n184,Bryan Brito,Elvas,Amorim,2002-12-15"
+    assert kept(csv, span(csv, "Brito,Elvas,Amorim,2002-12-15")) == ["Brito"]

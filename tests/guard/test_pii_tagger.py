@@ -327,3 +327,16 @@ def test_a_name_shaped_word_after_in_is_a_place(tagger: NameTagger) -> None:
 def test_a_name_after_in_is_still_a_name_when_something_is_theirs(tagger: NameTagger) -> None:
     out = redacted("The parcel is in Wanjiru Kamau's office since 1988-07-02.", tagger)
     assert "Wanjiru" not in out, out
+
+
+def test_a_tables_town_and_job_cells_stay_visible_and_its_names_do_not(
+    tagger: NameTagger,
+) -> None:
+    tsv = "Applicant\tCity\tOccupation\nHartmut Fechner\tPegnitz\tKrankenschwester"
+    out = redacted(tsv, tagger)
+    assert [w for w in ("Pegnitz", "Krankenschwester") if w not in out] == [], out
+    assert [w for w in ("Hartmut", "Fechner") if w in out] == [], out
+    csv = "id,name,city,company,joined\n184,Bryan Brito,Elvas,Amorim,2002-12-15"
+    out = redacted(csv, tagger)
+    assert [w for w in ("Elvas", "Amorim") if w not in out] == [], out
+    assert "Brito" not in out, out

@@ -324,6 +324,17 @@ _STREET_SUFFIX = (
     r"(?:stra(?:ß|ss)e|str\.|gasse|weg|platz|allee|ring|damm|katu|tie|kuja|vej|veien|vegen|"
     r"gata|gatan|vägen|gade|laan|straat|plein|ulica|utca|cesta|iela|gatve)"
 )
+_STREET_PREFIX = (
+    r"(?:rue|avenue|boulevard|chemin|place|via|viale|piazza|corso|calle|avenida|carrer|rua|"
+    r"travessa|plaza|paseo)"
+)
+_UNIT = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|P\.?\s?O\.?\s?Box)"
+# Any word that makes a street of the words around it, in any of the forms above (and the
+# Polish "ul.", "al.", "plac").
+_STREET_WORD = re.compile(
+    rf"\b{_STREET_WORDS}\b|{_STREET_SUFFIX}|\b(?:{_STREET_PREFIX}|{_UNIT}|ul|al|plac)\b",
+    re.IGNORECASE,
+)
 # The second form's matches are one or two runs of non-space characters, each followed
 # by spaces, then a digit. Looking for that shape first changes none of them, and spares
 # trying every street suffix at every letter of a text with no house number in sight.
@@ -332,12 +343,11 @@ _ADDRESS = re.compile(
     rf"\b\d{{1,5}}[A-Za-z]?,?\s+(?:[A-Z][\w'’.-]*\s+){{1,3}}{_STREET_WORDS}\b"
     rf"|\b{HOUSE_NUMBER_AHEAD}"
     rf"(?:[A-ZÀ-Þ][\wà-ÿ'’-]*\s+)?[A-ZÀ-Þ]?[\wà-ÿ'’-]*{_STREET_SUFFIX}\s+\d{{1,5}}[a-z]?\b"
-    r"|\b(?:rue|avenue|boulevard|chemin|place|via|viale|piazza|corso|calle|avenida|carrer|"
-    r"rua|travessa|plaza|paseo)\s+(?:(?:de|du|des|la|le|del|della|dei|degli|do|da|dos)\s+)?"
+    rf"|\b{_STREET_PREFIX}\s+(?:(?:de|du|des|la|le|del|della|dei|degli|do|da|dos)\s+)?"
     r"[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?,?\s+\d{1,5}\b"
     r"|\b\d{1,5},?\s+(?:rue|avenue|boulevard|chemin|place|calle)\s+(?:(?:de|du|des|la|le|"
     r"del|della)\s+)?[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?"
-    r"|\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|P\.?\s?O\.?\s?Box)\.?\s*#?\d{1,5}[A-Za-z]?\b"
+    rf"|\b{_UNIT}\.?\s*#?\d{{1,5}}[A-Za-z]?\b"
     r"|\bPSC \d{3,5}, Box \d{3,5}\s+APO A[AEP] \d{5}\b"
     # A ship's or a unit's military post ("USNS Ortiz\nFPO AE 44941").
     r"|\b(?:USNS|USNV|USS|USCGC)\s+[\w'’-]+\s+FPO\s+A[AEP]\s+\d{5}\b"
@@ -449,7 +459,34 @@ def detect(
     if "PERSON" in entities:
         kept = name_lists(text, sorted(kept, key=lambda m: m.start), english)
         kept = repeated_names(text, kept, english)
-    return join_addresses(text, sorted(kept, key=lambda m: m.start))
+    kept = join_addresses(text, sorted(kept, key=lambda m: m.start))
+    if tagger is None:
+        return kept
+    # A streetless "address" read as a name is judged as names are ("City: Coimbra").
+    return not_personal(text, _streetless(text, kept, english, "PERSON" in entities), english)
+
+
+def _streetless(
+    text: str, matches: list[PiiMatch], english: frozenset[str], names: bool
+) -> list[PiiMatch]:
+    """An address has a number or a street word. A span the tagger calls an address with
+    neither ("Coimbra", "Naval", "Agent") is a town, a job or a label, or a name the tagger
+    mislabelled ("Jožef Albin" on the line before his street): it is kept only where it
+    passes as a name, and then as a name."""
+    out = []
+    for m in matches:
+        if m.entity != "STREET_ADDRESS" or _DIGIT.search(m.value) or _STREET_WORD.search(m.value):
+            out.append(m)
+            continue
+        name = PiiMatch("PERSON", m.start, m.end, m.score, m.value)
+        if (
+            names
+            and _tag_ok(m.value)
+            and not _one_common_word(m.value, english)
+            and not not_a_person(text, name)
+        ):
+            out.append(name)
+    return out
 
 
 def _uncovered(text: str, match: PiiMatch, kept: Sequence[PiiMatch]) -> list[PiiMatch]:

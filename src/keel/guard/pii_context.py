@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -96,6 +97,22 @@ def _place_cells(text: str, columns: Sequence[str], body: int) -> list[tuple[int
     return out
 
 
+def _cells_of(text: str, match: PiiMatch, body: int) -> list[PiiMatch]:
+    """`match` cut at a table's field breaks, below its header; pieces without two letters
+    (a date, a comma) are dropped."""
+    if match.start < body or not _FIELD_BREAK.search(text, match.start, match.end):
+        return [match]
+    out, start = [], match.start
+    for brk in [*_FIELD_BREAK.finditer(text, match.start, match.end), None]:
+        end = brk.start() if brk else match.end
+        value = text[start:end].strip(" .,;:")
+        if sum(ch.isalpha() for ch in value) >= 2:
+            first = text.index(value, start)
+            out.append(replace(match, start=first, end=first + len(value), value=value))
+        start = brk.end() if brk else end
+    return out
+
+
 def _is_label(words: Sequence[str], english: frozenset[str]) -> bool:
     return bool(words) and all(
         w.lower().strip(".'") in english or w.lower() in _FORM_WORDS for w in words
@@ -116,6 +133,10 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
     header = _HEADER.match(text)
     columns = _FIELD_BREAK.split(header.group(0)) if header else []
     if header and all(_is_label(c.split(), english) for c in columns):
+        # A name stays in its cell: a span run across cells ("Pegnitz\tKrankenschwester") is
+        # judged cell by cell.
+        persons = [piece for m in persons for piece in _cells_of(text, m, header.end())]
+        tagged = [m for m in tagged if m.entity != "PERSON"] + persons
         drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
         drop.update(id(m) for m in _within(_place_cells(text, columns, header.end()), persons))
     fields = [m.span(1) for m in _NOT_A_PERSON_FIELD.finditer(text)]

@@ -80,8 +80,9 @@ PRONOUN_I = re.compile(r"^I(?:['’](?:m|ll|ve|d))?$")  # "I", "I'm", "I'll": no
 EDGE = " \t\r\n,;:.-–()[]<>\"'"  # trimmed off the ends of a span
 
 
-_LIST_AFTER = re.compile(rf"(?:,[ \t]*(?:(?:and|&)[ \t]+)?|[ \t]+(?:and|&)[ \t]+)({NAME_TOKEN})\b")
-_LIST_BEFORE = re.compile(rf"(?<![\w.])({NAME_TOKEN})(?:,[ \t]*|[ \t]+(?:and|&)[ \t]+)\Z")
+# A list in prose has a space after its commas; a CSV row has none.
+_LIST_AFTER = re.compile(rf"(?:, +(?:(?:and|&)[ \t]+)?|[ \t]+(?:and|&)[ \t]+)({NAME_TOKEN})\b")
+_LIST_BEFORE = re.compile(rf"(?<![\w.])({NAME_TOKEN})(?:, +|[ \t]+(?:and|&)[ \t]+)\Z")
 
 
 def name_lists(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
