@@ -340,3 +340,23 @@ def test_a_tables_town_and_job_cells_stay_visible_and_its_names_do_not(
     out = redacted(csv, tagger)
     assert [w for w in ("Elvas", "Amorim") if w not in out] == [], out
     assert "Brito" not in out, out
+
+
+def test_a_long_text_is_read_in_full_windows_of_one_size_and_its_names_are_hidden(
+    tagger: NameTagger,
+) -> None:
+    sentences = [
+        f"Parcel {i} for Wanjiru Kamau left the depot at Tallinn on time." for i in range(30)
+    ]
+    text = " ".join(sentences)
+    inputs = tagger.inputs(text)
+    assert inputs is not None
+    ids, _, mask = inputs
+    # Every window is full (no padding to run through the network) and within the model's
+    # length; together they cover every piece read.
+    assert ids.shape[0] > 1
+    assert ids.shape[1] <= tagger.card["max_tokens"]
+    assert mask.all()
+    out = redacted(text, tagger)
+    assert "Wanjiru" not in out, out
+    assert "Kamau" not in out, out

@@ -335,30 +335,29 @@ class NameTagger:
         return offsets, ids, kept, cases
 
     def _windows(self, ids: list[int], cases: list[int]) -> tuple[list[int], Inputs]:
-        """Where each overlapping window of max_tokens starts, and the windows' arrays."""
-        body = self.max_tokens - 2
-        stride = max(1, body - 16)  # a little overlap: context at the seams
-        starts = list(range(0, max(1, len(ids) - body + stride), stride))
-        if starts[-1] + body < len(ids):
-            starts.append(len(ids) - body)
+        """Where each overlapping window (of max_tokens at most) starts, and the windows' arrays."""
+        body, overlap = self.max_tokens - 2, 16  # a little overlap: context at the seams
+        n = len(ids)
+        # As few windows as fit, all of one size: the last is not mostly padding.
+        count = max(1, -(-(n - overlap) // (body - overlap)))
+        size = min(n, -(-(n + (count - 1) * overlap) // count))
+        starts = [min(i * (size - overlap), n - size) for i in range(count)]
         cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
-        width = min(len(ids), body) + 2
+        width = size + 2
         t_ids = np.zeros((len(starts), width), dtype=np.int64)
         t_case = np.zeros((len(starts), width), dtype=np.int64)
         t_mask = np.zeros((len(starts), width), dtype=np.int64)
         for row, s in enumerate(starts):
-            chunk = ids[s : s + body]
-            n = len(chunk)
-            t_ids[row, : n + 2] = [cls, *chunk, sep]
-            t_case[row, 1 : n + 1] = cases[s : s + n]
-            t_mask[row, : n + 2] = 1
+            t_ids[row] = [cls, *ids[s : s + size], sep]
+            t_case[row, 1 : size + 1] = cases[s : s + size]
+            t_mask[row] = 1
         return starts, (t_ids, t_case, t_mask)
 
     def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
         """Label probabilities of each piece, run in overlapping windows of max_tokens."""
         assert self._forward is not None  # loaded by _pieces
-        body = self.max_tokens - 2
         starts, inputs = self._windows(ids, cases)
+        size = inputs[0].shape[1] - 2
         probs = self._forward(*inputs)
         if len(starts) == 1:
             out: npt.NDArray[np.float32] = probs[0, 1 : len(ids) + 1]
@@ -367,7 +366,7 @@ class NameTagger:
         best = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
         margin = np.full(len(ids), -1)
         for row, s in enumerate(starts):
-            n = min(body, len(ids) - s)
+            n = min(size, len(ids) - s)
             for i in range(n):
                 m = min(i, n - 1 - i)
                 if m > margin[s + i]:
