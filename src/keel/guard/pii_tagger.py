@@ -367,11 +367,11 @@ class NameTagger:
         margin = np.full(len(ids), -1)
         for row, s in enumerate(starts):
             n = min(size, len(ids) - s)
-            for i in range(n):
-                m = min(i, n - 1 - i)
-                if m > margin[s + i]:
-                    margin[s + i] = m
-                    best[s + i] = probs[row, i + 1]
+            at = np.arange(n)
+            edge = np.minimum(at, n - 1 - at)
+            better = edge > margin[s : s + n]
+            margin[s : s + n][better] = edge[better]
+            best[s : s + n][better] = probs[row, 1 : n + 1][better]
         return best
 
 
@@ -419,14 +419,15 @@ def decode(
             words.append((s, e, i if alnum else -1))
     spans: list[TaggedSpan] = []
     current: tuple[str, int, int, list[float]] | None = None
+    if thresholds is None:
+        labels = np.argmax(probs, axis=1)
+        scores = probs[np.arange(len(probs)), labels].astype(np.float64)
+    else:
+        labels, scores = _thresholded(probs, thresholds)
     for start, end, piece in words:
         if piece < 0:
             continue  # punctuation alone ("\n, ") neither starts nor ends a span
-        if thresholds is None:
-            label = int(np.argmax(probs[piece]))
-            score = float(probs[piece, label])
-        else:
-            label, score = _thresholded(probs[piece], thresholds)
+        label, score = int(labels[piece]), float(scores[piece])
         name = LABELS[label]
         if name == "O":
             if current is not None:
@@ -446,20 +447,27 @@ def decode(
     return [s for s in spans if s.end > s.start]
 
 
-def _thresholded(row: npt.NDArray[np.float32], thresholds: Sequence[float]) -> tuple[int, float]:
-    """(label, score) of one piece under per-entity thresholds."""
-    best, best_ratio = 0, 1.0
-    for k, threshold in enumerate(thresholds):
-        p = float(row[1 + 2 * k] + row[2 + 2 * k])
-        if p >= threshold and p / threshold >= best_ratio:
-            best, best_ratio = k + 1, p / threshold
-    if best == 0:
-        return 0, float(row[0])
-    k = best - 1
-    b, i = float(row[1 + 2 * k]), float(row[2 + 2 * k])
-    threshold = thresholds[k]
-    score = 0.5 + 0.5 * (b + i - threshold) / max(1e-6, 1.0 - threshold)
-    return (1 + 2 * k) if b >= i else (2 + 2 * k), score
+def _thresholded(
+    probs: npt.NDArray[np.float32], thresholds: Sequence[float]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """(label, score) of each piece (a row of `probs`) under per-entity thresholds: the
+    entity whose B and I together pass its threshold by the widest ratio (the later entity
+    on a tie), or O."""
+    th = np.asarray(thresholds, dtype=np.float64)
+    k = len(th)
+    b = probs[:, 1 : 1 + 2 * k : 2].astype(np.float64)
+    i = probs[:, 2 : 2 + 2 * k : 2].astype(np.float64)
+    p = (probs[:, 1 : 1 + 2 * k : 2] + probs[:, 2 : 2 + 2 * k : 2]).astype(np.float64)
+    ratio = np.where(p >= th, p / th, 0.0)
+    best = k - 1 - np.argmax(ratio[:, ::-1], axis=1)
+    rows = np.arange(len(probs))
+    passed = ratio[rows, best] > 0.0
+    both = b[rows, best] + i[rows, best]
+    score = 0.5 + 0.5 * (both - th[best]) / np.maximum(1e-6, 1.0 - th[best])
+    label = np.where(b[rows, best] >= i[rows, best], 1 + 2 * best, 2 + 2 * best)
+    labels = np.where(passed, label, 0)
+    scores = np.where(passed, score, probs[:, 0].astype(np.float64))
+    return labels, scores
 
 
 def _close(text: str, span: tuple[str, int, int, list[float]]) -> TaggedSpan:
