@@ -180,6 +180,7 @@ class NameTagger:
         self._lock = threading.Lock()
         self._forward: Forward | None = None
         self._tokenizer: Any = None
+        self._encoder: Any = None
         self.card: dict[str, Any] = {}
         self.common_words: frozenset[str] = frozenset()
         self.english_words: frozenset[str] = frozenset()
@@ -199,6 +200,7 @@ class NameTagger:
                 self.thresholds = tuple(float(card["thresholds"][e]) for e in TAGGED)
             self.card = card
             self._tokenizer = tokenizer
+            self._encoder = _whole_text_encoder(tokenizer)
             self._forward = forward
 
     def float_network(self) -> Any:
@@ -314,11 +316,9 @@ class NameTagger:
         if not text.strip():
             return None
         self.load()
-        enc = self._tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
-        ids: list[int] = enc["input_ids"]
-        offsets: list[tuple[int, int]] = enc["offset_mapping"]
+        enc = self._encoder.encode(text, add_special_tokens=False)
+        ids: list[int] = enc.ids
+        offsets: list[tuple[int, int]] = enc.offsets
         if not ids:
             return None
         kept = list(range(len(ids)))
@@ -373,6 +373,18 @@ class NameTagger:
             margin[s : s + n][better] = edge[better]
             best[s : s + n][better] = probs[row, 1 : n + 1][better]
         return best
+
+
+def _whole_text_encoder(tokenizer: Any) -> Any:
+    """A copy of the fast tokenizer's own encoder that never truncates or pads: the same
+    ids and offsets as the tokenizer's call, without its bookkeeping (a fifth of the time).
+    A copy, because the encoder of the shipped tokenizer truncates at 128 pieces."""
+    from tokenizers import Tokenizer
+
+    encoder = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    encoder.no_truncation()
+    encoder.no_padding()
+    return encoder
 
 
 def _word_list(folder: Path, name: str) -> frozenset[str]:
