@@ -469,8 +469,7 @@ def detect(
     kept = join_addresses(text, sorted(kept, key=lambda m: m.start))
     if tagger is None:
         return kept
-    # A streetless "address" read as a name is judged as names are ("City: Coimbra").
-    return not_personal(text, _streetless(text, kept, english, "PERSON" in entities), english)
+    return _streetless(text, kept, english, "PERSON" in entities)
 
 
 def _streetless(
@@ -480,7 +479,7 @@ def _streetless(
     neither ("Coimbra", "Naval", "Agent") is a town, a job or a label, or a name the tagger
     mislabelled ("Jožef Albin" on the line before his street): it is kept only where it
     passes as a name, and then as a name."""
-    out = []
+    out, names_now = [], []
     for m in matches:
         if m.entity != "STREET_ADDRESS" or _DIGIT.search(m.value) or _STREET_WORD.search(m.value):
             out.append(m)
@@ -492,8 +491,12 @@ def _streetless(
             and not _one_common_word(m.value, english)
             and not not_a_person(text, name)
         ):
-            out.append(name)
-    return out
+            names_now.append(name)
+    if not names_now:
+        return out
+    # Judged by the context rules as the other names were ("City: Coimbra"); the spans
+    # already kept went through them in `detect`.
+    return sorted(out + not_personal(text, names_now, english), key=lambda m: m.start)
 
 
 def _uncovered(text: str, match: PiiMatch, kept: Sequence[PiiMatch]) -> list[PiiMatch]:

@@ -346,11 +346,10 @@ class NameTagger:
         width = size + 2
         t_ids = np.zeros((len(starts), width), dtype=np.int64)
         t_case = np.zeros((len(starts), width), dtype=np.int64)
-        t_mask = np.zeros((len(starts), width), dtype=np.int64)
+        t_mask = np.ones((len(starts), width), dtype=np.int64)  # every window is full
         for row, s in enumerate(starts):
             t_ids[row] = [cls, *ids[s : s + size], sep]
             t_case[row, 1 : size + 1] = cases[s : s + size]
-            t_mask[row] = 1
         return starts, (t_ids, t_case, t_mask)
 
     def _probs(self, ids: list[int], cases: list[int]) -> npt.NDArray[np.float32]:
