@@ -171,3 +171,57 @@ def test_an_address_with_no_number_and_no_street_word_is_read_as_a_name() -> Non
     # The name the tagger took for an address is still hidden, as a name; a street word
     # keeps an address; a town field and a common word are no PII.
     assert found == {"Johan Vos": "PERSON", "Maple Court": "STREET_ADDRESS"}
+
+
+def _found(text: str, spans: dict[str, str]) -> dict[str, str]:
+    tagger = _FixedTagger(text, spans)
+    return {m.value: m.entity for m in detect(text, tagger=cast(NameTagger, tagger))}
+
+
+def test_surnames_listed_where_a_firm_is_named_are_no_people() -> None:
+    text = (
+        "Kevin King is from Webb, Smith and Hunt in Leeds.\n"
+        "I work for Lutz, Downs and Gray.\n"
+        "Best regards,\nJane Pinto\nEstrada, Morris and Nicholson\n"
+        "Our founders: Kónya, Becker and Vasquez.\n"
+        "A gift from Anna, Maria, Eve and John."
+    )
+    names = ("Kevin King", "Webb", "Smith", "Hunt", "Lutz", "Downs", "Gray", "Jane Pinto")
+    names += ("Estrada", "Morris", "Nicholson", "Kónya", "Becker", "Vasquez", "Anna", "Eve")
+    found = _found(text, dict.fromkeys(names, "PERSON"))
+    # The firms go; people listed after a colon, and a list longer than a firm's, stay.
+    assert found == dict.fromkeys(
+        ("Kevin King", "Jane Pinto", "Kónya", "Becker", "Vasquez", "Anna", "Maria", "Eve", "John"),
+        "PERSON",
+    )
+
+
+def test_a_double_surname_after_at_or_the_is_a_firm_but_not_after_a_given_name() -> None:
+    text = (
+        "Lia works at Thill-Thill. The Bargetze-Hasler office opens. I met Brooke Pierce-Crawford."
+    )
+    spans = dict.fromkeys(("Thill-Thill", "Bargetze-Hasler", "Brooke Pierce-Crawford"), "PERSON")
+    assert _found(text, spans) == {"Brooke Pierce-Crawford": "PERSON"}
+
+
+def test_places_by_their_particles_shape_and_landmark_are_no_people() -> None:
+    text = (
+        "Ivo Janda lives in Ledeč nad Sázavou. The Golden Gate Bridge was shut. A drummer from "
+        "South Debra and one from Martinezview came. Nina Hall called."
+    )
+    names = ("Ivo Janda", "Sázavou", "Golden", "South Debra", "Martinezview", "Nina Hall")
+    assert _found(text, dict.fromkeys(names, "PERSON")) == dict.fromkeys(
+        ("Ivo Janda", "Nina Hall"), "PERSON"
+    )
+
+
+def test_a_name_ending_in_a_legal_form_is_a_company() -> None:
+    text = "Wolf Hornich from Zänker AG & Co. OHG and Tiago Leal from Esteves S/A called."
+    spans = dict.fromkeys(("Wolf Hornich", "AG & Co. OHG", "Tiago Leal", "Esteves S/A"), "PERSON")
+    assert _found(text, spans) == dict.fromkeys(("Wolf Hornich", "Tiago Leal"), "PERSON")
+
+
+def test_the_town_after_a_street_on_its_line_joins_the_address() -> None:
+    text = "new address is 56 Roberts Court, North Victoria\nthanks"
+    spans = {"56 Roberts Court": "STREET_ADDRESS", "Victoria": "PERSON"}
+    assert _found(text, spans) == {"56 Roberts Court, North Victoria": "STREET_ADDRESS"}

@@ -28,7 +28,16 @@ ORG_SUFFIX = (
     r"Ratings|Lines|Airlines|Motors|Pharmaceuticals|Software|Networks|Logistics|Trust|"
     r"SpA|S\.p\.A|SPA|SRL|S\.r\.l|S\.L\.U|S\.L|S\.A|S\.A\.R\.L|SARL|S\.A\.S|S\.Coop|A/S|ApS|"
     r"AB|HB|KB|Oy|Oyj|AS|ASA|KG|OHG|KGaA|e\.V|eG|Ltda|s\.r\.o|a\.s|Sp\. z o\.o|Kft|Zrt|Bt|"
-    r"d\.o\.o|d\.d|Stichting|Filhos|Hijos|Figli|Söhne|Søn|Sønner|Zonen)"
+    r"d\.o\.o|d\.d|Stichting|Filhos|Hijos|Figli|Söhne|Søn|Sønner|Zonen|S/A|Sp\.k|Sp\.j|s\.c|"
+    r"v\.o\.s|k\.s|mbH)"
+)
+# The legal forms that are abbreviations, never a word of a name: a span that ends in one
+# is a company ("Zänker AG & Co. OHG", "Esteves S/A", "Kiepura Sp. z o.o. Sp.k.").
+_LEGAL_ABBREVIATION = re.compile(
+    r"(?<!\w)(?:Inc|Corp|Co|Ltd|LLC|LLP|PLC|GmbH|mbH|AG|SA|SAS|BV|NV|SpA|S\.p\.A|SRL|S\.r\.l|"
+    r"S\.L\.U|S\.L|S\.A|S/A|S\.A\.R\.L|SARL|S\.A\.S|A/S|ApS|AB|HB|KB|Oyj?|ASA|KG|OHG|KGaA|"
+    r"e\.V|Ltda|s\.r\.o|a\.s|Sp\. z o\.o|Sp\.k|Sp\.j|s\.c|Kft|Zrt|d\.o\.o|d\.d|v\.o\.s|k\.s)"
+    r"\.?$"
 )
 # "called about invoice 4378183", "ticket number 9482326": a number that names a document.
 DOCUMENT_NUMBER = re.compile(
@@ -152,7 +161,10 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
                 drop.add(id(m))  # "Holmström HB", "A/S", "Norte S.L.U."
             elif _FORM_AFTER.match(text, m.end):
                 drop.add(id(m))  # "Mathieu" in "Lacombe Mathieu SARL"
-        elif m.entity == "PERSON" and _LEGAL_FORM.fullmatch(value.strip(" .,;")):
-            drop.add(id(m))  # "SARL" alone
+        elif m.entity == "PERSON" and (
+            _LEGAL_FORM.fullmatch(value.strip(" .,;"))  # "SARL" alone
+            or _LEGAL_ABBREVIATION.search(value.rstrip(" ,;"))
+        ):
+            drop.add(id(m))
     kept = others + [m for m in tagged if id(m) not in drop]
     return sorted(kept, key=lambda m: m.start)

@@ -164,6 +164,24 @@ _FIRM_LIST = re.compile(
     rf"\b[Tt]he[ \t]+(?:{NAME_TOKEN},[ \t]+)*{NAME_TOKEN},?[ \t]+(?:and|&)[ \t]+{NAME_TOKEN}\b"
     rf"|{NAME_TOKEN}[ \t]+(?:and|&)[ \t]+Sons\b"
 )
+# Surnames listed where a firm is named: after a word that puts a person in an organisation
+# ("is from Webb, Smith and Hunt", "a year at Jones, Mitchell and Williams", "I work for
+# Lutz, Downs and Gray", "from Bave & Romijn"), or alone on a line, as under a signature's
+# name. People are listed otherwise ("our founders: Kónya, Becker and Vasquez"), and a list
+# that goes on ("Anna, Maria, John and Eve") is no firm of three.
+_AND = r"(?:and|&|e|y|et|und|en|og|och|i)"
+_SURNAMES = (
+    rf"{NAME_TOKEN},[ \t]+{NAME_TOKEN},?[ \t]+{_AND}[ \t]+{NAME_TOKEN}"
+    rf"|{NAME_TOKEN}[ \t]+&[ \t]+{NAME_TOKEN}"
+)
+# Two surnames joined by a hyphen, with no given name before them, where a firm is named:
+# "works at Thill-Thill", "I work for Ellis-Ingram", "the Bargetze-Hasler office".
+_DOUBLE = r"[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]+-[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]+(?!['’\w-])"
+_FIRM_NAMED = re.compile(
+    rf"\b(?:from|at|with|for|of|joined|left)[ \t]+(?:{_SURNAMES})(?![ \t]*,[ \t]*{NAME_TOKEN})"
+    rf"|\b(?:at|for|[Tt]he)[ \t]+{_DOUBLE}(?![ \t]+famil)"
+    rf"|(?m:^[ \t>|]*(?:{NAME_TOKEN},[ \t]+{NAME_TOKEN},?[ \t]+{_AND}[ \t]+{NAME_TOKEN})[ \t.]*$)"
+)
 # A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
 _PLACE_BEFORE = re.compile(
     r"(?:\b(?:flew|fly|flying|flight|travel(?:l?ed|ling|s)?|moving|moved|returned|arrived|"
@@ -171,18 +189,40 @@ _PLACE_BEFORE = re.compile(
     r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of)\s+$",
     re.IGNORECASE,
 )
-# "a courier in Horní Planá", "a year at Numedii in Cheb": after "in", a place; but "in
-# Maria's car" is about a person.
-_IN_BEFORE = re.compile(r"(?<![\w'’])in[ \t]+(?:[A-ZÀ-Þ][\w'’-]*[ \t]+){0,2}$")
+# A word that names a place or a building after the span, with up to two capitalised words
+# between, in one run of words (not across a table's cells): "The Golden Gate Bridge", "the
+# Amazon River", "Upton Scudamore Country Club".
+# Words that are also common surnames (Park, Hall, Church, Lake, Rivers) are left out.
+_LANDMARK_AFTER = re.compile(
+    r"(?: [A-ZÀ-Þ][\w'’-]*){0,2} (?:Bridge|Tower|River|Islands|Mountains|Museum|Cathedral|"
+    r"Palace|Airport|Stadium|University|Valley|Canyon|Falls|Country Club|Memorial|Monument|"
+    r"Desert|Ocean|National Park)\b"
+)
+# The shape of a place's name: a word of direction or a lake, port or mount before a word
+# ("North Victoria", "Port Tracibury", "New Lorraineland"), or one word with an ending of
+# English place names that surnames do not have ("Martinezview", "Yorkshire", "Portsmouth").
+_PLACE_SHAPE = re.compile(
+    r"(?:North|South|East|West|New|Port|Lake|Mount)[ \t]+[A-ZÀ-Þ][\w'’-]*$"
+    r"|[A-ZÀ-Þ][\w'’-]*(?:view|shire|haven|mouth|borough|stad|furt|burgh)$"
+)
+# "a courier in Horní Planá", "a year at Numedii in Cheb", "in Ledeč nad Sázavou", "in Vila
+# Real de Santo António": after "in", a place, its words joined by the particles of place
+# names; but "in Maria's car" is about a person.
+_PLACE_PARTICLE = r"(?:de|da|do|dos|das|del|della|di|du|des|la|le|nad|pod|am|an|im|upon|on|sur)"
+_IN_BEFORE = re.compile(
+    rf"(?<![\w'’])in[ \t]+(?:(?:[A-ZÀ-Þ][\w'’-]*|{_PLACE_PARTICLE})[ \t]+){{0,4}}$"
+)
 _POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
 # "Title VII", "Henry IV": a numeral, but not one that is also a name ("Xi", "Li").
 _ROMAN = re.compile(r"^(?:II|III|IV|VI|VII|VIII|IX|XII|XIII|XIV|XV|XVI|XVII|XVIII|XIX|XX)$")
 
 
 def _in_run(run: re.Pattern[str], text: str, match: PiiMatch) -> bool:
-    """Whether a match of `run` within 80 characters either side holds all of `match`."""
+    """Whether a match of `run` within 80 characters either side holds all of `match`, bar
+    the full stop or question mark that ends its sentence ("… and Bibisorayeva.")."""
+    end = match.start + len(match.value.rstrip(".,:;?!"))
     found = run.finditer(text, max(0, match.start - 80), match.end + 80)
-    return any(r.start() <= match.start and match.end <= r.end() for r in found)
+    return any(r.start() <= match.start and end <= r.end() for r in found)
 
 
 def not_a_person(text: str, match: PiiMatch) -> bool:
@@ -198,7 +238,9 @@ def not_a_person(text: str, match: PiiMatch) -> bool:
         _POSSESSIVE_AFTER.match(text, match.end) or match.value.endswith(("'s", "’s"))
     ):
         return True
-    if _in_run(_FIRM_LIST, text, match):
+    if _in_run(_FIRM_LIST, text, match) or _in_run(_FIRM_NAMED, text, match):
+        return True
+    if _LANDMARK_AFTER.match(text, match.end) or _PLACE_SHAPE.match(match.value.rstrip(".,:;?!")):
         return True
     return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
 
@@ -218,6 +260,40 @@ _PLACE_POSTCODE_LINE = re.compile(
 # A house number before a street the tagger found: "935 69 Gordon Terrace" (the second
 # number is the building's), "at 74678 midtvollen 130 st.".
 _HOUSE_NUMBER_BEFORE = re.compile(r"(?<![\w.,/-])\d{1,6}[A-Za-z]?[ \t]+\Z")
+
+
+# The rest of a street's line after a comma, when it is only capitalised words and the
+# particles of place names: its town ("56 Roberts Court, North Victoria", "K Otočce 6,
+# Planá nad Lužnicí").
+_TOWN_REST = re.compile(
+    rf"[ \t]*,[ \t]*(?:[A-ZÀ-Þ][\w'’-]*|{_PLACE_PARTICLE})(?:[ \t]+(?:[A-ZÀ-Þ][\w'’-]*|"
+    rf"{_PLACE_PARTICLE})){{0,3}}(?=[ \t.]*(?:\n|\Z))"
+)
+
+
+def _towns_after(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
+    """A name the tagger found in the town after a street, on the street's line, is that
+    town: the address takes it in, and the name goes."""
+    out: list[PiiMatch] = []
+    town_end = -1
+    for i, m in enumerate(matches):
+        if m.end <= town_end and m.entity == "PERSON":
+            continue  # inside the town an address took in
+        town = _TOWN_REST.match(text, m.end) if m.entity == "STREET_ADDRESS" else None
+        if town and _name_within(matches, i + 1, town.end()):
+            town_end = town.end()
+            m = PiiMatch(m.entity, m.start, town_end, m.score, text[m.start : town_end])
+        out.append(m)
+    return out
+
+
+def _name_within(matches: list[PiiMatch], i: int, end: int) -> bool:
+    """Whether a name is among `matches[i:]` (in order) that end by `end`."""
+    while i < len(matches) and matches[i].end <= end:
+        if matches[i].entity == "PERSON":
+            return True
+        i += 1
+    return False
 
 
 def join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
@@ -244,6 +320,7 @@ def join_addresses(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
             )
             continue
         out.append(m)
+    out = _towns_after(text, out)
     for i, m in enumerate(out):
         if m.entity != "STREET_ADDRESS":
             continue
