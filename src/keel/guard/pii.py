@@ -28,6 +28,7 @@ from keel.guard.pii_spans import (
     join_addresses,
     name_lists,
     not_a_person,
+    of_a_name,
     repeated_names,
 )
 
@@ -460,7 +461,7 @@ def detect(
             ):
                 taken.add(piece)
     kept = taken.spans
-    kept = [m for m in kept if m.entity != "PERSON" or not not_a_person(text, m)]
+    kept = of_a_name(text, [m for m in kept if m.entity != "PERSON" or not not_a_person(text, m)])
     if tagger is not None:
         kept = not_personal(text, kept, english)
     if "PERSON" in entities:

@@ -186,7 +186,7 @@ _FIRM_NAMED = re.compile(
 _PLACE_BEFORE = re.compile(
     r"(?:\b(?:flew|fly|flying|flight|travel(?:l?ed|ling|s)?|moving|moved|returned|arrived|"
     r"drove|driving|commute[sd]?|relocat(?:ed|ing)|coming|came|went|trip)\s+(?:back\s+)?"
-    r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of)\s+$",
+    r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of|\buniversity of)\s+$",
     re.IGNORECASE,
 )
 # A word that names a place or a building after the span, with up to two capitalised words
@@ -203,8 +203,17 @@ _LANDMARK_AFTER = re.compile(
 # English place names that surnames do not have ("Martinezview", "Yorkshire", "Portsmouth").
 _PLACE_SHAPE = re.compile(
     r"(?:North|South|East|West|New|Port|Lake|Mount)[ \t]+[A-ZÀ-Þ][\w'’-]*$"
-    r"|[A-ZÀ-Þ][\w'’-]*(?:view|shire|haven|mouth|borough|stad|furt|burgh)$"
+    r"|[A-ZÀ-Þ][\w'’-]*(?:view|shire|haven|mouth|borough|stad|furt|burgh|town)$"
 )
+# "Telenav is a design agency based in …", "Persint is an German multinational": what a
+# company is, said of it; not "Ana is a bank teller".
+_IS_A_FIRM = re.compile(
+    r"[ \t]+(?:is|was)[ \t]+an?[ \t]+(?:[\w-]+[ \t]+){0,3}?(?:company|multinational|agency|firm|"
+    r"startup|start-up|corporation|conglomerate|manufacturer|retailer|consultancy|brand)\b"
+    r"(?![ \t]+(?:owner|director|manager|founder|employee|worker|executive|officer|partner|"
+    r"lawyer|analyst|consultant|clerk|teller))"
+)
+_PLACE_WORD_BEFORE = re.compile(r"(?<![\w'’-])(?:North|South|East|West|New|Port|Lake|Mount) $")
 # "a courier in Horní Planá", "a year at Numedii in Cheb", "in Ledeč nad Sázavou", "in Vila
 # Real de Santo António": after "in", a place, its words joined by the particles of place
 # names; but "in Maria's car" is about a person.
@@ -240,9 +249,31 @@ def not_a_person(text: str, match: PiiMatch) -> bool:
         return True
     if _in_run(_FIRM_LIST, text, match) or _in_run(_FIRM_NAMED, text, match):
         return True
-    if _LANDMARK_AFTER.match(text, match.end) or _PLACE_SHAPE.match(match.value.rstrip(".,:;?!")):
+    value = match.value.rstrip(".,:;?!")
+    if _LANDMARK_AFTER.match(text, match.end) or _PLACE_SHAPE.match(value):
         return True
+    if _IS_A_FIRM.match(text, match.end):
+        return True
+    if " " not in value and _PLACE_WORD_BEFORE.search(text, max(0, match.start - 8), match.start):
+        return True  # "from South Debra", "in the Lake Lisaville office"
     return bool(_PLACE_BEFORE.search(text, max(0, match.start - 40), match.start))
+
+
+def of_a_name(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
+    """`matches` (in order) less the names right after a name and "of": "Rościsław Dudek of
+    Lexisnexis", "Yuito Hirai of Reed Elsevier" name where a person works or comes from."""
+    out: list[PiiMatch] = []
+    for m in matches:
+        prev = out[-1] if out else None
+        if (
+            m.entity == "PERSON"
+            and prev is not None
+            and prev.entity == "PERSON"
+            and text[prev.end : m.start] == " of "
+        ):
+            continue
+        out.append(m)
+    return out
 
 
 # Between two lines of one address: line breaks, commas, quote marks of a reply ("> ").
