@@ -3,11 +3,12 @@
     python -m training.pii.words      # --min-count 3 --out DIR/pii-common-words.json
 
 It also writes a larger list, `pii-english-words.json`, learned the same way from more
-text: the abstracts of `retrieval/scifact/corpus.jsonl` and the benign prompts of
-`guard/extra/arena_hard.jsonl` and `guard/extra/xstest.jsonl` besides the guard's training
-data. That list decides only whether a lone word the tagger calls a name is a plain word
-("Animation", "Energetic"); the smaller one keeps deciding which sentences are read and
-which capitalised pairs are names, where a larger list cost names ("Crystal Murdock").
+text: the abstracts of `retrieval/scifact/corpus.jsonl` and every prompt, attack or benign,
+of `guard/train.jsonl`, `guard/validation.jsonl` and `guard/extra/*.jsonl` (any English
+prose tells which words are words). That list decides only whether a lone word the tagger
+calls a name is a plain word ("Animation", "Energetic"); the smaller one keeps deciding
+which sentences are read and which capitalised pairs are names, where a larger list cost
+names ("Crystal Murdock").
 
 A sentence whose only capital starts it and whose first word is a common word ("Please
 keep it short.") names nobody and holds no address: the tagger need not read it, and no
@@ -43,10 +44,8 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 GUARD_TRAIN = SHARED / "guard" / "train.jsonl"
 SCIFACT = SHARED / "retrieval" / "scifact" / "corpus.jsonl"
-GUARD_EXTRA = (
-    SHARED / "guard" / "extra" / "arena_hard.jsonl",
-    SHARED / "guard" / "extra" / "xstest.jsonl",
-)
+GUARD_VALIDATION = SHARED / "guard" / "validation.jsonl"
+GUARD_EXTRA = tuple(sorted((SHARED / "guard" / "extra").glob("*.jsonl")))
 _SLOT = re.compile(r"\{[A-Z0-9]+\}")
 
 
@@ -110,17 +109,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                   "training/pii/templates.py"],
                  "first and last names of the training generator's Faker locales",
                  words)  # fmt: skip
-    more = list(benign)
+    # Any English prose will do for this list, attacks as well as benign prompts: it says
+    # which words are words, not which texts are safe.
+    more = []
     with SCIFACT.open(encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
             more.append(f"{row.get('title', '')}. {row.get('text', '')}")
-    for path in GUARD_EXTRA:
+    for path in (args.guard_data, GUARD_VALIDATION, *GUARD_EXTRA):
         with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                if row["label"] == 0:
-                    more.append(str(row["text"]))
+            more += [str(json.loads(line)["text"]) for line in fh]
     more_counts = lower_counts(more)
     english = {w for w, n in more_counts.items() if n >= args.min_count} - words
     # Any locale's names, not only the training generator's: a lone word this list drops
@@ -131,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     english -= {w for w in every_name if more_counts[w] < args.function_count}
     _write_words(args.english_out, args,
                  "lower-case words a lone tagged name may not be; beyond the common words",
-                 [f"{len(benign)} benign prompts of shared/data/guard/train.jsonl",
-                  "abstracts of shared/data/retrieval/scifact/corpus.jsonl",
-                  "benign prompts of shared/data/guard/extra/{arena_hard,xstest}.jsonl"],
+                 ["abstracts of shared/data/retrieval/scifact/corpus.jsonl",
+                  "every prompt of shared/data/guard/{train,validation}.jsonl and "
+                  "shared/data/guard/extra/*.jsonl"],
                  "first and last names of every Faker locale", english)  # fmt: skip
     print(json.dumps({"words": len(words), "out": str(args.out), "english_words": len(english)}))
 
