@@ -220,6 +220,23 @@ def test_a_name_ending_in_a_legal_form_is_a_company() -> None:
     text = "Wolf Hornich from Zänker AG & Co. OHG and Tiago Leal from Esteves S/A called."
     spans = dict.fromkeys(("Wolf Hornich", "AG & Co. OHG", "Tiago Leal", "Esteves S/A"), "PERSON")
     assert _found(text, spans) == dict.fromkeys(("Wolf Hornich", "Tiago Leal"), "PERSON")
+    # A name the tagger ran on into the company's line below it is still hidden.
+    text = "Best regards,\nJane Hilbert\nWilson Inc\njane@example.org"
+    found = _found(text, {"Jane Hilbert\nWilson Inc": "PERSON"})
+    assert found["Jane Hilbert\nWilson Inc"] == "PERSON"
+
+
+def test_a_landmark_after_a_name_in_the_next_sentence_does_not_hide_the_name() -> None:
+    text = "Thanks, Nathalie The Amazon River flows through Brazil."
+    assert _found(text, {"Nathalie": "PERSON"})["Nathalie"] == "PERSON"
+
+
+def test_a_polish_street_is_an_address() -> None:
+    found = detect("The delivery to ul. Dobra 53 and al. Jana Pawła II 12/3 failed.")
+    assert [m.value for m in found if m.entity == "STREET_ADDRESS"] == [
+        "ul. Dobra 53",
+        "al. Jana Pawła II 12/3",
+    ]
 
 
 def test_the_town_after_a_street_on_its_line_joins_the_address() -> None:

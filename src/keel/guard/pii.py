@@ -355,6 +355,9 @@ _ADDRESS = re.compile(
     r"[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?,?\s+\d{1,5}\b"
     r"|\b\d{1,5},?\s+(?:rue|avenue|boulevard|chemin|place|calle)\s+(?:(?:de|du|des|la|le|"
     r"del|della)\s+)?[\wÀ-ÿ'’-]+(?:\s+[\wÀ-ÿ'’-]+)?"
+    # Polish streets: "ul. Dobra 53", "al. Jana Pawła II 12/3".
+    r"|(?<!\w)(?:ul|al|os|pl)\.\s*[\wÀ-ÿ'’.-]+(?:\s+[\wÀ-ÿ'’.-]+){0,3}?\s+\d{1,5}[A-Za-z]?"
+    r"(?:/\d{1,4})?\b"
     rf"|\b{_UNIT}\.?\s*#?\d{{1,5}}[A-Za-z]?\b"
     r"|\bPSC \d{3,5}, Box \d{3,5}\s+APO A[AEP] \d{5}\b"
     # A ship's or a unit's military post ("USNS Ortiz\nFPO AE 44941").

@@ -163,7 +163,8 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
                 drop.add(id(m))  # "Mathieu" in "Lacombe Mathieu SARL"
         elif m.entity == "PERSON" and (
             _LEGAL_FORM.fullmatch(value.strip(" .,;"))  # "SARL" alone
-            or _LEGAL_ABBREVIATION.search(value.rstrip(" ,;"))
+            # on one line: a name above a company's line ("Jane Hilbert\nWilson Inc") stays
+            or ("\n" not in value and _LEGAL_ABBREVIATION.search(value.rstrip(" ,;")))
         ):
             drop.add(id(m))
     kept = others + [m for m in tagged if id(m) not in drop]

@@ -189,12 +189,12 @@ _PLACE_BEFORE = re.compile(
     r"(?:to|from|in|at|into)|\bhome\s+(?:city|town)|\bcity of|\btown of|\buniversity of)\s+$",
     re.IGNORECASE,
 )
-# A word that names a place or a building after the span, with up to two capitalised words
+# A word that names a place or a building after the span, with a capitalised word or none
 # between, in one run of words (not across a table's cells): "The Golden Gate Bridge", "the
 # Amazon River", "Upton Scudamore Country Club".
 # Words that are also common surnames (Park, Hall, Church, Lake, Rivers) are left out.
 _LANDMARK_AFTER = re.compile(
-    r"(?: [A-ZÀ-Þ][\w'’-]*){0,2} (?:Bridge|Tower|River|Islands|Mountains|Museum|Cathedral|"
+    r"(?: (?!The )[A-ZÀ-Þ][\w'’-]*)? (?:Bridge|Tower|River|Islands|Mountains|Museum|Cathedral|"
     r"Palace|Airport|Stadium|University|Valley|Canyon|Falls|Country Club|Memorial|Monument|"
     r"Desert|Ocean|National Park)\b"
 )
