@@ -177,6 +177,9 @@ _SURNAMES = (
 # Two surnames joined by a hyphen, with no given name before them, where a firm is named:
 # "works at Thill-Thill", "I work for Ellis-Ingram", "the Bargetze-Hasler office".
 _DOUBLE = r"[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]+-[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]+(?!['’\w-])"
+# A member of a list touches a comma or a conjunction: "Webb, [Smith] and Hunt".
+_LISTED_AFTER = re.compile(rf"[.]?(?:,|[ \t]+{_AND}[ \t])")
+_LISTED_BEFORE = re.compile(rf"(?:,|[ \t]{_AND})[ \t]+$")
 _FIRM_NAMED = re.compile(
     rf"\b(?:from|at|with|for|of|joined|left)[ \t]+(?:{_SURNAMES})(?![ \t]*,[ \t]*{NAME_TOKEN})"
     rf"|\b(?:at|for|[Tt]he)[ \t]+{_DOUBLE}(?![ \t]+famil)"
@@ -234,6 +237,15 @@ def _in_run(run: re.Pattern[str], text: str, match: PiiMatch) -> bool:
     return any(r.start() <= match.start and end <= r.end() for r in found)
 
 
+def _listed(text: str, match: PiiMatch) -> bool:
+    """Whether `match` is in a list or is a double surname, as a firm's name would be."""
+    return (
+        any(c in match.value for c in "-,&")
+        or _LISTED_AFTER.match(text, match.end) is not None
+        or _LISTED_BEFORE.search(text, max(0, match.start - 6), match.start) is not None
+    )
+
+
 def not_a_person(text: str, match: PiiMatch) -> bool:
     """A name-shaped span that context shows is a company, a place or a numeral."""
     if _ROMAN.match(match.value.strip(".,:;")):
@@ -247,7 +259,10 @@ def not_a_person(text: str, match: PiiMatch) -> bool:
         _POSSESSIVE_AFTER.match(text, match.end) or match.value.endswith(("'s", "’s"))
     ):
         return True
-    if _in_run(_FIRM_LIST, text, match) or _in_run(_FIRM_NAMED, text, match):
+    # A firm's run holds a list or a double surname: look for one before trying the runs.
+    if _listed(text, match) and (
+        _in_run(_FIRM_LIST, text, match) or _in_run(_FIRM_NAMED, text, match)
+    ):
         return True
     value = match.value.rstrip(".,:;?!")
     if _LANDMARK_AFTER.match(text, match.end) or _PLACE_SHAPE.match(value):
