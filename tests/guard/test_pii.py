@@ -254,3 +254,16 @@ def test_a_firm_said_to_be_one_or_named_after_a_person_and_of_is_no_person() -> 
     assert _found(text, dict.fromkeys(names, "PERSON")) == dict.fromkeys(
         ("Ana", "Rościsław Dudek"), "PERSON"
     )
+
+
+def test_a_phone_number_stays_on_its_line_and_a_label_after_it_is_a_cue() -> None:
+    # A CSV row's date and the next row's id are no phone number.
+    assert "PHONE" not in entities("id,name,joined\n1,Ana,2018-06-20\n12,Rui,2019-01-02")
+    # "office" after seven digits says it is a phone, as "call" before them would.
+    assert entities("Ines Sousa\nunit 1009\n781 1704 office")["PHONE"] == "781 1704"
+
+
+def test_an_address_run_across_csv_cells_keeps_no_town_company_or_date() -> None:
+    text = "id,name,city,company,joined\n6,Nancy Miller,Port Frankfurt,Burns-Johnson,1972-06-23"
+    spans = {"Nancy Miller": "PERSON", "Frankfurt,Burns-Johnson,1972-06-23": "STREET_ADDRESS"}
+    assert _found(text, spans) == {"Nancy Miller": "PERSON"}

@@ -113,16 +113,27 @@ _NINO = re.compile(
     r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
     re.IGNORECASE,
 )
+# A phone number stays on its line: "\s" in these patterns is any space but a line break
+# (a CSV row's date and the next row's id, "2018-06-20\n12", are no phone).
+_LINE_SPACE = r" \t\u00a0\u2000-\u200a\u202f\u205f\u3000"
 _PHONE = re.compile(
-    r"(?<![\w+])(?:\+\(?\d{1,3}\)?[\s.-]?(?:\(0\)\s?)?(?:\d[\s.-])?|\(\d{2,4}\)[\s.-]?|"
-    r"0\d{0,3}[\s.-]?)?"
-    r"\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])"
-    r"|(?<![\w+])\+\d{8,14}(?!\w)"
+    (
+        r"(?<![\w+])(?:\+\(?\d{1,3}\)?[\s.-]?(?:\(0\)\s?)?(?:\d[\s.-])?|\(\d{2,4}\)[\s.-]?|"
+        r"0\d{0,3}[\s.-]?)?"
+        r"\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])"
+        r"|(?<![\w+])\+\d{8,14}(?!\w)"
+    )
+    .replace(r"[\s.-]", rf"[{_LINE_SPACE}.-]")
+    .replace(r"\s", rf"[{_LINE_SPACE}]")
 )
 _PHONE_CUE = re.compile(
     r"(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|number|contact|reach me|"
     r"telefon|handy|nummer|answering at|\b[tmf](?=\s?:))\W{0,4}(?:\w+\W+){0,3}$",
     re.IGNORECASE,
+)
+# A label after the number, as a signature writes it: "781 1704 office", "… (fax)".
+_PHONE_CUE_AFTER = re.compile(
+    r"[ \t:-]{0,3}\(?(?:office|fax|mobile|cell|home|work|direct|tel|phone)\b", re.IGNORECASE
 )
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,5}$")
 _DATE_LIKE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:$|[ T]\d)")
@@ -209,7 +220,10 @@ def _phones(text: str) -> Iterable[PiiMatch]:
             continue
         start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
         before = text[max(0, start - 40) : start]
-        cue = bool(_PHONE_CUE.search(before)) and not DOCUMENT_NUMBER.search(before)
+        cue = (
+            _PHONE_CUE.search(before) is not None
+            or _PHONE_CUE_AFTER.match(text, start + len(value)) is not None
+        ) and not DOCUMENT_NUMBER.search(before)
         # Bare 7-8 digit groups are as often house numbers or codes: they need a cue.
         score = 0.45
         if value.startswith("+") or value.startswith("("):

@@ -142,10 +142,11 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
     header = _HEADER.match(text)
     columns = _FIELD_BREAK.split(header.group(0)) if header else []
     if header and all(_is_label(c.split(), english) for c in columns):
-        # A name stays in its cell: a span run across cells ("Pegnitz\tKrankenschwester") is
-        # judged cell by cell.
-        persons = [piece for m in persons for piece in _cells_of(text, m, header.end())]
-        tagged = [m for m in tagged if m.entity != "PERSON"] + persons
+        # A name or an address stays in its cell: a span run across cells
+        # ("Pegnitz\tKrankenschwester", "Frankfurt,Burns-Johnson,1972-06-23") is judged cell
+        # by cell (an address's pieces with no number go on to be judged as names).
+        tagged = [piece for m in tagged for piece in _cells_of(text, m, header.end())]
+        persons = [m for m in tagged if m.entity == "PERSON"]
         drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
         drop.update(id(m) for m in _within(_place_cells(text, columns, header.end()), persons))
     fields = [m.span(1) for m in _NOT_A_PERSON_FIELD.finditer(text)]

@@ -292,10 +292,12 @@ def of_a_name(text: str, matches: list[PiiMatch]) -> list[PiiMatch]:
 
 
 # Between two lines of one address: line breaks, commas, quote marks of a reply ("> ").
-_ADDRESS_GAP = re.compile(r"[\s,>|]*")
+# Not a tab or a comma with no space after it: those part a table's cells ("Frankfurt,
+# Burns-Johnson" in a CSV row are a town and a company, not one address).
+_ADDRESS_GAP = re.compile(r"(?:[ \n\r>|]|,(?=[ \n\r]))*")
 # A postcode after an address, on its line or at the start of the next ("\n> 10115 Berlin").
 _POSTCODE_AFTER = re.compile(
-    r"(?:[ \t]*,?[ \t]*|[ \t]*\n[ \t>|]*)"
+    r"(?:[ ]*(?:,[ ]+)?|[ \t]*\n[ \t>|]*)"  # not over a table's cell break
     r"(?:[A-Z]{1,2}-?)?\d{3,6}(?:[ -]?\d{2,3}|[ ][A-Z]{2})?\b"
 )
 # A country or a region and its postcode, alone on the line after an address
