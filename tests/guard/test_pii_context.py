@@ -79,7 +79,16 @@ def test_a_span_run_across_a_tables_cells_is_judged_cell_by_cell() -> None:
     text = "Applicant\tCity\tOccupation\nHartmut Fechner\tPegnitz\tKrankenschwester"
     found = kept(text, span(text, "Hartmut Fechner"), span(text, "Pegnitz\tKrankenschwester"))
     assert found == ["Hartmut Fechner"]
-    # In a CSV row the name's cell stays hidden; the town's and the company's do not, and
-    # the date's piece, with no letters, is no span at all.
+    # In a CSV row the name's cell is hidden (whole, as a name column's); the town's and
+    # the company's are not, and the date's piece, with no letters, is no span at all.
     csv = "id,name,city,company,joined\n184,Bryan Brito,Elvas,Amorim,2002-12-15"
-    assert kept(csv, span(csv, "Brito,Elvas,Amorim,2002-12-15")) == ["Brito"]
+    assert kept(csv, span(csv, "Brito,Elvas,Amorim,2002-12-15")) == ["Bryan Brito"]
+
+
+def test_a_name_columns_cell_is_hidden_whole_even_where_a_word_of_it_is_a_word() -> None:
+    csv = "id,name,city\n46,April Lee,Rileytown\n47,Rachel May,Leeds"
+    found = not_personal(csv, [span(csv, "Lee"), span(csv, "Rachel")], ENGLISH)
+    assert [(m.value, m.entity) for m in found] == [
+        ("April Lee", "PERSON"),
+        ("Rachel May", "PERSON"),
+    ]

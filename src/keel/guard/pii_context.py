@@ -12,25 +12,9 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from keel.guard.pii_spans import PiiMatch
+from keel.guard.pii_spans import ORG_SUFFIX, PiiMatch
 
-# The last word of a company's or a band's name, English and the legal forms of other
-# countries; the capitalised words before it are its name ("Galorath Incorporated",
-# "Christoffersen A/S", "Lacombe Mathieu SARL").
-ORG_SUFFIX = (
-    r"(?:Inc|Incorporated|Corp|Corporation|Co|Company|Ltd|Limited|LLC|LLP|PLC|GmbH|AG|SA|"
-    r"SAS|BV|NV|Group|Holdings|Partners|Associates|Technologies|Technology|Solutions|"
-    r"Systems|Services|Consulting|Industries|Enterprises|Labs|Bank|Insurance|Investments|"
-    r"Capital|Orchestra|Band|Foundation|Institute|Research|Agency|Media|TV|Records|Studios|"
-    r"Ratings|Lines|Airlines|Motors|Pharmaceuticals|Software|Networks|Logistics|Trust|"
-    r"SpA|S\.p\.A|SPA|SRL|S\.r\.l|S\.L\.U|S\.L|S\.A|S\.A\.R\.L|SARL|S\.A\.S|S\.Coop|A/S|ApS|"
-    r"AB|HB|KB|Oy|Oyj|AS|ASA|KG|OHG|KGaA|e\.V|eG|Ltda|s\.r\.o|a\.s|Sp\. z o\.o|Kft|Zrt|Bt|"
-    r"d\.o\.o|d\.d|Stichting|Filhos|Hijos|Figli|Söhne|Søn|Sønner|Zonen|S/A|Sp\.k|Sp\.j|s\.c|"
-    r"v\.o\.s|k\.s|mbH)"
-)
 # The legal forms that are abbreviations, never a word of a name: a span that ends in one
 # is a company ("Zänker AG & Co. OHG", "Esteves S/A", "Kiepura Sp. z o.o. Sp.k.").
 _LEGAL_ABBREVIATION = re.compile(
@@ -70,6 +54,13 @@ _NOT_A_PERSON_LABEL = (
 )
 _NOT_A_PERSON_FIELD = re.compile(rf"(?im)^[ \t>|]*{_NOT_A_PERSON_LABEL}[ \t]*:[ \t]*([^\n]*)")
 _NOT_A_PERSON_COLUMN = re.compile(_NOT_A_PERSON_LABEL, re.IGNORECASE)
+# A table's column of people's names.
+_NAME_COLUMN = re.compile(
+    r"(?:full[ _]?|first[ _]?|last[ _]?|given[ _]?|family[ _]?|sur|customer[ _]?|client[ _]?|"
+    r"contact[ _]?|employee[ _]?|patient[ _]?)?name|applicant|customer|client|employee|"
+    r"patient|contact|person|recipient|nombre|nom|nome|navn|namn|naam",
+    re.IGNORECASE,
+)
 
 
 _CHECKED = ("PERSON", "STREET_ADDRESS")
@@ -89,9 +80,12 @@ def _within(ranges: Sequence[tuple[int, int]], spans: Iterable[PiiMatch]) -> Ite
             yield m
 
 
-def _place_cells(text: str, columns: Sequence[str], body: int) -> list[tuple[int, int]]:
-    """The cells of the rows below a header that fall in a town, company or job column."""
-    place = [bool(_NOT_A_PERSON_COLUMN.fullmatch(c.strip().lstrip(" \t>|"))) for c in columns]
+def _column_cells(
+    text: str, columns: Sequence[str], body: int, label: re.Pattern[str]
+) -> list[tuple[int, int]]:
+    """The cells of the rows below a header that fall in a column whose label `label`
+    matches (a town, company or job column; a name column)."""
+    place = [bool(label.fullmatch(c.strip().lstrip(" \t>|"))) for c in columns]
     if not any(place):
         return []
     out = []
@@ -122,6 +116,21 @@ def _cells_of(text: str, match: PiiMatch, body: int) -> list[PiiMatch]:
     return out
 
 
+def _name_cells(text: str, cells: Sequence[tuple[int, int]]) -> list[PiiMatch]:
+    """A name column's cells with two letters or more, as names (their edges trimmed)."""
+    out = []
+    for start, end in cells:
+        value = text[start:end].strip(" \t\"'")
+        if sum(ch.isalpha() for ch in value) >= 2:
+            first = text.index(value, start)
+            out.append(PiiMatch("PERSON", first, first + len(value), 0.9, value))
+    return out
+
+
+def _overlaps_any(match: PiiMatch, spans: Sequence[PiiMatch]) -> bool:
+    return any(m.start < match.end and match.start < m.end for m in spans)
+
+
 def _is_label(words: Sequence[str], english: frozenset[str]) -> bool:
     return bool(words) and all(
         w.lower().strip(".'") in english or w.lower() in _FORM_WORDS for w in words
@@ -148,7 +157,13 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
         tagged = [piece for m in tagged for piece in _cells_of(text, m, header.end())]
         persons = [m for m in tagged if m.entity == "PERSON"]
         drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
-        drop.update(id(m) for m in _within(_place_cells(text, columns, header.end()), persons))
+        places = _column_cells(text, columns, header.end(), _NOT_A_PERSON_COLUMN)
+        drop.update(id(m) for m in _within(places, persons))
+        names = _name_cells(text, _column_cells(text, columns, header.end(), _NAME_COLUMN))
+        if names:
+            # A name column's cell is a name, whole: "April Lee", where "April" is a word.
+            drop.update(id(m) for m in _within([(c.start, c.end) for c in names], tagged))
+            others += [c for c in names if not _overlaps_any(c, others)]
     fields = [m.span(1) for m in _NOT_A_PERSON_FIELD.finditer(text)]
     drop.update(id(m) for m in _within(fields, persons))
     for m in tagged:

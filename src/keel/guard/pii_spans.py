@@ -15,8 +15,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from keel.guard.pii_context import ORG_SUFFIX
-
 
 @dataclass(frozen=True, slots=True)
 class PiiMatch:
@@ -59,6 +57,20 @@ class SpanIndex:
         del self.spans[i], self._starts[i], self._ends[i]
 
 
+# The last word of a company's or a band's name, English and the legal forms of other
+# countries; the capitalised words before it are its name ("Galorath Incorporated",
+# "Christoffersen A/S", "Lacombe Mathieu SARL").
+ORG_SUFFIX = (
+    r"(?:Inc|Incorporated|Corp|Corporation|Co|Company|Ltd|Limited|LLC|LLP|PLC|GmbH|AG|SA|"
+    r"SAS|BV|NV|Group|Holdings|Partners|Associates|Technologies|Technology|Solutions|"
+    r"Systems|Services|Consulting|Industries|Enterprises|Labs|Bank|Insurance|Investments|"
+    r"Capital|Orchestra|Band|Foundation|Institute|Research|Agency|Media|TV|Records|Studios|"
+    r"Ratings|Lines|Airlines|Motors|Pharmaceuticals|Software|Networks|Logistics|Trust|"
+    r"SpA|S\.p\.A|SPA|SRL|S\.r\.l|S\.L\.U|S\.L|S\.A|S\.A\.R\.L|SARL|S\.A\.S|S\.Coop|A/S|ApS|"
+    r"AB|HB|KB|Oy|Oyj|AS|ASA|KG|OHG|KGaA|e\.V|eG|Ltda|s\.r\.o|a\.s|Sp\. z o\.o|Kft|Zrt|Bt|"
+    r"d\.o\.o|d\.d|Stichting|Filhos|Hijos|Figli|Söhne|Søn|Sønner|Zonen|S/A|Sp\.k|Sp\.j|s\.c|"
+    r"v\.o\.s|k\.s|mbH)"
+)
 # One word of a name: capitalised ("Kónya", "O'Neill", "Smith-Jones") or an initial ("J.").
 NAME_TOKEN = r"(?:[A-ZÀ-ÖØ-ÞĀ-Ž][a-zà-öø-ÿā-ž'’-]+|[A-Z]\.)"
 _NOT_NAMES_TEXT = """The A An And Or But If When Where What Who Why How This That These Those
