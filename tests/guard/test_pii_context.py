@@ -92,3 +92,9 @@ def test_a_name_columns_cell_is_hidden_whole_even_where_a_word_of_it_is_a_word()
         ("April Lee", "PERSON"),
         ("Rachel May", "PERSON"),
     ]
+
+
+def test_a_bare_name_column_beside_no_peoples_column_is_no_name_column() -> None:
+    table = "id,name,price\n1,Widget Pro,9.99\n2,Anna Berg,4.50"
+    # Only what the tagger found is kept: the product's cell is not made a name.
+    assert kept(table, span(table, "Berg")) == ["Berg"]

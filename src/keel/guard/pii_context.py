@@ -54,13 +54,28 @@ _NOT_A_PERSON_LABEL = (
 )
 _NOT_A_PERSON_FIELD = re.compile(rf"(?im)^[ \t>|]*{_NOT_A_PERSON_LABEL}[ \t]*:[ \t]*([^\n]*)")
 _NOT_A_PERSON_COLUMN = re.compile(_NOT_A_PERSON_LABEL, re.IGNORECASE)
-# A table's column of people's names.
+# A table's column of people's names. A bare "name" column may hold products or files as
+# well: it counts only beside a column that only people have ("email", "city", "joined").
 _NAME_COLUMN = re.compile(
     r"(?:full[ _]?|first[ _]?|last[ _]?|given[ _]?|family[ _]?|sur|customer[ _]?|client[ _]?|"
-    r"contact[ _]?|employee[ _]?|patient[ _]?)?name|applicant|customer|client|employee|"
-    r"patient|contact|person|recipient|nombre|nom|nome|navn|namn|naam",
+    r"contact[ _]?|employee[ _]?|patient[ _]?)name|applicant|customer|client|employee|"
+    r"patient|contact|person|recipient",
     re.IGNORECASE,
 )
+_BARE_NAME_COLUMN = re.compile(r"name|nombre|nom|nome|navn|namn|naam", re.IGNORECASE)
+_PEOPLE_COLUMN = re.compile(
+    r"e-?mail|phone|mobile|city|town|address|street|company|employer|dob|birth[ _]?date|"
+    r"date[ _]of[ _]birth|age|gender|job|occupation|title|department|joined|hired|country",
+    re.IGNORECASE,
+)
+
+
+def _name_column(columns: Sequence[str]) -> re.Pattern[str]:
+    """The pattern a name column's label matches in this table's header."""
+    labels = [c.strip().lstrip(" \t>|") for c in columns]
+    if any(_PEOPLE_COLUMN.fullmatch(label) for label in labels):
+        return re.compile(f"{_NAME_COLUMN.pattern}|{_BARE_NAME_COLUMN.pattern}", re.IGNORECASE)
+    return _NAME_COLUMN
 
 
 _CHECKED = ("PERSON", "STREET_ADDRESS")
@@ -159,7 +174,8 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
         drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
         places = _column_cells(text, columns, header.end(), _NOT_A_PERSON_COLUMN)
         drop.update(id(m) for m in _within(places, persons))
-        names = _name_cells(text, _column_cells(text, columns, header.end(), _NAME_COLUMN))
+        name_column = _name_column(columns)
+        names = _name_cells(text, _column_cells(text, columns, header.end(), name_column))
         if names:
             # A name column's cell is a name, whole: "April Lee", where "April" is a word.
             drop.update(id(m) for m in _within([(c.start, c.end) for c in names], tagged))
