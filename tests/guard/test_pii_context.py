@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keel.guard.pii_context import not_personal
+from keel.guard.pii_context import name_columns, not_personal
 from keel.guard.pii_spans import PiiMatch
 
 ENGLISH = frozenset({"job", "title", "note"})
@@ -79,17 +79,24 @@ def test_a_span_run_across_a_tables_cells_is_judged_cell_by_cell() -> None:
     text = "Applicant\tCity\tOccupation\nHartmut Fechner\tPegnitz\tKrankenschwester"
     found = kept(text, span(text, "Hartmut Fechner"), span(text, "Pegnitz\tKrankenschwester"))
     assert found == ["Hartmut Fechner"]
-    # In a CSV row the name's cell is hidden (whole, as a name column's); the town's and
-    # the company's are not, and the date's piece, with no letters, is no span at all.
+    # In a CSV row the name's cell stays hidden; the town's and the company's do not, and
+    # the date's piece, with no letters, is no span at all.
     csv = "id,name,city,company,joined\n184,Bryan Brito,Elvas,Amorim,2002-12-15"
-    assert kept(csv, span(csv, "Brito,Elvas,Amorim,2002-12-15")) == ["Bryan Brito"]
+    assert kept(csv, span(csv, "Brito,Elvas,Amorim,2002-12-15")) == ["Brito"]
+
+
+def named(text: str, *spans: PiiMatch) -> list[tuple[str, str]]:
+    return [(m.value, m.entity) for m in name_columns(text, list(spans), ENGLISH)]
 
 
 def test_a_name_columns_cell_is_hidden_whole_even_where_a_word_of_it_is_a_word() -> None:
-    csv = "id,name,city\n46,April Lee,Rileytown\n47,Rachel May,Leeds"
-    found = not_personal(csv, [span(csv, "Lee"), span(csv, "Rachel")], ENGLISH)
-    assert [(m.value, m.entity) for m in found] == [
+    csv = "id,name,city,email\n46,April Lee,Rileytown,al@example.org\n47,Rachel May,Leeds,-"
+    email = span(csv, "al@example.org", "EMAIL")
+    found = named(csv, span(csv, "Lee"), email, span(csv, "Rachel"))
+    # Each name cell is one name, once; the e-mail beside it is untouched.
+    assert found == [
         ("April Lee", "PERSON"),
+        ("al@example.org", "EMAIL"),
         ("Rachel May", "PERSON"),
     ]
 
@@ -97,4 +104,4 @@ def test_a_name_columns_cell_is_hidden_whole_even_where_a_word_of_it_is_a_word()
 def test_a_bare_name_column_beside_no_peoples_column_is_no_name_column() -> None:
     table = "id,name,price\n1,Widget Pro,9.99\n2,Anna Berg,4.50"
     # Only what the tagger found is kept: the product's cell is not made a name.
-    assert kept(table, span(table, "Berg")) == ["Berg"]
+    assert named(table, span(table, "Berg")) == [("Berg", "PERSON")]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from keel.guard.anonymize import Anonymizer, Vault
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
-from keel.guard.pii_context import DOCUMENT_NUMBER, not_personal
+from keel.guard.pii_context import DOCUMENT_NUMBER, name_columns, not_personal
 from keel.guard.pii_spans import (
     EDGE,
     NAME_TOKEN,
@@ -489,7 +489,7 @@ def detect(
     kept = taken.spans
     kept = of_a_name(text, [m for m in kept if m.entity != "PERSON" or not not_a_person(text, m)])
     if tagger is not None:
-        kept = not_personal(text, kept, english)
+        kept = name_columns(text, not_personal(text, kept, english), english)
     if "PERSON" in entities:
         kept = name_lists(text, sorted(kept, key=lambda m: m.start), english)
         kept = repeated_names(text, kept, english)

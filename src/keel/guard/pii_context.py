@@ -13,7 +13,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
-from keel.guard.pii_spans import ORG_SUFFIX, PiiMatch
+from keel.guard.pii_spans import ORG_SUFFIX, PiiMatch, SpanIndex
 
 # The legal forms that are abbreviations, never a word of a name: a span that ends in one
 # is a company ("Zänker AG & Co. OHG", "Esteves S/A", "Kiepura Sp. z o.o. Sp.k.").
@@ -131,6 +131,28 @@ def _cells_of(text: str, match: PiiMatch, body: int) -> list[PiiMatch]:
     return out
 
 
+def name_columns(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
+    """`matches` (in order, not overlapping) with each cell of a table's name column as one
+    name, whole: "April Lee", where the tagger found "Lee" alone, "April" being a word. The
+    names and addresses found inside such a cell give way to it; a cell that holds another
+    finding (an e-mail) keeps its findings instead."""
+    header = _HEADER.match(text)
+    if header is None or not any(m.entity == "PERSON" for m in matches):
+        return matches
+    columns = _FIELD_BREAK.split(header.group(0))
+    if not all(_is_label(c.split(), english) for c in columns):
+        return matches
+    cells = _column_cells(text, columns, header.end(), _name_column(columns))
+    names = _name_cells(text, cells)
+    if not names:
+        return matches
+    inside = {id(m) for m in _within(cells, matches) if m.entity in _CHECKED}
+    kept = [m for m in matches if id(m) not in inside]
+    taken = SpanIndex(kept)
+    return sorted(kept + [c for c in names if not taken.overlapping(c.start, c.end)],
+                  key=lambda m: m.start)  # fmt: skip
+
+
 def _name_cells(text: str, cells: Sequence[tuple[int, int]]) -> list[PiiMatch]:
     """A name column's cells with two letters or more, as names (their edges trimmed)."""
     out = []
@@ -140,10 +162,6 @@ def _name_cells(text: str, cells: Sequence[tuple[int, int]]) -> list[PiiMatch]:
             first = text.index(value, start)
             out.append(PiiMatch("PERSON", first, first + len(value), 0.9, value))
     return out
-
-
-def _overlaps_any(match: PiiMatch, spans: Sequence[PiiMatch]) -> bool:
-    return any(m.start < match.end and match.start < m.end for m in spans)
 
 
 def _is_label(words: Sequence[str], english: frozenset[str]) -> bool:
@@ -174,12 +192,6 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
         drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
         places = _column_cells(text, columns, header.end(), _NOT_A_PERSON_COLUMN)
         drop.update(id(m) for m in _within(places, persons))
-        name_column = _name_column(columns)
-        names = _name_cells(text, _column_cells(text, columns, header.end(), name_column))
-        if names:
-            # A name column's cell is a name, whole: "April Lee", where "April" is a word.
-            drop.update(id(m) for m in _within([(c.start, c.end) for c in names], tagged))
-            others += [c for c in names if not _overlaps_any(c, others)]
     fields = [m.span(1) for m in _NOT_A_PERSON_FIELD.finditer(text)]
     drop.update(id(m) for m in _within(fields, persons))
     for m in tagged:
