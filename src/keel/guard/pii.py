@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from keel.guard.anonymize import Anonymizer, Vault
 from keel.guard.base import Action, Finding, ScanContext, Stopwatch, Verdict, text_hash
 from keel.guard.pii_context import DOCUMENT_NUMBER, name_columns, not_personal
+from keel.guard.pii_names import name_lists, not_a_person, of_a_name, repeated_names
 from keel.guard.pii_spans import (
     EDGE,
     NAME_TOKEN,
@@ -26,10 +27,6 @@ from keel.guard.pii_spans import (
     PiiMatch,
     SpanIndex,
     join_addresses,
-    name_lists,
-    not_a_person,
-    of_a_name,
-    repeated_names,
 )
 
 if TYPE_CHECKING:
