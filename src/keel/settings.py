@@ -285,8 +285,9 @@ class Settings(BaseModel):
     )
     insights_process: bool = Field(
         False,
-        description="Embed traffic in a child process with its own copy of the embedding "
-        "model (about 700 MB), so its work never holds the gateway process's GIL; false: "
+        description="Embed traffic in a child process (about 190 MB: the model's ONNX graph "
+        "and tokenizer, no PyTorch, where the gateway embeds on ONNX Runtime; else a copy of "
+        "the whole model, about 700 MB), so its work never holds the gateway process's GIL; false: "
         "on a thread of the gateway process (docs/insights.md).",
     )
     trace_spill_max_bytes: int = Field(

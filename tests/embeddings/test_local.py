@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,18 +138,32 @@ def test_a_refused_priority_is_logged_and_work_goes_on(
     assert "keeps normal CPU priority" in caplog.records[0].getMessage()
 
 
+def _mapped_files(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def _leftover_graphs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("keel-embed-child-*"))
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="priorities as Linux sets them")
 async def test_background_embedding_in_a_child_process(embedder: LocalEmbedder) -> None:
     # With background_process, traffic's batches run in a child process at nice 19 with its
     # own copy of the model: the same vectors, and this process's threads are left alone.
     texts = ["what is the weather like in oslo", "reset my bank password", "ok"]
     child = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), background_process=True)
+    graphs_before = _leftover_graphs()
     try:
         background = await child.embed_background(texts)
         pid = child.child_pid()
         assert pid is not None
         assert pid != os.getpid()
         assert os.getpriority(os.PRIO_PROCESS, pid) == 19
+        # The parent embeds on ONNX Runtime, so the child runs its exported graph with the
+        # Rust tokenizer and loads no PyTorch; the graph's temporary file is gone.
+        assert child.runtime == "onnxruntime"
+        assert "libtorch" not in _mapped_files(pid)
+        assert _leftover_graphs() == graphs_before
         exact = await embedder.embed(texts)
         assert background.vectors.shape == (3, 384)
         assert np.min(np.sum(exact.vectors * background.vectors, axis=1)) >= 0.999

@@ -15,8 +15,11 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -25,7 +28,13 @@ from typing import Any, Literal
 import numpy as np
 
 from keel.embeddings.base import EmbeddingResult
-from keel.embeddings.onnx import MIN_COSINE, OnnxEncoder, onnx_encoder
+from keel.embeddings.onnx import (
+    MIN_COSINE,
+    OnnxEncoder,
+    StandaloneEncoder,
+    export_graph,
+    onnx_encoder,
+)
 from keel.errors import ServiceUnavailable
 
 log = logging.getLogger("keel.embeddings")
@@ -93,6 +102,7 @@ class LocalEmbedder:
             initargs=(background_priority,),
         )
         self._child: ProcessPoolExecutor | None = None
+        self._child_starting = asyncio.Lock()
         self._child_pid: int | None = None
         self._child_args = (name, model_dir, batch_size, threads, background_priority)
         self._use_child = background_process
@@ -253,25 +263,54 @@ class LocalEmbedder:
         await self._wait_loaded()
         loop = asyncio.get_running_loop()
         if self._use_child:
-            if self._child is None:
-                self._child = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),  # no fork of our threads
-                    initializer=_child_start,
-                    initargs=self._child_args,
-                )
+            graph: Path | None = None
+            async with self._child_starting:  # one child, however many callers arrive
+                if self._child is None:
+                    start, args, graph = await loop.run_in_executor(
+                        self._executor, self._child_setup
+                    )
+                    self._child = ProcessPoolExecutor(
+                        max_workers=1,
+                        mp_context=multiprocessing.get_context("spawn"),  # no fork of threads
+                        initializer=start,
+                        initargs=args,
+                    )
+            child = self._child
             try:
                 if self._child_pid is None:  # asked once, of the child itself
-                    self._child_pid = await loop.run_in_executor(self._child, os.getpid)
-                return await loop.run_in_executor(self._child, _child_embed, texts)
+                    self._child_pid = await loop.run_in_executor(child, os.getpid)
+                return await loop.run_in_executor(child, _child_embed, texts)
             except BrokenProcessPool as exc:  # it failed to start, or was killed
                 log.warning("background embedding moves into this process: its child "
                             "process stopped (%s)", exc)  # fmt: skip
                 self._use_child = False
-                self._child.shutdown(wait=False, cancel_futures=True)
+                child.shutdown(wait=False, cancel_futures=True)
                 self._child = None
                 self._child_pid = None
+            finally:
+                if graph is not None:  # read by the child as it started
+                    shutil.rmtree(graph.parent, ignore_errors=True)
         return await loop.run_in_executor(self._background, self._embed_sync, texts, True, False)
+
+    def _child_setup(self) -> tuple[Callable[..., None], tuple[Any, ...], Path | None]:
+        """How the child starts: with ONNX Runtime and the Rust tokenizer alone where this
+        process embeds on ONNX Runtime (the graph passed in a private temporary file,
+        removed once the child has loaded it); else with its own copy of the whole model."""
+        if self._onnx is None:
+            return _child_start, self._child_args, None
+        folder = Path(tempfile.mkdtemp(prefix="keel-embed-child-"))
+        graph = folder / "encoder.onnx"
+        try:
+            inputs = export_graph(self._model, graph)
+        except Exception as exc:  # it exported at load; if not now, the whole model goes
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("the background child loads the whole model: the export failed "
+                        "(%s: %s)", type(exc).__name__, exc)  # fmt: skip
+            return _child_start, self._child_args, None
+        tokenizer = self._model.tokenizer.backend_tokenizer.to_str()
+        args = (graph, tokenizer, int(self._model.max_seq_length), inputs, self._batch_size,
+                self._threads, self._child_args[-1])  # fmt: skip
+        return _standalone_child_start, args, graph
 
     def child_pid(self) -> int | None:
         """The background child process's id, once it has started (None: none running)."""
@@ -300,6 +339,7 @@ class LocalEmbedder:
 # -- the background child process (background_process=True) ----------------------------------
 
 _CHILD: LocalEmbedder | None = None  # in the child: its own copy of the model
+_STANDALONE: StandaloneEncoder | None = None  # or the exported graph alone
 
 
 def _child_start(
@@ -315,7 +355,27 @@ def _child_start(
     _CHILD = embedder
 
 
+def _standalone_child_start(
+    graph: Path,
+    tokenizer: str,
+    max_tokens: int,
+    inputs: tuple[str, ...],
+    batch_size: int,
+    threads: int | None,
+    priority: Priority,
+) -> None:
+    """Runs once in the child, as `_child_start` does, but loads no PyTorch: the graph the
+    parent exported, on ONNX Runtime, with the model's own tokenizer (about 190 MB where a
+    copy of the whole model took about 700)."""
+    global _STANDALONE
+    lower_priority(priority)
+    _STANDALONE = StandaloneEncoder(graph, tokenizer, max_tokens, inputs, batch_size, threads)
+
+
 def _child_embed(texts: list[str]) -> EmbeddingResult:
+    if _STANDALONE is not None:
+        vectors, tokens = _STANDALONE.embed(texts)
+        return EmbeddingResult(vectors=vectors, prompt_tokens=tokens)
     if _CHILD is None:
         raise RuntimeError("the background embedding process has no model")
     return _CHILD._embed_sync(texts, approximate=True)

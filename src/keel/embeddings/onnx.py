@@ -115,3 +115,61 @@ def onnx_encoder(model: Any, model_dir: Path, threads: int | None) -> OnnxEncode
                 graph, options, providers=["CPUExecutionProvider"]
             )
         return OnnxEncoder(_SESSIONS[key], inputs)
+
+
+def export_graph(model: Any, path: Path) -> tuple[str, ...]:
+    """Write `model`'s graph to `path` for another process; its input names are returned."""
+    inputs = tuple(n for n in INPUTS if n in model.tokenizer.model_input_names)
+    with EXPORT_LOCK:
+        path.write_bytes(_graph(model, inputs))
+    return inputs
+
+
+class StandaloneEncoder:
+    """Texts in, unit vectors out, with the model's own Rust tokenizer and ONNX Runtime
+    only: no PyTorch, so a process that embeds with it holds about a quarter of the memory
+    (the background child of docs/insights.md)."""
+
+    def __init__(
+        self,
+        graph: Path,
+        tokenizer: str,
+        max_tokens: int,
+        inputs: tuple[str, ...],
+        batch: int,
+        threads: int | None,
+    ):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_str(tokenizer)
+        self._tokenizer.enable_truncation(max_tokens)
+        self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id("[PAD]") or 0)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self._encoder = OnnxEncoder(session, inputs)
+        self._batch = batch
+
+    def embed(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], int]:
+        """Vectors in the order of `texts` (batched by length), and the tokens read."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = np.empty((len(texts), 0), dtype=np.float32)
+        tokens = 0
+        for start in range(0, len(order), self._batch):
+            rows = order[start : start + self._batch]
+            encodings = self._tokenizer.encode_batch([texts[i] for i in rows])
+            features = {
+                "input_ids": [e.ids for e in encodings],
+                "attention_mask": [e.attention_mask for e in encodings],
+                "token_type_ids": [e.type_ids for e in encodings],
+            }
+            tokens += sum(sum(e.attention_mask) for e in encodings)
+            batch = self._encoder.run(features)
+            if vectors.shape[1] != batch.shape[1]:
+                vectors = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+            vectors[rows] = batch
+        return vectors, tokens
