@@ -70,12 +70,18 @@ _PEOPLE_COLUMN = re.compile(
 )
 
 
+_ANY_NAME_COLUMN = re.compile(f"{_NAME_COLUMN.pattern}|{_BARE_NAME_COLUMN.pattern}", re.IGNORECASE)
+
+
 def _name_column(columns: Sequence[str]) -> re.Pattern[str]:
     """The pattern a name column's label matches in this table's header."""
-    labels = [c.strip().lstrip(" \t>|") for c in columns]
-    if any(_PEOPLE_COLUMN.fullmatch(label) for label in labels):
-        return re.compile(f"{_NAME_COLUMN.pattern}|{_BARE_NAME_COLUMN.pattern}", re.IGNORECASE)
+    if any(_PEOPLE_COLUMN.fullmatch(_label_of(c)) for c in columns):
+        return _ANY_NAME_COLUMN
     return _NAME_COLUMN
+
+
+def _label_of(column: str) -> str:
+    return column.strip().lstrip(" \t>|")
 
 
 _CHECKED = ("PERSON", "STREET_ADDRESS")
@@ -100,7 +106,7 @@ def _column_cells(
 ) -> list[tuple[int, int]]:
     """The cells of the rows below a header that fall in a column whose label `label`
     matches (a town, company or job column; a name column)."""
-    place = [bool(label.fullmatch(c.strip().lstrip(" \t>|"))) for c in columns]
+    place = [bool(label.fullmatch(_label_of(c))) for c in columns]
     if not any(place):
         return []
     out = []
@@ -123,12 +129,20 @@ def _cells_of(text: str, match: PiiMatch, body: int) -> list[PiiMatch]:
     out, start = [], match.start
     for brk in [*_FIELD_BREAK.finditer(text, match.start, match.end), None]:
         end = brk.start() if brk else match.end
-        value = text[start:end].strip(" .,;:")
-        if sum(ch.isalpha() for ch in value) >= 2:
-            first = text.index(value, start)
+        if cell := _cell(text, start, end, " .,;:"):
+            first, value = cell
             out.append(replace(match, start=first, end=first + len(value), value=value))
         start = brk.end() if brk else end
     return out
+
+
+def _cell(text: str, start: int, end: int, edge: str) -> tuple[int, str] | None:
+    """Where text[start:end] starts and what it holds, `edge` trimmed off its ends; None
+    where that holds fewer than two letters (a date, a comma, nothing)."""
+    value = text[start:end].strip(edge)
+    if sum(ch.isalpha() for ch in value) < 2:
+        return None
+    return text.index(value, start), value
 
 
 def name_columns(text: str, matches: list[PiiMatch], english: frozenset[str]) -> list[PiiMatch]:
@@ -136,13 +150,11 @@ def name_columns(text: str, matches: list[PiiMatch], english: frozenset[str]) ->
     name, whole: "April Lee", where the tagger found "Lee" alone, "April" being a word. The
     names and addresses found inside such a cell give way to it; a cell that holds another
     finding (an e-mail) keeps its findings instead."""
-    header = _HEADER.match(text)
-    if header is None or not any(m.entity == "PERSON" for m in matches):
+    table = _table(text, english)
+    if table is None or not any(m.entity == "PERSON" for m in matches):
         return matches
-    columns = _FIELD_BREAK.split(header.group(0))
-    if not all(_is_label(c.split(), english) for c in columns):
-        return matches
-    cells = _column_cells(text, columns, header.end(), _name_column(columns))
+    body, columns = table
+    cells = _column_cells(text, columns, body, _name_column(columns))
     names = _name_cells(text, cells)
     if not names:
         return matches
@@ -157,11 +169,22 @@ def _name_cells(text: str, cells: Sequence[tuple[int, int]]) -> list[PiiMatch]:
     """A name column's cells with two letters or more, as names (their edges trimmed)."""
     out = []
     for start, end in cells:
-        value = text[start:end].strip(" \t\"'")
-        if sum(ch.isalpha() for ch in value) >= 2:
-            first = text.index(value, start)
+        if cell := _cell(text, start, end, " \t\"'"):
+            first, value = cell
             out.append(PiiMatch("PERSON", first, first + len(value), 0.9, value))
     return out
+
+
+def _table(text: str, english: frozenset[str]) -> tuple[int, list[str]] | None:
+    """Where a table's rows begin and its columns, if the text's first line is a header
+    (two fields or more, every one a label); else None."""
+    header = _HEADER.match(text)
+    if header is None:
+        return None
+    columns = _FIELD_BREAK.split(header.group(0))
+    if not all(_is_label(c.split(), english) for c in columns):
+        return None
+    return header.end(), columns
 
 
 def _is_label(words: Sequence[str], english: frozenset[str]) -> bool:
@@ -181,16 +204,16 @@ def not_personal(text: str, matches: Sequence[PiiMatch], english: frozenset[str]
     labels = [(m.start(1), m.end(1)) for m in _LABEL.finditer(text)
               if _is_label(m.group(1).split(), english)]  # fmt: skip
     drop = {id(m) for m in _within(labels, tagged)}
-    header = _HEADER.match(text)
-    columns = _FIELD_BREAK.split(header.group(0)) if header else []
-    if header and all(_is_label(c.split(), english) for c in columns):
+    table = _table(text, english)
+    if table is not None:
+        body, columns = table
         # A name or an address stays in its cell: a span run across cells
         # ("Pegnitz\tKrankenschwester", "Frankfurt,Burns-Johnson,1972-06-23") is judged cell
         # by cell (an address's pieces with no number go on to be judged as names).
-        tagged = [piece for m in tagged for piece in _cells_of(text, m, header.end())]
+        tagged = [piece for m in tagged for piece in _cells_of(text, m, body)]
         persons = [m for m in tagged if m.entity == "PERSON"]
-        drop.update(id(m) for m in tagged if m.end <= header.end())  # "Applicant\tCity\t…"
-        places = _column_cells(text, columns, header.end(), _NOT_A_PERSON_COLUMN)
+        drop.update(id(m) for m in tagged if m.end <= body)  # "Applicant\tCity\t…"
+        places = _column_cells(text, columns, body, _NOT_A_PERSON_COLUMN)
         drop.update(id(m) for m in _within(places, persons))
     fields = [m.span(1) for m in _NOT_A_PERSON_FIELD.finditer(text)]
     drop.update(id(m) for m in _within(fields, persons))

@@ -45,10 +45,8 @@ _FIRM_LIST = re.compile(
 # name. People are listed otherwise ("our founders: Kónya, Becker and Vasquez"), and a list
 # that goes on ("Anna, Maria, John and Eve") is no firm of three.
 _AND = r"(?:and|&|e|y|et|und|en|og|och|i)"
-_SURNAMES = (
-    rf"{NAME_TOKEN},[ \t]+{NAME_TOKEN},?[ \t]+{_AND}[ \t]+{NAME_TOKEN}"
-    rf"|{NAME_TOKEN}[ \t]+&[ \t]+{NAME_TOKEN}"
-)
+_THREE = rf"{NAME_TOKEN},[ \t]+{NAME_TOKEN},?[ \t]+{_AND}[ \t]+{NAME_TOKEN}"
+_SURNAMES = rf"{_THREE}|{NAME_TOKEN}[ \t]+&[ \t]+{NAME_TOKEN}"
 # Two surnames joined by a hyphen, with no given name before them, where a firm is named:
 # "works at Thill-Thill", "I work for Ellis-Ingram", "the Bargetze-Hasler office".
 _DOUBLE = r"[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]+-[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]+(?!['’\w-])"
@@ -58,7 +56,7 @@ _LISTED_BEFORE = re.compile(rf"(?:,|[ \t]{_AND})[ \t]+$")
 _FIRM_NAMED = re.compile(
     rf"\b(?:from|at|with|for|of|joined|left)[ \t]+(?:{_SURNAMES})(?![ \t]*,[ \t]*{NAME_TOKEN})"
     rf"|\b(?:at|for|[Tt]he)[ \t]+{_DOUBLE}(?![ \t]+famil)"
-    rf"|(?m:^[ \t>|]*(?:{NAME_TOKEN},[ \t]+{NAME_TOKEN},?[ \t]+{_AND}[ \t]+{NAME_TOKEN})[ \t.]*$)"
+    rf"|(?m:^[ \t>|]*(?:{_THREE})[ \t.]*$)"
 )
 # A place after a journey: "flew to Leppen", "returned to Feliciano", "home city Assen".
 _PLACE_BEFORE = re.compile(
@@ -79,8 +77,9 @@ _LANDMARK_AFTER = re.compile(
 # The shape of a place's name: a word of direction or a lake, port or mount before a word
 # ("North Victoria", "Port Tracibury", "New Lorraineland"), or one word with an ending of
 # English place names that surnames do not have ("Martinezview", "Yorkshire", "Portsmouth").
+_PLACE_PREFIX = r"(?:North|South|East|West|New|Port|Lake|Mount)"
 _PLACE_SHAPE = re.compile(
-    r"(?:North|South|East|West|New|Port|Lake|Mount)[ \t]+[A-ZÀ-Þ][\w'’-]*$"
+    rf"{_PLACE_PREFIX}[ \t]+[A-ZÀ-Þ][\w'’-]*$"
     r"|[A-ZÀ-Þ][\w'’-]*(?:view|shire|haven|mouth|borough|stad|furt|burgh|town)$"
 )
 # "Telenav is a design agency based in …", "Persint is an German multinational": what a
@@ -91,7 +90,7 @@ _IS_A_FIRM = re.compile(
     r"(?![ \t]+(?:owner|director|manager|founder|employee|worker|executive|officer|partner|"
     r"lawyer|analyst|consultant|clerk|teller))"
 )
-_PLACE_WORD_BEFORE = re.compile(r"(?<![\w'’-])(?:North|South|East|West|New|Port|Lake|Mount) $")
+_PLACE_WORD_BEFORE = re.compile(rf"(?<![\w'’-]){_PLACE_PREFIX} $")
 # "a courier in Horní Planá", "a year at Numedii in Cheb", "in Ledeč nad Sázavou", "in Vila
 # Real de Santo António": after "in", a place, its words joined by the particles of place
 # names; but "in Maria's car" is about a person.
