@@ -32,6 +32,7 @@ from keel.embeddings.onnx import (
     MIN_COSINE,
     OnnxEncoder,
     StandaloneEncoder,
+    by_length,
     export_graph,
     onnx_encoder,
 )
@@ -202,7 +203,6 @@ class LocalEmbedder:
         model = self._model
         if self._threads is not None and torch.get_num_threads() != self._threads:
             torch.set_num_threads(self._threads)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         tokens = 0
         bfloat16 = approximate and self._approximate_ok
@@ -211,8 +211,7 @@ class LocalEmbedder:
         )
         encoder = self._onnx if onnx and not bfloat16 else None
         with torch.inference_mode(), precision:
-            for start in range(0, len(order), self._batch_size):
-                rows = order[start : start + self._batch_size]
+            for rows in by_length(texts, self._batch_size):
                 features = self._tokenize([texts[i] for i in rows])
                 tokens += int(features["attention_mask"].sum())
                 if encoder is not None:
@@ -308,8 +307,8 @@ class LocalEmbedder:
                         "(%s: %s)", type(exc).__name__, exc)  # fmt: skip
             return _child_start, self._child_args, None
         tokenizer = self._model.tokenizer.backend_tokenizer.to_str()
-        args = (graph, tokenizer, int(self._model.max_seq_length), inputs, self._batch_size,
-                self._threads, self._child_args[-1])  # fmt: skip
+        args = (graph, tokenizer, int(self._model.max_seq_length), inputs, self.dimension,
+                self._batch_size, self._threads, self._child_args[-1])  # fmt: skip
         return _standalone_child_start, args, graph
 
     def child_pid(self) -> int | None:
@@ -360,6 +359,7 @@ def _standalone_child_start(
     tokenizer: str,
     max_tokens: int,
     inputs: tuple[str, ...],
+    dimension: int,
     batch_size: int,
     threads: int | None,
     priority: Priority,
@@ -369,7 +369,9 @@ def _standalone_child_start(
     copy of the whole model took about 700)."""
     global _STANDALONE
     lower_priority(priority)
-    _STANDALONE = StandaloneEncoder(graph, tokenizer, max_tokens, inputs, batch_size, threads)
+    _STANDALONE = StandaloneEncoder(
+        graph, tokenizer, max_tokens, inputs, dimension, batch_size, threads
+    )
 
 
 def _child_embed(texts: list[str]) -> EmbeddingResult:

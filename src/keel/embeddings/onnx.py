@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,34 +93,42 @@ def onnx_encoder(model: Any, model_dir: Path, threads: int | None) -> OnnxEncode
     `threads`: ONNX Runtime's threads per call (None: one per core). Embedders of one
     model in one process share one export and one session (its `run` is thread-safe)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401  (only whether it is installed)
     except ImportError as exc:
         log.warning("embeddings stay on PyTorch: onnxruntime is not installed (%s)", exc)
         return None
     if not _exportable(model):
         log.info("embeddings stay on PyTorch: the model is not transformer + mean pooling")
         return None
-    inputs = tuple(n for n in INPUTS if n in model.tokenizer.model_input_names)
+    inputs = _input_names(model)
     key = (model_dir, inputs, threads)
     with EXPORT_LOCK:  # also guards _SESSIONS
         if key not in _SESSIONS:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or 0
-            options.inter_op_num_threads = 1
-            # Idle threads sleep instead of spinning: on 2 cores a spinning pool takes the
-            # CPU the event loop and the model server need between calls.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            graph = _graph(model, inputs)
-            _SESSIONS[key] = ort.InferenceSession(
-                graph, options, providers=["CPUExecutionProvider"]
-            )
+            _SESSIONS[key] = _session(_graph(model, inputs), threads)
         return OnnxEncoder(_SESSIONS[key], inputs)
+
+
+def _input_names(model: Any) -> tuple[str, ...]:
+    return tuple(n for n in INPUTS if n in model.tokenizer.model_input_names)
+
+
+def _session(graph: bytes | str, threads: int | None) -> Any:
+    """An ONNX Runtime session of `graph` (the bytes, or a file's path) on the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: on 2 cores a spinning pool takes the CPU the
+    # event loop and the model server need between calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def export_graph(model: Any, path: Path) -> tuple[str, ...]:
     """Write `model`'s graph to `path` for another process; its input names are returned."""
-    inputs = tuple(n for n in INPUTS if n in model.tokenizer.model_input_names)
+    inputs = _input_names(model)
     with EXPORT_LOCK:
         path.write_bytes(_graph(model, inputs))
     return inputs
@@ -136,31 +145,24 @@ class StandaloneEncoder:
         tokenizer: str,
         max_tokens: int,
         inputs: tuple[str, ...],
+        dimension: int,
         batch: int,
         threads: int | None,
     ):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_str(tokenizer)
         self._tokenizer.enable_truncation(max_tokens)
         self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id("[PAD]") or 0)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        self._encoder = OnnxEncoder(session, inputs)
+        self._encoder = OnnxEncoder(_session(str(graph), threads), inputs)
+        self._dimension = dimension
         self._batch = batch
 
     def embed(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], int]:
         """Vectors in the order of `texts` (batched by length), and the tokens read."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = np.empty((len(texts), 0), dtype=np.float32)
+        vectors = np.empty((len(texts), self._dimension), dtype=np.float32)
         tokens = 0
-        for start in range(0, len(order), self._batch):
-            rows = order[start : start + self._batch]
+        for rows in by_length(texts, self._batch):
             encodings = self._tokenizer.encode_batch([texts[i] for i in rows])
             features = {
                 "input_ids": [e.ids for e in encodings],
@@ -168,8 +170,13 @@ class StandaloneEncoder:
                 "token_type_ids": [e.type_ids for e in encodings],
             }
             tokens += sum(sum(e.attention_mask) for e in encodings)
-            batch = self._encoder.run(features)
-            if vectors.shape[1] != batch.shape[1]:
-                vectors = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
-            vectors[rows] = batch
+            vectors[rows] = self._encoder.run(features)
         return vectors, tokens
+
+
+def by_length(texts: list[str], size: int) -> Iterator[list[int]]:
+    """Batches of at most `size` indices into `texts`, shortest texts first: a batch pads to
+    little more than its own texts."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
