@@ -134,3 +134,24 @@ async def test_a_viewer_may_search_but_not_ingest(gateway: Gateway) -> None:
     assert refused.status_code == 403
     allowed = await client.post("/api/kbs/docs/search", json={"query": "x"}, headers=as_viewer)
     assert allowed.status_code == 200
+
+
+async def test_chunking_and_the_document_weight_are_set_at_creation(gateway: Gateway) -> None:
+    client, key = gateway
+    auth = {"Authorization": f"Bearer {key}"}
+    default = (await client.post("/api/kbs", json={"name": "plain"}, headers=auth)).json()
+    assert (default["config"]["chunk_tokens"], default["config"]["overlap_tokens"]) == (200, 40)
+    assert default["config"]["fusion"]["document_weight"] == 0
+    chosen = await client.post(
+        "/api/kbs",
+        json={"name": "wide", "chunk_tokens": 300, "fusion": {"document_weight": 0.5}},
+        headers=auth,
+    )
+    assert chosen.status_code == 201, chosen.text
+    config = (await client.get("/api/kbs/wide", headers=auth)).json()["config"]
+    assert (config["chunk_tokens"], config["fusion"]["document_weight"]) == (300, 0.5)
+    refused = await client.post(
+        "/api/kbs", json={"name": "bad", "fusion": {"document_weight": 2}}, headers=auth
+    )
+    assert refused.status_code == 400, refused.text
+    assert "document_weight" in refused.json()["error"]["message"]

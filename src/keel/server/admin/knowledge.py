@@ -59,6 +59,12 @@ class FusionBody(BaseModel):
     depth: int = Field(Fusion().depth, ge=10, le=1000)
     feedback: int = Field(Fusion().feedback, ge=0, le=20)
     feedback_weight: float = Field(Fusion().feedback_weight, ge=0, le=4)
+    document_weight: float = Field(
+        Fusion().document_weight,
+        ge=0,
+        le=1,
+        description="Share of a chunk's score taken from its document's best chunks.",
+    )
 
 
 class CreateBody(BaseModel):
@@ -66,8 +72,12 @@ class CreateBody(BaseModel):
 
     name: str = Field(max_length=100, description="Unique in the project.")
     description: str = Field("", max_length=1000)
-    chunk_tokens: int = Field(200, ge=32, le=512, description="Chunk size in model tokens.")
-    overlap_tokens: int = Field(40, ge=0, le=256, description="Tokens shared at each cut.")
+    chunk_tokens: int = Field(
+        KnowledgeConfig().chunk_tokens, ge=32, le=512, description="Chunk size in model tokens."
+    )
+    overlap_tokens: int = Field(
+        KnowledgeConfig().overlap_tokens, ge=0, le=256, description="Tokens shared at each cut."
+    )
     fusion: FusionBody = Field(default_factory=FusionBody)
 
 
