@@ -149,7 +149,7 @@ def _leftover_graphs() -> set[Path]:
 @pytest.mark.skipif(sys.platform != "linux", reason="priorities as Linux sets them")
 async def test_background_embedding_in_a_child_process(embedder: LocalEmbedder) -> None:
     # With background_process, traffic's batches run in a child process at nice 19 with its
-    # own copy of the model: the same vectors, and this process's threads are left alone.
+    # own encoder: the same vectors, and this process's threads are left alone.
     texts = ["what is the weather like in oslo", "reset my bank password", "ok"]
     child = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), background_process=True)
     graphs_before = _leftover_graphs()

@@ -84,7 +84,8 @@ class LocalEmbedder:
         """`threads`: torch threads of each embedding worker (None: torch's default).
         `background_priority`: the CPU priority of the worker behind embed_background().
         `background_process`: that worker is a child process (started on first use, with
-        its own copy of the model) rather than a thread of this one.
+        the exported graph and tokenizer where embed() runs on ONNX Runtime, else its own copy
+        of the model) rather than a thread of this one.
         `onnx`: embed() runs the model on ONNX Runtime where its vectors match PyTorch's
         (checked at load), several times sooner for a short text; else on PyTorch."""
         self.name = name
