@@ -84,3 +84,21 @@ def test_a_bad_file_is_refused_by_name_and_the_rest_is_ingested(
     code, output = keel("kb", "search", "holiday", "--kb", "handbook", "--mode", "lexical",
                         *keel_api)  # fmt: skip
     assert "handbook.md" in output
+
+
+def test_create_sets_chunking_and_fusion_and_a_bad_value_is_named(keel_api: list[str]) -> None:
+    code, output = keel("kb", "create", "plain", *keel_api)
+    assert code == 0, output
+    assert "chunks of 200 tokens, 40 shared; fusion convex, dense weight 0.5" in output
+    code, output = keel("kb", "create", "wide", "--chunk-tokens", "300", "--fusion", "rrf",
+                        "--document-weight", "0.3", *keel_api)  # fmt: skip
+    assert code == 0, output
+    assert "chunks of 300 tokens, 40 shared; fusion rrf" in output
+    assert "document weight 0.3" in output
+    code, output = keel("kb", "create", "bad", "--dense-weight", "1.5", *keel_api)
+    assert code == 1
+    assert "400" in output
+    assert "dense_weight" in output
+    code, output = keel("kb", "list", *keel_api)
+    assert "wide" in output
+    assert "bad" not in output  # nothing half-created

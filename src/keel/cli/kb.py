@@ -97,22 +97,47 @@ def _kb(name: str) -> str:
 def create(
     name: Annotated[str, typer.Argument(help="Knowledge base name, e.g. handbook.")],
     description: Annotated[str, typer.Option(help="What the base holds.")] = "",
-    chunk_tokens: Annotated[int, typer.Option(help="Chunk size in model tokens.")] = 200,
-    overlap_tokens: Annotated[int, typer.Option(help="Tokens shared at each cut.")] = 40,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(help="Chunk size in model tokens (default 200).")
+    ] = None,
+    overlap_tokens: Annotated[
+        int | None, typer.Option(help="Tokens shared at each cut (default 40).")
+    ] = None,
+    fusion: Annotated[
+        str | None,
+        typer.Option(help="How the vector and BM25 lists merge: convex (default) or rrf."),
+    ] = None,
+    dense_weight: Annotated[
+        float | None, typer.Option(help="Convex fusion: the vector list's share (default 0.5).")
+    ] = None,
+    document_weight: Annotated[
+        float | None,
+        typer.Option(help="A chunk's score's share from its document's best chunks (default 0)."),
+    ] = None,
+    feedback: Annotated[
+        int | None,
+        typer.Option(help="Pseudo-relevance feedback: chunks the query moves toward (default 0)."),
+    ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create a knowledge base in your project."""
-    body = {
-        "name": name,
-        "description": description,
-        "chunk_tokens": chunk_tokens,
-        "overlap_tokens": overlap_tokens,
-    }
+    """Create a knowledge base in your project. Options left out take the server's defaults;
+    the server checks every value and says which one is out of range."""
+    chosen = {"method": fusion, "dense_weight": dense_weight,
+              "document_weight": document_weight, "feedback": feedback}  # fmt: skip
+    given = {"name": name, "description": description, "chunk_tokens": chunk_tokens,
+             "overlap_tokens": overlap_tokens}  # fmt: skip
+    body: dict[str, Any] = {field: value for field, value in given.items() if value is not None}
+    if any(value is not None for value in chosen.values()):
+        body["fusion"] = {field: value for field, value in chosen.items() if value is not None}
     created = _Client(url, key, config).call("POST", "", json_body=body)
+    settings, merge = created["config"], created["config"]["fusion"]
     out.print(
-        f"created knowledge base {created['name']} (embeddings: {created['embedding_model']})"
+        f"created knowledge base {created['name']} (embeddings: {created['embedding_model']}; "
+        f"chunks of {settings['chunk_tokens']} tokens, {settings['overlap_tokens']} shared; "
+        f"fusion {merge['method']}, dense weight {merge['dense_weight']}, "
+        f"document weight {merge['document_weight']})"
     )
 
 
