@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +12,14 @@ from keel.server.services import stop_services
 from tests.support.app import build_services
 from tests.support.services import temporary_postgres_database
 from tests.support.upstream import FakeUpstream
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Rich fixes a console's width from COLUMNS when the console is built, and the CLI's are
+    # built at import. The CLI tests set COLUMNS per test, which holds only when none was set
+    # at import: pytest-xdist's workers start with COLUMNS=80 and LINES=24.
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
 
 
 @pytest.fixture

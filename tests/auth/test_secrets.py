@@ -45,7 +45,11 @@ def test_ciphertext_does_not_contain_the_plaintext(tmp_path: Path) -> None:
     assert box.encrypt(SECRET) != token  # a fresh IV each time: equal secrets look different
 
 
-@pytest.mark.parametrize("secret_key", [Fernet.generate_key().decode(), "correct horse battery"])
+@pytest.mark.parametrize(
+    "secret_key",
+    [Fernet.generate_key().decode(), "correct horse battery"],
+    ids=["fernet-key", "passphrase"],  # a random key in a test's name differs between workers
+)
 def test_setting_key_works_without_a_key_file(tmp_path: Path, secret_key: str) -> None:
     token = SecretBox.load(tmp_path, secret_key).encrypt(SECRET)
     assert SecretBox.load(tmp_path / "other-replica", secret_key).decrypt(token) == SECRET

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +27,25 @@ def require_ray() -> None:
 
 
 @contextmanager
+def one_cluster_at_a_time() -> Iterator[None]:
+    """Held while a test's cluster runs. `./run test` runs test files in two processes, and
+    two clusters at once would share 2 cores, and `processes_titled` would count the other
+    cluster's actors."""
+    with (Path(tempfile.gettempdir()) / "keel-test-ray.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
+@contextmanager
 def ray_head(log: Path, cpus: int = 2) -> Iterator[str]:
     """`ray start --head --block`; ending the command ends the cluster it started. Yields
     the address for KEEL_RAY_ADDRESS."""
     require_ray()
+    with one_cluster_at_a_time():
+        yield from _ray_head(log, cpus)
+
+
+def _ray_head(log: Path, cpus: int) -> Iterator[str]:
     port = free_port()
     # The dashboard agent's port is fixed (52365) unless given: a free port chosen for the
     # head can be that one, and then `ray start` refuses to start.
