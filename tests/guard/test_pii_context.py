@@ -101,6 +101,16 @@ def test_a_name_columns_cell_is_hidden_whole_even_where_a_word_of_it_is_a_word()
     ]
 
 
+def test_a_csv_row_whose_last_cell_is_empty_is_still_a_row_of_its_table() -> None:
+    csv = "id,name,city,email\n46,April Lee,Rileytown,\n47,Rachel May,,\n"
+    assert named(csv, span(csv, "Lee"), span(csv, "Rachel")) == [
+        ("April Lee", "PERSON"),
+        ("Rachel May", "PERSON"),
+    ]
+    # ... and its town's cell holds no name.
+    assert kept(csv, span(csv, "Rileytown")) == []
+
+
 def test_a_bare_name_column_beside_no_peoples_column_is_no_name_column() -> None:
     table = "id,name,price\n1,Widget Pro,9.99\n2,Anna Berg,4.50"
     # Only what the tagger found is kept: the product's cell is not made a name.

@@ -116,6 +116,9 @@ def _column_cells(
             cells.append((start, brk.start()))
             start = brk.end()
         cells.append((start, body + row.end()))
+        if len(cells) == len(columns) - 1 and text[body + row.end() - 1] == ",":
+            cells[-1] = (start, body + row.end() - 1)  # a CSV row whose last cell is empty
+            cells.append((body + row.end(), body + row.end()))
         if len(cells) == len(columns):  # else not a row of this table
             out += [cell for cell, is_place in zip(cells, place, strict=True) if is_place]
     return out
