@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import openai
 
 from tests.jobs.conftest import SlowEcho
@@ -25,6 +26,9 @@ def test_the_gateway_outlives_its_ray_cluster(tmp_path: Path, stub: SlowEcho) ->
             deadline = time.monotonic() + 60
             while len(actor_pids()) < 2 and time.monotonic() < deadline:  # its actors run there
                 time.sleep(0.2)
+            ray = httpx.get(f"{keel.base_url}/readyz").json()["checks"]["ray"]
+            assert ray["state"] == "reachable", ray
+            assert ray["address"].rsplit(":", 1)[1] == address.rsplit(":", 1)[1], ray  # its GCS
         except BaseException:
             keel.stop()
             raise
@@ -40,6 +44,10 @@ def test_the_gateway_outlives_its_ray_cluster(tmp_path: Path, stub: SlowEcho) ->
             assert reply.choices[0].message.content == f"still there {answers}"
             answers += 1
             time.sleep(1)
+        ready = httpx.get(f"{keel.base_url}/readyz")
+        assert ready.status_code == 200  # still serving: ready, degraded
+        assert ready.json()["status"] == "ready (degraded)"
+        assert ready.json()["checks"]["ray"]["state"] == "unreachable"
     finally:
         keel.stop()
     assert answers > RAY_DEFAULT_RECONNECT_S
