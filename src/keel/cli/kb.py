@@ -129,15 +129,15 @@ def create(
     given = {"name": name, "description": description, "chunk_tokens": chunk_tokens,
              "overlap_tokens": overlap_tokens}  # fmt: skip
     body: dict[str, Any] = {field: value for field, value in given.items() if value is not None}
-    if any(value is not None for value in chosen.values()):
-        body["fusion"] = {field: value for field, value in chosen.items() if value is not None}
+    if merge := {field: value for field, value in chosen.items() if value is not None}:
+        body["fusion"] = merge
     created = _Client(url, key, config).call("POST", "", json_body=body)
-    settings, merge = created["config"], created["config"]["fusion"]
+    settings, stored = created["config"], created["config"]["fusion"]
     out.print(
         f"created knowledge base {created['name']} (embeddings: {created['embedding_model']}; "
         f"chunks of {settings['chunk_tokens']} tokens, {settings['overlap_tokens']} shared; "
-        f"fusion {merge['method']}, dense weight {merge['dense_weight']}, "
-        f"document weight {merge['document_weight']})"
+        f"fusion {stored['method']}, dense weight {stored['dense_weight']}, "
+        f"document weight {stored['document_weight']})"
     )
 
 
