@@ -42,8 +42,10 @@ def start_keel(
 ) -> dict[str, str]:
     """A Keel with tracing on; `sample_rate` 0 is insights off, else "insights-<priority>"
     embeds that share of requests in a child process of that priority (insights_priority),
-    or with a "-thread" suffix ("low-thread") on a thread of Keel's (insights_process false)."""
+    or with a "-thread" suffix ("low-thread") on a thread of Keel's (insights_process false);
+    ":N" after the priority ("low:2") gives the child N threads (insights_threads)."""
     name = f"insights-{priority}" if sample_rate > 0 else "insights-off"
+    priority, _, threads = priority.partition(":")
     process = not priority.endswith("-thread")
     priority = priority.removesuffix("-thread")
     data_dir = folder / name
@@ -53,6 +55,7 @@ def start_keel(
         f"upstreams:\n  - name: stub\n    base_url: {stub_url}\n    models: [stub]\n"
         f"tracing: true\ninsights_sample_rate: {sample_rate}\ninsights_queue_size: 100000\n"
         f"insights_priority: {priority}\ninsights_process: {str(process).lower()}\n"
+        f"insights_threads: {threads or 1}\n"
     )
     port = free_port()
     keel = Path(sys.executable).with_name("keel")
@@ -68,7 +71,8 @@ def start_keel(
 
 PRIORITIES_HELP = (
     "insights_priority of each insights-on Keel, comma-separated (low, idle, normal; with "
-    "-thread, e.g. low-thread, on a thread of Keel's instead of a child process)"
+    "-thread, e.g. low-thread, on a thread of Keel's instead of a child process; with :N, e.g. "
+    "low:2, a child of N threads)"
 )
 
 

@@ -290,6 +290,13 @@ class Settings(BaseModel):
         "the whole model, about 700 MB), so its work never holds the gateway process's GIL; false: "
         "on a thread of the gateway process (docs/insights.md).",
     )
+    insights_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="Threads of the child process that embeds traffic (insights_process; 0: "
+        "one per core), each at insights_priority (docs/insights.md).",
+    )
     trace_spill_max_bytes: int = Field(
         1024**3, ge=0, description="Size cap of <data_dir>/spill; records past it are dropped."
     )

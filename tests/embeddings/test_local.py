@@ -175,3 +175,36 @@ async def test_background_embedding_in_a_child_process(embedder: LocalEmbedder) 
         assert child.child_pid() is None
     finally:
         child.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread on Linux")
+async def test_background_embedding_on_onnx_runtime_keeps_its_priority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With one thread per call (the gateway's default), ONNX Runtime computes on the thread
+    # that calls it, so traffic is embedded on ONNX Runtime at nice 19 where the CPU has no
+    # native bfloat16; PyTorch's float32 is several times slower there.
+    one = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), threads=1)
+    texts = ["what is the weather like in oslo", "reset my bank password", "ok"]
+    try:
+        exact = await one.embed(texts)
+        assert one.runtime == "onnxruntime"
+        encoder = one._onnx
+        assert encoder is not None
+        ran_at: list[tuple[str, int]] = []
+        run = encoder.run
+
+        def spy(features: dict[str, object]) -> np.ndarray:
+            me = threading.current_thread()
+            ran_at.append((me.name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+            return run(features)
+
+        monkeypatch.setattr(encoder, "run", spy)
+        background = await one.embed_background(texts)
+        assert np.min(np.sum(exact.vectors * background.vectors, axis=1)) >= 0.999
+        assert background.prompt_tokens == exact.prompt_tokens
+        if not one._approximate_ok:  # else bfloat16 on PyTorch, which is faster there
+            assert ran_at
+            assert set(ran_at) == {("keel-embed-background_0", 19)}
+    finally:
+        one.close()

@@ -41,6 +41,10 @@ from keel.errors import ServiceUnavailable
 log = logging.getLogger("keel.embeddings")
 
 APPROXIMATE_MIN_COSINE = 0.999
+# Traffic (a queue's batch of 64 short texts of every length) runs through ONNX Runtime 8 at a
+# time, shortest first: each forward pass pads to little more than its own texts, about 1.2x
+# the texts per second of 32 at a time (docs/insights.md).
+BACKGROUND_BATCH = 8
 CALIBRATION = (
     "How do I reset my password?",
     "what is the weather like in paris today",
@@ -79,6 +83,7 @@ class LocalEmbedder:
         threads: int | None = None,
         background_priority: Priority = "low",
         background_process: bool = False,
+        background_threads: int | None = None,
         onnx: bool = True,
     ):
         """`threads`: torch threads of each embedding worker (None: torch's default).
@@ -86,6 +91,7 @@ class LocalEmbedder:
         `background_process`: that worker is a child process (started on first use, with
         the exported graph and tokenizer where embed() runs on ONNX Runtime, else its own copy
         of the model) rather than a thread of this one.
+        `background_threads`: the child's threads (None: `threads`).
         `onnx`: embed() runs the model on ONNX Runtime where its vectors match PyTorch's
         (checked at load), several times sooner for a short text; else on PyTorch."""
         self.name = name
@@ -106,7 +112,8 @@ class LocalEmbedder:
         self._child: ProcessPoolExecutor | None = None
         self._child_starting = asyncio.Lock()
         self._child_pid: int | None = None
-        self._child_args = (name, model_dir, batch_size, threads, background_priority)
+        child_threads = threads if background_threads is None else background_threads or None
+        self._child_args = (name, model_dir, batch_size, child_threads, background_priority)
         self._use_child = background_process
         self._use_onnx = onnx
         self._onnx: OnnxEncoder | None = None
@@ -190,7 +197,11 @@ class LocalEmbedder:
             log.error("embedding model %s failed to load: %s", self.name, self.error)
 
     def _embed_sync(
-        self, texts: list[str], approximate: bool = False, onnx: bool = True
+        self,
+        texts: list[str],
+        approximate: bool = False,
+        onnx: bool = True,
+        batch_size: int | None = None,
     ) -> EmbeddingResult:
         """What SentenceTransformer.encode does (its preprocessing, forward pass and L2
         normalisation), with each batch tokenised once: its attention mask also counts the
@@ -198,7 +209,9 @@ class LocalEmbedder:
         own texts. `approximate`: in bfloat16 arithmetic where that was accepted at load
         (see embed_approximate). `onnx`: on ONNX Runtime where it was accepted at load and
         bfloat16 is not used; False where the calling thread's priority must hold (ONNX
-        Runtime's thread pool keeps the priority of the thread that loaded the model)."""
+        Runtime's thread pool keeps the priority of the thread that loaded the model).
+        `batch_size`: texts per forward pass on ONNX Runtime (None: the embedder's, which
+        PyTorch always uses: its per-call overhead favours larger batches)."""
         import torch
 
         model = self._model
@@ -211,8 +224,9 @@ class LocalEmbedder:
             torch.autocast("cpu", dtype=torch.bfloat16) if bfloat16 else contextlib.nullcontext()
         )
         encoder = self._onnx if onnx and not bfloat16 else None
+        size = (batch_size or self._batch_size) if encoder is not None else self._batch_size
         with torch.inference_mode(), precision:
-            for rows in by_length(texts, self._batch_size):
+            for rows in by_length(texts, size):
                 features = self._tokenize([texts[i] for i in rows])
                 tokens += int(features["attention_mask"].sum())
                 if encoder is not None:
@@ -290,7 +304,12 @@ class LocalEmbedder:
             finally:
                 if graph is not None:  # read by the child as it started
                     shutil.rmtree(graph.parent, ignore_errors=True)
-        return await loop.run_in_executor(self._background, self._embed_sync, texts, True, False)
+        # A session of one thread computes on the calling thread, at its priority; a larger
+        # one on a pool that kept the priority of the thread that loaded the model.
+        onnx = self._threads == 1
+        return await loop.run_in_executor(
+            self._background, self._embed_sync, texts, True, onnx, BACKGROUND_BATCH
+        )
 
     def _child_setup(self) -> tuple[Callable[..., None], tuple[Any, ...], Path | None]:
         """How the child starts: with ONNX Runtime and the Rust tokenizer alone where this
@@ -309,7 +328,7 @@ class LocalEmbedder:
             return _child_start, self._child_args, None
         tokenizer = self._model.tokenizer.backend_tokenizer.to_str()
         args = (graph, tokenizer, int(self._model.max_seq_length), inputs, self.dimension,
-                self._batch_size, self._threads, self._child_args[-1])  # fmt: skip
+                BACKGROUND_BATCH, self._child_args[3], self._child_args[4])  # fmt: skip
         return _standalone_child_start, args, graph
 
     def child_pid(self) -> int | None:
@@ -381,4 +400,4 @@ def _child_embed(texts: list[str]) -> EmbeddingResult:
         return EmbeddingResult(vectors=vectors, prompt_tokens=tokens)
     if _CHILD is None:
         raise RuntimeError("the background embedding process has no model")
-    return _CHILD._embed_sync(texts, approximate=True)
+    return _CHILD._embed_sync(texts, approximate=True, batch_size=BACKGROUND_BATCH)

@@ -240,7 +240,8 @@ async def start_services(
             embedder = LocalEmbedder(settings.embedding_model_name, minilm_dir(),
                                      threads=settings.embedding_threads or None,
                                      background_priority=settings.insights_priority,
-                                     background_process=settings.insights_process)  # fmt: skip
+                                     background_process=settings.insights_process,
+                                     background_threads=settings.insights_threads)  # fmt: skip
             services.catalog.add_embedder(embedder)
             embedder.start_loading()
         services.sync.attach(services.events)
