@@ -5,8 +5,9 @@ sampled requests per second the bundled MiniLM embeds and stores. Prints JSON.
         [--workers thread,process]
 
 Requests are CLINC150 dev texts as chat traces; they are written to a real SQLite store.
-Each `--workers` entry runs in turn: the background thread (PyTorch) and the child process
-of `insights_process: true` (ONNX Runtime), both at their default priority.
+Each `--workers` entry runs in turn: the background thread (ONNX Runtime at one thread, else
+PyTorch; bfloat16 on PyTorch where the CPU has it) and the child process of
+`insights_process: true` (ONNX Runtime), both at their default priority.
 """
 
 from __future__ import annotations
