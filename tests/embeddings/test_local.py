@@ -147,14 +147,27 @@ def _leftover_graphs() -> set[Path]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="priorities as Linux sets them")
-async def test_background_embedding_in_a_child_process(embedder: LocalEmbedder) -> None:
+async def test_background_embedding_in_a_child_process(
+    embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # With background_process, traffic's batches run in a child process at nice 19 with its
     # own encoder: the same vectors, and this process's threads are left alone.
     texts = ["what is the weather like in oslo", "reset my bank password", "ok"]
     child = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), background_process=True)
     graphs_before = _leftover_graphs()
+    setup = child._child_setup
+    set_up_on: list[str] = []
+
+    def spy() -> object:
+        set_up_on.append(threading.current_thread().name)
+        return setup()
+
+    monkeypatch.setattr(child, "_child_setup", spy)
     try:
         background = await child.embed_background(texts)
+        # The graph is exported for the child on the background worker, not on the one
+        # requests' embeddings wait for.
+        assert set_up_on == ["keel-embed-background_0"]
         pid = child.child_pid()
         assert pid is not None
         assert pid != os.getpid()

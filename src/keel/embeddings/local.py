@@ -279,9 +279,10 @@ class LocalEmbedder:
         if self._use_child:
             graph: Path | None = None
             async with self._child_starting:  # one child, however many callers arrive
-                if self._child is None:
+                if self._child is None:  # the export on the background worker: a request's
+                    # embedding never waits the second or two it takes
                     start, args, graph = await loop.run_in_executor(
-                        self._executor, self._child_setup
+                        self._background, self._child_setup
                     )
                     self._child = ProcessPoolExecutor(
                         max_workers=1,
