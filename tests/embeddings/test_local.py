@@ -196,7 +196,7 @@ async def test_background_embedding_on_onnx_runtime_keeps_its_priority(
 ) -> None:
     # With one thread per call (the gateway's default), ONNX Runtime computes on the thread
     # that calls it, so traffic is embedded on ONNX Runtime at nice 19 where the CPU has no
-    # native bfloat16; PyTorch's float32 is several times slower there.
+    # native bfloat16 (PyTorch's Python between operators holds the GIL the gateway needs).
     one = LocalEmbedder("all-minilm-l6-v2", minilm_dir(), threads=1)
     texts = ["what is the weather like in oslo", "reset my bank password", "ok"]
     try:
