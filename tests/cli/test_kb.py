@@ -102,3 +102,34 @@ def test_create_sets_chunking_and_fusion_and_a_bad_value_is_named(keel_api: list
     code, output = keel("kb", "list", *keel_api)
     assert "wide" in output
     assert "bad" not in output  # nothing half-created
+
+
+def test_create_help_states_the_servers_defaults() -> None:
+    # `keel kb create --help` names the defaults a base gets when an option is left out;
+    # they must be the ones the server applies.
+    import re
+
+    import typer.main
+
+    from keel.cli.app import app
+    from keel.knowledge.records import KnowledgeConfig
+
+    group = typer.main.get_command(app)
+    create = group.commands["kb"].commands["create"]  # type: ignore[attr-defined]
+    stated = {}
+    for param in create.params:
+        found = re.search(r"\(default ([\w.]+)\)|(\w+) \(default\)", getattr(param, "help", ""))
+        if found:
+            stated[param.name] = found.group(1) or found.group(2)
+    server = KnowledgeConfig()
+    served: dict[str, str | float] = {
+        "chunk_tokens": server.chunk_tokens,
+        "overlap_tokens": server.overlap_tokens,
+        "fusion": server.fusion.method,
+        "dense_weight": server.fusion.dense_weight,
+        "document_weight": server.fusion.document_weight,
+        "feedback": server.fusion.feedback,
+    }
+    assert set(stated) == set(served)
+    for name, value in served.items():
+        assert (stated[name] if isinstance(value, str) else float(stated[name])) == value, name
