@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer.main
 from starlette.types import ASGIApp
 
+from keel.cli.app import app
+from keel.knowledge.records import KnowledgeConfig
 from keel.server.app import create_app
 from keel.server.openai.files import job_system
 from tests.cli.test_prompts import keel
@@ -107,13 +111,6 @@ def test_create_sets_chunking_and_fusion_and_a_bad_value_is_named(keel_api: list
 def test_create_help_states_the_servers_defaults() -> None:
     # `keel kb create --help` names the defaults a base gets when an option is left out;
     # they must be the ones the server applies.
-    import re
-
-    import typer.main
-
-    from keel.cli.app import app
-    from keel.knowledge.records import KnowledgeConfig
-
     group = typer.main.get_command(app)
     create = group.commands["kb"].commands["create"]  # type: ignore[attr-defined]
     stated = {}

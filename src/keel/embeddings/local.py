@@ -328,8 +328,9 @@ class LocalEmbedder:
                         "(%s: %s)", type(exc).__name__, exc)  # fmt: skip
             return _child_start, self._child_args, None
         tokenizer = self._model.tokenizer.backend_tokenizer.to_str()
+        *_, threads, priority = self._child_args
         args = (graph, tokenizer, int(self._model.max_seq_length), inputs, self.dimension,
-                BACKGROUND_BATCH, self._child_args[3], self._child_args[4])  # fmt: skip
+                BACKGROUND_BATCH, threads, priority)  # fmt: skip
         return _standalone_child_start, args, graph
 
     def child_pid(self) -> int | None:
